@@ -1,0 +1,36 @@
+# Two commands do all the set-up: `make train` and `make test` (each creates .venv on first use).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The fbgemm build follows the hardware: the CUDA build where nvidia-smi sees a GPU, else the CPU build.
+FBGEMM_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+PYTEST_ARGS ?=
+
+.PHONY: install train test test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$(FBGEMM_EXTRA),dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/recframe train +experiment=dlrm
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check recframe tests scripts
+
+bench: $(STAMP)
+	$(PY) scripts/bench_sparse.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,81 @@
+"""The ``recframe`` command: ``recframe train|eval|plan|preprocess|bench [args]``.
+
+No subcommand means ``train``. The arguments after the subcommand go to that command (Hydra
+overrides for train/eval/plan/bench). Only the chosen command's module is imported, so
+``recframe --help`` starts fast.
+
+Example:
+    $ recframe --help
+    $ recframe train +experiment=dlrm trainer.max_steps=100
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand.
+
+    Args:
+        summary: one line for ``--help``.
+        entry: ``"module:function"`` taking the remaining argv and returning an exit code,
+            or None while the command has not landed yet.
+    """
+
+    summary: str
+    entry: str | None
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model from a Hydra config (default): recframe train +experiment=dlrm", None),
+    "eval": Command("evaluate a checkpoint and write metrics.json: recframe eval +experiment=... ckpt_path=...", None),
+    "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
+                    "world_size=N", None),
+    "preprocess": Command("convert raw data (Criteo TSV, ...) to recframe's binary layout", None),
+    "bench": Command("time the real training path and print one JSON line of samples/s", None),
+}
+
+NOT_AVAILABLE_EXIT = 3
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: recframe [COMMAND] [ARGS...]",
+        "",
+        "recframe trains recommendation models (sharded embedding tables + dense towers) from Hydra configs.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()),
+        "",
+        "No command means train. `recframe COMMAND --help` shows a command's own options.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if args and args[0] in ("-V", "--version"):
+        from recframe import __version__
+
+        print(f"recframe {__version__}")
+        return 0
+    name = args.pop(0) if args and args[0] in COMMANDS else "train"
+    command = COMMANDS[name]
+    if command.entry is None:
+        print(f"recframe {name}: not available yet", file=sys.stderr)
+        return NOT_AVAILABLE_EXIT
+    module, function = command.entry.split(":")
+    return int(getattr(importlib.import_module(module), function)(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

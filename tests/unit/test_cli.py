@@ -1,0 +1,48 @@
+"""The `recframe` command line: help, dispatch, lazy imports, honest "not available yet"."""
+
+import subprocess
+import sys
+
+import pytest
+
+from recframe import cli
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "recframe", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_subcommand_with_one_line() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in ("train", "eval", "plan", "preprocess", "bench"):
+        lines = [line for line in result.stdout.splitlines() if line.strip().startswith(name + " ")]
+        assert len(lines) == 1, f"{name} should have exactly one help line:\n{result.stdout}"
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, io, contextlib; from recframe import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()): cli.main(['--help'])\n"
+        "heavy = [m for m in ('torch', 'pytorch_lightning', 'hydra', 'fbgemm_gpu') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"--help imported {result.stdout.strip()}"
+
+
+@pytest.mark.parametrize("name", [n for n, c in cli.COMMANDS.items() if c.entry is None])
+def test_command_not_landed_says_so_and_fails(name: str) -> None:
+    result = run_cli(name)
+    assert result.returncode == cli.NOT_AVAILABLE_EXIT
+    assert result.stderr.strip() == f"recframe {name}: not available yet"
+
+
+def test_every_landed_command_entry_resolves() -> None:
+    import importlib
+
+    for name, command in cli.COMMANDS.items():
+        if command.entry is not None:
+            module, function = command.entry.split(":")
+            assert callable(getattr(importlib.import_module(module), function)), name
