@@ -1,0 +1,19 @@
+"""Data sources that produce ``recframe.sparse.Batch`` objects (they know no model)."""
+
+from recframe.data.synthetic import (
+    SyntheticConfig,
+    SyntheticCriteo,
+    SyntheticDataset,
+    SyntheticRetrieval,
+    SyntheticRetrievalConfig,
+    zipf_ids,
+)
+
+__all__ = [
+    "SyntheticConfig",
+    "SyntheticCriteo",
+    "SyntheticDataset",
+    "SyntheticRetrieval",
+    "SyntheticRetrievalConfig",
+    "zipf_ids",
+]

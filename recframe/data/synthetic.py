@@ -1,0 +1,440 @@
+"""Synthetic data with a planted signal: Criteo-shaped click batches and retrieval pairs.
+
+``SyntheticCriteo`` makes batches like Criteo's: ``num_dense_features`` lognormal floats (log1p'd
+by default, as the Criteo loader does) and sparse features whose ids follow a Zipf law over each
+table's rows (id 0 is the hottest), one or more ids per sample (multi-hot). Labels are drawn from a
+hidden model over those same features, so a model can learn them and AUC well above 0.5 is
+reachable:
+
+    logit_t = base_logit_t + signal_strength * (dense_weight * sum_j beta_tj z_j / sqrt(n_dense)
+              + sparse_weight * sum_f mean_{id in bag f} w_tf(id) / sqrt(F)
+              + pairwise_weight * sum_{f<g} <h_tf, h_tg> / sqrt(3 F (F - 1) / 2))
+
+where ``z_j`` is the standard normal behind dense feature ``j``, ``w_tf(id)`` a random weight and
+``h_tf`` the bag mean of random 3-dim latent vectors (a factorization-machine pairwise term).
+Per-id weights come from a hash of (seed, task, feature, id), so tables of any size cost no memory.
+Tasks after the first share ``task_correlation`` of task 0's signal. ``label ~ Bernoulli(sigmoid(logit))``.
+
+``SyntheticRetrieval`` makes (user, positive item) pairs for two-tower models: each user belongs
+to a hidden cluster; the history and the positive item are drawn from that cluster's items.
+
+Batch ``i`` depends only on (seed, i): reproducible, whatever the order, the worker or the rank.
+
+Example:
+    >>> gen = SyntheticCriteo(SyntheticConfig(num_dense_features=13, table_sizes=(100,) * 26), seed=0)
+    >>> batch = gen.batch(index=0, batch_size=8)
+    >>> batch.dense_features.shape, batch.sparse_features.stride(), batch.labels.shape
+    (torch.Size([8, 13]), 8, torch.Size([8]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from recframe.sparse import Batch, KeyedJaggedTensor
+
+_U64 = np.uint64
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a bijective, well-mixed hash of uint64 values (vectorized)."""
+    x = x + _U64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+def _hash_uniforms(ids: np.ndarray, salt: np.ndarray | np.uint64) -> np.ndarray:
+    """Four independent uniforms in [-sqrt(3), sqrt(3)) (variance 1) per id: shape ``[*ids.shape, 4]``."""
+    h = _mix64(ids.astype(_U64) ^ salt)
+    parts = h.view(np.uint16).reshape(*ids.shape, 4).astype(np.float32)
+    return parts * np.float32(2.0 * math.sqrt(3.0) / 65536.0) - np.float32(math.sqrt(3.0))
+
+
+def zipf_ids(u: np.ndarray, num_rows: np.ndarray | int, exponent: float) -> np.ndarray:
+    """Map uniforms ``u`` in [0, 1) to ids in ``[0, num_rows)`` with ``P(id = k) ~ (k + 1) ** -exponent``.
+
+    Inverse CDF of the continuous power law on ``[1, num_rows + 1)``, floored: O(1) memory for any
+    table size. ``exponent = 0`` is uniform. Computed in float32 (8x faster) when every table has
+    fewer than 2**24 rows, else in float64 so that every id stays reachable.
+
+    Args:
+        u: uniforms, any shape.
+        num_rows: table size(s), broadcast against ``u``.
+        exponent: the Zipf exponent ``s >= 0``.
+    """
+    rows = np.asarray(num_rows, dtype=np.int64)
+    dtype = np.float32 if int(rows.max(initial=1)) < 2**24 else np.float64
+    u = u.astype(dtype, copy=False)
+    m = (rows + 1).astype(dtype)
+    if abs(exponent - 1.0) < 1e-9:
+        x = np.exp(u * np.log(m))
+    else:
+        a = dtype(1.0 - exponent)
+        x = (dtype(1.0) + u * (m**a - dtype(1.0))) ** (dtype(1.0) / a)
+    return np.minimum(x.astype(np.int64) - 1, rows - 1).clip(min=0)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Shape and signal of Criteo-like synthetic data.
+
+    Args:
+        num_dense_features: number of dense features (0 allowed).
+        table_sizes: rows of the table behind each sparse feature; one entry per feature.
+        ids_per_feature: ids per sample for each feature (the bag size; > 1 is multi-hot); an int
+            applies to every feature.
+        variable_lengths: draw each bag size uniformly in ``[1, ids_per_feature]`` instead.
+        empty_bag_probability: chance that a bag has no ids at all.
+        zipf_exponent: skew of the id distribution (0 uniform; Criteo is near 1.0-1.2).
+        feature_prefix: sparse features are named ``f"{feature_prefix}{i}"``.
+        num_tasks: number of label columns (labels are ``[batch]`` for 1, else ``[batch, num_tasks]``).
+        signal_strength: scale of the hidden logit; 0 makes labels independent of the features.
+        base_logit: intercept of every task's logit (-1.1 gives about Criteo's 25% positives at
+            strength 0).
+        dense_weight: weight of the dense (linear) part of the hidden model.
+        sparse_weight: weight of the per-id (first-order) part.
+        pairwise_weight: weight of the pairwise (FM) part.
+        task_correlation: share of task 0's hidden signal in the other tasks' (in [0, 1]).
+        dense_log1p: return ``log1p`` of the lognormal dense values (what the Criteo loader feeds models).
+    """
+
+    num_dense_features: int = 13
+    table_sizes: tuple[int, ...] = (1000,) * 26
+    ids_per_feature: int | tuple[int, ...] = 1
+    variable_lengths: bool = False
+    empty_bag_probability: float = 0.0
+    zipf_exponent: float = 1.05
+    feature_prefix: str = "cat_"
+    num_tasks: int = 1
+    signal_strength: float = 2.0
+    base_logit: float = -1.1
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    pairwise_weight: float = 1.0
+    task_correlation: float = 0.5
+    dense_log1p: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_dense_features < 0:
+            problems.append(f"num_dense_features must be >= 0, got {self.num_dense_features}")
+        if any(int(n) < 1 for n in self.table_sizes):
+            problems.append(f"table_sizes must all be >= 1, got {self.table_sizes}")
+        if any(n < 1 for n in self.bag_sizes()):
+            problems.append(f"ids_per_feature must be >= 1, got {self.ids_per_feature}")
+        if not 0.0 <= self.empty_bag_probability <= 1.0:
+            problems.append(f"empty_bag_probability must be in [0, 1], got {self.empty_bag_probability}")
+        if self.zipf_exponent < 0:
+            problems.append(f"zipf_exponent must be >= 0, got {self.zipf_exponent}")
+        if self.num_tasks < 1:
+            problems.append(f"num_tasks must be >= 1, got {self.num_tasks}")
+        if not 0.0 <= self.task_correlation <= 1.0:
+            problems.append(f"task_correlation must be in [0, 1], got {self.task_correlation}")
+        if problems:
+            raise ValueError("SyntheticConfig: " + "; ".join(problems))
+
+    @property
+    def num_sparse_features(self) -> int:
+        return len(self.table_sizes)
+
+    def feature_names(self) -> list[str]:
+        """Names of the sparse features, in KJT key order."""
+        return [f"{self.feature_prefix}{i}" for i in range(self.num_sparse_features)]
+
+    def bag_sizes(self) -> tuple[int, ...]:
+        """``ids_per_feature`` as one (maximum) bag size per feature."""
+        if isinstance(self.ids_per_feature, int):
+            return (self.ids_per_feature,) * self.num_sparse_features
+        if len(self.ids_per_feature) != self.num_sparse_features:
+            raise ValueError(f"SyntheticConfig: ids_per_feature has {len(self.ids_per_feature)} entries "
+                             f"for {self.num_sparse_features} sparse features")
+        return tuple(int(n) for n in self.ids_per_feature)
+
+
+class SyntheticCriteo:
+    """Generator of Criteo-shaped ``Batch``es with labels from a hidden model (see the module docstring).
+
+    Args:
+        config: shapes and signal.
+        seed: fixes the hidden model and every batch.
+
+    Example:
+        >>> gen = SyntheticCriteo(SyntheticConfig(table_sizes=(50, 50), num_tasks=2), seed=1)
+        >>> b = gen.batch(index=3, batch_size=4)
+        >>> b.labels.shape, gen.hidden_logits(b).shape
+        (torch.Size([4, 2]), torch.Size([4, 2]))
+    """
+
+    def __init__(self, config: SyntheticConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        c = config
+        rng = np.random.default_rng([seed, 0x5EED])
+        self._table_sizes = np.asarray(c.table_sizes, dtype=np.int64)
+        self._bag_sizes = np.asarray(c.bag_sizes(), dtype=np.int64)
+        # float32 uniforms resolve every id of tables under 2**24 rows; larger tables need float64
+        self._uniform_dtype = np.float32 if int(self._table_sizes.max(initial=1)) < 2**24 else np.float64
+        self._dense_mu = rng.uniform(-0.5, 1.5, size=c.num_dense_features)
+        self._dense_sigma = rng.uniform(0.5, 1.2, size=c.num_dense_features)
+        self._beta = rng.standard_normal((c.num_tasks, c.num_dense_features))
+        self._salts = rng.integers(0, 2**63, size=(c.num_tasks, c.num_sparse_features), dtype=np.int64).astype(_U64)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.config.feature_names()
+
+    # ---- the hidden model -------------------------------------------------------------------------
+    def _logits(self, z: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Hidden logits ``[B, T]``.
+
+        Args:
+            z: the standard normals behind the dense features, ``[B, n_dense]``.
+            ids: padded ids ``[F, B, max_bag]``; position ``k`` of a bag counts when ``k < lengths``.
+            lengths: bag sizes ``[F, B]``.
+        """
+        c = self.config
+        num_f, batch, max_bag = ids.shape
+        full = bool((lengths == max_bag).all())
+        mask = None if full else (np.arange(max_bag) < lengths[:, :, None])[..., None].astype(np.float32)
+        denom = np.float32(max_bag) if full else np.maximum(lengths, 1)[..., None].astype(np.float32)
+        out = np.empty((batch, c.num_tasks), dtype=np.float64)
+        for t in range(c.num_tasks):
+            u = _hash_uniforms(ids, self._salts[t][:, None, None])  # [F, B, max_bag, 4]
+            if mask is not None:
+                u *= mask
+            means = u[:, :, 0].copy() if max_bag else np.zeros((num_f, batch, 4), np.float32)
+            for k in range(1, max_bag):  # a loop beats ndarray.sum over a middle axis
+                means += u[:, :, k]
+            if max_bag > 1 or mask is not None:
+                means /= denom
+            # column 0: first-order weight; columns 1-3: the latent vector of the pairwise term
+            total = means.sum(axis=0)  # [B, 4]
+            squares = (means * means).sum(axis=0)  # [B, 4]
+            first = total[:, 0] / math.sqrt(max(num_f, 1))
+            pairs = 0.5 * ((total[:, 1:] * total[:, 1:]).sum(-1) - squares[:, 1:].sum(-1))
+            pairs = pairs / math.sqrt(max(3 * num_f * (num_f - 1) / 2, 1))
+            dense = z @ self._beta[t] / math.sqrt(max(c.num_dense_features, 1)) if c.num_dense_features else 0.0
+            out[:, t] = c.dense_weight * dense + c.sparse_weight * first + c.pairwise_weight * pairs
+        if c.num_tasks > 1:
+            rho = c.task_correlation
+            out[:, 1:] = math.sqrt(rho) * out[:, :1] + math.sqrt(1.0 - rho) * out[:, 1:]
+        return c.base_logit + c.signal_strength * out
+
+    def hidden_logits(self, batch: Batch) -> torch.Tensor:
+        """The hidden model's logits for a batch this generator made: ``[B]`` or ``[B, num_tasks]``."""
+        c = self.config
+        kjt = batch.sparse_features
+        if kjt.keys() != self.feature_names:
+            raise ValueError(f"hidden_logits: batch keys {kjt.keys()} are not this generator's {self.feature_names}")
+        dense = batch.dense_features.double().numpy()
+        raw = np.expm1(dense) if c.dense_log1p else dense
+        z = (np.log(np.maximum(raw, 1e-300)) - self._dense_mu) / self._dense_sigma
+        num_f, batch_size = c.num_sparse_features, kjt.stride()
+        lengths = kjt.lengths().numpy().astype(np.int64).reshape(num_f, batch_size)
+        flat = lengths.reshape(-1)
+        max_bag = int(flat.max(initial=0))
+        ids = np.zeros((num_f * batch_size, max_bag), dtype=np.int64)
+        segment = np.repeat(np.arange(flat.size), flat)
+        starts = np.cumsum(flat) - flat
+        ids[segment, np.arange(segment.size) - starts[segment]] = kjt.values().numpy()
+        logits = torch.from_numpy(self._logits(z, ids.reshape(num_f, batch_size, max_bag), lengths))
+        return logits.squeeze(1) if c.num_tasks == 1 else logits
+
+    # ---- batches ------------------------------------------------------------------------------------
+    def batch(self, index: int, batch_size: int) -> Batch:
+        """Batch number ``index`` (a pure function of seed, index and batch size).
+
+        Args:
+            index: the batch number (any int >= 0).
+            batch_size: samples in the batch.
+        """
+        c = self.config
+        rng = np.random.default_rng([self.seed, 1, index, batch_size])
+        num_f, b = c.num_sparse_features, batch_size
+        z = rng.standard_normal((b, c.num_dense_features))
+        raw = np.exp(z * self._dense_sigma + self._dense_mu)
+        dense = np.log1p(raw) if c.dense_log1p else raw
+
+        max_bag = int(self._bag_sizes.max()) if num_f else 0
+        u = rng.random((num_f, b, max_bag), dtype=self._uniform_dtype)
+        ids = zipf_ids(u, self._table_sizes[:, None, None], c.zipf_exponent)
+        uniform_bags = bool((self._bag_sizes == max_bag).all())
+        if c.variable_lengths:
+            lengths = rng.integers(1, self._bag_sizes[:, None] + 1, size=(num_f, b))
+        else:
+            lengths = np.broadcast_to(self._bag_sizes[:, None], (num_f, b)).copy()
+        if c.empty_bag_probability > 0.0:
+            lengths[rng.random((num_f, b)) < c.empty_bag_probability] = 0
+        if uniform_bags and not c.variable_lengths and c.empty_bag_probability == 0.0:
+            values = ids.reshape(-1)
+        else:
+            values = ids[np.arange(max_bag) < lengths[:, :, None]]
+
+        logits = self._logits(z, ids, lengths)
+        labels = (rng.random(logits.shape) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        kjt = KeyedJaggedTensor.from_lengths(
+            self.feature_names,
+            torch.from_numpy(values),
+            torch.from_numpy(lengths.reshape(-1)),
+            stride=b,
+            validate=False,
+        )
+        label_tensor = torch.from_numpy(labels)
+        return Batch(
+            dense_features=torch.from_numpy(dense.astype(np.float32)),
+            sparse_features=kjt,
+            labels=label_tensor.squeeze(1) if c.num_tasks == 1 else label_tensor,
+        )
+
+
+@dataclass(frozen=True)
+class SyntheticRetrievalConfig:
+    """Shape of synthetic (user, positive item) pairs for retrieval models.
+
+    Features: ``user_id``, ``user_history`` (multi-hot item ids), ``item_id``, ``item_category``.
+
+    Args:
+        num_users: users (ids in ``[0, num_users)``, Zipf-distributed activity).
+        num_items: items; item ``i`` belongs to cluster ``i % num_clusters`` (its category).
+        num_clusters: hidden clusters; each user likes one.
+        history_length: ids in ``user_history``, drawn from the user's cluster.
+        noise: chance that a history item or the positive item is uniform over all items instead.
+        zipf_exponent: skew of user activity.
+    """
+
+    num_users: int = 1000
+    num_items: int = 500
+    num_clusters: int = 25
+    history_length: int = 5
+    noise: float = 0.1
+    zipf_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.num_users, self.num_items, self.num_clusters, self.history_length) < 1:
+            raise ValueError(f"SyntheticRetrievalConfig: sizes must be >= 1, got {self}")
+        if self.num_clusters > self.num_items:
+            raise ValueError(f"SyntheticRetrievalConfig: num_clusters ({self.num_clusters}) > num_items "
+                             f"({self.num_items}) leaves clusters without items")
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"SyntheticRetrievalConfig: noise must be in [0, 1], got {self.noise}")
+
+
+USER_FEATURES = ("user_id", "user_history")
+ITEM_FEATURES = ("item_id", "item_category")
+
+
+class SyntheticRetrieval:
+    """Generator of retrieval batches: sparse user and item features, labels all 1 (positive pairs).
+
+    Args:
+        config: sizes.
+        seed: fixes the users' clusters and every batch.
+
+    Example:
+        >>> gen = SyntheticRetrieval(SyntheticRetrievalConfig(num_users=20, num_items=10, num_clusters=2), seed=0)
+        >>> gen.batch(index=0, batch_size=4).sparse_features.keys()
+        ['user_id', 'user_history', 'item_id', 'item_category']
+    """
+
+    def __init__(self, config: SyntheticRetrievalConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        self._cluster_salt = _U64(np.random.default_rng([seed, 0xC1]).integers(0, 2**63))
+
+    def user_cluster(self, users: np.ndarray) -> np.ndarray:
+        """The hidden cluster of each user."""
+        return (_mix64(users.astype(_U64) ^ self._cluster_salt) % _U64(self.config.num_clusters)).astype(np.int64)
+
+    def _items_of(self, clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        count = (c.num_items - clusters + c.num_clusters - 1) // c.num_clusters  # items with id % C == cluster
+        items = clusters + c.num_clusters * (rng.random(clusters.shape) * count).astype(np.int64)
+        noisy = rng.random(clusters.shape) < c.noise
+        return np.where(noisy, rng.integers(0, c.num_items, size=clusters.shape), items)
+
+    def batch(self, index: int, batch_size: int) -> Batch:
+        """Batch number ``index``: ``batch_size`` (user, positive item) pairs; ``dense_features`` is ``[B, 0]``."""
+        c = self.config
+        rng = np.random.default_rng([self.seed, 2, index, batch_size])
+        users = zipf_ids(rng.random(batch_size), c.num_users, c.zipf_exponent)
+        clusters = self.user_cluster(users)
+        history = self._items_of(np.repeat(clusters, c.history_length), rng)
+        items = self._items_of(clusters, rng)
+        values = np.concatenate([users, history, items, items % c.num_clusters])
+        lengths = np.concatenate([
+            np.ones(batch_size, np.int64), np.full(batch_size, c.history_length, np.int64),
+            np.ones(2 * batch_size, np.int64),
+        ])
+        kjt = KeyedJaggedTensor.from_lengths(
+            list(USER_FEATURES + ITEM_FEATURES), torch.from_numpy(values), torch.from_numpy(lengths),
+            stride=batch_size, validate=False,
+        )
+        return Batch(dense_features=torch.zeros(batch_size, 0), sparse_features=kjt, labels=torch.ones(batch_size))
+
+    def item_catalog(self) -> KeyedJaggedTensor:
+        """Every item once, as item features (``stride = num_items``; row ``i`` is item ``i``)."""
+        c = self.config
+        items = torch.arange(c.num_items)
+        return KeyedJaggedTensor.from_lengths(
+            list(ITEM_FEATURES), torch.cat([items, items % c.num_clusters]),
+            torch.ones(2 * c.num_items, dtype=torch.int64), stride=c.num_items,
+        )
+
+
+class SyntheticDataset(IterableDataset):
+    """A reproducible sequence of synthetic batches, split over ranks and DataLoader workers.
+
+    Rank ``r`` of ``world_size`` yields the global batches ``r, r + world_size, ...``; its DataLoader
+    workers share them round-robin. Iterating again yields the same batches. Use it with
+    ``DataLoader(dataset, batch_size=None)``: the items are already batches.
+
+    Args:
+        generator: a ``SyntheticCriteo`` or ``SyntheticRetrieval``.
+        batch_size: samples per batch.
+        num_batches: batches this rank yields per pass; None for an endless stream.
+        rank: this process's rank.
+        world_size: number of ranks.
+
+    Example:
+        >>> gen = SyntheticCriteo(SyntheticConfig(table_sizes=(10,)), seed=0)
+        >>> len(list(SyntheticDataset(gen, batch_size=4, num_batches=3)))
+        3
+    """
+
+    def __init__(
+        self,
+        generator: SyntheticCriteo | SyntheticRetrieval,
+        batch_size: int,
+        num_batches: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (num_batches is not None and num_batches < 0) or not 0 <= rank < world_size:
+            raise ValueError(f"SyntheticDataset: got batch_size={batch_size}, num_batches={num_batches}, "
+                             f"rank={rank}, world_size={world_size}")
+        self.generator = generator
+        self.batch_size = batch_size
+        self.num_batches = num_batches
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        k = worker
+        while self.num_batches is None or k < self.num_batches:
+            yield self.generator.batch(self.rank + self.world_size * k, self.batch_size)
+            k += num_workers
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("an endless SyntheticDataset has no length")
+        return self.num_batches
