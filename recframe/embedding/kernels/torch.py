@@ -1,0 +1,157 @@
+"""The portable kernel: plain torch ops, the optimizer applied to the touched rows in backward.
+
+All tables of a group have the same dim (the grouping policy guarantees it) and live in one
+``[total_rows, dim]`` tensor, so a group is one ``embedding_bag`` forward and one sparse update,
+whatever its number of tables. Backward never builds a dense table gradient: it sums the per-id
+gradients into one row each (``unique`` + ``index_add_``), then ``optimizers.sparse_update``
+applies the step to those rows only. Runs on any device and dtype; everything is vectorized.
+
+Example:
+    >>> import torch
+    >>> from recframe.embedding.config import SparseOptimizer, TableConfig
+    >>> from recframe.embedding.kernels import GroupSpec
+    >>> spec = GroupSpec(tables=[TableConfig(name="t", num_embeddings=10, embedding_dim=4, feature_names=["f"])],
+    ...                  feature_tables=[0], optimizer=SparseOptimizer(name="adagrad", lr=0.1), pooled=True,
+    ...                  device=torch.device("cpu"), native_bounds_check=True)
+    >>> kernel = TorchEmbeddingKernel(spec)
+    >>> out = kernel(torch.tensor([1, 1]), torch.tensor([0, 2]), None)
+    >>> out.sum().backward()  # updates row 1 with the summed gradient 2.0 per element
+    >>> kernel.table_states(0)["momentum1"][1]
+    tensor([4., 4., 4., 4.])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recframe.embedding.kernels import DTYPES, GroupSpec
+from recframe.embedding.optimizers import STATE_LAYOUT, new_states, sparse_update
+
+
+class TorchEmbeddingKernel(nn.Module):
+    """One group of same-dim tables in one tensor, looked up with torch ops (see the module docstring).
+
+    Args:
+        spec: the group (tables, features, optimizer, pooled or sequence, device).
+    """
+
+    def __init__(self, spec: GroupSpec) -> None:
+        super().__init__()
+        dims = {t.embedding_dim for t in spec.tables}
+        dtypes = {t.weight_dtype for t in spec.tables}
+        if len(dims) != 1 or len(dtypes) != 1:
+            raise ValueError(f"a torch kernel group needs one dim and one weight dtype, got {dims} and {dtypes}")
+        self.spec = spec
+        self.dim = dims.pop()
+        starts = [0]
+        for table in spec.tables:
+            starts.append(starts[-1] + table.num_embeddings)
+        self.table_starts = starts
+        self.num_features = len(spec.feature_tables)
+        self.single_table = len(spec.tables) == 1
+        self.register_buffer(
+            "weight", torch.empty(starts[-1], self.dim, dtype=DTYPES[dtypes.pop()], device=spec.device),
+            persistent=False,
+        )
+        self.state_names = [name for name, _ in STATE_LAYOUT[spec.optimizer.name]]
+        for name, tensor in new_states(spec.optimizer.name, starts[-1], self.dim, spec.device).items():
+            self.register_buffer(name, tensor, persistent=False)
+        self.register_buffer(
+            "feature_row_start",
+            torch.tensor([starts[t] for t in spec.feature_tables], dtype=torch.int64, device=spec.device),
+            persistent=False,
+        )
+        self.step = 0
+
+    # ---- the EmbeddingKernel interface --------------------------------------------------------
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
+                per_sample_weights: torch.Tensor | None) -> torch.Tensor:
+        """Look up the group's features (see ``recframe.embedding.kernels``).
+
+        Args:
+            indices: int64 ids, feature-major, each in its table's range.
+            offsets: int64 ``[num_features * batch + 1]`` bag boundaries.
+            per_sample_weights: float per-id weights (pooled kernels only) or None.
+
+        Returns:
+            ``[batch, num_features * dim]`` fp32 (pooled) or ``[num_ids, dim]`` fp32 (sequence).
+        """
+        rows = self._global_rows(indices, offsets)
+        anchor = torch.empty(0, device=self.weight.device, requires_grad=torch.is_grad_enabled())
+        return _FusedLookup.apply(anchor, self, rows, offsets, per_sample_weights)
+
+    def table_weight(self, index: int) -> torch.Tensor:
+        return self.weight[self.table_starts[index]:self.table_starts[index + 1]]
+
+    def table_states(self, index: int) -> dict[str, torch.Tensor]:
+        lo, hi = self.table_starts[index], self.table_starts[index + 1]
+        return {name: getattr(self, name)[lo:hi] for name in self.state_names}
+
+    def get_step(self) -> int:
+        return self.step
+
+    def set_step(self, step: int) -> None:
+        self.step = int(step)
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _global_rows(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Table-local ids -> rows of the group tensor (ids are trusted: the collection checks them)."""
+        if self.single_table:
+            return indices
+        batch = (offsets.numel() - 1) // self.num_features
+        per_feature = offsets[::batch].diff() if batch > 0 else offsets.new_zeros(self.num_features)
+        return indices + self.feature_row_start.repeat_interleave(per_feature, output_size=indices.numel())
+
+    def lookup(self, rows: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """The forward math on group rows (no autograd)."""
+        if not self.spec.pooled:
+            return self.weight.index_select(0, rows).float()
+        if self.weight.dtype == torch.float32:
+            table, ids = self.weight, rows
+        else:  # accumulate in fp32, as fbgemm does for fp16 storage
+            table, ids = self.weight.index_select(0, rows).float(), torch.arange(rows.numel(), device=rows.device)
+        pooled = F.embedding_bag(ids, table, offsets, mode="sum", include_last_offset=True,
+                                 per_sample_weights=None if weights is None else weights.float())
+        batch = (offsets.numel() - 1) // self.num_features
+        return pooled.view(self.num_features, batch, self.dim).transpose(0, 1).reshape(batch, -1)
+
+    def apply_gradient(self, rows: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
+                       grad_out: torch.Tensor) -> None:
+        """Sum the gradient of every lookup into its row, then apply the optimizer to those rows."""
+        self.step += 1
+        if self.spec.pooled:
+            batch = (offsets.numel() - 1) // self.num_features
+            grad_bags = grad_out.reshape(batch, self.num_features, self.dim).transpose(0, 1)
+            grad_bags = grad_bags.reshape(self.num_features * batch, self.dim).float()
+            bag_of_id = torch.arange(grad_bags.shape[0], device=rows.device).repeat_interleave(
+                offsets.diff(), output_size=rows.numel()
+            )
+            grad_ids = grad_bags.index_select(0, bag_of_id)
+            if weights is not None:
+                grad_ids = grad_ids * weights.float().unsqueeze(1)
+        else:
+            grad_ids = grad_out.float()
+        unique_rows, inverse = torch.unique(rows, return_inverse=True)
+        grad_rows = torch.zeros(unique_rows.numel(), self.dim, dtype=torch.float32, device=rows.device)
+        grad_rows.index_add_(0, inverse, grad_ids)
+        states = {name: getattr(self, name) for name in self.state_names}
+        sparse_update(self.spec.optimizer, self.weight, states, unique_rows, grad_rows, self.step)
+
+
+class _FusedLookup(torch.autograd.Function):
+    """Forward: the lookup. Backward: the optimizer step on the touched rows; no gradient flows out."""
+
+    @staticmethod
+    def forward(ctx, anchor: torch.Tensor, kernel: TorchEmbeddingKernel, rows: torch.Tensor,  # noqa: ANN001
+                offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        ctx.kernel = kernel
+        ctx.save_for_backward(rows, offsets, weights)
+        return kernel.lookup(rows, offsets, weights)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[None, None, None, None, None]:  # noqa: ANN001
+        rows, offsets, weights = ctx.saved_tensors
+        ctx.kernel.apply_gradient(rows, offsets, weights, grad_out)
+        return None, None, None, None, None

@@ -1,0 +1,164 @@
+"""Sparse row updates of the fused optimizers: the math of the torch backend, equal to fbgemm's.
+
+Every update is *exact* in fbgemm's sense: the gradients of all lookups of a row in one batch
+(duplicates within a bag and across bags and features of a shared table) are first summed into
+one gradient ``g`` per touched row, then the row is updated once. Rows that were not looked up
+are not touched (lazy updates: no decay, no moment decay for them). Arithmetic is fp32; the new
+row is rounded to the storage dtype (round to nearest). ``t`` is the optimizer step, counted from
+1 (fbgemm's ``iter``); ``lr``, ``eps``, ``wd`` = weight_decay, ``b1, b2`` = betas. Per touched row
+``w`` (a vector of width D), elementwise unless noted:
+
+- ``sgd``: ``w -= lr * g``.
+- ``adagrad`` (state ``momentum1[rows, D]``): ``m += g^2; w -= lr * g / (sqrt(m) + eps)``.
+- ``rowwise_adagrad`` (state ``momentum1[rows]``): ``g' = g + wd * w`` for mode l2, else ``g``;
+  ``m += mean(g'^2)`` (the mean over the row, as fbgemm); ``k = lr / (sqrt(m) + eps)``;
+  ``c = 1 - k * wd`` (l2), ``1 - lr * wd`` (decoupled), 1 (no decay); ``w = c * w - k * g``.
+- ``adam`` (states ``momentum1, momentum2 [rows, D]``): ``m1 = b1 m1 + (1 - b1) g``;
+  ``m2 = b2 m2 + (1 - b2) g^2``; ``w -= lr * (m1 / (1 - b1^t) / (sqrt(m2 / (1 - b2^t)) + eps) + wd * w)``.
+- ``rowwise_adam`` (fbgemm's PARTIAL_ROWWISE_ADAM; ``momentum1[rows, D]``, ``momentum2[rows]``):
+  ``m1`` as adam; ``m2 = b2 m2 + (1 - b2) mean(g^2)``; the adam step with that row scalar.
+- ``lamb`` (``momentum1, momentum2 [rows, D]``): ``m1, m2`` as adam;
+  ``r = m1 / (1 - b1^t) / (sqrt(m2 / (1 - b2^t)) + eps) + wd * w``;
+  ``w -= lr * (||w|| / ||r||) * r`` with row norms of the weight before the update.
+
+Bias correction uses the global step ``t`` of the table group (as fbgemm), not a per-row count.
+
+Example:
+    >>> import torch
+    >>> from recframe.embedding.config import SparseOptimizer
+    >>> w = torch.zeros(4, 2)
+    >>> states = new_states("sgd", 4, 2, w.device)
+    >>> sparse_update(SparseOptimizer(name="sgd", lr=0.5), w, states, torch.tensor([1]), torch.ones(1, 2), step=1)
+    >>> w[1]
+    tensor([-0.5000, -0.5000])
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recframe.embedding.config import SparseOptimizer
+
+# For each optimizer: its state names and whether each state is one value per row (True) or per element.
+STATE_LAYOUT: dict[str, tuple[tuple[str, bool], ...]] = {
+    "sgd": (),
+    "adagrad": (("momentum1", False),),
+    "rowwise_adagrad": (("momentum1", True),),
+    "adam": (("momentum1", False), ("momentum2", False)),
+    "rowwise_adam": (("momentum1", False), ("momentum2", True)),
+    "lamb": (("momentum1", False), ("momentum2", False)),
+}
+# Optimizers whose update depends on the step count (bias correction); their state dict has "step".
+USES_STEP = ("adam", "rowwise_adam", "lamb")
+
+
+def new_states(name: str, rows: int, dim: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Zero-initialized fp32 optimizer states for ``rows`` rows of width ``dim``.
+
+    Args:
+        name: optimizer name (a key of STATE_LAYOUT).
+        rows: number of rows.
+        dim: row width.
+        device: where the states live.
+    """
+    return {
+        state: torch.zeros((rows,) if rowwise else (rows, dim), dtype=torch.float32, device=device)
+        for state, rowwise in STATE_LAYOUT[name]
+    }
+
+
+def sparse_update(
+    opt: SparseOptimizer,
+    weight: torch.Tensor,
+    states: dict[str, torch.Tensor],
+    rows: torch.Tensor,
+    grad: torch.Tensor,
+    step: int,
+) -> None:
+    """Apply one optimizer step to the given rows, in place (formulas in the module docstring).
+
+    Args:
+        opt: the optimizer spec.
+        weight: ``[num_rows, D]`` table storage (any float dtype); updated in place.
+        states: the optimizer states of the same rows (see ``new_states``); updated in place.
+        rows: 1-D int64 ids of the rows to update, each at most once.
+        grad: ``[len(rows), D]`` fp32 summed gradient of each row.
+        step: the step count ``t`` (>= 1) used by the bias corrections.
+    """
+    if rows.numel() == 0:
+        return
+    w = weight.index_select(0, rows).float()
+    new_w = _UPDATES[opt.name](opt, w, states, rows, grad, step)
+    weight.index_copy_(0, rows, new_w.to(weight.dtype))
+
+
+def _sgd(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+         g: torch.Tensor, step: int) -> torch.Tensor:
+    return w - opt.lr * g
+
+
+def _adagrad(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+             g: torch.Tensor, step: int) -> torch.Tensor:
+    m = states["momentum1"].index_select(0, rows) + g * g
+    states["momentum1"].index_copy_(0, rows, m)
+    return w - opt.lr * g / (m.sqrt() + opt.eps)
+
+
+def _rowwise_adagrad(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor],
+                     rows: torch.Tensor, g: torch.Tensor, step: int) -> torch.Tensor:
+    l2 = opt.weight_decay > 0 and opt.weight_decay_mode == "l2"
+    g_decayed = g + opt.weight_decay * w if l2 else g
+    m = states["momentum1"].index_select(0, rows) + (g_decayed * g_decayed).mean(dim=1)
+    states["momentum1"].index_copy_(0, rows, m)
+    k = (opt.lr / (m.sqrt() + opt.eps)).unsqueeze(1)
+    if opt.weight_decay == 0:
+        return w - k * g
+    correction = 1.0 - k * opt.weight_decay if l2 else 1.0 - opt.lr * opt.weight_decay
+    return correction * w - k * g
+
+
+def _moments(opt: SparseOptimizer, states: dict[str, torch.Tensor], rows: torch.Tensor, g: torch.Tensor,
+             rowwise_m2: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Update and store Adam's first and second moments; return them (m2 as [U, 1] when rowwise)."""
+    b1, b2 = opt.betas
+    m1 = states["momentum1"].index_select(0, rows) * b1 + (1.0 - b1) * g
+    g2 = (g * g).mean(dim=1) if rowwise_m2 else g * g
+    m2 = states["momentum2"].index_select(0, rows) * b2 + (1.0 - b2) * g2
+    states["momentum1"].index_copy_(0, rows, m1)
+    states["momentum2"].index_copy_(0, rows, m2)
+    return m1, (m2.unsqueeze(1) if rowwise_m2 else m2)
+
+
+def _adam_direction(opt: SparseOptimizer, m1: torch.Tensor, m2: torch.Tensor, step: int) -> torch.Tensor:
+    b1, b2 = opt.betas
+    return m1 / (1.0 - b1**step) / ((m2 / (1.0 - b2**step)).sqrt() + opt.eps)
+
+
+def _adam(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+          g: torch.Tensor, step: int) -> torch.Tensor:
+    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=False)
+    return w - opt.lr * (_adam_direction(opt, m1, m2, step) + opt.weight_decay * w)
+
+
+def _rowwise_adam(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor],
+                  rows: torch.Tensor, g: torch.Tensor, step: int) -> torch.Tensor:
+    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=True)
+    return w - opt.lr * (_adam_direction(opt, m1, m2, step) + opt.weight_decay * w)
+
+
+def _lamb(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+          g: torch.Tensor, step: int) -> torch.Tensor:
+    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=False)
+    r = _adam_direction(opt, m1, m2, step) + opt.weight_decay * w
+    ratio = w.norm(dim=1, keepdim=True) / r.norm(dim=1, keepdim=True)
+    return w - opt.lr * ratio * r
+
+
+_UPDATES = {
+    "sgd": _sgd,
+    "adagrad": _adagrad,
+    "rowwise_adagrad": _rowwise_adagrad,
+    "adam": _adam,
+    "rowwise_adam": _rowwise_adam,
+    "lamb": _lamb,
+}
