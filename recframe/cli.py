@@ -31,12 +31,14 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train a model from a Hydra config (default): recframe train +experiment=dlrm", None),
+    "train": Command("train a model from a Hydra config (default): recframe train +experiment=dlrm",
+                     "recframe.training.app:train_command"),
     "eval": Command("evaluate a checkpoint and write metrics.json: recframe eval +experiment=... ckpt_path=...", None),
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", None),
     "preprocess": Command("convert raw data (Criteo TSV, ...) to recframe's binary layout", None),
-    "bench": Command("time the real training path and print one JSON line of samples/s", None),
+    "bench": Command("time the real training path and print one JSON line of samples/s",
+                     "recframe.training.app:bench_command"),
 }
 
 NOT_AVAILABLE_EXIT = 3

@@ -93,7 +93,8 @@ class SyntheticConfig:
         variable_lengths: draw each bag size uniformly in ``[1, ids_per_feature]`` instead.
         empty_bag_probability: chance that a bag has no ids at all.
         zipf_exponent: skew of the id distribution (0 uniform; Criteo is near 1.0-1.2).
-        feature_prefix: sparse features are named ``f"{feature_prefix}{i}"``.
+        feature_prefix: sparse features are named ``f"{feature_prefix}{i}"``...
+        sparse_names: ...unless names are given here, one per table size.
         num_tasks: number of label columns (labels are ``[batch]`` for 1, else ``[batch, num_tasks]``).
         signal_strength: scale of the hidden logit; 0 makes labels independent of the features.
         base_logit: intercept of every task's logit (-1.1 gives about Criteo's 25% positives at
@@ -112,6 +113,7 @@ class SyntheticConfig:
     empty_bag_probability: float = 0.0
     zipf_exponent: float = 1.05
     feature_prefix: str = "cat_"
+    sparse_names: tuple[str, ...] | None = None
     num_tasks: int = 1
     signal_strength: float = 2.0
     base_logit: float = -1.1
@@ -133,6 +135,8 @@ class SyntheticConfig:
             problems.append(f"empty_bag_probability must be in [0, 1], got {self.empty_bag_probability}")
         if self.zipf_exponent < 0:
             problems.append(f"zipf_exponent must be >= 0, got {self.zipf_exponent}")
+        if self.sparse_names is not None and len(self.sparse_names) != len(self.table_sizes):
+            problems.append(f"sparse_names has {len(self.sparse_names)} names for {len(self.table_sizes)} tables")
         if self.num_tasks < 1:
             problems.append(f"num_tasks must be >= 1, got {self.num_tasks}")
         if not 0.0 <= self.task_correlation <= 1.0:
@@ -146,6 +150,8 @@ class SyntheticConfig:
 
     def feature_names(self) -> list[str]:
         """Names of the sparse features, in KJT key order."""
+        if self.sparse_names is not None:
+            return list(self.sparse_names)
         return [f"{self.feature_prefix}{i}" for i in range(self.num_sparse_features)]
 
     def bag_sizes(self) -> tuple[int, ...]:
@@ -401,6 +407,8 @@ class SyntheticDataset(IterableDataset):
         num_batches: batches this rank yields per pass; None for an endless stream.
         rank: this process's rank.
         world_size: number of ranks.
+        first_batch: this rank's position to start from (batches it already consumed), so that a
+            resumed run continues with the next unseen batch.
 
     Example:
         >>> gen = SyntheticCriteo(SyntheticConfig(table_sizes=(10,)), seed=0)
@@ -415,23 +423,27 @@ class SyntheticDataset(IterableDataset):
         num_batches: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        first_batch: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size < 1 or (num_batches is not None and num_batches < 0) or not 0 <= rank < world_size:
+        if (batch_size < 1 or (num_batches is not None and num_batches < 0) or not 0 <= rank < world_size
+                or first_batch < 0):
             raise ValueError(f"SyntheticDataset: got batch_size={batch_size}, num_batches={num_batches}, "
-                             f"rank={rank}, world_size={world_size}")
+                             f"rank={rank}, world_size={world_size}, first_batch={first_batch}")
         self.generator = generator
         self.batch_size = batch_size
         self.num_batches = num_batches
         self.rank = rank
         self.world_size = world_size
+        self.first_batch = first_batch
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         k = worker
         while self.num_batches is None or k < self.num_batches:
-            yield self.generator.batch(self.rank + self.world_size * k, self.batch_size)
+            position = self.first_batch + k
+            yield self.generator.batch(self.rank + self.world_size * position, self.batch_size)
             k += num_workers
 
     def __len__(self) -> int:

@@ -1,0 +1,197 @@
+"""Compose a config the way ``recframe train`` will, and report every problem at once.
+
+Hydra stops at the first bad override. Before handing the command line to Hydra, recframe
+composes it itself: if that fails, it retries override by override to find each bad one, then
+runs the semantic checks (``recframe.config.validate``) on what does compose. The result is one
+message listing every problem with its key path and, where one exists, a suggestion.
+
+Example:
+    >>> problems = find_problems(["+experiment=dlrm", "trainer.max_step=5"])
+    >>> problems[0].key, problems[0].hint
+    ('trainer.max_step', "did you mean 'trainer.max_steps'?")
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from recframe.config.store import CONFIG_DIR, register_schemas
+
+# Command-line flags of Hydra's own that take a value (they are not overrides).
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+_FLAGS_WITH_OPTIONAL_VALUE = {"--info", "-i"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config.
+
+    Args:
+        key: the key path (or the override) it concerns.
+        message: what is wrong.
+        hint: how to fix it, or empty.
+    """
+
+    key: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return f"  {self.key}: {self.message}" + (f" ({self.hint})" if self.hint else "")
+
+
+def format_problems(problems: list[Problem], command: str = "recframe train") -> str:
+    """The message shown for a bad config: a header and one line per problem."""
+    noun = "problem" if len(problems) == 1 else "problems"
+    return "\n".join([f"{command}: the config has {len(problems)} {noun}; nothing was built:", *map(str, problems)])
+
+
+def split_command_line(args: list[str]) -> tuple[list[str], bool]:
+    """Separate Hydra's flags from overrides.
+
+    Returns:
+        The overrides, and whether the command line only asks for help (nothing to check).
+    """
+    overrides: list[str] = []
+    help_only = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--help", "-h", "--hydra-help"):
+            help_only = True
+        elif arg in _FLAGS_WITH_VALUE:
+            i += 1
+        elif arg in _FLAGS_WITH_OPTIONAL_VALUE:
+            if i + 1 < len(args) and not args[i + 1].startswith("-") and "=" not in args[i + 1]:
+                i += 1
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+        i += 1
+    return overrides, help_only
+
+
+def _first_of_sweeps(overrides: list[str]) -> list[str]:
+    """Replace each sweep (``a=1,2``) by its first value: multirun jobs share their keys."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if parsed.is_sweep_override():
+            first = next(iter(parsed.sweep_string_iterator()))
+            out.append(f"{parsed.get_key_element()}={first}")
+        else:
+            out.append(text)
+    return out
+
+
+@contextmanager
+def _hydra_context() -> Iterator[None]:
+    from hydra import initialize_config_dir
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        yield
+
+
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with overrides (outside a Hydra run: for tools and tests)."""
+    from hydra import compose
+
+    with _hydra_context():
+        return compose(config_name, overrides=overrides)
+
+
+def _group_options(group: str) -> list[str]:
+    folder = CONFIG_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _key_suggestion(key: str, base: DictConfig | None) -> str:
+    """``did you mean 'trainer.max_steps'?`` for a misspelled dotted key, using the keys that exist."""
+    if base is None:
+        return ""
+    parent, _, leaf = key.lstrip("+~").rpartition(".")
+    node = OmegaConf.select(base, parent) if parent else base
+    if not isinstance(node, DictConfig):
+        return ""
+    close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1, cutoff=0.6)
+    return f"did you mean {(parent + '.' if parent else '') + close[0]!r}?" if close else ""
+
+
+def _describe(override: str, error: Exception, base: DictConfig | None) -> Problem:
+    """Turn a Hydra/OmegaConf composition error into a Problem with a suggestion."""
+    from hydra.errors import MissingConfigException
+
+    key, _, value = override.partition("=")
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, MissingConfigException):
+        group = key.lstrip("+~").split("@")[0].lstrip("/")
+        options = [o for o in _group_options(group) if not o.endswith("_schema")]
+        if options:
+            return Problem(key, f"unknown option {value!r}; choose one of {options}", _suggest(value, options))
+        return Problem(key, f"unknown config group {group!r}", _suggest(group, [p.name for p in CONFIG_DIR.iterdir()
+                                                                                   if p.is_dir()]))
+    if text.startswith("Could not override"):
+        return Problem(key, "no such key", _key_suggestion(key, base) or f"to add a new key use +{key}={value}")
+    cause = error.__cause__ or error.__context__
+    detail = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else text
+    return Problem(key, detail)
+
+
+def _try_compose(overrides: list[str], config_name: str) -> tuple[DictConfig | None, Exception | None]:
+    from hydra import compose
+
+    try:
+        return compose(config_name, overrides=overrides), None
+    except Exception as error:  # Hydra raises several unrelated types; each is reported, none swallowed
+        return None, error
+
+
+def find_problems(args: list[str], config_name: str = "train") -> list[Problem]:
+    """Every problem of a command line's config: composition errors, then semantic checks.
+
+    Args:
+        args: the command line after the subcommand (overrides and Hydra flags).
+        config_name: the root config.
+    """
+    from recframe.config.validate import validate
+
+    overrides, help_only = split_command_line(args)
+    if help_only:
+        return []
+    try:
+        overrides = _first_of_sweeps(overrides)
+    except Exception as error:  # a syntax error in an override
+        return [Problem(" ".join(overrides), str(error).strip().splitlines()[0])]
+    with _hydra_context():
+        cfg, error = _try_compose(overrides, config_name)
+        if cfg is not None:
+            return validate(cfg)
+        # Find each bad override: group selections first (they change which keys exist).
+        ordered = sorted(overrides, key=lambda o: "." in o.partition("=")[0])
+        kept: list[str] = []
+        problems: list[Problem] = []
+        for override in ordered:
+            cfg, error = _try_compose([*kept, override], config_name)
+            if error is None:
+                kept.append(override)
+            else:
+                base, _ = _try_compose(kept, config_name)
+                problems.append(_describe(override, error, base))
+        base, error = _try_compose(kept, config_name)
+        if base is None:
+            problems.append(Problem(config_name, str(error).strip().splitlines()[0]))
+        else:
+            problems.extend(validate(base))
+        return problems

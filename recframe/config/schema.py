@@ -1,0 +1,144 @@
+"""Structured-config schemas: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Every YAML file of a group starts from its schema (``defaults: [<group>_schema, _self_]`` or the
+root's), so a misspelled key fails at composition with its full path. Every setting has its
+default here, with a comment saying its meaning; code never reads a setting that is not here.
+The ``model`` and ``data`` groups have one schema per option (a DLRM has no two-tower keys).
+
+Example:
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.structured(TrainConfig)
+    >>> cfg.trainer.max_steps
+    -1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from recframe.embedding.config import SparseOptimizer
+
+
+@dataclass
+class FeaturesConfig:
+    """The model's inputs, by name."""
+
+    dense: list[str] = field(default_factory=list)  # dense (float) features, in column order
+    sparse: list[str] = field(default_factory=list)  # sparse (id-bag) features, in KJT key order
+
+
+@dataclass
+class TableSpec:
+    """One embedding table; unset sizes come from the table set's defaults."""
+
+    features: list[str] = MISSING  # the sparse features looked up in this table (shared table: several)
+    num_embeddings: int | None = None  # rows; None: tables.num_embeddings
+    embedding_dim: int | None = None  # columns; None: tables.embedding_dim
+    pooling: str = "sum"  # sum | mean | none (sequence feature, EmbeddingCollection)
+
+
+@dataclass
+class TablesConfig:
+    """A set of embedding tables."""
+
+    num_embeddings: int = 100_000  # default rows per table
+    embedding_dim: int = 64  # default embedding dim
+    weight_dtype: str = "fp32"  # storage dtype of table weights: fp32 | fp16 | bf16
+    backend: str = "auto"  # kernel backend: auto | fbgemm | torch
+    id_policy: str = "error"  # ids outside [0, rows): error (names feature and table) | modulo
+    specs: dict[str, TableSpec] = field(default_factory=dict)  # table name -> spec
+
+
+@dataclass
+class DenseOptimConfig:
+    """The optimizer of the dense towers (a torch.optim optimizer)."""
+
+    name: str = "adagrad"  # adagrad | adam | adamw | sgd
+    lr: float = 0.01  # peak learning rate
+    weight_decay: float = 0.0  # weight decay (decoupled for adamw)
+    eps: float = 1.0e-8  # denominator epsilon (adagrad, adam, adamw)
+    beta1: float = 0.9  # first-moment decay (adam, adamw)
+    beta2: float = 0.999  # second-moment decay (adam, adamw)
+    momentum: float = 0.0  # momentum (sgd)
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule of the dense optimizer, stepped every optimizer step."""
+
+    warmup_steps: int = 0  # linear warmup from 0 to the peak lr over this many steps
+    decay: str = "none"  # after warmup: none | linear | cosine | polynomial
+    decay_start_step: int = 0  # step at which decay starts (>= warmup_steps)
+    decay_steps: int = 0  # steps over which lr falls to min_lr_ratio * lr (0: no decay)
+    min_lr_ratio: float = 0.0  # final lr as a fraction of the peak lr
+    power: float = 2.0  # exponent of the polynomial decay (MLPerf DLRM uses 2)
+
+
+@dataclass
+class OptimConfig:
+    sparse: SparseOptimizer = field(default_factory=SparseOptimizer)  # fused into the tables' backward
+    dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    gradient_clip_val: float | None = None  # clip the dense gradients' norm (None: off)
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings (names as in pytorch_lightning.Trainer)."""
+
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: int = 1  # processes (CPU) or GPUs per node
+    num_nodes: int = 1  # nodes
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (dense towers)
+    max_steps: int = -1  # stop after this many optimizer steps (-1: use max_epochs)
+    max_epochs: int = 1  # stop after this many epochs
+    val_check_interval: int | None = None  # validate every N training steps (None: each epoch)
+    limit_val_batches: int | None = None  # cap validation batches (None: all)
+    log_every_n_steps: int = 50  # scalar logging period
+    enable_progress_bar: bool = True  # Lightning's progress bar
+    deterministic: bool = False  # torch deterministic algorithms
+
+
+@dataclass
+class LoggerConfig:
+    """TensorBoard logging."""
+
+    tensorboard: bool = True  # write TensorBoard event files under <run_dir>/tensorboard
+    table_stats_every_n_steps: int = 200  # per-table row-norm statistics period (0: off)
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints under <run_dir>/checkpoints."""
+
+    every_n_steps: int = 500  # save every N training steps (0: only at the end)
+    keep_last: int = 2  # how many step checkpoints to keep (last.ckpt is kept too)
+
+
+@dataclass
+class BenchConfig:
+    """``recframe bench``: the real training path, timed."""
+
+    warmup_steps: int = 10  # steps before timing starts
+    steps: int = 30  # timed steps
+
+
+@dataclass
+class TrainConfig:
+    """The root config of ``recframe train``."""
+
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    model: Any = MISSING  # a model/ option (its own schema: recframe.config.models)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: Any = MISSING  # a data/ option (its own schema: recframe.config.data)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    seed: int = 42  # seed of model initialization (and of everything not seeded elsewhere)
+    run_dir: str = "${hydra:runtime.output_dir}"  # the run directory; every output goes under it
+    ckpt_path: str | None = None  # resume from: a .ckpt path, or "last" (the run dir's last.ckpt)
+    bench: BenchConfig = field(default_factory=BenchConfig)

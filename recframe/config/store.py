@@ -1,0 +1,42 @@
+"""Registers every schema in Hydra's ConfigStore and says where the YAML configs are.
+
+Each YAML file of a group names its schema first in its defaults list (``- dlrm_schema``), so
+typos fail at composition with the full key path.
+
+Example:
+    >>> register_schemas()
+    >>> CONFIG_DIR.joinpath("train.yaml").is_file()
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from recframe.config import data, models, schema
+
+# configs/ lives at the repository top; recframe/configs points at it (and ships in the wheel).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+SCHEMAS: dict[tuple[str | None, str], type] = {
+    (None, "train_schema"): schema.TrainConfig,
+    ("features", "features_schema"): schema.FeaturesConfig,
+    ("tables", "tables_schema"): schema.TablesConfig,
+    ("optim", "optim_schema"): schema.OptimConfig,
+    ("trainer", "trainer_schema"): schema.TrainerConfig,
+    ("logger", "logger_schema"): schema.LoggerConfig,
+    ("data", "synthetic_schema"): data.SyntheticDataConfig,
+    ("data", "synthetic_retrieval_schema"): data.SyntheticRetrievalDataConfig,
+    **{("model", f"{name}_schema"): node for name, node in models.MODEL_SCHEMAS.items()},
+}
+
+
+@functools.cache
+def register_schemas() -> None:
+    """Put every schema into Hydra's ConfigStore (once per process)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for (group, name), node in SCHEMAS.items():
+        store.store(group=group, name=name, node=node)

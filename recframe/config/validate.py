@@ -1,0 +1,165 @@
+"""Semantic checks of a composed config: what the schemas cannot see (cross-references, sizes).
+
+Every problem is collected, with its key path and a fix, before anything is built.
+
+Example:
+    >>> from recframe.config.compose import compose_config
+    >>> validate(compose_config(["+experiment=dlrm"]))
+    []
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from omegaconf import DictConfig, OmegaConf
+
+from recframe.config.compose import Problem
+from recframe.config.resolve import sparse_optimizer, table_configs
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "64-true")
+DATA_OF_MODEL = {"two_tower": "synthetic_retrieval"}  # models that need a particular kind of data
+SAME_DIM_MODELS = {"deepfm": "FM interaction"}  # dlrm: checked against model.bottom_mlp
+
+
+def _close(word: str, choices: list[str]) -> str:
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {found[0]!r}?" if found else f"known: {choices}"
+
+
+def _check_features_and_tables(cfg: DictConfig) -> list[Problem]:
+    out: list[Problem] = []
+    sparse, dense = list(cfg.features.sparse), list(cfg.features.dense)
+    for name in {f for f in sparse if sparse.count(f) > 1} | {f for f in dense if dense.count(f) > 1}:
+        out.append(Problem("features", f"feature {name!r} is listed twice"))
+    for name in set(sparse) & set(dense):
+        out.append(Problem("features", f"feature {name!r} is both dense and sparse"))
+    owner: dict[str, str] = {}
+    served = {f for table in table_configs(cfg) for f in table.feature_names}
+    unserved = [f for f in sparse if f not in served]
+    for table in table_configs(cfg):
+        key = f"tables.specs.{table.name}"
+        for feature in table.feature_names:
+            if feature not in sparse:
+                hint = _close(feature, unserved) if unserved else _close(feature, sparse)
+                out.append(Problem(f"{key}.features", f"unknown feature {feature!r}", hint))
+            elif feature in owner:
+                out.append(Problem(f"{key}.features", f"feature {feature!r} is already served by table "
+                                   f"{owner[feature]!r}; a feature belongs to one table"))
+            owner.setdefault(feature, table.name)
+        out.extend(Problem(key, p.removeprefix(f"table {table.name!r}: ")) for p in table.problems())
+    for feature in sparse:
+        if feature not in owner:
+            out.append(Problem("tables.specs", f"sparse feature {feature!r} is served by no table",
+                               "add a table for it, or remove it from features.sparse"))
+    out.extend(Problem("optim.sparse", p) for p in sparse_optimizer(cfg).problems())
+    return out
+
+
+def _check_model(cfg: DictConfig) -> list[Problem]:
+    out: list[Problem] = []
+    model, tables = cfg.model, table_configs(cfg)
+    dims = {t.name: t.embedding_dim for t in tables if t.pooling != "none"}
+    if model.name in SAME_DIM_MODELS and len(set(dims.values())) > 1:
+        common = max(set(dims.values()), key=list(dims.values()).count)
+        odd = {n: d for n, d in dims.items() if d != common}
+        out.append(Problem("tables", f"model {model.name} ({SAME_DIM_MODELS[model.name]}) needs one embedding dim "
+                           f"for all tables; most have {common}, these differ: {odd}",
+                           "set tables.embedding_dim and drop per-table dims"))
+    if model.name in ("dlrm", "dlrm_dcn"):
+        if not model.bottom_mlp:
+            out.append(Problem("model.bottom_mlp", "needs at least one layer"))
+        elif model.name == "dlrm":
+            mismatched = {n: d for n, d in dims.items() if d != model.bottom_mlp[-1]}
+            if mismatched:
+                out.append(Problem("model.bottom_mlp", f"the last size ({model.bottom_mlp[-1]}) must equal the "
+                                   f"embedding dim of every table for the dot interaction; tables differ: {mismatched}",
+                                   f"set model.bottom_mlp's last size or tables.embedding_dim to the same value"))
+    if "tasks" in model:
+        names = [t.name for t in model.tasks]
+        if not names:
+            out.append(Problem("model.tasks", "needs at least one task"))
+        if len(set(names)) != len(names):
+            out.append(Problem("model.tasks", f"task names must be unique, got {names}"))
+    if model.name == "two_tower":
+        sparse = list(cfg.features.sparse)
+        for side in ("user_features", "item_features"):
+            if not model[side]:
+                out.append(Problem(f"model.{side}", "is empty; list the sparse features of this tower"))
+            for f in model[side]:
+                if f not in sparse:
+                    out.append(Problem(f"model.{side}", f"unknown feature {f!r}", _close(f, sparse)))
+        both = set(model.user_features) & set(model.item_features)
+        if both:
+            out.append(Problem("model", f"features {sorted(both)} are in both towers"))
+    return out
+
+
+def _check_data(cfg: DictConfig) -> list[Problem]:
+    out: list[Problem] = []
+    data, model = cfg.data, cfg.model
+    wanted = DATA_OF_MODEL.get(model.name)
+    if wanted is not None and data.kind != wanted:
+        out.append(Problem("data", f"model {model.name} needs data={wanted}, got data={data.kind}",
+                           f"add data={wanted}"))
+    if wanted is None and data.kind in DATA_OF_MODEL.values():
+        out.append(Problem("data", f"data={data.kind} is for {[m for m, d in DATA_OF_MODEL.items() if d == data.kind]}"
+                           f", not model {model.name}", "use data=synthetic"))
+    if data.batch_size < 1:
+        out.append(Problem("data.batch_size", f"must be >= 1, got {data.batch_size}"))
+    if data.kind == "synthetic":
+        n = len(cfg.features.sparse)
+        if len(data.ids_per_feature) not in (1, n) or min(data.ids_per_feature, default=0) < 0:
+            out.append(Problem("data.ids_per_feature", f"give one count >= 0 for all features or one per sparse "
+                               f"feature ({n}), got {list(data.ids_per_feature)}"))
+    if data.kind.startswith("synthetic") and cfg.trainer.max_steps <= 0:
+        out.append(Problem("trainer.max_steps", "synthetic data is an endless stream: set trainer.max_steps > 0"))
+    return out
+
+
+def _check_trainer(cfg: DictConfig) -> list[Problem]:
+    out: list[Problem] = []
+    trainer = cfg.trainer
+    if trainer.precision not in PRECISIONS:
+        out.append(Problem("trainer.precision", f"unknown precision {trainer.precision!r}",
+                           _close(trainer.precision, list(PRECISIONS))))
+    if trainer.devices * trainer.num_nodes > 1:
+        out.append(Problem("trainer.devices", "training on several processes comes with the distributed issue; "
+                           "this version trains in one process", "set trainer.devices=1 trainer.num_nodes=1"))
+    if trainer.val_check_interval is not None and trainer.val_check_interval < 1:
+        out.append(Problem("trainer.val_check_interval", f"must be a number of steps >= 1, got "
+                           f"{trainer.val_check_interval}"))
+    return out
+
+
+def _interpolation_problems(cfg: DictConfig) -> list[Problem]:
+    """Interpolations (``${data.num_users}``) that do not resolve; Hydra's own (``${hydra:...}``) are skipped."""
+    out: list[Problem] = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+        elif isinstance(node, str) and "${" in node and "${hydra:" not in node and "${now:" not in node:
+            try:
+                OmegaConf.select(cfg, path, throw_on_resolution_failure=True)
+            except Exception as error:  # OmegaConf raises several error types for a bad interpolation
+                out.append(Problem(path, f"{node} does not resolve: {str(error).splitlines()[0]}"))
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return out
+
+
+def validate(cfg: DictConfig) -> list[Problem]:
+    """Every semantic problem of a composed ``recframe train`` config (empty when it is fine).
+
+    Args:
+        cfg: the composed config (unresolved interpolations are fine).
+    """
+    unresolved = _interpolation_problems(cfg)
+    if unresolved:
+        return unresolved  # the other checks read those values
+    return [*_check_features_and_tables(cfg), *_check_model(cfg), *_check_data(cfg), *_check_trainer(cfg)]

@@ -1,0 +1,188 @@
+"""``recframe train`` and ``recframe bench``: Hydra entry points that build and run a Trainer.
+
+The command line is checked first (every problem at once, exit code 2, nothing built); then
+Hydra composes the config, makes the run directory and calls the job below.
+
+Run directory (``hydra.run.dir``, default ``outputs/<date>/<time>``): ``tensorboard/``,
+``metrics.json`` (final validation over the whole validation set), ``checkpoints/`` (``last.ckpt``
+and step checkpoints), ``.hydra/`` (the composed config). Resume a run in its directory with
+``recframe train <same args> hydra.run.dir=<run dir> ckpt_path=last``.
+
+Example:
+    $ recframe train +experiment=dlrm trainer.max_steps=100
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recframe.config.compose import find_problems, format_problems
+from recframe.config.store import CONFIG_DIR, register_schemas
+
+log = logging.getLogger("recframe")
+
+
+def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) -> int:
+    problems = find_problems(args)
+    if problems:
+        print(format_problems(problems, command), file=sys.stderr)
+        return 2
+    import hydra
+
+    register_schemas()
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0], *args]
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(job)()
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def train_command(args: list[str]) -> int:
+    """``recframe train [overrides]``."""
+    return _run_hydra(args, train_job, "recframe train")
+
+
+def bench_command(args: list[str]) -> int:
+    """``recframe bench [overrides]``."""
+    return _run_hydra(args, bench_job, "recframe bench")
+
+
+def _flat_scalars(cfg: DictConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        elif isinstance(node, list):
+            flat[prefix[:-1]] = str(node) if len(str(node)) < 200 else f"[{len(node)} items]"
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    if cfg.ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        hint = (f"no {path} yet: pass the run directory to resume with hydra.run.dir=<run dir>"
+                if cfg.ckpt_path == "last" else "check the path")
+        print(f"recframe train: ckpt_path={cfg.ckpt_path}: {hint}", file=sys.stderr)
+        raise SystemExit(2)
+    return str(path)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None,
+                  resume_step: int = 0, checkpoints: bool = True):  # noqa: ANN201 (pl.Trainer, imported lazily)
+    """The Lightning Trainer of a run: logger, callbacks, atomic checkpoints."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from recframe.training.callbacks import ConfigToTensorBoard, TableStats, Throughput
+    from recframe.training.files import AtomicCheckpointIO
+
+    t = cfg.trainer
+    callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps)]
+    logger: Any = False
+    if cfg.logger.tensorboard:
+        logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
+                                   purge_step=resume_step or None)
+        callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
+    if checkpoints:
+        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step-{step}",
+                                         every_n_train_steps=cfg.checkpoint.every_n_steps or None,
+                                         save_last=True, save_top_k=1 if cfg.checkpoint.every_n_steps else 0,
+                                         monitor=None))
+    return pl.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
+        max_steps=t.max_steps, max_epochs=t.max_epochs, val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None if t.val_check_interval is not None else 1,
+        limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
+        num_sanity_val_steps=0, logger=logger,
+        inference_mode=False,  # evaluate under no_grad: tables are not inference tensors, so training goes on after callbacks=[*callbacks, *(extra_callbacks or [])],
+        enable_checkpointing=checkpoints, plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
+    )
+
+
+def _build_module(cfg: DictConfig):  # noqa: ANN202 (RecModule, imported lazily)
+    from recframe.training.builders import build_model, build_objective
+    from recframe.training.module import RecModule
+
+    return RecModule(build_model=lambda: build_model(cfg), objective=build_objective(cfg), optim=cfg.optim,
+                     seed=cfg.seed)
+
+
+def train_job(cfg: DictConfig) -> float | None:
+    """Train, validate on the whole validation set, write ``metrics.json``; returns the main metric."""
+    import pytorch_lightning as pl
+    import torch
+
+    from recframe.training.builders import build_datamodule
+    from recframe.training.files import write_json_atomic
+
+    run_dir = Path(cfg.run_dir)
+    ckpt = _resume_path(cfg, run_dir)
+    resume_step = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]) if ckpt else 0
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module, datamodule = _build_module(cfg), build_datamodule(cfg)
+    trainer = build_trainer(cfg, run_dir, resume_step=resume_step)
+    log.info("run directory: %s%s", run_dir, f" (resuming from {ckpt}, step {resume_step})" if ckpt else "")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    metrics = {k: float(v) for k, v in results.items()}
+    metrics["global_step"] = trainer.global_step
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        log.info("final validation: %s", json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+    return metrics.get("val/auc", metrics.get("val/recall@10"))
+
+
+def bench_job(cfg: DictConfig) -> None:
+    """Run warmup + timed training steps through the real Trainer; print one JSON line."""
+    import pytorch_lightning as pl
+
+    from recframe.training.builders import build_datamodule
+
+    class StepTimer(pl.Callback):
+        """Times the steps after warmup, from the start of the first to the end of the last."""
+
+        def __init__(self) -> None:
+            self.start = self.end = 0.0
+
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+            if trainer.global_step == cfg.bench.warmup_steps:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+            self.end = time.perf_counter()
+
+    OmegaConf.set_struct(cfg, False)
+    cfg.trainer.max_steps = cfg.bench.warmup_steps + cfg.bench.steps
+    cfg.trainer.limit_val_batches = 0
+    cfg.trainer.enable_progress_bar = False
+    timer = StepTimer()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    trainer = build_trainer(cfg, Path(cfg.run_dir), extra_callbacks=[timer], checkpoints=False)
+    trainer.fit(_build_module(cfg), datamodule=build_datamodule(cfg))
+    elapsed = timer.end - timer.start
+    samples = cfg.bench.steps * cfg.data.batch_size * trainer.world_size
+    if trainer.is_global_zero:
+        print(json.dumps({"system": "recframe", "experiment": cfg.model.name, "world": trainer.world_size,
+                          "device": str(trainer.strategy.root_device.type), "batch_per_rank": cfg.data.batch_size,
+                          "steps": cfg.bench.steps, "samples_per_s": round(samples / elapsed, 1),
+                          "step_ms": round(1000 * elapsed / cfg.bench.steps, 2)}), flush=True)

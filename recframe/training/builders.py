@@ -1,0 +1,105 @@
+"""Build the parts of a run from a validated config: tables, model, objective, data.
+
+Example:
+    >>> from recframe.config.compose import compose_config
+    >>> cfg = compose_config(["+experiment=dlrm", "tables.num_embeddings=100"])
+    >>> type(build_model(cfg)).__name__
+    'DLRM'
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from torch import nn
+
+from recframe.config.resolve import sparse_optimizer, table_configs, tasks
+from recframe.embedding.config import TableConfig
+from recframe.data.datamodule import RecDataModule
+from recframe.training.objectives import CTRObjective, Objective, RetrievalObjective
+
+
+def build_embeddings(cfg: DictConfig, features: list[str] | None = None,
+                     tables: list[TableConfig] | None = None) -> nn.Module:
+    """An EmbeddingBagCollection with the fused sparse optimizer.
+
+    Args:
+        cfg: the run config.
+        features: keep only the tables serving these features (None: all tables).
+        tables: the tables to build (None: the config's).
+    """
+    from recframe.embedding import EmbeddingBagCollection
+
+    chosen = tables if tables is not None else table_configs(cfg)
+    if features is not None:
+        chosen = [t for t in chosen if set(t.feature_names) & set(features)]
+    return EmbeddingBagCollection(chosen, sparse_optimizer(cfg), backend=cfg.tables.backend)
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """The model named by ``cfg.model.name``, owning its embedding collection(s)."""
+    from recframe import models
+
+    m, num_dense = cfg.model, len(cfg.features.dense)
+    if m.name == "two_tower":
+        return models.TwoTower(
+            user_embeddings=build_embeddings(cfg, list(m.user_features)),
+            item_embeddings=build_embeddings(cfg, list(m.item_features)),
+            user_layer_sizes=list(m.tower_mlp), item_layer_sizes=list(m.tower_mlp),
+            num_dense_features=num_dense, temperature=m.temperature,
+        )
+    embeddings = build_embeddings(cfg)
+    if m.name == "dlrm":
+        return models.DLRM(embeddings=embeddings, num_dense_features=num_dense, dense_layer_sizes=list(m.bottom_mlp),
+                           over_layer_sizes=list(m.top_mlp), tasks=tasks(cfg), dropout=m.dropout)
+    if m.name == "dlrm_dcn":
+        return models.DLRM_DCN(embeddings=embeddings, num_dense_features=num_dense,
+                               dense_layer_sizes=list(m.bottom_mlp), over_layer_sizes=list(m.top_mlp),
+                               num_cross_layers=m.dcn_num_layers, low_rank=m.dcn_low_rank_dim, tasks=tasks(cfg),
+                               dropout=m.dropout)
+    wide = build_embeddings(cfg, tables=models.wide_tables(table_configs(cfg), out_features=len(tasks(cfg))))
+    if m.name == "deepfm":
+        return models.DeepFM(embeddings=embeddings, wide_embeddings=wide, num_dense_features=num_dense,
+                             deep_layer_sizes=list(m.deep_mlp), tasks=tasks(cfg), dropout=m.dropout)
+    if m.name == "wide_deep":
+        return models.WideDeep(embeddings=embeddings, wide_embeddings=wide, num_dense_features=num_dense,
+                               deep_layer_sizes=list(m.deep_mlp), tasks=tasks(cfg), dropout=m.dropout)
+    raise ValueError(f"model.name={m.name!r} is unknown")
+
+
+def build_objective(cfg: DictConfig) -> Objective:
+    """The loss and validation metrics that fit the model."""
+    if cfg.model.name == "two_tower":
+        return RetrievalObjective(ks=list(cfg.model.recall_ks))
+    return CTRObjective(tasks(cfg))
+
+
+def build_datamodule(cfg: DictConfig) -> RecDataModule:
+    """The data module of ``cfg.data``."""
+    from recframe.data import synthetic
+
+    data = cfg.data
+    if data.kind == "synthetic":
+        rows = {f: t.num_embeddings for t in table_configs(cfg) for f in t.feature_names}
+        ids = list(data.ids_per_feature)
+        generator = synthetic.SyntheticCriteo(
+            synthetic.SyntheticConfig(
+                num_dense_features=len(cfg.features.dense),
+                table_sizes=tuple(rows[f] for f in cfg.features.sparse),
+                ids_per_feature=ids[0] if len(ids) == 1 else tuple(ids),
+                zipf_exponent=data.zipf_exponent,
+                signal_strength=data.signal_strength,
+                sparse_names=tuple(cfg.features.sparse),
+                num_tasks=len(tasks(cfg)),
+            ),
+            seed=data.seed,
+        )
+    elif data.kind == "synthetic_retrieval":
+        generator = synthetic.SyntheticRetrieval(
+            synthetic.SyntheticRetrievalConfig(num_users=data.num_users, num_items=data.num_items,
+                                               num_clusters=data.num_clusters, history_length=data.history_length),
+            seed=data.seed,
+        )
+    else:
+        raise ValueError(f"data.kind={data.kind!r} is unknown")
+    return RecDataModule(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches,
+                         num_workers=data.num_workers, pin_memory=data.pin_memory)

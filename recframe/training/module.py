@@ -1,0 +1,158 @@
+"""RecModule: the LightningModule that trains a recommendation model.
+
+It owns the model (built in ``configure_model``, idempotently, so a sharding strategy can build
+it its own way), the objective (loss and validation metrics), the dense optimizer and its LR
+schedule. The embedding tables are not in the dense optimizer: their sparse optimizer is fused
+into the backward pass, so ``loss.backward()`` already updated them.
+
+What the run directory's TensorBoard gets from here: ``train/loss`` (and ``train/loss_<task>``
+with several tasks), ``val/<metric>``, ``optim/lr_dense``, ``optim/lr_sparse``.
+
+Example:
+    >>> module = RecModule(build_model=lambda: my_model, objective=CTRObjective([Task("click")]),
+    ...                    optim=OptimConfig())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from recframe.config.schema import OptimConfig
+from recframe.sparse import Batch
+from recframe.training.objectives import Objective, training_loss
+from recframe.training.schedule import build_scheduler
+
+DENSE_OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
+
+
+def is_embedding_parameter(module: nn.Module) -> bool:
+    """Whether a module's parameters are embedding tables (updated by their fused optimizer)."""
+    from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection
+
+    return isinstance(module, (EmbeddingBagCollection, EmbeddingCollection))
+
+
+def dense_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The model's parameters outside embedding collections, each once."""
+    embedding_ids = {
+        id(p) for m in model.modules() if is_embedding_parameter(m) for p in m.parameters(recurse=True)
+    }
+    seen: set[int] = set()
+    out = []
+    for p in model.parameters():
+        if id(p) not in embedding_ids and id(p) not in seen and p.requires_grad:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def embedding_collections(model: nn.Module) -> dict[str, nn.Module]:
+    """The embedding collections of a model, by module path."""
+    return {name: m for name, m in model.named_modules() if is_embedding_parameter(m)}
+
+
+def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """The torch optimizer named by ``optim.dense``.
+
+    Args:
+        params: dense parameters.
+        optim: the optimizer settings.
+    """
+    cfg = optim.dense
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                 weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optim.dense.name={cfg.name!r} is unknown; choose one of {list(DENSE_OPTIMIZERS)}")
+
+
+class RecModule(pl.LightningModule):
+    """Model + objective + dense optimizer, for Lightning.
+
+    Randomness inside a step (dropout) is seeded from ``(seed, global step)`` at the start of every
+    step, so a resumed run draws exactly what an uninterrupted one would.
+
+    Args:
+        build_model: returns the model (a plain nn.Module taking a Batch); called once, in ``configure_model``.
+        objective: the loss and validation metrics.
+        optim: the dense optimizer, LR schedule and the sparse optimizer's lr (logged).
+        seed: base of the per-step seeds.
+    """
+
+    def __init__(self, build_model: Callable[[], nn.Module], objective: Objective, optim: OptimConfig,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self._build_model = build_model
+        self.seed = seed
+        self.objective = objective
+        self.optim = optim
+        self.model: nn.Module | None = None
+        self.val_metrics = objective.make_metrics()
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = self._build_model()
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        assert self.model is not None, "configure_model() has not run"
+        return self.model(batch)
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + self.global_step)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        assert self.model is not None
+        total, parts = training_loss(self.model, batch)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch.batch_size)
+        for name, value in parts.items():
+            self.log(f"train/loss_{name}", value, batch_size=batch.batch_size)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            self.log("optim/lr_dense", scheduler.get_last_lr()[0], batch_size=batch.batch_size)
+        self.log("optim/lr_sparse", self.optim.sparse.lr, batch_size=batch.batch_size)
+        return total
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        assert self.model is not None
+        self.objective.update_metrics(self.model, batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        for name, value in values.items():
+            self.log(f"val/{name}", value.float(), prog_bar=name in ("auc", "recall@10"), sync_dist=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        assert self.model is not None
+        optimizer = build_dense_optimizer(dense_parameters(self.model), self.optim)
+        scheduler = build_scheduler(optimizer, self.optim.schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- what Lightning's checkpoint does not hold by itself -----------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        assert self.model is not None
+        checkpoint["sparse_optimizer"] = {
+            path: ebc.optimizer_state_dict() for path, ebc in embedding_collections(self.model).items()
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.configure_model()
+        assert self.model is not None
+        collections = embedding_collections(self.model)
+        saved = checkpoint["sparse_optimizer"]
+        if set(saved) != set(collections):
+            raise RuntimeError(f"checkpoint has sparse optimizer state for {sorted(saved)} but the model's "
+                               f"embedding collections are {sorted(collections)}")
+        for path, ebc in collections.items():
+            ebc.load_optimizer_state_dict(saved[path])

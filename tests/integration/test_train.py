@@ -1,0 +1,107 @@
+"""`recframe train` end to end on CPU: every experiment, run directory contents, resume, bf16, multirun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recframe.config.store import CONFIG_DIR
+from tests.integration.helpers import run_recframe, scalars
+
+pytestmark = pytest.mark.integration
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def small_model(experiment: str) -> list[str]:
+    """Overrides that shrink an experiment's towers so each run takes seconds."""
+    if experiment in ("dlrm",):
+        return ["model.bottom_mlp=[16,8]", "model.top_mlp=[16]", "tables.embedding_dim=8"]
+    if experiment == "dlrm_dcn":
+        return ["model.bottom_mlp=[16,8]", "model.top_mlp=[16]", "model.dcn_low_rank_dim=8", "tables.embedding_dim=8"]
+    if experiment in ("deepfm", "wide_deep"):
+        return ["model.deep_mlp=[16]", "tables.embedding_dim=8"]
+    return []
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_trains_a_few_steps(experiment: str, tiny: list[str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_recframe("train", f"+experiment={experiment}", *small_model(experiment), *tiny,
+                          "trainer.max_steps=6", "trainer.val_check_interval=3", "checkpoint.every_n_steps=3",
+                          f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 6
+    main = "val/recall@10" if experiment == "two_tower" else "val/auc"
+    assert 0.0 <= metrics[main] <= 1.0
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    tags = scalars(run_dir)
+    assert "train/loss" in tags and "perf/samples_per_s" in tags
+
+
+def test_run_directory_holds_every_scalar(tiny: list[str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_recframe("train", "+experiment=dlrm", *small_model("dlrm"), *tiny, "trainer.max_steps=10",
+                          "trainer.val_check_interval=5", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = scalars(run_dir)
+    for tag in ("train/loss", "val/auc", "val/ne", "val/logloss", "val/calibration", "val/ctr", "perf/samples_per_s",
+                "optim/lr_dense", "optim/lr_sparse", "tables/t_cat_0/row_norm_mean"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    assert [step for step, _ in tags["train/loss"]] == list(range(10))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) >= {"val/auc", "val/ne", "val/logloss", "val/calibration", "val/ctr", "global_step"}
+
+
+def test_resume_continues_exactly(tiny: list[str], tmp_path: Path) -> None:
+    common = ["+experiment=dlrm", *small_model("dlrm"), *tiny, "model.dropout=0.2", "trainer.val_check_interval=4",
+              "checkpoint.every_n_steps=4", "optim.schedule.warmup_steps=3"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    first = run_recframe("train", *common, "trainer.max_steps=12", f"hydra.run.dir={straight}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    part = run_recframe("train", *common, "trainer.max_steps=8", f"hydra.run.dir={resumed}")
+    assert part.returncode == 0, part.stderr[-3000:]
+    rest = run_recframe("train", *common, "trainer.max_steps=12", f"hydra.run.dir={resumed}", "ckpt_path=last")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    a, b = scalars(straight)["train/loss"], scalars(resumed)["train/loss"]
+    assert [s for s, _ in b] == list(range(12)), "the resumed run should continue the same event files"
+    assert [v for _, v in a] == [v for _, v in b], "losses after resume must equal the uninterrupted run's"
+    assert json.loads((straight / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny: list[str], tmp_path: Path) -> None:
+    result = run_recframe("train", "+experiment=dlrm", *tiny, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'new'}")
+    assert result.returncode == 2
+    assert "ckpt_path=last" in result.stderr and "hydra.run.dir" in result.stderr
+
+
+def test_bf16_mixed_precision_trains(tiny: list[str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_recframe("train", "+experiment=dlrm", *small_model("dlrm"), *tiny, "trainer.precision=bf16-mixed",
+                          "trainer.max_steps=4", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
+
+
+def test_multirun_sweeps_sparse_lr(tiny: list[str], tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_recframe("train", "-m", "+experiment=dlrm", *small_model("dlrm"), *tiny, "optim.sparse.lr=0.01,0.1",
+                          "trainer.max_steps=3", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(runs) == 2
+    lrs = sorted(scalars(r)["optim/lr_sparse"][0][1] for r in runs)
+    assert lrs == pytest.approx([0.01, 0.1])
+
+
+def test_bench_prints_one_json_line(tiny: list[str], tmp_path: Path) -> None:
+    result = run_recframe("bench", "+experiment=dlrm", *small_model("dlrm"), *tiny, "bench.warmup_steps=2",
+                          "bench.steps=3", f"hydra.run.dir={tmp_path / 'bench'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    assert lines[0]["steps"] == 3 and lines[0]["samples_per_s"] > 0 and lines[0]["world"] == 1
