@@ -179,7 +179,8 @@ class _TableCollection(nn.Module):
             opt_name = self.plans[group].optimizer.name
             expected = set(own) | ({"step"} if opt_name in USES_STEP else set())
             if set(given) != expected:
-                problems.append(f"table {table.name!r} ({opt_name}) needs states {sorted(expected)}, got {sorted(given)}")
+                problems.append(f"table {table.name!r} ({opt_name}) needs states {sorted(expected)}, "
+                                f"got {sorted(given)}")
                 continue
             for name, view in own.items():
                 if tuple(given[name].shape) != tuple(view.shape):
@@ -187,7 +188,7 @@ class _TableCollection(nn.Module):
                                     f"expected {tuple(view.shape)}")
             if "step" in given:
                 steps.setdefault(group, {})[table.name] = int(given["step"])
-        for group, by_table in steps.items():
+        for by_table in steps.values():
             if len(set(by_table.values())) > 1:
                 problems.append(f"tables {sorted(by_table)} share a kernel but have different steps {by_table}")
         if problems:
