@@ -1,0 +1,179 @@
+"""DLRM (dot interaction) and DLRM-DCNv2 (low-rank cross network, as in MLPerf's DLRM-DCNv2).
+
+Both take a ``Batch`` and return logits (``[batch]`` for one task, ``[batch, num_tasks]`` for
+several). The embedding collection is the attribute ``embeddings``; the model only ever calls
+``self.embeddings(kjt)`` and reads the returned ``KeyedTensor`` by feature name, so a sharder
+can replace that attribute with a sharded collection of the same call signature.
+
+Example:
+    >>> from recframe.models.heads import Task
+    >>> # ebc = EmbeddingBagCollection(tables, optimizer)   # 26 features of dim 64
+    >>> # model = DLRM(ebc, num_dense_features=13, dense_layer_sizes=[512, 256, 64],
+    >>> #              over_layer_sizes=[512, 256], tasks=[Task("click"), Task("purchase")])
+    >>> # logits = model(batch); losses = model.loss(logits, batch.labels)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from recframe.models import flops
+from recframe.models._pooled import concat_pooled, pooled_feature_dims, stack_pooled, uniform_dim
+from recframe.models.heads import DEFAULT_TASKS, MultiTaskHead, Task, TaskLosses
+from recframe.models.interactions import DotInteraction, LowRankCrossNet
+from recframe.models.towers import MLP, Activation
+from recframe.sparse import Batch
+
+
+def _check_dense(batch: Batch, expected: int, model: str) -> None:
+    if batch.dense_features.dim() != 2 or batch.dense_features.shape[1] != expected:
+        raise ValueError(f"{model} was built for {expected} dense features; the batch has dense_features of "
+                         f"shape {tuple(batch.dense_features.shape)}")
+
+
+class DLRM(nn.Module):
+    """DLRM: bottom MLP over dense features -> dot interaction with pooled embeddings -> top MLP -> head.
+
+    Args:
+        embeddings: the ``EmbeddingBagCollection`` of the sparse features; every feature's dim must
+            equal ``dense_layer_sizes[-1]``. Kept as ``self.embeddings`` (a sharder swaps it).
+        num_dense_features: number of dense inputs (>= 1).
+        dense_layer_sizes: the bottom MLP's layer sizes; the last one is the embedding dim.
+        over_layer_sizes: the top MLP's hidden layer sizes; the head adds ``Linear(last, num_tasks)``
+            (so MLPerf's top "1024-1024-512-256-1" is ``[1024, 1024, 512, 256]`` with one task).
+        tasks: the prediction tasks, in label column order.
+        self_interaction: also keep each vector's dot product with itself.
+        activation: nonlinearity of both MLPs.
+        dropout: dropout after each hidden layer of the top MLP.
+
+    Example:
+        >>> # DLRM(ebc, 13, dense_layer_sizes=[512, 256, 64], over_layer_sizes=[512, 256])
+    """
+
+    def __init__(
+        self,
+        embeddings: nn.Module,
+        num_dense_features: int,
+        dense_layer_sizes: Sequence[int],
+        over_layer_sizes: Sequence[int],
+        tasks: Sequence[Task] = DEFAULT_TASKS,
+        self_interaction: bool = False,
+        activation: Activation = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.features = pooled_feature_dims(embeddings)
+        self.feature_names = [name for name, _ in self.features]
+        self.embedding_dim = uniform_dim(self.features, "DLRM")
+        if not dense_layer_sizes or dense_layer_sizes[-1] != self.embedding_dim:
+            raise ValueError(f"DLRM: the bottom MLP must end at the embedding dim {self.embedding_dim}, "
+                             f"got dense_layer_sizes={list(dense_layer_sizes)}")
+        self.num_dense_features = num_dense_features
+        self.embeddings = embeddings
+        self.dense_arch = MLP(num_dense_features, dense_layer_sizes, activation=activation)
+        self.interaction = DotInteraction(len(self.features), self_interaction=self_interaction)
+        self.over_arch = MLP(self.interaction.output_dim(self.embedding_dim), over_layer_sizes,
+                             activation=activation, dropout=dropout)
+        self.head = MultiTaskHead(self.over_arch.out_features, tasks)
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        return self.head.tasks
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits of ``batch``: ``[batch]`` for one task, else ``[batch, num_tasks]``."""
+        _check_dense(batch, self.num_dense_features, "DLRM")
+        dense = self.dense_arch(batch.dense_features)
+        sparse = stack_pooled(self.embeddings(batch.sparse_features), self.feature_names, self.embedding_dim)
+        return self.head(self.over_arch(self.interaction(dense, sparse)))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:
+        """Weighted sum of the tasks' binary cross-entropies (see ``heads.multi_task_loss``)."""
+        return self.head.loss(logits, labels)
+
+    def dense_parameter_count(self) -> int:
+        """Parameters outside the embedding tables."""
+        return flops.dense_parameter_count(self, [self.embeddings])
+
+    def dense_flops_per_sample(self) -> int:
+        """Forward FLOPs per sample of the dense part (convention: ``recframe.models.flops``)."""
+        return (flops.mlp_flops(self.dense_arch)
+                + flops.dot_interaction_flops(self.interaction, self.embedding_dim)
+                + flops.mlp_flops(self.over_arch)
+                + flops.head_flops(self.head))
+
+
+class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
+    """DLRM-DCNv2 (MLPerf): bottom MLP -> concat with pooled embeddings -> low-rank cross net -> top MLP -> head.
+
+    The dense embedding (bottom MLP output) and the pooled embeddings are concatenated into one
+    vector of width ``dense_layer_sizes[-1] + sum of embedding dims`` (3456 for MLPerf: 27 x 128),
+    crossed by ``num_cross_layers`` low-rank layers, and fed to the top MLP. Embedding dims may differ.
+
+    Args:
+        embeddings: the ``EmbeddingBagCollection`` of the sparse features; kept as ``self.embeddings``.
+        num_dense_features: number of dense inputs (>= 1).
+        dense_layer_sizes: the bottom MLP's layer sizes (MLPerf: 512, 256, 128).
+        over_layer_sizes: the top MLP's hidden sizes; the head adds ``Linear(last, num_tasks)``
+            (MLPerf: 1024, 1024, 512, 256 and one task).
+        num_cross_layers: low-rank cross layers (MLPerf: 3).
+        low_rank: rank of each cross layer (MLPerf: 512).
+        tasks: the prediction tasks, in label column order.
+        activation: nonlinearity of both MLPs.
+        dropout: dropout after each hidden layer of the top MLP.
+
+    Example:
+        >>> # DLRM_DCN(ebc, 13, [512, 256, 128], [1024, 1024, 512, 256], num_cross_layers=3, low_rank=512)
+    """
+
+    def __init__(
+        self,
+        embeddings: nn.Module,
+        num_dense_features: int,
+        dense_layer_sizes: Sequence[int],
+        over_layer_sizes: Sequence[int],
+        num_cross_layers: int = 3,
+        low_rank: int = 512,
+        tasks: Sequence[Task] = DEFAULT_TASKS,
+        activation: Activation = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.features = pooled_feature_dims(embeddings)
+        self.feature_names = [name for name, _ in self.features]
+        self.num_dense_features = num_dense_features
+        self.embeddings = embeddings
+        self.dense_arch = MLP(num_dense_features, dense_layer_sizes, activation=activation)
+        width = self.dense_arch.out_features + sum(dim for _, dim in self.features)
+        self.interaction = LowRankCrossNet(width, num_cross_layers, low_rank)
+        self.over_arch = MLP(width, over_layer_sizes, activation=activation, dropout=dropout)
+        self.head = MultiTaskHead(self.over_arch.out_features, tasks)
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        return self.head.tasks
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits of ``batch``: ``[batch]`` for one task, else ``[batch, num_tasks]``."""
+        _check_dense(batch, self.num_dense_features, "DLRM_DCN")
+        dense = self.dense_arch(batch.dense_features)
+        sparse = concat_pooled(self.embeddings(batch.sparse_features), self.feature_names)
+        return self.head(self.over_arch(self.interaction(torch.cat([dense, sparse], dim=1))))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:
+        """Weighted sum of the tasks' binary cross-entropies (see ``heads.multi_task_loss``)."""
+        return self.head.loss(logits, labels)
+
+    def dense_parameter_count(self) -> int:
+        """Parameters outside the embedding tables."""
+        return flops.dense_parameter_count(self, [self.embeddings])
+
+    def dense_flops_per_sample(self) -> int:
+        """Forward FLOPs per sample of the dense part (convention: ``recframe.models.flops``)."""
+        return (flops.mlp_flops(self.dense_arch)
+                + flops.low_rank_cross_net_flops(self.interaction)
+                + flops.mlp_flops(self.over_arch)
+                + flops.head_flops(self.head))
