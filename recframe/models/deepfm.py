@@ -15,9 +15,19 @@ Two embedding collections, both swappable by a sharder: ``embeddings`` (the fiel
 ``recframe.models.towers.wide_tables``).
 
 Example:
-    >>> # deep = EmbeddingBagCollection(tables, opt); wide = EmbeddingBagCollection(wide_tables(tables, 2), opt)
-    >>> # model = DeepFM(deep, wide, num_dense_features=13, deep_layer_sizes=[256, 128],
-    >>> #                tasks=[Task("click"), Task("purchase")])
+    >>> import torch
+    >>> from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+    >>> from recframe.models.towers import wide_tables
+    >>> from recframe.sparse import Batch, KeyedJaggedTensor
+    >>> tables = [TableConfig(name=f"t{i}", num_embeddings=100, embedding_dim=8, feature_names=[f"f{i}"])
+    ...           for i in range(2)]
+    >>> opt = SparseOptimizer(name="adagrad", lr=0.05)
+    >>> model = DeepFM(EmbeddingBagCollection(tables, opt, backend="torch"),
+    ...                EmbeddingBagCollection(wide_tables(tables, 2), opt, backend="torch"),
+    ...                num_dense_features=3, deep_layer_sizes=[32, 16], tasks=[Task("click"), Task("purchase")])
+    >>> kjt = KeyedJaggedTensor.from_lengths(["f0", "f1"], torch.tensor([5, 6, 7]), torch.tensor([1, 1, 0, 1]))
+    >>> model(Batch(torch.rand(2, 3), kjt, labels=torch.zeros(2, 2))).shape
+    torch.Size([2, 2])
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ class DeepFM(nn.Module):
         dropout: dropout after each hidden layer of the deep MLP.
 
     Example:
-        >>> # DeepFM(deep_ebc, wide_ebc, num_dense_features=13, deep_layer_sizes=[400, 400])
+        >>> # see the module docstring
     """
 
     def __init__(
@@ -75,7 +85,9 @@ class DeepFM(nn.Module):
         self.embeddings = embeddings
         self.wide_embeddings = wide_embeddings
         d = self.embedding_dim
-        self.dense_fields = nn.Parameter(torch.randn(num_dense_features, d) / d**0.5)
+        # small, as DeepFM's embeddings usually start: the FM sums O(fields^2) products, and unit-scale
+        # vectors on 13 Criteo dense features make initial logits of several units (loss ~2)
+        self.dense_fields = nn.Parameter(torch.randn(num_dense_features, d) * 0.01)
         self.num_fields = len(self.features) + num_dense_features
         self.fm = FMInteraction(reduce=True)
         self.fm_scale = nn.Parameter(torch.ones(num_tasks))

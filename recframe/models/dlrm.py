@@ -6,11 +6,21 @@ several). The embedding collection is the attribute ``embeddings``; the model on
 can replace that attribute with a sharded collection of the same call signature.
 
 Example:
-    >>> from recframe.models.heads import Task
-    >>> # ebc = EmbeddingBagCollection(tables, optimizer)   # 26 features of dim 64
-    >>> # model = DLRM(ebc, num_dense_features=13, dense_layer_sizes=[512, 256, 64],
-    >>> #              over_layer_sizes=[512, 256], tasks=[Task("click"), Task("purchase")])
-    >>> # logits = model(batch); losses = model.loss(logits, batch.labels)
+    >>> import torch
+    >>> from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+    >>> from recframe.sparse import Batch, KeyedJaggedTensor
+    >>> tables = [TableConfig(name=f"t{i}", num_embeddings=100, embedding_dim=16, feature_names=[f"f{i}"])
+    ...           for i in range(3)]
+    >>> ebc = EmbeddingBagCollection(tables, SparseOptimizer(name="rowwise_adagrad", lr=0.05), backend="torch")
+    >>> model = DLRM(ebc, num_dense_features=13, dense_layer_sizes=[64, 16], over_layer_sizes=[32],
+    ...              tasks=[Task("click"), Task("purchase")])
+    >>> kjt = KeyedJaggedTensor.from_lengths(["f0", "f1", "f2"], torch.tensor([1, 2, 3, 4]),
+    ...                                      torch.tensor([1, 0, 1, 1, 0, 1]))  # batch of 2
+    >>> batch = Batch(torch.rand(2, 13), kjt, labels=torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    >>> logits = model(batch)
+    >>> logits.shape
+    torch.Size([2, 2])
+    >>> model.loss(logits, batch.labels).total.backward()  # the touched table rows are updated here
 """
 
 from __future__ import annotations
@@ -50,7 +60,12 @@ class DLRM(nn.Module):
         dropout: dropout after each hidden layer of the top MLP.
 
     Example:
-        >>> # DLRM(ebc, 13, dense_layer_sizes=[512, 256, 64], over_layer_sizes=[512, 256])
+        >>> from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+        >>> table = TableConfig(name="t", num_embeddings=10, embedding_dim=16, feature_names=["f0", "f1"])
+        >>> ebc = EmbeddingBagCollection([table], SparseOptimizer(), backend="torch")
+        >>> model = DLRM(ebc, 13, dense_layer_sizes=[64, 16], over_layer_sizes=[32])
+        >>> model.interaction.output_dim(16), model.dense_flops_per_sample(), model.dense_parameter_count()
+        (19, 5201, 2609)
     """
 
     def __init__(
@@ -126,7 +141,12 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
         dropout: dropout after each hidden layer of the top MLP.
 
     Example:
-        >>> # DLRM_DCN(ebc, 13, [512, 256, 128], [1024, 1024, 512, 256], num_cross_layers=3, low_rank=512)
+        >>> from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+        >>> table = TableConfig(name="t", num_embeddings=10, embedding_dim=16, feature_names=["f0", "f1"])
+        >>> ebc = EmbeddingBagCollection([table], SparseOptimizer(), backend="torch")
+        >>> model = DLRM_DCN(ebc, 13, [64, 16], [32, 16], num_cross_layers=3, low_rank=8)
+        >>> model.interaction.in_features, model.dense_flops_per_sample()  # cross width: 16 + 2 * 16
+        (48, 13009)
     """
 
     def __init__(

@@ -13,9 +13,21 @@ standard trade-offs of in-batch softmax (a logQ correction, not done here, remov
 Two embedding collections, both swappable by a sharder: ``user_embeddings`` and ``item_embeddings``.
 
 Example:
-    >>> # model = TwoTower(user_ebc, item_ebc, user_layer_sizes=[128, 64], item_layer_sizes=[128, 64])
-    >>> # logits = model(batch)            # [B, B]
-    >>> # loss = model.loss(logits).total
+    >>> import torch
+    >>> from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+    >>> from recframe.sparse import Batch, KeyedJaggedTensor
+    >>> opt = SparseOptimizer(name="rowwise_adagrad", lr=0.05)
+    >>> users = EmbeddingBagCollection([TableConfig(name="u", num_embeddings=10, embedding_dim=8,
+    ...                                             feature_names=["user_id"])], opt, backend="torch")
+    >>> items = EmbeddingBagCollection([TableConfig(name="i", num_embeddings=20, embedding_dim=8,
+    ...                                             feature_names=["item_id"])], opt, backend="torch")
+    >>> model = TwoTower(users, items, user_layer_sizes=[16, 4], item_layer_sizes=[16, 4])
+    >>> kjt = KeyedJaggedTensor.from_lengths(["user_id", "item_id"], torch.tensor([1, 2, 3, 11, 12, 13]),
+    ...                                      torch.ones(6, dtype=torch.int64))  # 3 (user, item) pairs
+    >>> logits = model(Batch(torch.zeros(3, 0), kjt, labels=torch.ones(3)))
+    >>> logits.shape
+    torch.Size([3, 3])
+    >>> model.loss(logits).total.backward()
 """
 
 from __future__ import annotations
@@ -46,7 +58,14 @@ class TwoTower(nn.Module):
         activation: nonlinearity between layers (none after the last).
 
     Example:
-        >>> # TwoTower(user_ebc, item_ebc, [64, 32], [64, 32], temperature=0.1)
+        >>> from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+        >>> def collection(feature):
+        ...     table = TableConfig(name=feature, num_embeddings=20, embedding_dim=8, feature_names=[feature])
+        ...     return EmbeddingBagCollection([table], SparseOptimizer(), backend="torch")
+        >>> model = TwoTower(collection("user_id"), collection("item_id"), [16, 4], [16, 4], temperature=0.1)
+        >>> catalog = KeyedJaggedTensor.from_lengths(["item_id"], torch.arange(20), torch.ones(20, dtype=torch.int64))
+        >>> model.encode_items(catalog).shape  # retrieval: encode the catalog once
+        torch.Size([20, 4])
     """
 
     def __init__(

@@ -9,7 +9,19 @@ part's embeddings; dims may differ) and ``wide_embeddings`` (per-id weights, dim
 build them with ``recframe.models.towers.wide_tables``).
 
 Example:
-    >>> # model = WideDeep(ebc, wide_ebc, num_dense_features=13, deep_layer_sizes=[1024, 512, 256])
+    >>> import torch
+    >>> from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+    >>> from recframe.models.towers import wide_tables
+    >>> from recframe.sparse import Batch, KeyedJaggedTensor
+    >>> tables = [TableConfig(name="t0", num_embeddings=100, embedding_dim=8, feature_names=["f0"]),
+    ...           TableConfig(name="t1", num_embeddings=50, embedding_dim=4, feature_names=["f1"])]
+    >>> opt = SparseOptimizer(name="adagrad", lr=0.05)
+    >>> model = WideDeep(EmbeddingBagCollection(tables, opt, backend="torch"),
+    ...                  EmbeddingBagCollection(wide_tables(tables), opt, backend="torch"),
+    ...                  num_dense_features=3, deep_layer_sizes=[32, 16])
+    >>> kjt = KeyedJaggedTensor.from_lengths(["f0", "f1"], torch.tensor([5, 6, 7]), torch.tensor([1, 1, 0, 1]))
+    >>> model(Batch(torch.rand(2, 3), kjt, labels=torch.zeros(2))).shape
+    torch.Size([2])
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ class WideDeep(nn.Module):
         norm: normalization in the deep MLP (none, batch or layer).
 
     Example:
-        >>> # WideDeep(deep_ebc, wide_ebc, num_dense_features=13, deep_layer_sizes=[256, 128])
+        >>> # see the module docstring
     """
 
     def __init__(

@@ -153,3 +153,14 @@ def test_blocks_pass_gradients() -> None:
         block(x).sum().backward()
         assert x.grad is not None and bool(x.grad.abs().sum() > 0)
         assert all(p.grad is not None for p in block.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocks_keep_the_dtype(dtype: torch.dtype) -> None:
+    x, fields = torch.randn(2, 6, dtype=dtype), torch.randn(2, 3, 6, dtype=dtype)
+    assert MLP(6, [4, 2], norm="batch").to(dtype)(x).dtype == dtype
+    assert WideLinear(6, 3, 1).to(dtype)(x, fields[:, :, :1]).dtype == dtype
+    assert DotInteraction(3).to(dtype)(x, fields).dtype == dtype
+    assert CrossNet(6, 2).to(dtype)(x).dtype == dtype
+    assert LowRankCrossNet(6, 2, 3).to(dtype)(x).dtype == dtype
+    assert FMInteraction()(fields).dtype == dtype

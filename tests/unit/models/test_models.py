@@ -226,3 +226,20 @@ def test_recall_at_k() -> None:
     assert recall_at_k(users, items, targets, k=5) == 1.0
     with pytest.raises(ValueError, match="k must be"):
         recall_at_k(users, items, targets, k=6)
+
+
+def test_dlrm_gives_the_same_logits_on_the_fbgemm_backend() -> None:
+    """Models only call the collection: the fbgemm-backed one is a drop-in for the torch one."""
+    pytest.importorskip("fbgemm_gpu")
+    from recframe.embedding import EmbeddingBagCollection, SparseOptimizer
+
+    torch.manual_seed(0)
+    reference = _dlrm()
+    fbgemm = EmbeddingBagCollection(_tables(), SparseOptimizer(name="rowwise_adagrad", lr=0.1), backend="fbgemm")
+    fbgemm.load_state_dict(reference.embeddings.state_dict())
+    model = DLRM(fbgemm, 4, [16, 8], [16])
+    model.load_state_dict(reference.state_dict())
+    batch = _batch(6)
+    assert set(fbgemm.backends.values()) == {"fbgemm"}
+    assert torch.allclose(model(batch), reference(batch), atol=1e-5)
+    model.loss(model(batch), batch.labels).total.backward()
