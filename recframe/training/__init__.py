@@ -1,0 +1,1 @@
+"""Training with Lightning, and the validation metrics it reports (metrics.py)."""
