@@ -77,6 +77,10 @@ def sparse_update(
 ) -> None:
     """Apply one optimizer step to the given rows, in place (formulas in the module docstring).
 
+    Each update is computed as a change ``delta`` of the rows. An fp32 table without weight decay
+    (and not lamb) gets it with one ``index_add_`` and is never gathered; otherwise the rows are
+    gathered in fp32, changed and written back rounded to the storage dtype.
+
     Args:
         opt: the optimizer spec.
         weight: ``[num_rows, D]`` table storage (any float dtype); updated in place.
@@ -87,24 +91,28 @@ def sparse_update(
     """
     if rows.numel() == 0:
         return
-    w = weight.index_select(0, rows).float()
-    new_w = _UPDATES[opt.name](opt, w, states, rows, grad, step)
-    weight.index_copy_(0, rows, new_w.to(weight.dtype))
+    needs_rows = weight.dtype != torch.float32 or opt.weight_decay > 0 or opt.name == "lamb"
+    w = weight.index_select(0, rows).float() if needs_rows else None
+    delta = _DELTAS[opt.name](opt, w, states, rows, grad, step)
+    if w is None:
+        weight.index_add_(0, rows, delta)
+    else:
+        weight.index_copy_(0, rows, (w + delta).to(weight.dtype))
 
 
-def _sgd(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+def _sgd(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
          g: torch.Tensor, step: int) -> torch.Tensor:
-    return w - opt.lr * g
+    return g * -opt.lr
 
 
-def _adagrad(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+def _adagrad(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
              g: torch.Tensor, step: int) -> torch.Tensor:
-    m = states["momentum1"].index_select(0, rows) + g * g
+    m = states["momentum1"].index_select(0, rows).addcmul_(g, g)
     states["momentum1"].index_copy_(0, rows, m)
-    return w - opt.lr * g / (m.sqrt() + opt.eps)
+    return (g * -opt.lr).div_(m.sqrt_().add_(opt.eps))
 
 
-def _rowwise_adagrad(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor],
+def _rowwise_adagrad(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor],
                      rows: torch.Tensor, g: torch.Tensor, step: int) -> torch.Tensor:
     l2 = opt.weight_decay > 0 and opt.weight_decay_mode == "l2"
     g_decayed = g + opt.weight_decay * w if l2 else g
@@ -112,9 +120,9 @@ def _rowwise_adagrad(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, to
     states["momentum1"].index_copy_(0, rows, m)
     k = (opt.lr / (m.sqrt() + opt.eps)).unsqueeze(1)
     if opt.weight_decay == 0:
-        return w - k * g
-    correction = 1.0 - k * opt.weight_decay if l2 else 1.0 - opt.lr * opt.weight_decay
-    return correction * w - k * g
+        return g * -k
+    decay = k * opt.weight_decay if l2 else opt.lr * opt.weight_decay  # w * (1 - decay) - k * g
+    return -(decay * w + k * g)
 
 
 def _moments(opt: SparseOptimizer, states: dict[str, torch.Tensor], rows: torch.Tensor, g: torch.Tensor,
@@ -134,31 +142,27 @@ def _adam_direction(opt: SparseOptimizer, m1: torch.Tensor, m2: torch.Tensor, st
     return m1 / (1.0 - b1**step) / ((m2 / (1.0 - b2**step)).sqrt() + opt.eps)
 
 
-def _adam(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+def _adam(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
           g: torch.Tensor, step: int) -> torch.Tensor:
-    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=False)
-    return w - opt.lr * (_adam_direction(opt, m1, m2, step) + opt.weight_decay * w)
+    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=opt.name == "rowwise_adam")
+    direction = _adam_direction(opt, m1, m2, step)
+    return (direction if w is None else direction + opt.weight_decay * w) * -opt.lr
 
 
-def _rowwise_adam(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor],
-                  rows: torch.Tensor, g: torch.Tensor, step: int) -> torch.Tensor:
-    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=True)
-    return w - opt.lr * (_adam_direction(opt, m1, m2, step) + opt.weight_decay * w)
-
-
-def _lamb(opt: SparseOptimizer, w: torch.Tensor, states: dict[str, torch.Tensor], rows: torch.Tensor,
+def _lamb(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
           g: torch.Tensor, step: int) -> torch.Tensor:
+    assert w is not None  # sparse_update always gathers the rows for lamb: the trust ratio needs them
     m1, m2 = _moments(opt, states, rows, g, rowwise_m2=False)
     r = _adam_direction(opt, m1, m2, step) + opt.weight_decay * w
     ratio = w.norm(dim=1, keepdim=True) / r.norm(dim=1, keepdim=True)
-    return w - opt.lr * ratio * r
+    return r * (ratio * -opt.lr)
 
 
-_UPDATES = {
+_DELTAS = {
     "sgd": _sgd,
     "adagrad": _adagrad,
     "rowwise_adagrad": _rowwise_adagrad,
     "adam": _adam,
-    "rowwise_adam": _rowwise_adam,
+    "rowwise_adam": _adam,
     "lamb": _lamb,
 }

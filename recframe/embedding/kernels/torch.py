@@ -3,7 +3,7 @@
 All tables of a group have the same dim (the grouping policy guarantees it) and live in one
 ``[total_rows, dim]`` tensor, so a group is one ``embedding_bag`` forward and one sparse update,
 whatever its number of tables. Backward never builds a dense table gradient: it sums the per-id
-gradients into one row each (``unique`` + ``index_add_``), then ``optimizers.sparse_update``
+gradients into one row each (sort + ``index_add_``), then ``optimizers.sparse_update``
 applies the step to those rows only. Runs on any device and dtype; everything is vectorized.
 
 Example:
@@ -121,21 +121,29 @@ class TorchEmbeddingKernel(nn.Module):
                        grad_out: torch.Tensor) -> None:
         """Sum the gradient of every lookup into its row, then apply the optimizer to those rows."""
         self.step += 1
+        # Lookups sorted by row (stable: duplicates keep their order, so the sums are reproducible);
+        # sort + unique_consecutive is much faster than torch.unique(return_inverse=True) on CPU.
+        sorted_rows, order = rows.sort(stable=True)
+        unique_rows, counts = torch.unique_consecutive(sorted_rows, return_counts=True)
+        segment = torch.arange(unique_rows.numel(), device=rows.device).repeat_interleave(
+            counts, output_size=rows.numel()
+        )
         if self.spec.pooled:
             batch = (offsets.numel() - 1) // self.num_features
-            grad_bags = grad_out.reshape(batch, self.num_features, self.dim).transpose(0, 1)
-            grad_bags = grad_bags.reshape(self.num_features * batch, self.dim).float()
-            bag_of_id = torch.arange(grad_bags.shape[0], device=rows.device).repeat_interleave(
+            bags = self.num_features * batch
+            bag_of_id = torch.arange(bags, device=rows.device).repeat_interleave(
                 offsets.diff(), output_size=rows.numel()
-            )
-            grad_ids = grad_bags.index_select(0, bag_of_id)
+            ).index_select(0, order)
+            # Bag f * batch + b (feature-major) is row b * num_features + f of grad_out seen as
+            # [batch * num_features, dim]: remap the ids rather than transposing the gradient.
+            grad_bags = grad_out.reshape(bags, self.dim).float()
+            grad_ids = grad_bags.index_select(0, (bag_of_id % batch) * self.num_features + bag_of_id // batch)
             if weights is not None:
-                grad_ids = grad_ids * weights.float().unsqueeze(1)
+                grad_ids = grad_ids * weights.index_select(0, order).float().unsqueeze(1)
         else:
-            grad_ids = grad_out.float()
-        unique_rows, inverse = torch.unique(rows, return_inverse=True)
+            grad_ids = grad_out.float().index_select(0, order)
         grad_rows = torch.zeros(unique_rows.numel(), self.dim, dtype=torch.float32, device=rows.device)
-        grad_rows.index_add_(0, inverse, grad_ids)
+        grad_rows.index_add_(0, segment, grad_ids)
         states = {name: getattr(self, name) for name in self.state_names}
         sparse_update(self.spec.optimizer, self.weight, states, unique_rows, grad_rows, self.step)
 
