@@ -114,8 +114,7 @@ class LoggerConfig:
 class CheckpointConfig:
     """Checkpoints under <run_dir>/checkpoints."""
 
-    every_n_steps: int = 500  # save every N training steps (0: only at the end)
-    keep_last: int = 2  # how many step checkpoints to keep (last.ckpt is kept too)
+    every_n_steps: int = 500  # save every N training steps, keeping the newest (0: only last.ckpt, at the end)
 
 
 @dataclass

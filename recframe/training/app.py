@@ -103,9 +103,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
                                    purge_step=resume_step or None)
         callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
     if checkpoints:
+        periodic = cfg.checkpoint.every_n_steps > 0
+        # Step checkpoints every N steps (the newest kept) with last.ckpt a link to the newest; without
+        # them, last.ckpt alone at the end of training.
         callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step-{step}",
-                                         every_n_train_steps=cfg.checkpoint.every_n_steps or None,
-                                         save_last=True, save_top_k=1 if cfg.checkpoint.every_n_steps else 0,
+                                         auto_insert_metric_name=False,
+                                         every_n_train_steps=cfg.checkpoint.every_n_steps if periodic else None,
+                                         save_last="link" if periodic else True, save_top_k=1 if periodic else 0,
                                          monitor=None))
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
@@ -113,8 +117,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         check_val_every_n_epoch=None if t.val_check_interval is not None else 1,
         limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
-        num_sanity_val_steps=0, logger=logger,
-        inference_mode=False,  # evaluate under no_grad: tables are not inference tensors, so training goes on after callbacks=[*callbacks, *(extra_callbacks or [])],
+        num_sanity_val_steps=0, logger=logger, callbacks=[*callbacks, *(extra_callbacks or [])],
+        # Validate under no_grad, not inference_mode: fbgemm's fused training kernels refuse inference tensors.
+        inference_mode=False,
         enable_checkpointing=checkpoints, plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
     )
 

@@ -35,8 +35,8 @@ def test_every_experiment_trains_a_few_steps(experiment: str, tiny: list[str], t
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 6
-    main = "val/recall@10" if experiment == "two_tower" else "val/auc"
-    assert 0.0 <= metrics[main] <= 1.0
+    main = [k for k in metrics if k.endswith(("/auc", "/recall@10"))]
+    assert main and all(0.0 <= metrics[k] <= 1.0 for k in main), metrics
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     tags = scalars(run_dir)
