@@ -78,7 +78,7 @@ def sparse_update(
     """Apply one optimizer step to the given rows, in place (formulas in the module docstring).
 
     Each update is computed as a change ``delta`` of the rows. An fp32 table without weight decay
-    (and not lamb) gets it with one ``index_add_`` and is never gathered; otherwise the rows are
+    (and not lamb) gets it with one indexed add and is never gathered; otherwise the rows are
     gathered in fp32, changed and written back rounded to the storage dtype.
 
     Args:
@@ -94,8 +94,11 @@ def sparse_update(
     needs_rows = weight.dtype != torch.float32 or opt.weight_decay > 0 or opt.name == "lamb"
     w = weight.index_select(0, rows).float() if needs_rows else None
     delta = _DELTAS[opt.name](opt, w, states, rows, grad, step)
-    if w is None:
-        weight.index_add_(0, rows, delta)
+    if w is None:  # rows are unique: both add exactly once; index_put_ is ~3x faster on CUDA, slower on CPU
+        if weight.is_cuda:
+            weight.index_put_((rows,), delta, accumulate=True)
+        else:
+            weight.index_add_(0, rows, delta)
     else:
         weight.index_copy_(0, rows, (w + delta).to(weight.dtype))
 

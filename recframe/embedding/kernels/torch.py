@@ -3,7 +3,7 @@
 All tables of a group have the same dim (the grouping policy guarantees it) and live in one
 ``[total_rows, dim]`` tensor, so a group is one ``embedding_bag`` forward and one sparse update,
 whatever its number of tables. Backward never builds a dense table gradient: it sums the per-id
-gradients into one row each (sort + ``index_add_``), then ``optimizers.sparse_update``
+gradients into one row each (sort, then ``index_add_`` or a CSR product), then ``optimizers.sparse_update``
 applies the step to those rows only. Runs on any device and dtype; everything is vectorized.
 
 Example:
@@ -21,6 +21,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -121,13 +123,12 @@ class TorchEmbeddingKernel(nn.Module):
                        grad_out: torch.Tensor) -> None:
         """Sum the gradient of every lookup into its row, then apply the optimizer to those rows."""
         self.step += 1
+        if rows.numel() == 0:
+            return
         # Lookups sorted by row (stable: duplicates keep their order, so the sums are reproducible);
         # sort + unique_consecutive is much faster than torch.unique(return_inverse=True) on CPU.
         sorted_rows, order = rows.sort(stable=True)
         unique_rows, counts = torch.unique_consecutive(sorted_rows, return_counts=True)
-        segment = torch.arange(unique_rows.numel(), device=rows.device).repeat_interleave(
-            counts, output_size=rows.numel()
-        )
         if self.spec.pooled:
             batch = (offsets.numel() - 1) // self.num_features
             bags = self.num_features * batch
@@ -136,16 +137,49 @@ class TorchEmbeddingKernel(nn.Module):
             ).index_select(0, order)
             # Bag f * batch + b (feature-major) is row b * num_features + f of grad_out seen as
             # [batch * num_features, dim]: remap the ids rather than transposing the gradient.
-            grad_bags = grad_out.reshape(bags, self.dim).float()
-            grad_ids = grad_bags.index_select(0, (bag_of_id % batch) * self.num_features + bag_of_id // batch)
-            if weights is not None:
-                grad_ids = grad_ids * weights.index_select(0, order).float().unsqueeze(1)
+            source = (bag_of_id % batch) * self.num_features + bag_of_id // batch
+            grad_source = grad_out.reshape(bags, self.dim).float()
         else:
-            grad_ids = grad_out.float().index_select(0, order)
-        grad_rows = torch.zeros(unique_rows.numel(), self.dim, dtype=torch.float32, device=rows.device)
-        grad_rows.index_add_(0, segment, grad_ids)
+            source, grad_source = order, grad_out.float()
+        scale = None if weights is None else weights.index_select(0, order).float()
+        grad_rows = sum_rows(grad_source, source, scale, counts, sparse_matmul=grad_source.is_cuda)
         states = {name: getattr(self, name) for name in self.state_names}
         sparse_update(self.spec.optimizer, self.weight, states, unique_rows, grad_rows, self.step)
+
+
+def sum_rows(grad_source: torch.Tensor, source: torch.Tensor, scale: torch.Tensor | None, counts: torch.Tensor,
+             sparse_matmul: bool) -> torch.Tensor:
+    """Per touched row, the sum of its lookups' gradients: ``out[u] = sum_i scale_i * grad_source[source_i]``.
+
+    The lookups ``i`` of row ``u`` are consecutive (sorted by row), ``counts[u]`` of them. With
+    ``sparse_matmul`` this is one CSR matrix product (no ``[lookups, dim]`` intermediate: about 4x
+    faster on CUDA); otherwise a gather and an ``index_add_`` (faster on CPU).
+
+    Args:
+        grad_source: ``[sources, dim]`` fp32 gradients (of bags, or of ids for sequences).
+        source: for each lookup (in row order), its row in ``grad_source``.
+        scale: per-lookup weight (in row order) or None for 1.
+        counts: lookups per touched row.
+        sparse_matmul: use the CSR product.
+
+    Returns:
+        ``[len(counts), dim]`` fp32.
+    """
+    unique, device = counts.numel(), grad_source.device
+    if sparse_matmul:
+        crow = torch.zeros(unique + 1, dtype=torch.int64, device=device)
+        torch.cumsum(counts, dim=0, out=crow[1:])
+        values = scale if scale is not None else torch.ones(source.numel(), device=device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta", once per process
+            warnings.simplefilter("ignore", UserWarning)
+            matrix = torch.sparse_csr_tensor(crow, source, values, size=(unique, grad_source.shape[0]),
+                                             check_invariants=False)
+        return matrix @ grad_source
+    segment = torch.arange(unique, device=device).repeat_interleave(counts, output_size=source.numel())
+    grad_ids = grad_source.index_select(0, source)
+    if scale is not None:
+        grad_ids = grad_ids * scale.unsqueeze(1)
+    return torch.zeros(unique, grad_source.shape[1], device=device).index_add_(0, segment, grad_ids)
 
 
 class _FusedLookup(torch.autograd.Function):

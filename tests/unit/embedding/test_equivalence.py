@@ -9,6 +9,7 @@ import torch
 
 from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection, SparseOptimizer, TableConfig
 from recframe.embedding.kernels.fbgemm import fbgemm_import_error, unsupported
+from recframe.embedding.kernels.torch import sum_rows
 
 from .reference import Reference, random_case
 
@@ -134,3 +135,20 @@ def test_auto_mixes_backends_per_table_and_matches_torch() -> None:
         b.values().square().sum().backward()
     for key, value in auto.state_dict().items():
         torch.testing.assert_close(value, plain.state_dict()[key], **TOL)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_row_sums_by_sparse_matmul_equal_index_add(weighted: bool) -> None:
+    """The CSR-product path (used on CUDA) sums lookups into rows like the gather + index_add_ path."""
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.randint(1, 5, (50,), generator=generator)
+    source = torch.randint(0, 30, (int(counts.sum()),), generator=generator)
+    grad_source = torch.randn(30, 8, generator=generator)
+    scale = torch.rand(source.numel(), generator=generator) if weighted else None
+    expected = torch.stack([
+        sum((1.0 if scale is None else float(scale[i])) * grad_source[source[i]] for i in range(lo, hi))
+        for lo, hi in zip((counts.cumsum(0) - counts).tolist(), counts.cumsum(0).tolist(), strict=True)
+    ])
+    for sparse_matmul in (False, True):
+        out = sum_rows(grad_source, source, scale, counts, sparse_matmul=sparse_matmul)
+        torch.testing.assert_close(out, expected, **TOL)
