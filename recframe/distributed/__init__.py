@@ -1,0 +1,1 @@
+"""Model parallelism: sharding plans, the planner, all-to-all communication, sharded modules."""
