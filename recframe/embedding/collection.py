@@ -95,6 +95,8 @@ class _TableCollection(nn.Module):
             order = [keys.index(f) for f in self._group_order]
             self._orders[keys] = None if order == list(range(len(keys))) else order
         order = self._orders[keys]
+        if order is None and len(self._group_features) == 1:
+            return [features]
         ordered = features if order is None else features.permute(order)
         return ordered.split([len(f) for f in self._group_features])
 

@@ -86,7 +86,7 @@ def sparse_update(
         weight: ``[num_rows, D]`` table storage (any float dtype); updated in place.
         states: the optimizer states of the same rows (see ``new_states``); updated in place.
         rows: 1-D int64 ids of the rows to update, each at most once.
-        grad: ``[len(rows), D]`` fp32 summed gradient of each row.
+        grad: ``[len(rows), D]`` fp32 summed gradient of each row; overwritten (it holds the update).
         step: the step count ``t`` (>= 1) used by the bias corrections.
     """
     if rows.numel() == 0:
@@ -105,60 +105,65 @@ def sparse_update(
 
 def _sgd(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
          g: torch.Tensor, step: int) -> torch.Tensor:
-    return g * -opt.lr
+    return g.mul_(-opt.lr)
 
 
 def _adagrad(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
              g: torch.Tensor, step: int) -> torch.Tensor:
-    m = states["momentum1"].index_select(0, rows).addcmul_(g, g)
-    states["momentum1"].index_copy_(0, rows, m)
-    return (g * -opt.lr).div_(m.sqrt_().add_(opt.eps))
+    m = g * g
+    states["momentum1"].index_add_(0, rows, m)  # rows are unique: one exact add each
+    torch.index_select(states["momentum1"], 0, rows, out=m)
+    return g.mul_(-opt.lr).div_(m.sqrt_().add_(opt.eps))
+
+
+def _mean_square(g: torch.Tensor) -> torch.Tensor:
+    """Per-row mean of squares, without a ``[rows, D]`` temporary."""
+    return torch.einsum("ij,ij->i", g, g).div_(g.shape[1])
 
 
 def _rowwise_adagrad(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor],
                      rows: torch.Tensor, g: torch.Tensor, step: int) -> torch.Tensor:
     l2 = opt.weight_decay > 0 and opt.weight_decay_mode == "l2"
-    g_decayed = g + opt.weight_decay * w if l2 else g
-    m = states["momentum1"].index_select(0, rows) + (g_decayed * g_decayed).mean(dim=1)
+    m = states["momentum1"].index_select(0, rows).add_(_mean_square(g + opt.weight_decay * w if l2 else g))
     states["momentum1"].index_copy_(0, rows, m)
-    k = (opt.lr / (m.sqrt() + opt.eps)).unsqueeze(1)
+    k = (opt.lr / m.sqrt_().add_(opt.eps)).unsqueeze(1)
     if opt.weight_decay == 0:
-        return g * -k
-    decay = k * opt.weight_decay if l2 else opt.lr * opt.weight_decay  # w * (1 - decay) - k * g
-    return -(decay * w + k * g)
+        return g.mul_(-k)
+    if l2:  # w * (1 - k * wd) - k * g
+        return g.mul_(-k).addcmul_(w, k, value=-opt.weight_decay)
+    return g.mul_(-k).add_(w, alpha=-opt.lr * opt.weight_decay)  # w * (1 - lr * wd) - k * g
 
 
-def _moments(opt: SparseOptimizer, states: dict[str, torch.Tensor], rows: torch.Tensor, g: torch.Tensor,
-             rowwise_m2: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Update and store Adam's first and second moments; return them (m2 as [U, 1] when rowwise)."""
+def _adam_direction(opt: SparseOptimizer, states: dict[str, torch.Tensor], rows: torch.Tensor, g: torch.Tensor,
+                    step: int, rowwise_m2: bool) -> torch.Tensor:
+    """Update and store the moments; return ``m1 / (1 - b1^t) / (sqrt(m2 / (1 - b2^t)) + eps)``."""
     b1, b2 = opt.betas
-    m1 = states["momentum1"].index_select(0, rows) * b1 + (1.0 - b1) * g
-    g2 = (g * g).mean(dim=1) if rowwise_m2 else g * g
-    m2 = states["momentum2"].index_select(0, rows) * b2 + (1.0 - b2) * g2
+    m1 = states["momentum1"].index_select(0, rows).mul_(b1).add_(g, alpha=1.0 - b1)
     states["momentum1"].index_copy_(0, rows, m1)
+    m2 = states["momentum2"].index_select(0, rows).mul_(b2)
+    if rowwise_m2:
+        m2.add_(_mean_square(g), alpha=1.0 - b2)
+    else:
+        m2.addcmul_(g, g, value=1.0 - b2)
     states["momentum2"].index_copy_(0, rows, m2)
-    return m1, (m2.unsqueeze(1) if rowwise_m2 else m2)
-
-
-def _adam_direction(opt: SparseOptimizer, m1: torch.Tensor, m2: torch.Tensor, step: int) -> torch.Tensor:
-    b1, b2 = opt.betas
-    return m1 / (1.0 - b1**step) / ((m2 / (1.0 - b2**step)).sqrt() + opt.eps)
+    denominator = m2.div_(1.0 - b2**step).sqrt_().add_(opt.eps)
+    return m1.div_(1.0 - b1**step).div_(denominator.unsqueeze(1) if rowwise_m2 else denominator)
 
 
 def _adam(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
           g: torch.Tensor, step: int) -> torch.Tensor:
-    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=opt.name == "rowwise_adam")
-    direction = _adam_direction(opt, m1, m2, step)
-    return (direction if w is None else direction + opt.weight_decay * w) * -opt.lr
+    direction = _adam_direction(opt, states, rows, g, step, rowwise_m2=opt.name == "rowwise_adam")
+    if w is not None:
+        direction.add_(w, alpha=opt.weight_decay)
+    return direction.mul_(-opt.lr)
 
 
 def _lamb(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
           g: torch.Tensor, step: int) -> torch.Tensor:
     assert w is not None  # sparse_update always gathers the rows for lamb: the trust ratio needs them
-    m1, m2 = _moments(opt, states, rows, g, rowwise_m2=False)
-    r = _adam_direction(opt, m1, m2, step) + opt.weight_decay * w
-    ratio = w.norm(dim=1, keepdim=True) / r.norm(dim=1, keepdim=True)
-    return r * (ratio * -opt.lr)
+    r = _adam_direction(opt, states, rows, g, step, rowwise_m2=False).add_(w, alpha=opt.weight_decay)
+    ratio = w.norm(dim=1, keepdim=True).div_(r.norm(dim=1, keepdim=True))
+    return r.mul_(ratio.mul_(-opt.lr))
 
 
 _DELTAS = {

@@ -166,6 +166,9 @@ def sum_rows(grad_source: torch.Tensor, source: torch.Tensor, scale: torch.Tenso
         ``[len(counts), dim]`` fp32.
     """
     unique, device = counts.numel(), grad_source.device
+    if unique == source.numel():  # no row looked up twice: the sums are the gradients themselves
+        grad_ids = grad_source.index_select(0, source)
+        return grad_ids if scale is None else grad_ids.mul_(scale.unsqueeze(1))
     if sparse_matmul:
         crow = torch.zeros(unique + 1, dtype=torch.int64, device=device)
         torch.cumsum(counts, dim=0, out=crow[1:])
@@ -178,7 +181,7 @@ def sum_rows(grad_source: torch.Tensor, source: torch.Tensor, scale: torch.Tenso
     segment = torch.arange(unique, device=device).repeat_interleave(counts, output_size=source.numel())
     grad_ids = grad_source.index_select(0, source)
     if scale is not None:
-        grad_ids = grad_ids * scale.unsqueeze(1)
+        grad_ids.mul_(scale.unsqueeze(1))
     return torch.zeros(unique, grad_source.shape[1], device=device).index_add_(0, segment, grad_ids)
 
 
