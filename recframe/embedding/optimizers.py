@@ -94,13 +94,19 @@ def sparse_update(
     needs_rows = weight.dtype != torch.float32 or opt.weight_decay > 0 or opt.name == "lamb"
     w = weight.index_select(0, rows).float() if needs_rows else None
     delta = _DELTAS[opt.name](opt, w, states, rows, grad, step)
-    if w is None:  # rows are unique: both add exactly once; index_put_ is ~3x faster on CUDA, slower on CPU
-        if weight.is_cuda:
-            weight.index_put_((rows,), delta, accumulate=True)
-        else:
-            weight.index_add_(0, rows, delta)
+    if w is None:
+        _add_rows(weight, rows, delta)
     else:
         weight.index_copy_(0, rows, (w + delta).to(weight.dtype))
+
+
+def _add_rows(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """``target[rows] += values`` for unique rows (one exact add each): index_put_ is ~3x faster than
+    index_add_ on CUDA and slower on CPU."""
+    if target.is_cuda:
+        target.index_put_((rows,), values, accumulate=True)
+    else:
+        target.index_add_(0, rows, values)
 
 
 def _sgd(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
@@ -111,14 +117,16 @@ def _sgd(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.T
 def _adagrad(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
              g: torch.Tensor, step: int) -> torch.Tensor:
     m = g * g
-    states["momentum1"].index_add_(0, rows, m)  # rows are unique: one exact add each
+    _add_rows(states["momentum1"], rows, m)
     torch.index_select(states["momentum1"], 0, rows, out=m)
     return g.mul_(-opt.lr).div_(m.sqrt_().add_(opt.eps))
 
 
 def _mean_square(g: torch.Tensor) -> torch.Tensor:
-    """Per-row mean of squares, without a ``[rows, D]`` temporary."""
-    return torch.einsum("ij,ij->i", g, g).div_(g.shape[1])
+    """Per-row mean of squares: a fused reduction on CUDA; on CPU einsum, which avoids a ``[rows, D]``
+    temporary (fresh CPU allocations that size cost page faults; einsum is 4x faster there, 2x slower on CUDA)."""
+    squares = torch.linalg.vecdot(g, g, dim=1) if g.is_cuda else torch.einsum("ij,ij->i", g, g)
+    return squares.div_(g.shape[1])
 
 
 def _rowwise_adagrad(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor],
