@@ -1,0 +1,125 @@
+"""Collectives of the sharded embedding modules, built only on ``torch.distributed``.
+
+Everything here runs unchanged on gloo (CPU processes) and NCCL (GPUs): tensors stay on the
+device of their inputs, split sizes are host lists, and only ``all_to_all_single`` (with uneven
+splits) and ``broadcast`` are used, both of which gloo and NCCL implement.
+
+- :func:`all_to_all_1d`: an uneven all-to-all of a flat tensor, no autograd (the ids, lengths
+  and per-id weights of the input dist carry no gradient).
+- :class:`PooledAllToAll`: the output dist, an autograd Function. Forward: each rank's pooled
+  model-parallel outputs for the whole global batch ``[world * B, D_r]`` are cut into ``world``
+  row blocks and block ``s`` goes to rank ``s`` (a partial sum of a row-split table travels like
+  any other block; the receiver adds the partial sums, so the all-to-all plus that sum is the
+  reduce-scatter of row-wise sharding); the data-parallel outputs (computed by every replica for
+  the whole global batch) are only sliced to the rank's own rows. Backward: one all-to-all that
+  returns each block's gradient to the rank that computed it and, in the same message, sends the
+  rank's data-parallel gradient to every replica (an all-gather), so that every replica applies
+  the same global update. One collective forward, one backward, for the whole collection.
+
+Gradient scaling: ``grad_scale`` multiplies every gradient the Function sends back (the sharded
+module passes ``1 / world`` so that, with a per-rank mean loss, embedding updates equal those of
+one process training on the concatenated global batch with a mean loss, as DDP's averaging does
+for the dense parameters).
+
+Example (one process, world of 1):
+    >>> import os, tempfile, torch, torch.distributed as dist
+    >>> store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
+    >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    >>> all_to_all_1d(torch.arange(3), [3], [3], None).tolist()
+    [0, 1, 2]
+    >>> dist.destroy_process_group()
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
+                  group: dist.ProcessGroup | None) -> torch.Tensor:
+    """Send ``send_splits[d]`` entries of the flat ``send`` to rank ``d``; receive ``recv_splits[s]`` from ``s``.
+
+    Args:
+        send: 1-D tensor; its entries for rank 0 first, then rank 1, ...
+        send_splits: entries for each rank (sum = ``send.numel()``).
+        recv_splits: entries from each rank (what they send to this one).
+        group: the process group (None = the default group).
+
+    Returns:
+        1-D tensor of ``sum(recv_splits)`` entries, rank 0's first; same dtype and device as ``send``.
+    """
+    out = torch.empty(sum(recv_splits), dtype=send.dtype, device=send.device)
+    dist.all_to_all_single(out, send.contiguous(), output_split_sizes=list(recv_splits),
+                           input_split_sizes=list(send_splits), group=group)
+    return out
+
+
+class PooledAllToAll(torch.autograd.Function):
+    """The output dist of pooled embeddings (see the module docstring).
+
+    ``apply(anchor, mp, dp, batch, mp_dims, rank, group, grad_scale)``:
+
+    Args:
+        anchor: an empty tensor that requires grad: it makes the backward run on every rank, even
+            on one whose ``mp`` and ``dp`` need no gradient (a rank without tables must still take
+            part in the backward all-to-all).
+        mp: ``[world * batch, mp_dims[rank]]`` this rank's model-parallel outputs, rows of rank
+            ``s``'s samples at ``s * batch ...``.
+        dp: ``[world * batch, D_dp]`` this rank's data-parallel outputs for the global batch.
+        batch: local batch size ``B`` (the same on every rank).
+        mp_dims: model-parallel output width of every rank.
+        rank: this rank in ``group``.
+        group: the process group.
+        grad_scale: factor applied to the gradients sent back (``1 / world`` for mean losses).
+
+    Returns:
+        ``[batch, sum(mp_dims) + D_dp]``: rank 0's block for this rank's samples, then rank 1's,
+        ..., then this rank's rows of ``dp``.
+    """
+
+    @staticmethod
+    def forward(ctx, anchor: torch.Tensor, mp: torch.Tensor, dp: torch.Tensor, batch: int,  # noqa: ANN001
+                mp_dims: list[int], rank: int, group: dist.ProcessGroup | None, grad_scale: float) -> torch.Tensor:
+        world = len(mp_dims)
+        own = mp_dims[rank]
+        ctx.batch, ctx.mp_dims, ctx.rank, ctx.group, ctx.grad_scale = batch, mp_dims, rank, group, grad_scale
+        ctx.dp_dim = dp.shape[1]
+        recv = all_to_all_1d(mp.reshape(-1), [batch * own] * world, [batch * d for d in mp_dims], group)
+        blocks = [b.view(batch, d) for b, d in zip(recv.split([batch * d for d in mp_dims]), mp_dims, strict=True)]
+        blocks.append(dp[rank * batch:(rank + 1) * batch])
+        return torch.cat(blocks, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        batch, mp_dims, rank, world = ctx.batch, ctx.mp_dims, ctx.rank, len(ctx.mp_dims)
+        own, dp_dim = mp_dims[rank], ctx.dp_dim
+        grad = grad.float()
+        if ctx.grad_scale != 1.0:
+            grad = grad * ctx.grad_scale
+        pieces = grad.split([*mp_dims, dp_dim], dim=1)
+        dp_flat = pieces[-1].reshape(-1)
+        send = torch.cat([part for s in range(world) for part in (pieces[s].reshape(-1), dp_flat)])
+        recv = all_to_all_1d(send, [batch * (d + dp_dim) for d in mp_dims], [batch * (own + dp_dim)] * world,
+                             ctx.group).view(world, batch * (own + dp_dim))
+        grad_mp = grad_dp = None
+        if ctx.needs_input_grad[1]:
+            grad_mp = recv[:, :batch * own].reshape(world * batch, own)
+        if ctx.needs_input_grad[2]:
+            grad_dp = recv[:, batch * own:].reshape(world * batch, dp_dim)
+        return None, grad_mp, grad_dp, None, None, None, None, None
+
+
+def broadcast_(tensor: torch.Tensor, src_group_rank: int, group: dist.ProcessGroup | None) -> None:
+    """Overwrite ``tensor`` (in place, any layout) with group rank ``src_group_rank``'s copy.
+
+    Args:
+        tensor: the tensor to synchronize.
+        src_group_rank: the source, as a rank of ``group``.
+        group: the process group (None = the default group).
+    """
+    src = src_group_rank if group is None else dist.get_global_rank(group, src_group_rank)
+    buffer = tensor.contiguous()
+    dist.broadcast(buffer, src=src, group=group)
+    if buffer.data_ptr() != tensor.data_ptr():
+        tensor.copy_(buffer)

@@ -1,0 +1,212 @@
+"""Input dist: send every id of a KeyedJaggedTensor to the rank(s) holding its table's rows.
+
+Routing is described by *slots*: a slot is one feature's input to one shard on one rank. A
+row-split (row_wise, table_row_wise) table has one slot per shard and each id goes to exactly
+one of them, the shard whose ``[row_start, row_end)`` holds it, minus ``row_start`` (so a
+shard sees its own row numbers); a table_wise table has one slot; a column_wise table one per
+column shard and a data_parallel table one per rank, and those get every id of the feature.
+Slots are ordered by destination rank, then in the order of the destination's local lookup.
+
+One call, for the whole collection (all tables, all features):
+
+1. On the sending rank, ids are checked or hashed into their table's full range (the table's
+   ``id_policy``, as the unsharded collection does), then bucketized into slots, vectorized
+   (a stable sort by ``(slot, sample)``: ids keep their order within a bag).
+2. One all-to-all of the lengths (static sizes: ``slots of d * B`` per destination ``d``, plus
+   one header entry saying whether the sender has per-id weights), one of the ids (sizes from
+   the lengths: one host sync), and one of the per-id weights when any rank has weights (a rank
+   without weights sends ones, so ranks never disagree on the collectives they call).
+3. The receiver reorders the blocks from ``(source rank, feature)`` to ``(feature, source rank)``
+   and gets a KeyedJaggedTensor of its local features for the global batch: stride
+   ``world * B``, sample ``s * B + b`` being sample ``b`` of rank ``s``.
+
+Every rank must pass the same local batch size ``B`` (the lengths all-to-all has static sizes).
+
+Example (one process, world of 1; table ``t`` of 10 rows row-split in one shard):
+    >>> import os, tempfile, torch, torch.distributed as dist
+    >>> from recframe.sparse import KeyedJaggedTensor
+    >>> store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
+    >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    >>> route = InputDist(["f"], ["t"], [10], ["modulo"], [Slot(rank=0, feature=0, row_start=0, row_end=10,
+    ...                   row_split=True)], world_size=1, rank=0, group=None, check_ids=True)
+    >>> local = route(KeyedJaggedTensor.from_lengths(["f"], torch.tensor([3, 12, 5]), torch.tensor([2, 1])))
+    >>> local.keys(), local.values().tolist(), local.lengths().tolist()
+    (['f'], [3, 2, 5], [2, 1])
+    >>> dist.destroy_process_group()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from recframe.distributed.comms import all_to_all_1d
+from recframe.embedding.ids import GroupInput
+from recframe.sparse import KeyedJaggedTensor, ops
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One feature's input to one shard.
+
+    Args:
+        rank: the destination rank (in the process group).
+        feature: index of the feature in the collection's feature order.
+        row_start: first row of the shard (row-split tables); 0 otherwise.
+        row_end: end of the shard's rows (row-split tables); the table's rows otherwise.
+        row_split: the shard holds a block of rows: only ids in ``[row_start, row_end)`` go here.
+    """
+
+    rank: int
+    feature: int
+    row_start: int
+    row_end: int
+    row_split: bool
+
+
+class InputDist(nn.Module):
+    """The KJT all-to-all of one sharded collection (see the module docstring).
+
+    Args:
+        features: the collection's features, in order.
+        tables: the table of each feature.
+        rows: the number of rows of each feature's table.
+        id_policies: ``error`` or ``modulo``, for each feature (its table's policy).
+        slots: every slot, ordered by rank, then in the receiving rank's local feature order.
+        world_size: number of ranks of ``group``.
+        rank: this rank in ``group``.
+        group: the process group (None = the default group).
+        check_ids: raise on out-of-range ids of ``error`` tables, before they are sent.
+    """
+
+    def __init__(self, features: list[str], tables: list[str], rows: list[int], id_policies: list[str],
+                 slots: list[Slot], world_size: int, rank: int, group: dist.ProcessGroup | None,
+                 check_ids: bool) -> None:
+        super().__init__()
+        num_features = len(features)
+        if [s.rank for s in slots] != sorted(s.rank for s in slots):
+            raise ValueError("slots must be ordered by destination rank")
+        self.features, self.world_size, self.rank, self.group = list(features), world_size, rank, group
+        self.ids = GroupInput(list(features), list(tables), list(rows), list(id_policies), "sum", check_ids)
+        self.slots_per_rank = [sum(1 for s in slots if s.rank == r) for r in range(world_size)]
+        self.local_features = [features[s.feature] for s in slots if s.rank == rank]
+        per_feature: list[list[int]] = [[] for _ in range(num_features)]
+        for k, slot in enumerate(slots):
+            per_feature[slot.feature].append(k)
+        if any(not ks for ks in per_feature):
+            raise ValueError(f"features {[f for f, ks in zip(features, per_feature, strict=True) if not ks]} "
+                             "have no slot")
+        width = max(len(ks) for ks in per_feature)
+        slot_of = torch.full((num_features, width), -1, dtype=torch.int64)
+        row_start = torch.zeros(num_features, width, dtype=torch.int64)
+        bucket_start = torch.full((num_features, width), torch.iinfo(torch.int64).max, dtype=torch.int64)
+        row_split = torch.zeros(num_features, dtype=torch.bool)
+        copies = []
+        for f, ks in enumerate(per_feature):
+            kinds = {slots[k].row_split for k in ks}
+            if len(kinds) != 1:
+                raise ValueError(f"feature {features[f]!r} mixes row-split and replicated slots")
+            split = kinds.pop()
+            row_split[f] = split
+            if split:  # bucket j = the j-th shard by rows
+                ks = sorted(ks, key=lambda k: slots[k].row_start)
+            for j, k in enumerate(ks):
+                slot_of[f, j] = k
+                if split:
+                    row_start[f, j] = bucket_start[f, j] = slots[k].row_start
+            copies.append(1 if split else len(ks))
+        self.copies = copies
+        self.replicates = any(c > 1 for c in copies)
+        self.any_row_split = bool(row_split.any())
+        self.register_buffer("slot_of", slot_of, persistent=False)
+        self.register_buffer("row_start", row_start, persistent=False)
+        self.register_buffer("bucket_start", bucket_start, persistent=False)
+        self.register_buffer("row_split", row_split, persistent=False)
+        self.register_buffer("copies_t", torch.tensor(copies, dtype=torch.int64), persistent=False)
+        self.register_buffer("slot_rank", torch.tensor([s.rank for s in slots], dtype=torch.int64), persistent=False)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """Route the rank's batch; return this rank's local features for the global batch.
+
+        Args:
+            kjt: the rank's batch with exactly the collection's features, in order (stride ``B``).
+
+        Returns:
+            KeyedJaggedTensor with keys ``local_features``, stride ``world_size * B``, int64
+            lengths and ids, fp32 weights if any rank sent weights, else none.
+        """
+        world, batch, device = self.world_size, kjt.stride(), kjt.device()
+        num_slots = len(self.slot_rank)
+        if batch > 0:
+            ids, _, weights = self.ids(kjt)
+        else:
+            ids, weights = kjt.values().long(), kjt.weights_or_none()
+        lengths_in = kjt.lengths().long()
+        num_ids = ids.numel()
+        bag = torch.arange(lengths_in.numel(), device=device).repeat_interleave(lengths_in, output_size=num_ids)
+        feature = torch.div(bag, batch, rounding_mode="floor") if batch > 0 else bag
+        sample = bag - feature * batch
+        if weights is not None:
+            weights = weights.float()
+        if self.replicates:  # ids of replicated features (column_wise, data_parallel) go to every shard
+            copies = self.copies_t.index_select(0, feature)
+            total = sum(c * n for c, n in zip(self.copies, kjt.length_per_key(), strict=True))
+            source = torch.arange(num_ids, device=device).repeat_interleave(copies, output_size=total)
+            first = torch.cumsum(copies, 0) - copies
+            copy = torch.arange(total, device=device) - first.index_select(0, source)
+            ids, feature, sample = ids.index_select(0, source), feature.index_select(0, source), sample.index_select(
+                0, source)
+            weights = None if weights is None else weights.index_select(0, source)
+        else:
+            copy = torch.zeros_like(ids)
+        if self.any_row_split:
+            starts = self.bucket_start.index_select(0, feature)
+            bucket = ((ids.unsqueeze(1) >= starts).sum(dim=1) - 1).clamp_(min=0)
+            copy = torch.where(self.row_split.index_select(0, feature), bucket, copy)
+        slot = self.slot_of[feature, copy]
+        local_ids = ids - self.row_start[feature, copy]
+        key = slot * batch + sample
+        key_sorted, order = torch.sort(key, stable=True)
+        values = local_ids.index_select(0, order)
+        weights = None if weights is None else weights.index_select(0, order)
+        lengths = torch.bincount(key_sorted, minlength=num_slots * batch) if batch > 0 else key_sorted.new_zeros(0)
+        per_rank = torch.zeros(world, dtype=torch.int64, device=device).index_add_(
+            0, self.slot_rank, lengths.view(num_slots, batch).sum(dim=1)) if num_slots else None
+        send_ids = per_rank.tolist() if per_rank is not None else [0] * world
+
+        # 1. lengths, each destination's block led by a "sender has weights" flag.
+        flag = torch.full((1,), 1 if weights is not None else 0, dtype=torch.int64, device=device)
+        pieces, start = [], 0
+        for count in self.slots_per_rank:
+            pieces += [flag, lengths[start * batch:(start + count) * batch]]
+            start += count
+        own = len(self.local_features)
+        recv = all_to_all_1d(torch.cat(pieces), [1 + c * batch for c in self.slots_per_rank],
+                             [1 + own * batch] * world, self.group).view(world, 1 + own * batch)
+        recv_lengths = recv[:, 1:]
+        counts = recv_lengths.reshape(world, own, batch).sum(dim=2)  # [source, local feature]
+        host = torch.cat([recv[:, 0], counts.reshape(-1)]).tolist()
+        any_weights = any(host[:world])
+        counts_host = host[world:]
+        recv_ids = [sum(counts_host[s * own:(s + 1) * own]) for s in range(world)]
+
+        # 2. ids, 3. weights (only if some rank has them; the others send ones).
+        recv_values = all_to_all_1d(values, send_ids, recv_ids, self.group)
+        recv_weights = None
+        if any_weights:
+            send_weights = weights if weights is not None else torch.ones(values.numel(), device=device)
+            recv_weights = all_to_all_1d(send_weights, send_ids, recv_ids, self.group)
+
+        # (source, feature) blocks -> (feature, source): one key per local feature, stride world * B.
+        block_offsets = [0]
+        for n in counts_host:
+            block_offsets.append(block_offsets[-1] + n)
+        order_blocks = [s * own + f for f in range(own) for s in range(world)]
+        out_lengths, out_values, out_weights = ops.permute_key_blocks(
+            order_blocks, recv_lengths.reshape(-1), recv_values, recv_weights, batch, block_offsets)
+        per_key = [sum(counts_host[s * own + f] for s in range(world)) for f in range(own)]
+        return KeyedJaggedTensor(self.local_features, out_values, weights=out_weights, lengths=out_lengths,
+                                 stride=world * batch, validate=False, length_per_key=per_key)
