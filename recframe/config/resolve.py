@@ -15,13 +15,18 @@ from recframe.embedding.config import SparseOptimizer, TableConfig
 from recframe.models.heads import Task
 
 
+def _rows(spec: DictConfig, tables: DictConfig) -> int:
+    rows = spec.num_embeddings if spec.num_embeddings is not None else tables.num_embeddings
+    return rows if tables.row_cap is None else min(rows, tables.row_cap)
+
+
 def table_configs(cfg: DictConfig) -> list[TableConfig]:
-    """The tables of ``cfg.tables``, with the table set's default sizes filled in."""
+    """The tables of ``cfg.tables``, with the table set's default sizes filled in and rows capped at ``row_cap``."""
     tables = cfg.tables
     return [
         TableConfig(
             name=str(name),
-            num_embeddings=spec.num_embeddings if spec.num_embeddings is not None else tables.num_embeddings,
+            num_embeddings=_rows(spec, tables),
             embedding_dim=spec.embedding_dim if spec.embedding_dim is not None else tables.embedding_dim,
             feature_names=list(spec.features),
             pooling=spec.pooling,

@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from recframe.config.sharding import ShardingConfig
 from recframe.embedding.config import SparseOptimizer
 
 
@@ -49,6 +50,7 @@ class TablesConfig:
     weight_dtype: str = "fp32"  # storage dtype of table weights: fp32 | fp16 | bf16
     backend: str = "auto"  # kernel backend: auto | fbgemm | torch
     id_policy: str = "error"  # ids outside [0, rows): error (names feature and table) | modulo
+    row_cap: int | None = None  # cap every table at this many rows, to fit a small machine (None: no cap)
     specs: dict[str, TableSpec] = field(default_factory=dict)  # table name -> spec
 
 
@@ -141,3 +143,5 @@ class TrainConfig:
     run_dir: str = "${hydra:runtime.output_dir}"  # the run directory; every output goes under it
     ckpt_path: str | None = None  # resume from: a .ckpt path, or "last" (the run dir's last.ckpt)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)  # a sharding/ option: planner or fixed plan
+    world_size: int | None = None  # ranks to plan for (recframe plan); None: trainer.devices x trainer.num_nodes

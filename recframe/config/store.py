@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from recframe.config import data, models, schema
+from recframe.config import data, models, schema, sharding
 
 # configs/ lives at the repository top; recframe/configs points at it (and ships in the wheel).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -26,6 +26,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("optim", "optim_schema"): schema.OptimConfig,
     ("trainer", "trainer_schema"): schema.TrainerConfig,
     ("logger", "logger_schema"): schema.LoggerConfig,
+    ("sharding", "sharding_schema"): sharding.ShardingConfig,
     ("data", "synthetic_schema"): data.SyntheticDataConfig,
     ("data", "synthetic_retrieval_schema"): data.SyntheticRetrievalDataConfig,
     **{("model", f"{name}_schema"): node for name, node in models.MODEL_SCHEMAS.items()},

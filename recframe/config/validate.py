@@ -16,6 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.compose import Problem
 from recframe.config.resolve import sparse_optimizer, table_configs
+from recframe.config.sharding import SHARDING_CHOICES
+from recframe.distributed.plan import SHARDING_TYPES
+from recframe.distributed.planner.from_config import manual_plan, planned_world
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "64-true")
 DATA_OF_MODEL = {"two_tower": "synthetic_retrieval"}  # models that need a particular kind of data
@@ -132,6 +135,53 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     return out
 
 
+def _check_sharding(cfg: DictConfig) -> list[Problem]:
+    """The sharding config names existing tables and valid types; a manual plan is complete and valid."""
+    out: list[Problem] = []
+    s, tables = cfg.sharding, {t.name: t for t in table_configs(cfg)}
+    world, _ = planned_world(cfg)
+    if s.type not in SHARDING_CHOICES:
+        out.append(Problem("sharding.type", f"unknown sharding type {s.type!r}",
+                           _close(s.type, list(SHARDING_CHOICES))))
+    if world < 1:
+        out.append(Problem("world_size", f"must be >= 1, got {world}"))
+    for name, c in s.constraints.items():
+        key = f"sharding.constraints.{name}"
+        if name not in tables:
+            out.append(Problem(key, f"unknown table {name!r}", _close(str(name), list(tables))))
+        for kind in c.sharding_types:
+            if kind not in SHARDING_TYPES:
+                out.append(Problem(f"{key}.sharding_types", f"unknown sharding type {kind!r}",
+                                   _close(kind, list(SHARDING_TYPES))))
+        if c.ranks is not None and (not c.ranks or not all(0 <= r < world for r in c.ranks)):
+            out.append(Problem(f"{key}.ranks", f"pinned ranks must be a non-empty list of ranks in [0, {world}), "
+                               f"got {list(c.ranks)}", "plan for more ranks with world_size=N"))
+        if c.ids_per_sample is not None and c.ids_per_sample <= 0:
+            out.append(Problem(f"{key}.ids_per_sample", f"must be > 0, got {c.ids_per_sample}"))
+    if s.type == "manual":
+        shapes = {n: (t.num_embeddings, t.embedding_dim) for n, t in tables.items()}
+        top = max((r for p in s.tables.values() for r in p.ranks), default=0)
+        if top >= world:
+            out.append(Problem("sharding.tables", f"the manual plan places shards on ranks up to {top}, but the world "
+                               f"has {world} rank(s)", f"plan for world_size={top + 1} (or trainer.devices)"))
+        out.extend(Problem("sharding.tables", p) for p in manual_plan(cfg, max(world, top + 1)).problems(shapes))
+    elif s.tables:
+        out.append(Problem("sharding.tables", f"a manual plan is only read with sharding.type=manual, not {s.type}",
+                           "set sharding.type=manual or drop sharding.tables"))
+    t = s.topology
+    for key in ("memory_per_rank_gb", "local_world_size", "intra_node_bw_gbps", "inter_node_bw_gbps", "hbm_bw_gbps",
+                "ddr_bw_gbps"):
+        if t[key] is not None and t[key] <= 0:
+            out.append(Problem(f"sharding.topology.{key}", f"must be > 0, got {t[key]}"))
+    if not 0 <= t.reserved_fraction < 1:
+        out.append(Problem("sharding.topology.reserved_fraction", f"must be in [0, 1), got {t.reserved_fraction}"))
+    if t.device not in ("auto", "cuda", "cpu"):
+        out.append(Problem("sharding.topology.device", f"unknown device {t.device!r}; choose auto, cuda or cpu"))
+    if cfg.tables.row_cap is not None and cfg.tables.row_cap < 1:
+        out.append(Problem("tables.row_cap", f"must be >= 1 (or null: no cap), got {cfg.tables.row_cap}"))
+    return out
+
+
 def _interpolation_problems(cfg: DictConfig) -> list[Problem]:
     """Interpolations (``${data.num_users}``) that do not resolve; Hydra's own (``${hydra:...}``) are skipped."""
     out: list[Problem] = []
@@ -162,4 +212,5 @@ def validate(cfg: DictConfig) -> list[Problem]:
     unresolved = _interpolation_problems(cfg)
     if unresolved:
         return unresolved  # the other checks read those values
-    return [*_check_features_and_tables(cfg), *_check_model(cfg), *_check_data(cfg), *_check_trainer(cfg)]
+    return [*_check_features_and_tables(cfg), *_check_model(cfg), *_check_data(cfg), *_check_trainer(cfg),
+            *_check_sharding(cfg)]

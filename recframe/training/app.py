@@ -57,6 +57,13 @@ def bench_command(args: list[str]) -> int:
     return _run_hydra(args, bench_job, "recframe bench")
 
 
+def plan_command(args: list[str]) -> int:
+    """``recframe plan [overrides]``: print and save the sharding plan (recframe.distributed.planner.cli)."""
+    from recframe.distributed.planner.cli import plan_job
+
+    return _run_hydra(args, plan_job, "recframe plan")
+
+
 def _flat_scalars(cfg: DictConfig) -> dict[str, Any]:
     flat: dict[str, Any] = {}
 

@@ -26,5 +26,5 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 # Small enough for a few seconds of CPU per run, big enough to exercise every part.
-TINY = ["tables.num_embeddings=1000", "data.batch_size=64", "data.num_val_batches=2", "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false", "logger.table_stats_every_n_steps=5"]
+TINY = ["tables.num_embeddings=1000", "tables.row_cap=1000", "data.batch_size=64", "data.num_val_batches=2",
+        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "logger.table_stats_every_n_steps=5"]

@@ -1,0 +1,67 @@
+"""Schema of the ``sharding`` config group: how the tables are spread over ranks.
+
+``type: auto`` runs the cost-based planner (``recframe.distributed.planner``); a sharding type
+(``table_wise`` ...) gives every table that type; ``manual`` takes the plan in ``tables``.
+Constraints narrow what the planner may choose per table. The topology says how much memory a
+rank has and how fast lookups and communication are; every figure is an estimate used only to
+compare options.
+
+Example:
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.structured(ShardingConfig)
+    >>> cfg.type, cfg.topology.reserved_fraction
+    ('auto', 0.1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+SHARDING_CHOICES = ("auto", "table_wise", "row_wise", "column_wise", "data_parallel", "table_row_wise", "manual")
+
+
+@dataclass
+class TableConstraintConfig:
+    """What the planner may do with one table."""
+
+    sharding_types: list[str] = field(default_factory=list)  # allowed sharding types (empty: any the planner likes)
+    ranks: list[int] | None = None  # pinned ranks: the table's shards go only to these ranks (None: any rank)
+    ids_per_sample: float | None = None  # ids per sample over the table's features; None: data.ids_per_feature, else 1
+
+
+@dataclass
+class ManualPlacementConfig:
+    """One table's placement in a manual plan (recframe.distributed.plan.TablePlacement)."""
+
+    sharding_type: str = MISSING  # data_parallel | table_wise | row_wise | column_wise | table_row_wise
+    ranks: list[int] = MISSING  # the ranks holding the shards, in shard order (data_parallel: the replicas)
+    shard_sizes: list[int] | None = None  # rows (row splits) or columns (column_wise) per shard; None: even
+    compute_kernel: str = "auto"  # kernel backend of the local shards: auto | fbgemm | torch
+
+
+@dataclass
+class TopologyConfig:
+    """Ranks, memory and bandwidths the planner assumes (GB = 1e9 bytes)."""
+
+    device: str = "auto"  # where tables live (memory detection, lookup bandwidth): auto (the trainer's) | cuda | cpu
+    memory_per_rank_gb: float | None = None  # memory per rank; None: detected (GPU total, else host RAM / local ranks)
+    reserved_fraction: float = 0.1  # share of each rank's memory kept for dense model, activations and buffers
+    local_world_size: int | None = None  # ranks per node; None: trainer.devices, or world_size when that is set
+    intra_node_bw_gbps: float = 150.0  # all-to-all GB/s per rank inside a node (NVLink-class; ~1/3 of H100 peak)
+    inter_node_bw_gbps: float = 25.0  # all-to-all GB/s per rank between nodes (a 200 Gb/s NIC per GPU)
+    hbm_bw_gbps: float = 1000.0  # GB/s of random-row gathers from GPU memory (~1/3 of H100 HBM3 peak)
+    ddr_bw_gbps: float = 20.0  # GB/s of random-row gathers from host memory (CPU training)
+
+
+@dataclass
+class ShardingConfig:
+    """How embedding tables are sharded (configs/sharding/)."""
+
+    type: str = "auto"  # auto (planner) | table_wise | row_wise | column_wise | data_parallel | table_row_wise | manual
+    constraints: dict[str, TableConstraintConfig] = field(default_factory=dict)  # table name -> constraint
+    tables: dict[str, ManualPlacementConfig] = field(default_factory=dict)  # type=manual: table name -> placement
+    topology: TopologyConfig = field(default_factory=TopologyConfig)  # memory and bandwidths per rank
+    data_parallel_max_rows: int = 10_000  # auto: only tables with at most this many rows may be replicated
+    min_column_shard_dim: int = 32  # auto: column_wise shards have at least this many columns

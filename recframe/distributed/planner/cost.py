@@ -1,0 +1,214 @@
+"""Cost model: memory per rank and estimated step time per rank of one table under one placement.
+
+Notation (per step): ``B`` samples per rank, ``W`` ranks, ``G = B * W`` samples in all; a table of
+``R`` rows x ``D`` columns with ``w`` bytes per weight, serving ``F`` features with ``L`` ids per
+sample over them; a shard holds ``R_s`` rows x ``D_s`` columns on its rank; ``n`` shards.
+
+Memory of a shard: ``R_s * D_s * w`` + optimizer state (fp32: sgd 0, adagrad ``R_s * D_s``,
+rowwise_adagrad ``R_s``, adam and lamb ``2 R_s D_s``, rowwise_adam ``R_s D_s + R_s`` values);
+data_parallel adds a dense fp32 gradient ``R * D * 4`` for the all-reduce.
+
+Lookup bytes of a shard, from memory at the lookup bandwidth (HBM on GPU, DDR on CPU):
+``ids * D_s * w`` forward + ``2 * min(ids, R_s) * (D_s * w + state per row)`` backward (read and
+write the updated rows and their state), where ``ids`` = ids the shard serves: ``G L``
+(table_wise, column_wise), ``G L / n`` (row_wise, table_row_wise: ids spread evenly over rows),
+``B L`` (data_parallel, each rank its own samples; its update touches the ``G L`` ids of all ranks).
+
+Communication bytes of a rank = bytes it sends + bytes it receives, at the intra- or inter-node
+bandwidth depending on the peer's node:
+
+- input dist: every rank sends each shard ``B * (L_s * 8 + F * 4)`` (int64 ids, int32 lengths);
+  ``L_s = L`` for table_wise and column_wise (every column shard needs every id), ``L / n`` for
+  the row splits.
+- output dist: every shard exchanges with every rank ``2 * B * P * D_s * 4`` (fp32 pooled
+  embeddings forward, their gradients backward; ``P = F`` pooled outputs per sample, or ``L`` for a
+  sequence table). For row_wise these are partial sums: a reduce-scatter. table_row_wise reduces
+  inside the node first (each shard exchanges ``2 * N * B * P * D * 4`` with each node peer, ``N``
+  nodes), then each shard exchanges ``2 * B * P * D * 4`` with the rank of its local index on every
+  other node.
+- data_parallel: no dists; the table's fp32 gradient is all-reduced (reduce-scatter + all-gather):
+  ``4 * (W - 1) / W * R * D * 4`` bytes in and out per rank, inter-node when there are several nodes.
+
+Estimated time of a rank = lookup bytes / lookup bandwidth + intra bytes / intra bandwidth + inter
+bytes / inter bandwidth (no overlap assumed). It ranks options; it does not predict step times.
+
+Example:
+    >>> from recframe.distributed.plan import TablePlacement
+    >>> from recframe.distributed.planner.topology import Topology
+    >>> t = TableWorkload("t", rows=1000, dim=16, num_features=1, ids_per_sample=2.0)
+    >>> c = option_cost(t, TablePlacement("table_wise", [1]), Topology(2, 2, 10**9), batch_size=10)
+    >>> c.memory  # 1000 x 16 x 4 bytes of weights + 1000 x 4 of rowwise Adagrad state
+    [0, 68000]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from recframe.distributed.plan import TablePlacement
+from recframe.distributed.planner.topology import Topology
+
+ID_BYTES = 8  # int64 ids in the input all-to-all
+LENGTH_BYTES = 4  # int32 bag lengths
+OUTPUT_BYTES = 4  # fp32 pooled embeddings and their gradients
+GRAD_BYTES = 4  # fp32 dense gradient of a data_parallel table
+STATE_BYTES = 4  # fp32 optimizer state
+WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+# Optimizer state values per row of a shard with c columns.
+STATE_PER_ROW = {"sgd": lambda c: 0, "adagrad": lambda c: c, "rowwise_adagrad": lambda c: 1,
+                 "adam": lambda c: 2 * c, "rowwise_adam": lambda c: c + 1, "lamb": lambda c: 2 * c}
+
+
+@dataclass(frozen=True)
+class TableWorkload:
+    """What the cost model needs to know about one table.
+
+    Args:
+        name: table name.
+        rows: rows ``R``.
+        dim: columns ``D``.
+        num_features: features it serves ``F``.
+        ids_per_sample: ids per sample over those features ``L`` (the pooling factor, summed).
+        weight_dtype: fp32 | fp16 | bf16.
+        optimizer: its sparse optimizer's name (see ``STATE_PER_ROW``).
+        pooled: False for a sequence table (one output row per id instead of per feature).
+    """
+
+    name: str
+    rows: int
+    dim: int
+    num_features: int
+    ids_per_sample: float
+    weight_dtype: str = "fp32"
+    optimizer: str = "rowwise_adagrad"
+    pooled: bool = True
+
+    def state_row_bytes(self, cols: int) -> int:
+        """Optimizer state bytes of one row of a shard with ``cols`` columns."""
+        return STATE_PER_ROW[self.optimizer](cols) * STATE_BYTES
+
+    def shard_bytes(self, rows: int, cols: int) -> int:
+        """Weights + optimizer state of a ``rows x cols`` shard."""
+        return rows * (cols * WEIGHT_BYTES[self.weight_dtype] + self.state_row_bytes(cols))
+
+    @property
+    def memory_bytes(self) -> int:
+        """The whole table with its optimizer state."""
+        return self.shard_bytes(self.rows, self.dim)
+
+    def describe(self) -> str:
+        """``'t0' (40,000,000 x 128 fp32 + rowwise_adagrad state: 20.64 GB)``."""
+        return (f"{self.name!r} ({self.rows:,} x {self.dim} {self.weight_dtype} + {self.optimizer} state: "
+                f"{self.memory_bytes / 1e9:.2f} GB)")
+
+
+@dataclass
+class OptionCost:
+    """Per-rank memory and time of one table under one placement (lists indexed by rank).
+
+    Args:
+        placement: the placement costed.
+        memory: bytes on each rank.
+        lookup_s: estimated lookup seconds per step on each rank.
+        comm_s: estimated communication seconds per step on each rank.
+    """
+
+    placement: TablePlacement
+    memory: list[int]
+    lookup_s: list[float]
+    comm_s: list[float]
+
+    @property
+    def seconds(self) -> list[float]:
+        return [a + b for a, b in zip(self.lookup_s, self.comm_s, strict=True)]
+
+
+class _Traffic:
+    """Bytes each rank sends + receives, split by whether the peer is on the same node."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.intra = [0.0] * topo.world_size
+        self.inter = [0.0] * topo.world_size
+        self.node_size = [len(topo.node_ranks(topo.node_of(r))) for r in range(topo.world_size)]
+
+    def pair(self, a: int, b: int, nbytes: float) -> None:
+        """``a`` and ``b`` exchange ``nbytes`` (counted once on each side)."""
+        if a == b:
+            return
+        side = self.intra if self.topo.node_of(a) == self.topo.node_of(b) else self.inter
+        side[a] += nbytes
+        side[b] += nbytes
+
+    def every_rank_with(self, shards: list[int], nbytes: float) -> None:
+        """Every rank exchanges ``nbytes`` with each shard rank (O(world) closed form)."""
+        topo, world = self.topo, self.topo.world_size
+        per_node = Counter(topo.node_of(s) for s in shards)
+        shard_set = set(shards)
+        for r in range(world):
+            same = per_node[topo.node_of(r)] - (r in shard_set)
+            self.intra[r] += nbytes * same
+            self.inter[r] += nbytes * (len(shards) - per_node[topo.node_of(r)])
+        for s in shards:
+            self.intra[s] += nbytes * (self.node_size[s] - 1)
+            self.inter[s] += nbytes * (world - self.node_size[s])
+
+    def seconds(self) -> list[float]:
+        topo = self.topo
+        return [a / topo.intra_node_bw + e / topo.inter_node_bw for a, e in zip(self.intra, self.inter, strict=True)]
+
+
+def _lookup_bytes(t: TableWorkload, ids: float, update_ids: float, rows: int, cols: int) -> float:
+    row_bytes = cols * WEIGHT_BYTES[t.weight_dtype]
+    return ids * row_bytes + 2 * min(update_ids, rows) * (row_bytes + t.state_row_bytes(cols))
+
+
+def option_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, batch_size: int) -> OptionCost:
+    """Memory and estimated time on every rank of table ``t`` placed as ``placement``.
+
+    Args:
+        t: the table's workload.
+        placement: a valid placement (ranks inside the world).
+        topo: the ranks and bandwidths.
+        batch_size: samples per rank per step ``B``.
+    """
+    world, kind, ranks = topo.world_size, placement.sharding_type, list(placement.ranks)
+    big_b, ids_all = batch_size, batch_size * world * t.ids_per_sample
+    outputs = t.num_features if t.pooled else t.ids_per_sample  # output rows per sample
+    memory, lookup = [0] * world, [0.0] * world
+    traffic = _Traffic(topo)
+    if kind == "data_parallel":
+        for r in ranks:
+            memory[r] = t.memory_bytes + t.rows * t.dim * GRAD_BYTES
+            lookup[r] = _lookup_bytes(t, big_b * t.ids_per_sample, ids_all, t.rows, t.dim)
+        allreduce = 4 * (len(ranks) - 1) / len(ranks) * t.rows * t.dim * GRAD_BYTES
+        for r in ranks:
+            (traffic.intra if topo.num_nodes == 1 else traffic.inter)[r] += allreduce
+    else:
+        for r, (start, end) in zip(ranks, placement.shard_bounds(t.rows, t.dim), strict=True):
+            rows, cols = (t.rows, end - start) if kind == "column_wise" else (end - start, t.dim)
+            ids = ids_all if kind in ("table_wise", "column_wise") else ids_all * rows / t.rows
+            memory[r] = t.shard_bytes(rows, cols)
+            lookup[r] = _lookup_bytes(t, ids, ids, rows, cols)
+            ids_sent = t.ids_per_sample if kind in ("table_wise", "column_wise") else t.ids_per_sample * rows / t.rows
+            traffic.every_rank_with([r], big_b * (ids_sent * ID_BYTES + t.num_features * LENGTH_BYTES))
+            if kind != "table_row_wise":
+                traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)
+        if kind == "table_row_wise":
+            _table_row_wise_output(traffic, topo, ranks, 2 * big_b * outputs * t.dim * OUTPUT_BYTES)
+    return OptionCost(placement, memory, [b / topo.lookup_bw for b in lookup], traffic.seconds())
+
+
+def _table_row_wise_output(traffic: _Traffic, topo: Topology, shards: list[int], per_rank: float) -> None:
+    """Reduce inside the shards' node, then send each rank's sums across nodes from one shard."""
+    for s in shards:
+        for peer in shards:
+            if peer < s:
+                traffic.pair(s, peer, topo.num_nodes * per_rank)
+    home = topo.node_of(shards[0])
+    for index, s in enumerate(shards):
+        for node in range(topo.num_nodes):
+            peers = topo.node_ranks(node)
+            if node != home and index < len(peers):
+                traffic.pair(s, peers[index], per_rank)

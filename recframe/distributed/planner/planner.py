@@ -1,0 +1,223 @@
+"""The planner: choose a sharding type and ranks for every table, within memory, balancing cost.
+
+Greedy: tables are taken largest first (memory with optimizer state); for each, every candidate
+placement allowed by the constraints is costed (``cost.option_cost``) and the one that fits every
+rank's memory and gives the smallest most-loaded-rank cost wins (ties: the least loaded touched
+rank, then the smallest total cost, then the lower memory peak, then the order of ``TYPE_ORDER``).
+A table that fits nowhere, or whose constraint allows no placement, is collected; after all tables
+one PlanningError names each such table with its size and the memory available.
+
+Candidates per table, over its pool of ranks (pinned ranks, else all):
+
+- ``table_wise``: each rank of the pool.
+- ``row_wise``: all ranks of the pool, rows split evenly (auto: at least two ranks).
+- ``column_wise``: the least-loaded ``n`` ranks of the pool for ``n`` in 2, 4, 8, ... and the pool
+  size, with at least ``min_column_shard_dim`` columns per shard (a fixed ``column_wise``: the whole
+  pool, up to one rank per column).
+- ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
+  ``data_parallel_max_rows`` rows and only with several ranks.
+- ``table_row_wise``: the pool's ranks of one node, for each node; auto: only with several nodes.
+
+Allowed types come from the table's constraint if it lists any, else from a fixed
+``sharding.type``, else all five (the auto limits above apply only then).
+
+Example:
+    >>> from recframe.distributed.planner.cost import TableWorkload
+    >>> from recframe.distributed.planner.topology import Topology
+    >>> tables = [TableWorkload(f"t{i}", rows=1000, dim=16, num_features=1, ids_per_sample=1.0) for i in range(4)]
+    >>> result = Planner(Topology(2, 2, 10**9), batch_size=64).plan(tables, sharding_type="table_wise")
+    >>> sorted(p.ranks[0] for p in result.plan.tables.values())
+    [0, 0, 1, 1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recframe.config.sharding import ShardingConfig
+from recframe.distributed.plan import ShardingPlan, TablePlacement
+from recframe.distributed.planner.cost import OptionCost, TableWorkload, option_cost
+from recframe.distributed.planner.topology import GB, PlanningError, Topology
+
+TYPE_ORDER = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
+
+
+@dataclass(frozen=True)
+class TableConstraint:
+    """What the planner may do with one table.
+
+    Args:
+        sharding_types: allowed types (empty: the planner's choice).
+        ranks: the ranks its shards may go to (None: any).
+    """
+
+    sharding_types: tuple[str, ...] = ()
+    ranks: tuple[int, ...] | None = None
+
+
+@dataclass
+class PlanResult:
+    """A plan and what it costs: per table, its OptionCost; ``source`` says how it was made."""
+
+    plan: ShardingPlan
+    costs: dict[str, OptionCost]
+    source: str
+    tables: dict[str, TableWorkload] = field(default_factory=dict)
+
+
+class Planner:
+    """Places tables on the ranks of a topology by the cost model.
+
+    Args:
+        topology: ranks, memory and bandwidths.
+        batch_size: samples per rank per step.
+        data_parallel_max_rows: auto replicates only tables with at most this many rows.
+        min_column_shard_dim: auto column shards have at least this many columns.
+        compute_kernel: the kernel backend written into every placement (auto | fbgemm | torch).
+    """
+
+    def __init__(self, topology: Topology, batch_size: int,
+                 data_parallel_max_rows: int = ShardingConfig.data_parallel_max_rows,
+                 min_column_shard_dim: int = ShardingConfig.min_column_shard_dim,
+                 compute_kernel: str = "auto") -> None:
+        self.topo = topology
+        self.batch_size = batch_size
+        self.data_parallel_max_rows = data_parallel_max_rows
+        self.min_column_shard_dim = min_column_shard_dim
+        self.compute_kernel = compute_kernel
+
+    def plan(self, tables: list[TableWorkload], constraints: dict[str, TableConstraint] | None = None,
+             sharding_type: str = "auto") -> PlanResult:
+        """Place every table; raises PlanningError naming each table that cannot be placed.
+
+        Args:
+            tables: the tables.
+            constraints: table name -> constraint (tables not named: unconstrained).
+            sharding_type: ``auto`` or one sharding type for every table without listed types.
+        """
+        constraints = constraints or {}
+        world, cap = self.topo.world_size, self.topo.usable_memory_bytes
+        load, used = [0.0] * world, [0] * world
+        chosen: dict[str, OptionCost] = {}
+        failures: list[str] = []
+        for t in sorted(tables, key=lambda t: -t.memory_bytes):
+            constraint = constraints.get(t.name, TableConstraint())
+            placements, reasons = self._candidates(t, constraint, sharding_type, load)
+            best: tuple[tuple, OptionCost] | None = None
+            for placement in placements:
+                cost = option_cost(t, placement, self.topo, self.batch_size)
+                if any(u + m > cap for u, m in zip(used, cost.memory, strict=True)):
+                    continue
+                new = [a + b for a, b in zip(load, cost.seconds, strict=True)]
+                peak = max(u + m for u, m in zip(used, cost.memory, strict=True))
+                score = (max(new), max(new[r] for r in placement.ranks), sum(new), peak,
+                         TYPE_ORDER.index(placement.sharding_type))
+                if best is None or score < best[0]:
+                    best = (score, cost)
+            if best is None:
+                failures.append(self._why(t, placements, reasons, used))
+                continue
+            cost = best[1]
+            chosen[t.name] = cost
+            load = [a + b for a, b in zip(load, cost.seconds, strict=True)]
+            used = [u + m for u, m in zip(used, cost.memory, strict=True)]
+        if failures:
+            raise PlanningError(self._failure_message(failures, tables))
+        plan = ShardingPlan(world, {t.name: chosen[t.name].placement for t in tables})
+        return PlanResult(plan, {t.name: chosen[t.name] for t in tables}, sharding_type, {t.name: t for t in tables})
+
+    def check(self, plan: ShardingPlan, tables: list[TableWorkload], source: str = "manual") -> PlanResult:
+        """Cost a given plan and check it: every table placed validly, every rank within memory.
+
+        Args:
+            plan: the plan (e.g. from ``sharding.tables``).
+            tables: the model's tables.
+            source: how the plan was made, for the report.
+        """
+        problems = plan.problems({t.name: (t.rows, t.dim) for t in tables})
+        if plan.world_size != self.topo.world_size:
+            problems.append(f"the plan is for {plan.world_size} ranks, the world has {self.topo.world_size}")
+        if problems:
+            raise PlanningError("the sharding plan is invalid: " + "; ".join(problems) + ".")
+        costs = {t.name: option_cost(t, plan.tables[t.name], self.topo, self.batch_size) for t in tables}
+        cap = self.topo.usable_memory_bytes
+        over = []
+        for rank in range(self.topo.world_size):
+            used = sum(c.memory[rank] for c in costs.values())
+            if used > cap:
+                held = sorted(((c.memory[rank], n) for n, c in costs.items() if c.memory[rank]), reverse=True)
+                listed = ", ".join(f"{n!r} {m / GB:.2f} GB" for m, n in held)
+                over.append(f"rank {rank} needs {used / GB:.2f} GB for {listed}, but has {cap / GB:.2f} GB for tables")
+        if over:
+            raise PlanningError(f"the sharding plan does not fit ({self.topo.describe()}): " + "; ".join(over)
+                                + ". Move tables to other ranks, shard them, or give more memory.")
+        return PlanResult(plan, costs, source, {t.name: t for t in tables})
+
+    def _candidates(self, t: TableWorkload, constraint: TableConstraint, sharding_type: str,
+                    load: list[float]) -> tuple[list[TablePlacement], list[str]]:
+        """Placements allowed for ``t``, and for each allowed type that yields none, why."""
+        world, topo = self.topo.world_size, self.topo
+        pool = sorted({r for r in constraint.ranks if 0 <= r < world}) if constraint.ranks is not None \
+            else list(range(world))
+        fixed = sharding_type != "auto" and not constraint.sharding_types
+        explicit = bool(constraint.sharding_types) or fixed
+        types = constraint.sharding_types or ((sharding_type,) if fixed else TYPE_ORDER)
+        if not pool:
+            return [], [f"none of the pinned ranks {list(constraint.ranks or [])} is in the world of {world}"]
+        by_load = sorted(pool, key=lambda r: (load[r], r))
+        out: list[TablePlacement] = []
+        reasons: list[str] = []
+
+        def add(kind: str, ranks: list[int]) -> None:
+            out.append(TablePlacement(kind, ranks, compute_kernel=self.compute_kernel))
+
+        for kind in types:
+            before = (len(out), len(reasons))
+            if kind == "table_wise":
+                for r in pool:
+                    add(kind, [r])
+            elif kind == "row_wise" and (explicit or len(pool) > 1):
+                add(kind, pool)
+            elif kind == "column_wise":
+                for n in self._column_counts(t.dim, len(pool), fixed, explicit):
+                    add(kind, sorted(by_load[:n]))
+            elif kind == "data_parallel" and explicit and len(pool) < world:
+                reasons.append(f"data_parallel needs every rank but the table is pinned to ranks {pool}")
+            elif kind == "data_parallel" and len(pool) == world and (
+                    explicit or (world > 1 and t.rows <= self.data_parallel_max_rows)):
+                add(kind, pool)
+            elif kind == "table_row_wise" and (explicit or topo.num_nodes > 1):
+                for node in range(topo.num_nodes):
+                    ranks = [r for r in topo.node_ranks(node) if r in pool]
+                    if ranks:
+                        add(kind, ranks)
+            if explicit and (len(out), len(reasons)) == before:
+                reasons.append(f"{kind} has no placement on ranks {pool}")
+        return out, reasons
+
+    def _column_counts(self, dim: int, pool: int, fixed: bool, explicit: bool) -> list[int]:
+        """Numbers of column shards to try."""
+        if fixed:
+            return [min(pool, dim)]
+        counts = {n for n in (2**k for k in range(1, pool.bit_length())) if n <= pool} | ({pool} if pool > 1 else set())
+        counts = {n for n in counts if dim // n >= self.min_column_shard_dim}
+        return sorted(counts) if counts or not explicit else [min(pool, dim)]
+
+    def _why(self, t: TableWorkload, placements: list[TablePlacement], reasons: list[str], used: list[int]) -> str:
+        cap = self.topo.usable_memory_bytes
+        if not placements:
+            return f"table {t.describe()} has a constraint that cannot be met: {'; '.join(reasons)}"
+        need = min(max(option_cost(t, p, self.topo, self.batch_size).memory) for p in placements)
+        free = max(range(len(used)), key=lambda r: cap - used[r])
+        return (f"table {t.describe()} does not fit: its smallest allowed shard needs {need / GB:.2f} GB on a rank, "
+                f"the most free is {(cap - used[free]) / GB:.2f} GB (rank {free}) of {cap / GB:.2f} GB for tables "
+                f"per rank")
+
+    def _failure_message(self, failures: list[str], tables: list[TableWorkload]) -> str:
+        total = sum(t.memory_bytes for t in tables)
+        cap = self.topo.usable_memory_bytes
+        return (f"no sharding plan fits ({self.topo.describe()}): " + "; ".join(failures)
+                + f". The tables need {total / GB:.2f} GB in all; {self.topo.world_size} x {cap / GB:.2f} GB = "
+                f"{self.topo.world_size * cap / GB:.2f} GB is available for tables. Use more ranks (world_size=N), "
+                "relax the constraints, set sharding.topology.memory_per_rank_gb, or cap the tables "
+                "(tables.row_cap=N).")
