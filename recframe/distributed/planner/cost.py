@@ -34,7 +34,7 @@ bytes / inter bandwidth (no overlap assumed). It ranks options; it does not pred
 
 Example:
     >>> from recframe.distributed.plan import TablePlacement
-    >>> from recframe.distributed.planner.topology import Topology
+    >>> from recframe.distributed.planner.topology import Topology, format_bytes
     >>> t = TableWorkload("t", rows=1000, dim=16, num_features=1, ids_per_sample=2.0)
     >>> c = option_cost(t, TablePlacement("table_wise", [1]), Topology(2, 2, 10**9), batch_size=10)
     >>> c.memory  # 1000 x 16 x 4 bytes of weights + 1000 x 4 of rowwise Adagrad state
@@ -47,7 +47,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from recframe.distributed.plan import TablePlacement
-from recframe.distributed.planner.topology import Topology
+from recframe.distributed.planner.topology import Topology, format_bytes
 
 ID_BYTES = 8  # int64 ids in the input all-to-all
 LENGTH_BYTES = 4  # int32 bag lengths
@@ -100,7 +100,7 @@ class TableWorkload:
     def describe(self) -> str:
         """``'t0' (40,000,000 x 128 fp32 + rowwise_adagrad state: 20.64 GB)``."""
         return (f"{self.name!r} ({self.rows:,} x {self.dim} {self.weight_dtype} + {self.optimizer} state: "
-                f"{self.memory_bytes / 1e9:.2f} GB)")
+                f"{format_bytes(self.memory_bytes)})")
 
 
 @dataclass

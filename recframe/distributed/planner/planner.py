@@ -10,13 +10,15 @@ one PlanningError names each such table with its size and the memory available.
 Candidates per table, over its pool of ranks (pinned ranks, else all):
 
 - ``table_wise``: each rank of the pool.
-- ``row_wise``: all ranks of the pool, rows split evenly (auto: at least two ranks).
+- ``row_wise``: all ranks of the pool, rows split evenly (auto: at least two ranks); a table with
+  fewer rows than ranks goes to its least-loaded ranks, one row each.
 - ``column_wise``: the least-loaded ``n`` ranks of the pool for ``n`` in 2, 4, 8, ... and the pool
   size, with at least ``min_column_shard_dim`` columns per shard (a fixed ``column_wise``: the whole
   pool, up to one rank per column).
 - ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
   ``data_parallel_max_rows`` rows and only with several ranks.
-- ``table_row_wise``: the pool's ranks of one node, for each node; auto: only with several nodes.
+- ``table_row_wise``: the pool's ranks of one node (at most one per row), for each node; auto: only
+  with several nodes.
 
 Allowed types come from the table's constraint if it lists any, else from a fixed
 ``sharding.type``, else all five (the auto limits above apply only then).
@@ -32,12 +34,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from recframe.config.sharding import ShardingConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import OptionCost, TableWorkload, option_cost
-from recframe.distributed.planner.topology import GB, PlanningError, Topology
+from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
 
 TYPE_ORDER = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
 
@@ -62,7 +64,7 @@ class PlanResult:
     plan: ShardingPlan
     costs: dict[str, OptionCost]
     source: str
-    tables: dict[str, TableWorkload] = field(default_factory=dict)
+    tables: dict[str, TableWorkload]
 
 
 class Planner:
@@ -146,8 +148,9 @@ class Planner:
             used = sum(c.memory[rank] for c in costs.values())
             if used > cap:
                 held = sorted(((c.memory[rank], n) for n, c in costs.items() if c.memory[rank]), reverse=True)
-                listed = ", ".join(f"{n!r} {m / GB:.2f} GB" for m, n in held)
-                over.append(f"rank {rank} needs {used / GB:.2f} GB for {listed}, but has {cap / GB:.2f} GB for tables")
+                listed = ", ".join(f"{n!r} {format_bytes(m)}" for m, n in held)
+                over.append(f"rank {rank} needs {format_bytes(used)} for {listed}, but has {format_bytes(cap)} for "
+                            "tables")
         if over:
             raise PlanningError(f"the sharding plan does not fit ({self.topo.describe()}): " + "; ".join(over)
                                 + ". Move tables to other ranks, shard them, or give more memory.")
@@ -177,7 +180,7 @@ class Planner:
                 for r in pool:
                     add(kind, [r])
             elif kind == "row_wise" and (explicit or len(pool) > 1):
-                add(kind, pool)
+                add(kind, pool if t.rows >= len(pool) else sorted(by_load[:t.rows]))
             elif kind == "column_wise":
                 for n in self._column_counts(t.dim, len(pool), fixed, explicit):
                     add(kind, sorted(by_load[:n]))
@@ -188,7 +191,7 @@ class Planner:
                 add(kind, pool)
             elif kind == "table_row_wise" and (explicit or topo.num_nodes > 1):
                 for node in range(topo.num_nodes):
-                    ranks = [r for r in topo.node_ranks(node) if r in pool]
+                    ranks = [r for r in topo.node_ranks(node) if r in pool][:t.rows]
                     if ranks:
                         add(kind, ranks)
             if explicit and (len(out), len(reasons)) == before:
@@ -209,15 +212,15 @@ class Planner:
             return f"table {t.describe()} has a constraint that cannot be met: {'; '.join(reasons)}"
         need = min(max(option_cost(t, p, self.topo, self.batch_size).memory) for p in placements)
         free = max(range(len(used)), key=lambda r: cap - used[r])
-        return (f"table {t.describe()} does not fit: its smallest allowed shard needs {need / GB:.2f} GB on a rank, "
-                f"the most free is {(cap - used[free]) / GB:.2f} GB (rank {free}) of {cap / GB:.2f} GB for tables "
-                f"per rank")
+        return (f"table {t.describe()} does not fit: its smallest allowed shard needs {format_bytes(need)} on a rank, "
+                f"the most free is {format_bytes(cap - used[free])} (rank {free}) of {format_bytes(cap)} for tables "
+                "per rank")
 
     def _failure_message(self, failures: list[str], tables: list[TableWorkload]) -> str:
         total = sum(t.memory_bytes for t in tables)
         cap = self.topo.usable_memory_bytes
         return (f"no sharding plan fits ({self.topo.describe()}): " + "; ".join(failures)
-                + f". The tables need {total / GB:.2f} GB in all; {self.topo.world_size} x {cap / GB:.2f} GB = "
-                f"{self.topo.world_size * cap / GB:.2f} GB is available for tables. Use more ranks (world_size=N), "
+                + f". The tables need {format_bytes(total)} in all; {self.topo.world_size} x {format_bytes(cap)} = "
+                f"{format_bytes(self.topo.world_size * cap)} is available for tables. Use more ranks (world_size=N), "
                 "relax the constraints, set sharding.topology.memory_per_rank_gb, or cap the tables "
                 "(tables.row_cap=N).")

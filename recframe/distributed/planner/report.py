@@ -8,7 +8,7 @@ communication milliseconds per step). ``to_dict`` is what ``sharding_plan.json``
 Example:
     >>> from recframe.distributed.planner.cost import TableWorkload
     >>> from recframe.distributed.planner.planner import Planner
-    >>> from recframe.distributed.planner.topology import Topology
+    >>> from recframe.distributed.planner.topology import Topology, format_bytes
     >>> topo = Topology(2, 2, 10**9)
     >>> result = Planner(topo, batch_size=64).plan([TableWorkload("t0", 1000, 16, 1, 1.0)])
     >>> report = PlanReport.from_result(result, topo, batch_size=64)
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.planner.planner import PlanResult
-from recframe.distributed.planner.topology import Topology
+from recframe.distributed.planner.topology import Topology, format_bytes
 
 
 class ScalarTextWriter(Protocol):
@@ -61,14 +61,6 @@ class RankLine:
     @property
     def total_ms(self) -> float:
         return self.lookup_ms + self.comm_ms
-
-
-def format_bytes(n: float) -> str:
-    """``20.64 GB``, ``3.4 MB``: decimal units."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 def format_ranks(ranks: list[int]) -> str:

@@ -23,6 +23,14 @@ GB = 10**9
 _DEFAULT = TopologyConfig  # the defaults below are the config's (one source)
 
 
+def format_bytes(n: float) -> str:
+    """``20.64 GB``, ``3.40 MB``: decimal units, as the plan and its errors print sizes."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
 class PlanningError(Exception):
     """A plan that cannot work (a table that fits nowhere, a constraint that cannot be met); a readable message."""
 
