@@ -21,6 +21,7 @@ One call, for the whole collection (all tables, all features):
    ``world * B``, sample ``s * B + b`` being sample ``b`` of rank ``s``.
 
 Every rank must pass the same local batch size ``B`` (the lengths all-to-all has static sizes).
+The routing tables (buffers) describe all ranks' slots, so they are identical on every rank.
 
 Example (one process, world of 1; table ``t`` of 10 rows row-split in one shard):
     >>> import os, tempfile, torch, torch.distributed as dist

@@ -198,9 +198,9 @@ class ShardedEmbeddingBagCollection(nn.Module):
         if self._permutation:
             for c, d in enumerate(dst):
                 inverse[d] = c
-        self.register_buffer("_dst", torch.tensor(dst, dtype=torch.int64, device=self.device), persistent=False)
-        self.register_buffer("_gather", torch.tensor(inverse, dtype=torch.int64, device=self.device),
-                             persistent=False)
+        # Plain tensors, not buffers: they differ between ranks (DDP would broadcast buffers from rank 0).
+        self._dst = torch.tensor(dst, dtype=torch.int64, device=self.device)
+        self._gather = torch.tensor(inverse, dtype=torch.int64, device=self.device)
         self._identity = self._permutation and dst == list(range(total))
         # Row-split mean tables: divide after the reduction by each bag's full size.
         mean_features = [feature_index[f] for t in self.tables
@@ -208,12 +208,9 @@ class ShardedEmbeddingBagCollection(nn.Module):
                          for f in t.feature_names]
         mean_cols = [c for i in mean_features for c in range(feature_start[i], feature_start[i + 1])]
         mean_col_feature = [k for k, i in enumerate(mean_features) for _ in range(self.feature_dims[i])]
-        self.register_buffer("_mean_features", torch.tensor(mean_features, dtype=torch.int64, device=self.device),
-                             persistent=False)
-        self.register_buffer("_mean_cols", torch.tensor(mean_cols, dtype=torch.int64, device=self.device),
-                             persistent=False)
-        self.register_buffer("_mean_col_feature", torch.tensor(mean_col_feature, dtype=torch.int64,
-                                                               device=self.device), persistent=False)
+        self._mean_features = torch.tensor(mean_features, dtype=torch.int64, device=self.device)
+        self._mean_cols = torch.tensor(mean_cols, dtype=torch.int64, device=self.device)
+        self._mean_col_feature = torch.tensor(mean_col_feature, dtype=torch.int64, device=self.device)
 
         # This rank's local collections, held outside the module tree (see the module docstring).
         local = []
@@ -234,11 +231,17 @@ class ShardedEmbeddingBagCollection(nn.Module):
                         gradient_division: bool = True) -> ShardedEmbeddingBagCollection:
         """Shard ``collection``: each rank keeps its blocks of the tables and of their optimizer state.
 
+        A collection on the meta device (built without memory) is not copied: each rank then
+        initializes its own shards from the tables' ``init`` (as the constructor does).
+
         Every rank must hold the same ``collection`` values (build it with the same seed); the
         data-parallel tables are broadcast from group rank 0 anyway. The global random number
         generators are left as they were. Args as the constructor (device: default the collection's).
         """
         target = torch.device(device) if device is not None else collection.device
+        if collection.device.type == "meta":  # built without memory: each rank initializes only its shards
+            return ShardedEmbeddingBagCollection(collection.tables, collection.optimizer, plan, process_group,
+                                                 target, check_ids, local_world_size, gradient_division)
         with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
             sharded = ShardedEmbeddingBagCollection(
                 collection.tables, collection.optimizer, plan, process_group,

@@ -188,6 +188,9 @@ def count_collectives(rank: int, world: int) -> dict:
             out[weighted] = (forward, len(calls) - forward)
     finally:
         dist.all_to_all_single = original
+    empty = sharded(KeyedJaggedTensor.empty(FEATURES, stride=0)).values()  # every rank has an empty batch
+    empty.sum().backward()
+    out["empty_shape"] = tuple(empty.shape)
     return out
 
 
@@ -326,7 +329,7 @@ def test_sharded_equals_unsharded(tmp_path, world: int) -> None:
     for result in results:
         extras = result["extras"]
         # forward: lengths, ids, (weights), output; backward: one all-to-all
-        assert extras["collectives"] == {False: (3, 1), True: (4, 1)}, extras["collectives"]
+        assert extras["collectives"] == {False: (3, 1), True: (4, 1), "empty_shape": (0, 36)}, extras["collectives"]
         assert extras["round_trip"] < 1e-6
         assert max(extras["deepfm"]["errors"]) < TOL and extras["deepfm"]["moved"] > 1e-3, extras["deepfm"]
     if world == 1:
