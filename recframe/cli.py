@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 
@@ -42,6 +43,9 @@ COMMANDS: dict[str, Command] = {
 }
 
 NOT_AVAILABLE_EXIT = 3
+# Lightning relaunches the other ranks from sys.argv, which Hydra needs without the subcommand:
+# the subcommand travels to them in this environment variable.
+COMMAND_ENV = "RECFRAME_COMMAND"
 
 
 def usage() -> str:
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"recframe {__version__}")
         return 0
-    name = args.pop(0) if args and args[0] in COMMANDS else "train"
+    name = args.pop(0) if args and args[0] in COMMANDS else os.environ.get(COMMAND_ENV, "train")
+    os.environ[COMMAND_ENV] = name
     command = COMMANDS[name]
     if command.entry is None:
         print(f"recframe {name}: not available yet", file=sys.stderr)

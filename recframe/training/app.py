@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,10 @@ log = logging.getLogger("recframe")
 
 
 def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) -> int:
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id and not any(a.startswith("hydra.run.dir=") for a in args):
+        # Under torchrun every rank runs this: they must agree on the run directory.
+        args = [*args, f"hydra.run.dir=outputs/torchrun/{run_id}"]
     problems = find_problems(args)
     if problems:
         print(format_problems(problems, command), file=sys.stderr)
@@ -103,6 +108,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     from recframe.training.files import AtomicCheckpointIO
 
     t = cfg.trainer
+    world = t.devices * t.num_nodes
+    if world > 1 and checkpoints:
+        log.warning("checkpoints are off with %d processes: sharded checkpoints come with the checkpoint issue", world)
+        checkpoints = False
     callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps)]
     logger: Any = False
     if cfg.logger.tensorboard:
@@ -118,8 +127,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
                                          every_n_train_steps=cfg.checkpoint.every_n_steps if periodic else None,
                                          save_last="link" if periodic else True, save_top_k=1 if periodic else 0,
                                          monitor=None))
+    strategy: Any = "auto"
+    if world > 1:
+        from recframe.training.strategy import ShardedStrategy
+
+        strategy = ShardedStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else "nccl")
     return pl.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision, strategy=strategy,
         max_steps=t.max_steps, max_epochs=t.max_epochs, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None if t.val_check_interval is not None else 1,
         limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
@@ -131,10 +145,42 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     )
 
 
+def _use_torchrun_world(cfg: DictConfig) -> None:
+    """Under torchrun, the processes exist already: the trainer's devices and nodes follow them."""
+    local, world = os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("WORLD_SIZE")
+    if local is not None and world is not None and "TORCHELASTIC_RUN_ID" in os.environ:
+        OmegaConf.set_struct(cfg, False)
+        cfg.trainer.devices, cfg.trainer.num_nodes = int(local), int(world) // int(local)
+        OmegaConf.set_struct(cfg, True)
+
+
+def _check_plan(cfg: DictConfig) -> None:
+    """Plan the sharding before any process starts: an impossible plan ends here, with exit code 2."""
+    from recframe.distributed.planner.topology import PlanningError
+    from recframe.training.builders import build_model
+    from recframe.training.sharding import model_tables
+
+    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    if world == 1:
+        return
+    from recframe.distributed.planner.from_config import make_plan
+
+    try:
+        make_plan(cfg, world, cfg.trainer.devices, tables=model_tables(build_model(cfg, embedding_device="meta")))
+    except PlanningError as error:
+        print(f"recframe: no sharding plan fits: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _build_module(cfg: DictConfig):  # noqa: ANN202 (RecModule, imported lazily)
     from recframe.training.builders import build_model, build_objective
     from recframe.training.module import RecModule
+    from recframe.training.sharding import make_sharder
 
+    if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
+        return RecModule(build_model=lambda: build_model(cfg, embedding_device="meta"),
+                         objective=build_objective(cfg), optim=cfg.optim, seed=cfg.seed,
+                         shard=make_sharder(cfg, Path(cfg.run_dir)))
     return RecModule(build_model=lambda: build_model(cfg), objective=build_objective(cfg), optim=cfg.optim,
                      seed=cfg.seed)
 
@@ -148,6 +194,8 @@ def train_job(cfg: DictConfig) -> float | None:
     from recframe.training.files import write_json_atomic
 
     run_dir = Path(cfg.run_dir)
+    _use_torchrun_world(cfg)
+    _check_plan(cfg)
     ckpt = _resume_path(cfg, run_dir)
     resume_step = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]) if ckpt else 0
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -183,6 +231,8 @@ def bench_job(cfg: DictConfig) -> None:
         def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
             self.end = time.perf_counter()
 
+    _use_torchrun_world(cfg)
+    _check_plan(cfg)
     OmegaConf.set_struct(cfg, False)
     cfg.trainer.max_steps = cfg.bench.warmup_steps + cfg.bench.steps
     cfg.trainer.limit_val_batches = 0

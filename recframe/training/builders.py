@@ -18,36 +18,42 @@ from recframe.data.datamodule import RecDataModule
 from recframe.training.objectives import CTRObjective, Objective, RetrievalObjective
 
 
-def build_embeddings(cfg: DictConfig, features: list[str] | None = None,
-                     tables: list[TableConfig] | None = None) -> nn.Module:
+def build_collection(cfg: DictConfig, features: list[str] | None = None,
+                     tables: list[TableConfig] | None = None, device: str | None = None) -> nn.Module:
     """An EmbeddingBagCollection with the fused sparse optimizer.
 
     Args:
         cfg: the run config.
         features: keep only the tables serving these features (None: all tables).
         tables: the tables to build (None: the config's).
+        device: where the tables live; ``"meta"`` builds them without memory (to be sharded).
     """
     from recframe.embedding import EmbeddingBagCollection
 
     chosen = tables if tables is not None else table_configs(cfg)
     if features is not None:
         chosen = [t for t in chosen if set(t.feature_names) & set(features)]
-    return EmbeddingBagCollection(chosen, sparse_optimizer(cfg), backend=cfg.tables.backend)
+    return EmbeddingBagCollection(chosen, sparse_optimizer(cfg), backend=cfg.tables.backend, device=device)
 
 
-def build_model(cfg: DictConfig) -> nn.Module:
-    """The model named by ``cfg.model.name``, owning its embedding collection(s)."""
+def build_model(cfg: DictConfig, embedding_device: str | None = None) -> nn.Module:
+    """The model named by ``cfg.model.name``, owning its embedding collection(s).
+
+    Args:
+        cfg: the run config.
+        embedding_device: where the tables live (None: the default device; ``"meta"``: to be sharded).
+    """
     from recframe import models
 
-    m, num_dense = cfg.model, len(cfg.features.dense)
+    m, num_dense, dev = cfg.model, len(cfg.features.dense), embedding_device
     if m.name == "two_tower":
         return models.TwoTower(
-            user_embeddings=build_embeddings(cfg, list(m.user_features)),
-            item_embeddings=build_embeddings(cfg, list(m.item_features)),
+            user_embeddings=build_collection(cfg, list(m.user_features), device=dev),
+            item_embeddings=build_collection(cfg, list(m.item_features), device=dev),
             user_layer_sizes=list(m.tower_mlp), item_layer_sizes=list(m.tower_mlp),
             num_dense_features=num_dense, temperature=m.temperature,
         )
-    embeddings = build_embeddings(cfg)
+    embeddings = build_collection(cfg, device=dev)
     if m.name == "dlrm":
         return models.DLRM(embeddings=embeddings, num_dense_features=num_dense, dense_layer_sizes=list(m.bottom_mlp),
                            over_layer_sizes=list(m.top_mlp), tasks=tasks(cfg), dropout=m.dropout)
@@ -56,7 +62,8 @@ def build_model(cfg: DictConfig) -> nn.Module:
                                dense_layer_sizes=list(m.bottom_mlp), over_layer_sizes=list(m.top_mlp),
                                num_cross_layers=m.dcn_num_layers, low_rank=m.dcn_low_rank_dim, tasks=tasks(cfg),
                                dropout=m.dropout)
-    wide = build_embeddings(cfg, tables=models.wide_tables(table_configs(cfg), out_features=len(tasks(cfg))))
+    wide = build_collection(cfg, tables=models.wide_tables(table_configs(cfg), out_features=len(tasks(cfg))),
+                            device=dev)
     if m.name == "deepfm":
         return models.DeepFM(embeddings=embeddings, wide_embeddings=wide, num_dense_features=num_dense,
                              deep_layer_sizes=list(m.deep_mlp), tasks=tasks(cfg), dropout=m.dropout)

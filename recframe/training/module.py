@@ -32,9 +32,10 @@ DENSE_OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
 def is_embedding_parameter(module: nn.Module) -> bool:
     """Whether a module's parameters are embedding tables (updated by their fused optimizer)."""
+    from recframe.distributed.sharded import ShardedEmbeddingBagCollection
     from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection
 
-    return isinstance(module, (EmbeddingBagCollection, EmbeddingCollection))
+    return isinstance(module, (EmbeddingBagCollection, EmbeddingCollection, ShardedEmbeddingBagCollection))
 
 
 def dense_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -88,12 +89,15 @@ class RecModule(pl.LightningModule):
         objective: the loss and validation metrics.
         optim: the dense optimizer, LR schedule and the sparse optimizer's lr (logged).
         seed: base of the per-step seeds.
+        shard: shards the built model's embedding collections (given the model and the trainer),
+            or None to train them unsharded (one process).
     """
 
     def __init__(self, build_model: Callable[[], nn.Module], objective: Objective, optim: OptimConfig,
-                 seed: int = 0) -> None:
+                 seed: int = 0, shard: Callable[[nn.Module, pl.Trainer], nn.Module] | None = None) -> None:
         super().__init__()
         self._build_model = build_model
+        self._shard = shard
         self.seed = seed
         self.objective = objective
         self.optim = optim
@@ -102,7 +106,8 @@ class RecModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:
-            self.model = self._build_model()
+            model = self._build_model()
+            self.model = self._shard(model, self.trainer) if self._shard is not None else model
 
     def forward(self, batch: Batch) -> torch.Tensor:
         assert self.model is not None, "configure_model() has not run"
@@ -131,7 +136,8 @@ class RecModule(pl.LightningModule):
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         for name, value in values.items():
-            self.log(f"val/{name}", value.float(), prog_bar=name in ("auc", "recall@10"), sync_dist=False)
+            # Every rank holds the same synced value (torchmetrics gathered the whole validation set).
+            self.log(f"val/{name}", value.float(), prog_bar=name in ("auc", "recall@10"), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         assert self.model is not None
