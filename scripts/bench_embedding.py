@@ -18,6 +18,9 @@ read and written per lookup (adagrad: dim floats, rowwise_adagrad: one float, sg
 Configs whose estimated memory exceeds ``--max-gb`` are listed as skipped. Runs on CUDA too when
 available (torch and nn backends; fbgemm where its CUDA build imports).
 
+On a CPU shared with other jobs, ``--threads 1`` gives far steadier numbers: with every core busy,
+torch's multi-threaded ops wait on descheduled threads (measured here: 10-30x slower steps).
+
     python scripts/bench_embedding.py                      # CPU (+ CUDA if present), all configs
     python scripts/bench_embedding.py --rows 1000000 --dims 128 --ids 20 --batches 16384 --devices cuda
 """
@@ -50,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--optimizer", default="adagrad", choices=sorted(STATE_FLOATS),
                         help="recframe backends' optimizer (nn always uses torch.optim.Adagrad)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 3 on cpu, 20 on cuda)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 on cpu, 20 on cuda)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 on cpu, 5 on cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip configs estimated to need more memory")
@@ -124,7 +127,7 @@ def main() -> None:
     torch.manual_seed(0)
     for device_name in devices:
         device = torch.device(device_name)
-        steps = args.steps or (20 if device.type == "cuda" else 3)
+        steps = args.steps or (20 if device.type == "cuda" else 2)
         warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
         for dim in args.dims:
             for ids in args.ids:

@@ -67,7 +67,7 @@ class _TableCollection(nn.Module):
             features = [f for t in group for f in t.feature_names]
             self._group_features.append(features)
             spec = GroupSpec(tables=group, feature_tables=feature_tables, optimizer=plan.optimizer,
-                             pooled=not sequence, device=self.device, native_bounds_check=not check_ids)
+                             pooled=not sequence, device=self.device)
             kernels.append(BACKENDS[plan.backend].build(spec))
             inputs.append(GroupInput(
                 features, [group[t].name for t in feature_tables], [group[t].num_embeddings for t in feature_tables],

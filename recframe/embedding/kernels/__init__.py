@@ -13,7 +13,7 @@ Example:
     >>> from recframe.embedding.kernels.torch import TorchEmbeddingKernel
     >>> spec = GroupSpec(tables=[TableConfig(name="t", num_embeddings=10, embedding_dim=4, feature_names=["f"])],
     ...                  feature_tables=[0], optimizer=SparseOptimizer(name="sgd"), pooled=True,
-    ...                  device=torch.device("cpu"), native_bounds_check=True)
+    ...                  device=torch.device("cpu"))
     >>> kernel = TorchEmbeddingKernel(spec)
     >>> kernel(torch.tensor([1, 2, 3]), torch.tensor([0, 2, 3]), None).shape  # 2 bags of feature f
     torch.Size([2, 4])
@@ -41,9 +41,6 @@ class GroupSpec:
         optimizer: the group's sparse optimizer (all its tables share it).
         pooled: True for bag lookups (sum; the caller folds mean into the weights), False for sequences.
         device: where the tables live.
-        native_bounds_check: whether a backend with a cheap built-in id check (fbgemm) runs it;
-            the collection turns it off when it has checked the ids itself. The torch kernel
-            trusts its ids.
     """
 
     tables: list[TableConfig]
@@ -51,7 +48,6 @@ class GroupSpec:
     optimizer: SparseOptimizer
     pooled: bool
     device: torch.device
-    native_bounds_check: bool
 
 
 class EmbeddingKernel(Protocol):

@@ -20,7 +20,7 @@ Example:
     >>> from recframe.embedding.kernels import GroupSpec
     >>> spec = GroupSpec(tables=[TableConfig(name="t", num_embeddings=10, embedding_dim=4, feature_names=["f"])],
     ...                  feature_tables=[0], optimizer=SparseOptimizer(name="rowwise_adagrad"), pooled=True,
-    ...                  device=torch.device("cpu"), native_bounds_check=True)
+    ...                  device=torch.device("cpu"))
     >>> FbgemmEmbeddingKernel(spec)(torch.tensor([1, 2]), torch.tensor([0, 2]), None).shape  # doctest: +SKIP
     torch.Size([1, 4])
 """
@@ -137,7 +137,8 @@ class FbgemmEmbeddingKernel(nn.Module):
             weights_precision=precision,
             output_dtype=SparseType.FP32,
             stochastic_rounding=False,
-            bounds_check_mode=BoundsCheckMode.FATAL if spec.native_bounds_check else BoundsCheckMode.NONE,
+            # Always on: one cheap pass that also checks the offsets, so bad input is an error, never a crash.
+            bounds_check_mode=BoundsCheckMode.FATAL,
             device=spec.device,
             table_names=[t.name for t in spec.tables],
         )

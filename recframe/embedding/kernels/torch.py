@@ -12,7 +12,7 @@ Example:
     >>> from recframe.embedding.kernels import GroupSpec
     >>> spec = GroupSpec(tables=[TableConfig(name="t", num_embeddings=10, embedding_dim=4, feature_names=["f"])],
     ...                  feature_tables=[0], optimizer=SparseOptimizer(name="adagrad", lr=0.1), pooled=True,
-    ...                  device=torch.device("cpu"), native_bounds_check=True)
+    ...                  device=torch.device("cpu"))
     >>> kernel = TorchEmbeddingKernel(spec)
     >>> out = kernel(torch.tensor([1, 1]), torch.tensor([0, 2]), None)
     >>> out.sum().backward()  # updates row 1 with the summed gradient 2.0 per element

@@ -73,7 +73,7 @@ def run_pooled(opt: SparseOptimizer, seed: int, reference_opt: SparseOptimizer |
                 assert int(states[t.name]["step"]) == 5
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 5])
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=opt_id)
 def test_pooled_backends_match_reference(opt: SparseOptimizer, seed: int) -> None:
     run_pooled(opt, seed)
