@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING
 
 
 @dataclass
@@ -34,3 +38,69 @@ class SyntheticRetrievalDataConfig:
     num_clusters: int = 25  # hidden interest clusters
     history_length: int = 5  # items in each user's history feature
     seed: int = 1234  # seed of the hidden clusters and of the sample stream
+
+
+@dataclass
+class CriteoTsvDataConfig:
+    """A Criteo TSV file (Kaggle train.txt or 1TB day_N layout) read into memory (recframe.data.sources)."""
+
+    kind: str = "criteo_tsv"  # data source: criteo_tsv
+    path: str = MISSING  # the TSV file: label, 13 integer, 26 hexadecimal fields per line (fsspec URL or path; .gz ok)
+    batch_size: int = 2048  # samples per batch per rank
+    num_workers: int = 0  # DataLoader worker processes (started per epoch)
+    pin_memory: bool = False  # page-locked batches (useful with GPUs)
+    val_fraction: float = 0.1  # the last fraction of valid rows (file order) is the validation set
+    shuffle: bool = True  # shuffle the training rows every epoch (False: file order)
+    seed: int = 1234  # seed of the per-epoch shuffles
+    id_mapping: str = "modulo"  # value -> table row: modulo (1 + v % (rows-1)) | vocab (by count); row 0: missing
+    vocab_threshold: int = 1  # vocab: values seen fewer times in the training rows share the out-of-vocabulary row 1
+    on_error: str = "skip"  # malformed lines: skip (count per kind, log the first) | error (stop at the first)
+    max_reported_errors: int = 5  # malformed lines described (file:line: field) per kind in the log
+    pad_short_rows: bool = False  # read lines with fewer fields as having trailing empty fields (stripped exports)
+
+
+FILE_KINDS = ("criteo_tsv",)  # data kinds that read files (data.path)
+
+
+def file_data_problems(cfg: Any) -> list[Any]:
+    """Problems of a file data source's settings (``data.kind`` in ``FILE_KINDS``), as ``Problem``s.
+
+    Args:
+        cfg: the composed run config.
+
+    Example:
+        >>> from recframe.config.compose import compose_config
+        >>> [p.key for p in file_data_problems(compose_config(["data=criteo_tsv"]))]
+        ['data.path']
+    """
+    from omegaconf import OmegaConf
+
+    from recframe.config.compose import Problem
+    from recframe.config.resolve import table_configs
+
+    data = cfg.data
+    out: list[Problem] = []
+    if OmegaConf.is_missing(data, "path"):
+        out.append(Problem("data.path", "is not set", "give the file: data.path=/path/to/train.txt"))
+    elif "://" not in data.path and not Path(data.path).is_file():
+        out.append(Problem("data.path", f"no such file: {data.path} (from {Path.cwd()})",
+                           "check the path; relative paths start from where recframe runs"))
+    if not 0.0 < data.val_fraction < 1.0:
+        out.append(Problem("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}"))
+    if data.id_mapping not in ("modulo", "vocab"):
+        out.append(Problem("data.id_mapping", f"unknown mapping {data.id_mapping!r}", "choose modulo or vocab"))
+    if data.vocab_threshold < 1:
+        out.append(Problem("data.vocab_threshold", f"must be >= 1, got {data.vocab_threshold}"))
+    if data.on_error not in ("skip", "error"):
+        out.append(Problem("data.on_error", f"unknown policy {data.on_error!r}", "choose skip or error"))
+    if data.max_reported_errors < 0:
+        out.append(Problem("data.max_reported_errors", f"must be >= 0, got {data.max_reported_errors}"))
+    dense, sparse = len(cfg.features.dense), len(cfg.features.sparse)
+    if (dense, sparse) != (13, 26):
+        out.append(Problem("features", f"data={data.kind} has 13 dense and 26 sparse features (Criteo), the features "
+                           f"config has {dense} and {sparse}", "use features=criteo"))
+    for table in table_configs(cfg):
+        if table.num_embeddings < 2:
+            out.append(Problem(f"tables.specs.{table.name}.num_embeddings", f"must be >= 2 with data={data.kind} "
+                               f"(row 0 is for missing values), got {table.num_embeddings}"))
+    return out

@@ -29,6 +29,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("sharding", "sharding_schema"): sharding.ShardingConfig,
     ("data", "synthetic_schema"): data.SyntheticDataConfig,
     ("data", "synthetic_retrieval_schema"): data.SyntheticRetrievalDataConfig,
+    ("data", "criteo_tsv_schema"): data.CriteoTsvDataConfig,
     **{("model", f"{name}_schema"): node for name, node in models.MODEL_SCHEMAS.items()},
 }
 

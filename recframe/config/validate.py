@@ -15,6 +15,7 @@ import difflib
 from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.compose import Problem
+from recframe.config.data import FILE_KINDS, file_data_problems
 from recframe.config.resolve import sparse_optimizer, table_configs
 from recframe.config.sharding import SHARDING_CHOICES
 from recframe.distributed.plan import SHARDING_TYPES
@@ -115,6 +116,8 @@ def _check_data(cfg: DictConfig) -> list[Problem]:
         if len(data.ids_per_feature) not in (1, n) or min(data.ids_per_feature, default=0) < 0:
             out.append(Problem("data.ids_per_feature", f"give one count >= 0 for all features or one per sparse "
                                f"feature ({n}), got {list(data.ids_per_feature)}"))
+    if data.kind in FILE_KINDS:
+        out.extend(file_data_problems(cfg))
     if data.kind.startswith("synthetic") and cfg.trainer.max_steps <= 0:
         out.append(Problem("trainer.max_steps", "synthetic data is an endless stream: set trainer.max_steps > 0"))
     return out

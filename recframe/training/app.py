@@ -206,7 +206,11 @@ def train_job(cfg: DictConfig) -> float | None:
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in results.items()}
     metrics["global_step"] = trainer.global_step
+    data_report = datamodule.report()  # real data: rows read, malformed lines skipped per kind (data/skipped_<kind>)
+    metrics.update(data_report)
     if trainer.is_global_zero:
+        if data_report and trainer.logger:
+            trainer.logger.log_metrics(data_report, step=trainer.global_step)
         write_json_atomic(run_dir / "metrics.json", metrics)
         log.info("final validation: %s", json.dumps({k: round(v, 5) for k, v in metrics.items()}))
     return metrics.get("val/auc", metrics.get("val/recall@10"))

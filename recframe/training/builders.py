@@ -83,10 +83,11 @@ def build_objective(cfg: DictConfig) -> Objective:
 def build_datamodule(cfg: DictConfig) -> RecDataModule:
     """The data module of ``cfg.data``."""
     from recframe.data import synthetic
+    from recframe.data.datamodule import SyntheticSource
 
     data = cfg.data
+    rows = {f: t.num_embeddings for t in table_configs(cfg) for f in t.feature_names}
     if data.kind == "synthetic":
-        rows = {f: t.num_embeddings for t in table_configs(cfg) for f in t.feature_names}
         ids = list(data.ids_per_feature)
         generator = synthetic.SyntheticCriteo(
             synthetic.SyntheticConfig(
@@ -106,7 +107,17 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
                                                num_clusters=data.num_clusters, history_length=data.history_length),
             seed=data.seed,
         )
+    elif data.kind == "criteo_tsv":
+        from recframe.data.sources import CriteoTsvSource
+
+        source = CriteoTsvSource(
+            str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
+            batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
+            id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, on_error=data.on_error,
+            max_examples=data.max_reported_errors, pad_short_rows=data.pad_short_rows,
+        )
+        return RecDataModule(source, num_workers=data.num_workers, pin_memory=data.pin_memory)
     else:
         raise ValueError(f"data.kind={data.kind!r} is unknown")
-    return RecDataModule(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches,
+    return RecDataModule(SyntheticSource(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches),
                          num_workers=data.num_workers, pin_memory=data.pin_memory)

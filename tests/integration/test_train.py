@@ -9,6 +9,7 @@ import pytest
 
 from recframe.config.store import CONFIG_DIR
 from tests.integration.helpers import run_recframe, scalars
+from tests.shared_data import experiment_data_args
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +18,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 def small_model(experiment: str) -> list[str]:
     """Overrides that shrink an experiment's towers so each run takes seconds."""
-    if experiment in ("dlrm",):
+    if experiment in ("dlrm", "criteo_kaggle"):
         return ["model.bottom_mlp=[16,8]", "model.top_mlp=[16]", "tables.embedding_dim=8"]
     if experiment in ("dlrm_dcn", "mlperf_dcnv2"):
         return ["model.bottom_mlp=[16,8]", "model.top_mlp=[16]", "model.dcn_low_rank_dim=8", "tables.embedding_dim=8"]
@@ -29,7 +30,10 @@ def small_model(experiment: str) -> list[str]:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_a_few_steps(experiment: str, tiny: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_recframe("train", f"+experiment={experiment}", *small_model(experiment), *tiny,
+    data_args = experiment_data_args(experiment)
+    if data_args:  # file data: its validation set is a part of the file, capped here instead
+        tiny = [a.replace("data.num_val_batches=", "trainer.limit_val_batches=") for a in tiny]
+    result = run_recframe("train", f"+experiment={experiment}", *small_model(experiment), *tiny, *data_args,
                           "trainer.max_steps=6", "trainer.val_check_interval=3", "checkpoint.every_n_steps=3",
                           f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from recframe.config.compose import find_problems, format_problems
 from recframe.config.store import CONFIG_DIR
 from recframe.config.validate import validate
+from tests.shared_data import experiment_data_args
 
 GROUP_FILES = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.parent != CONFIG_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -41,7 +42,7 @@ def test_every_config_file_composes(path) -> None:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_is_valid(experiment: str) -> None:
-    assert find_problems([f"+experiment={experiment}"]) == []
+    assert find_problems([f"+experiment={experiment}", *experiment_data_args(experiment)]) == []
 
 
 def test_misspelled_key_suggests_the_right_one() -> None:
