@@ -6,8 +6,13 @@ samples/s, ms per step, the ratio to TorchRec, and recframe's framework overhead
 logging, metrics) as the bare loop's speed over `recframe bench`'s.
 
     python scripts/bench_trainer.py                                   # recframe, bare loop, plain PyTorch
-    python scripts/bench_trainer.py --torchrec-venv /tmp/torchrec-venv   # + TorchRec (../shared/bench/setup_torchrec_venv.sh)
+    python scripts/bench_trainer.py --torchrec-venv /tmp/torchrec-venv   # + TorchRec (setup_torchrec_venv.sh)
     python scripts/bench_trainer.py --steps 50 -- tables.backend=torch   # extra recframe overrides after --
+    python scripts/bench_trainer.py --devices 2 --torchrec-venv /tmp/torchrec-venv  # 2 processes each (gloo)
+
+With ``--devices N`` (N > 1) recframe trains with ``trainer.devices=N`` (sharding from the planner)
+and TorchRec with ``torchrun --nproc_per_node=N``; the bare loop and plain PyTorch are one-process
+anchors and are left out. samples/s counts all ranks.
 
 The bare loop builds the very same model, optimizer and synthetic batches from the config and
 steps them with nothing else around: forward, loss, backward (tables update inside), dense step.
@@ -77,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--devices", type=int, default=1, help="processes per system (CPU: gloo)")
     parser.add_argument("--torchrec-venv", type=Path, default=None, help="TorchRec venv (setup_torchrec_venv.sh)")
     parser.add_argument("--bare-loop-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="recframe overrides (after --)")
@@ -88,20 +94,24 @@ def main() -> None:
     py = sys.executable
     rows: list[dict] = []
     recframe = run([py, "-m", "recframe", "bench", "+experiment=dlrm", f"bench.warmup_steps={args.warmup}",
-                    f"bench.steps={args.steps}", "hydra.run.dir=/tmp/recframe_bench", *args.overrides])
-    rows.append({**recframe, "system": "recframe bench"})
-    rows.append(run([py, __file__, "--bare-loop-only", f"--steps={args.steps}", f"--warmup={args.warmup}", "--",
-                     *args.overrides]))
-    plain = run([py, str(SHARED_BENCH / "plain_torch_dlrm.py"), f"--steps={args.steps}"])
-    rows.append({**plain, "system": "plain PyTorch"})
+                    f"bench.steps={args.steps}", f"trainer.devices={args.devices}", "hydra.run.dir=/tmp/recframe_bench",
+                    *args.overrides])
+    rows.append({**recframe, "system": f"recframe bench ({args.devices} proc)"})
+    if args.devices == 1:
+        rows.append(run([py, __file__, "--bare-loop-only", f"--steps={args.steps}", f"--warmup={args.warmup}", "--",
+                         *args.overrides]))
+        plain = run([py, str(SHARED_BENCH / "plain_torch_dlrm.py"), f"--steps={args.steps}"])
+        rows.append({**plain, "system": "plain PyTorch"})
     if args.torchrec_venv is not None:
-        torchrec = run([str(args.torchrec_venv / "bin" / "torchrun"), "--standalone", "--nproc_per_node=1",
-                        str(SHARED_BENCH / "torchrec_dlrm.py"), f"--steps={args.steps}", f"--warmup={args.warmup}"])
-        rows.append({**torchrec, "system": "TorchRec"})
+        torchrun = str(args.torchrec_venv / "bin" / "torchrun")
+        script = str(SHARED_BENCH / "torchrec_dlrm.py")
+        torchrec = run([torchrun, "--standalone", f"--nproc_per_node={args.devices}", script, f"--steps={args.steps}",
+                        f"--warmup={args.warmup}"])
+        rows.append({**torchrec, "system": f"TorchRec ({args.devices} proc)"})
 
     import torch
 
-    anchor = next((r["samples_per_s"] for r in rows if r["system"] == "TorchRec"), None)
+    anchor = next((r["samples_per_s"] for r in rows if r["system"].startswith("TorchRec")), None)
     print(f"# dlrm workload, batch 2048, {args.steps} timed steps; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, {date.today()}")
     print("| system | samples/s | ms/step | vs TorchRec |")
@@ -109,8 +119,9 @@ def main() -> None:
     for r in rows:
         ratio = f"{r['samples_per_s'] / anchor:.2f}x" if anchor else "-"
         print(f"| {r['system']} | {r['samples_per_s']:,.0f} | {r['step_ms']:.1f} | {ratio} |")
-    overhead = rows[1]["samples_per_s"] / rows[0]["samples_per_s"] - 1
-    print(f"\nframework overhead (bare loop / recframe bench - 1): {100 * overhead:+.1f}%")
+    if args.devices == 1:
+        overhead = rows[1]["samples_per_s"] / rows[0]["samples_per_s"] - 1
+        print(f"\nframework overhead (bare loop / recframe bench - 1): {100 * overhead:+.1f}%")
 
 
 if __name__ == "__main__":
