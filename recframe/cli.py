@@ -37,7 +37,8 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("evaluate a checkpoint and write metrics.json: recframe eval +experiment=... ckpt_path=...", None),
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", "recframe.training.app:plan_command"),
-    "preprocess": Command("convert raw data (Criteo TSV, ...) to recframe's binary layout", None),
+    "preprocess": Command("convert raw data to recframe's binary layout: recframe preprocess criteo --input FILE... "
+                          "--output DIR", "recframe.data.preprocess:preprocess_command"),
     "bench": Command("time the real training path and print one JSON line of samples/s",
                      "recframe.training.app:bench_command"),
 }

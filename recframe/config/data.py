@@ -59,7 +59,37 @@ class CriteoTsvDataConfig:
     pad_short_rows: bool = False  # read lines with fewer fields as having trailing empty fields (stripped exports)
 
 
-FILE_KINDS = ("criteo_tsv",)  # data kinds that read files (data.path)
+@dataclass
+class CriteoBinaryDataConfig:
+    """A directory written by ``recframe preprocess criteo``, memory-mapped (recframe.data.binary)."""
+
+    kind: str = "criteo_binary"  # data source: criteo_binary
+    path: str = MISSING  # the directory with dense.npy, sparse.npy, labels.npy and feature_map.json
+    batch_size: int = 2048  # samples per batch per rank
+    num_workers: int = 0  # DataLoader worker processes (started per epoch)
+    pin_memory: bool = False  # page-locked batches (useful with GPUs)
+    val_fraction: float = 0.1  # the last fraction of rows (input order) is the validation set
+    shuffle: bool = True  # shuffle the training rows every epoch (False: input order)
+    seed: int = 1234  # seed of the per-epoch shuffles
+    id_mapping: str = "modulo"  # must match the directory: modulo (raw or --hash-size) | vocab (--vocab-threshold)
+    vocab_threshold: int = 1  # vocab: the --vocab-threshold the directory was made with (checked)
+
+
+FILE_KINDS = ("criteo_tsv", "criteo_binary")  # data kinds that read files (data.path)
+
+
+def _feature_map_value(directory: str, key: str) -> Any:
+    from recframe.data.binary import feature_map_value
+
+    return feature_map_value(directory, key)
+
+
+def register_resolvers() -> None:
+    """``${feature_map:DIR,key}`` in configs: a value of DIR's feature_map.json, e.g. ``num_embeddings.C1``."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("feature_map"):
+        OmegaConf.register_new_resolver("feature_map", _feature_map_value)
 
 
 def file_data_problems(cfg: Any) -> list[Any]:
@@ -82,7 +112,10 @@ def file_data_problems(cfg: Any) -> list[Any]:
     out: list[Problem] = []
     if OmegaConf.is_missing(data, "path"):
         out.append(Problem("data.path", "is not set", "give the file: data.path=/path/to/train.txt"))
-    elif "://" not in data.path and not Path(data.path).is_file():
+    elif data.kind == "criteo_binary" and not (Path(data.path) / "feature_map.json").is_file():
+        out.append(Problem("data.path", f"{data.path} has no feature_map.json (from {Path.cwd()})",
+                           f"make it with: recframe preprocess criteo --input FILE... --output {data.path}"))
+    elif data.kind == "criteo_tsv" and "://" not in data.path and not Path(data.path).is_file():
         out.append(Problem("data.path", f"no such file: {data.path} (from {Path.cwd()})",
                            "check the path; relative paths start from where recframe runs"))
     if not 0.0 < data.val_fraction < 1.0:
@@ -91,9 +124,9 @@ def file_data_problems(cfg: Any) -> list[Any]:
         out.append(Problem("data.id_mapping", f"unknown mapping {data.id_mapping!r}", "choose modulo or vocab"))
     if data.vocab_threshold < 1:
         out.append(Problem("data.vocab_threshold", f"must be >= 1, got {data.vocab_threshold}"))
-    if data.on_error not in ("skip", "error"):
+    if data.kind == "criteo_tsv" and data.on_error not in ("skip", "error"):
         out.append(Problem("data.on_error", f"unknown policy {data.on_error!r}", "choose skip or error"))
-    if data.max_reported_errors < 0:
+    if data.kind == "criteo_tsv" and data.max_reported_errors < 0:
         out.append(Problem("data.max_reported_errors", f"must be >= 0, got {data.max_reported_errors}"))
     dense, sparse = len(cfg.features.dense), len(cfg.features.sparse)
     if (dense, sparse) != (13, 26):

@@ -30,6 +30,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("data", "synthetic_schema"): data.SyntheticDataConfig,
     ("data", "synthetic_retrieval_schema"): data.SyntheticRetrievalDataConfig,
     ("data", "criteo_tsv_schema"): data.CriteoTsvDataConfig,
+    ("data", "criteo_binary_schema"): data.CriteoBinaryDataConfig,
     **{("model", f"{name}_schema"): node for name, node in models.MODEL_SCHEMAS.items()},
 }
 
@@ -42,3 +43,4 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
+    data.register_resolvers()  # ${feature_map:DIR,key}: sizes from a preprocessed directory

@@ -117,6 +117,15 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             max_examples=data.max_reported_errors, pad_short_rows=data.pad_short_rows,
         )
         return RecDataModule(source, num_workers=data.num_workers, pin_memory=data.pin_memory)
+    elif data.kind == "criteo_binary":
+        from recframe.data.binary import CriteoBinarySource
+
+        binary = CriteoBinarySource(
+            str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
+            batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
+            id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold,
+        )
+        return RecDataModule(binary, num_workers=data.num_workers, pin_memory=data.pin_memory)
     else:
         raise ValueError(f"data.kind={data.kind!r} is unknown")
     return RecDataModule(SyntheticSource(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches),

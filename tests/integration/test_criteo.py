@@ -119,3 +119,21 @@ def test_resume_across_epochs_continues_exactly(tmp_path: Path) -> None:
     assert [s for s, _ in b] == list(range(27)), "the resumed run should continue the same event files"
     assert [v for _, v in a] == [v for _, v in b], "losses after resume must equal the uninterrupted run's"
     assert json.loads((straight / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_preprocessed_directory_trains_with_tables_sized_from_it(tmp_path: Path) -> None:
+    from recframe.data.preprocess import preprocess_command
+
+    out = tmp_path / "bin"
+    assert preprocess_command(["criteo", "--input", str(require(KAGGLE_SAMPLE)), "--output", str(out),
+                               "--vocab-threshold", "20", "--workers", "1", "--quiet"]) == 0
+    run_dir = tmp_path / "run"
+    result = run_recframe("train", "+experiment=criteo_kaggle", "data=criteo_binary", f"data.path={out}",
+                          "tables=criteo_feature_map", "data.val_fraction=0.2", "trainer.max_steps=5",
+                          "trainer.limit_val_batches=2", *QUIET, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 5 and metrics["data/rows_train"] == 8000
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "feature_map:" in config  # the sizes were read from the directory's feature_map.json
