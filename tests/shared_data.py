@@ -25,7 +25,7 @@ def require(path: Path) -> Path:
 
 
 # Experiments that read a data file, and the sample they are tested on.
-EXPERIMENT_DATA = {"criteo_kaggle": KAGGLE_SAMPLE}
+EXPERIMENT_DATA = {"criteo_kaggle": KAGGLE_SAMPLE, "movielens": MOVIELENS_100K}
 
 
 def experiment_data_args(experiment: str) -> list[str]:

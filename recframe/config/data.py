@@ -75,7 +75,25 @@ class CriteoBinaryDataConfig:
     vocab_threshold: int = 1  # vocab: the --vocab-threshold the directory was made with (checked)
 
 
-FILE_KINDS = ("criteo_tsv", "criteo_binary")  # data kinds that read files (data.path)
+@dataclass
+class MovieLensDataConfig:
+    """MovieLens 100K ratings as clicks (rating >= positive_rating) with user and item features (data.movielens)."""
+
+    kind: str = "movielens"  # data source: movielens
+    path: str = MISSING  # the ml-100k directory: u.data, u.user, u.item (and u1.base/u1.test, ...)
+    batch_size: int = 256  # samples per batch per rank
+    num_workers: int = 0  # DataLoader worker processes (started per epoch)
+    pin_memory: bool = False  # page-locked batches (useful with GPUs)
+    split: str = "u1"  # u1..u5, ua, ub: GroupLens's .base/.test files | time: the last val_fraction of ratings by time
+    val_fraction: float = 0.1  # split=time: the fraction of the latest ratings that validates
+    shuffle: bool = True  # shuffle the training ratings every epoch
+    seed: int = 1234  # seed of the per-epoch shuffles
+    vocab_threshold: int = 1  # values seen fewer times in training share the out-of-vocabulary row 1
+    positive_rating: int = 4  # ratings at or above it are positives (label 1)
+    zip_prefix: int = 3  # leading characters of the zip code kept for the user_zip feature
+
+
+FILE_KINDS = ("criteo_tsv", "criteo_binary", "movielens")  # data kinds that read files (data.path)
 
 
 def _feature_map_value(directory: str, key: str) -> Any:
@@ -106,20 +124,27 @@ def file_data_problems(cfg: Any) -> list[Any]:
     from omegaconf import OmegaConf
 
     from recframe.config.compose import Problem
-    from recframe.config.resolve import table_configs
 
     data = cfg.data
     out: list[Problem] = []
     if OmegaConf.is_missing(data, "path"):
-        out.append(Problem("data.path", "is not set", "give the file: data.path=/path/to/train.txt"))
+        example = {"criteo_tsv": "/path/to/train.txt", "criteo_binary": "/path/to/preprocessed_dir",
+                   "movielens": "/path/to/ml-100k"}[data.kind]
+        out.append(Problem("data.path", "is not set", f"give the {'file' if data.kind == 'criteo_tsv' else 'directory'}"
+                           f": data.path={example}"))
     elif data.kind == "criteo_binary" and not (Path(data.path) / "feature_map.json").is_file():
         out.append(Problem("data.path", f"{data.path} has no feature_map.json (from {Path.cwd()})",
                            f"make it with: recframe preprocess criteo --input FILE... --output {data.path}"))
+    elif data.kind == "movielens" and not (Path(data.path) / "u.data").is_file():
+        out.append(Problem("data.path", f"{data.path} has no u.data (from {Path.cwd()})",
+                           "give the ml-100k directory (u.data, u.user, u.item)"))
     elif data.kind == "criteo_tsv" and "://" not in data.path and not Path(data.path).is_file():
         out.append(Problem("data.path", f"no such file: {data.path} (from {Path.cwd()})",
                            "check the path; relative paths start from where recframe runs"))
     if not 0.0 < data.val_fraction < 1.0:
         out.append(Problem("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}"))
+    if data.kind == "movielens":
+        return out + _movielens_problems(cfg)
     if data.id_mapping not in ("modulo", "vocab"):
         out.append(Problem("data.id_mapping", f"unknown mapping {data.id_mapping!r}", "choose modulo or vocab"))
     if data.vocab_threshold < 1:
@@ -132,8 +157,36 @@ def file_data_problems(cfg: Any) -> list[Any]:
     if (dense, sparse) != (13, 26):
         out.append(Problem("features", f"data={data.kind} has 13 dense and 26 sparse features (Criteo), the features "
                            f"config has {dense} and {sparse}", "use features=criteo"))
+    return out + _table_problems(cfg)
+
+
+def _table_problems(cfg: Any) -> list[Any]:
+    from recframe.config.compose import Problem
+    from recframe.config.resolve import table_configs
+
+    out = []
     for table in table_configs(cfg):
         if table.num_embeddings < 2:
-            out.append(Problem(f"tables.specs.{table.name}.num_embeddings", f"must be >= 2 with data={data.kind} "
+            out.append(Problem(f"tables.specs.{table.name}.num_embeddings", f"must be >= 2 with data={cfg.data.kind} "
                                f"(row 0 is for missing values), got {table.num_embeddings}"))
     return out
+
+
+def _movielens_problems(cfg: Any) -> list[Any]:
+    from recframe.config.compose import Problem
+
+    data, out = cfg.data, []
+    known_dense = ("user_age", "item_release_year")  # = recframe.data.movielens.DENSE_FEATURES (no torch import here)
+    known_sparse = ("user_id", "item_id", "user_age_bucket", "user_gender", "user_occupation", "user_zip",
+                    "item_genres", "item_year")  # = SPARSE_FEATURES
+    for kind, names, known in (("dense", cfg.features.dense, known_dense),
+                               ("sparse", cfg.features.sparse, known_sparse)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            out.append(Problem(f"features.{kind}", f"data=movielens has no {kind} features {unknown}",
+                               f"choose from {list(known)}"))
+    if data.split not in ("u1", "u2", "u3", "u4", "u5", "ua", "ub", "time"):
+        out.append(Problem("data.split", f"unknown split {data.split!r}", "choose u1..u5, ua, ub or time"))
+    if data.vocab_threshold < 1 or not 1 <= data.positive_rating <= 5 or data.zip_prefix < 1:
+        out.append(Problem("data", "vocab_threshold and zip_prefix must be >= 1, positive_rating in 1..5"))
+    return out + _table_problems(cfg)

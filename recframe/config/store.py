@@ -31,6 +31,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("data", "synthetic_retrieval_schema"): data.SyntheticRetrievalDataConfig,
     ("data", "criteo_tsv_schema"): data.CriteoTsvDataConfig,
     ("data", "criteo_binary_schema"): data.CriteoBinaryDataConfig,
+    ("data", "movielens_schema"): data.MovieLensDataConfig,
     **{("model", f"{name}_schema"): node for name, node in models.MODEL_SCHEMAS.items()},
 }
 

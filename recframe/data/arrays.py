@@ -47,7 +47,8 @@ class Columns:
     Args:
         dense: ``[n, num_dense]`` float32.
         ids: ``[n, num_sparse]`` integer ids, one per sparse feature (table rows, or raw values
-            mapped by an ``IdTransform`` at batch time).
+            mapped by an ``IdTransform`` at batch time), or ``[n, num_sparse, max_bag]`` for bags of
+            ids (multi-hot), padded with -1.
         labels: ``[n]`` float32.
     """
 
@@ -72,9 +73,15 @@ def make_batch(columns: Columns, rows: np.ndarray, keys: list[str], id_transform
     if id_transform is not None:
         ids = id_transform(ids)
     size = rows.size
-    values = torch.from_numpy(np.ascontiguousarray(ids.T, dtype=np.int64).reshape(-1))
-    kjt = KeyedJaggedTensor.from_lengths(keys, values, torch.ones(len(keys) * size, dtype=torch.int64),
-                                         stride=size, validate=False)
+    if ids.ndim == 3:  # bags padded with -1: key-major, then sample, then position
+        by_key = ids.transpose(1, 0, 2)
+        present = by_key >= 0
+        values = torch.from_numpy(by_key[present].astype(np.int64))
+        lengths = torch.from_numpy(present.sum(axis=2).reshape(-1).astype(np.int64))
+    else:
+        values = torch.from_numpy(np.ascontiguousarray(ids.T, dtype=np.int64).reshape(-1))
+        lengths = torch.ones(len(keys) * size, dtype=torch.int64)
+    kjt = KeyedJaggedTensor.from_lengths(keys, values, lengths, stride=size, validate=False)
     return Batch(dense_features=torch.from_numpy(np.array(columns.dense[rows], dtype=np.float32)),
                  sparse_features=kjt, labels=torch.from_numpy(np.array(columns.labels[rows], dtype=np.float32)))
 

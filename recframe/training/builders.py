@@ -126,6 +126,16 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold,
         )
         return RecDataModule(binary, num_workers=data.num_workers, pin_memory=data.pin_memory)
+    elif data.kind == "movielens":
+        from recframe.data.movielens import MovieLensSource
+
+        movielens = MovieLensSource(
+            str(data.path), dense_names=list(cfg.features.dense), sparse_names=list(cfg.features.sparse),
+            table_rows=rows, batch_size=data.batch_size, split=data.split, val_fraction=data.val_fraction,
+            shuffle=data.shuffle, seed=data.seed, vocab_threshold=data.vocab_threshold,
+            positive_rating=data.positive_rating, zip_prefix=data.zip_prefix,
+        )
+        return RecDataModule(movielens, num_workers=data.num_workers, pin_memory=data.pin_memory)
     else:
         raise ValueError(f"data.kind={data.kind!r} is unknown")
     return RecDataModule(SyntheticSource(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches),

@@ -65,6 +65,14 @@ def test_batch_layout() -> None:
     assert batch.dense_features[:, 0].tolist() == [1.0, 4.0, 8.0] and batch.labels.tolist() == [1.0, 0.0, 0.0]
 
 
+def test_bags_padded_with_minus_one_become_jagged() -> None:
+    ids = np.array([[[3, -1], [5, 6]], [[4, -1], [-1, -1]], [[2, -1], [7, -1]]])  # 3 rows, 2 features, bags <= 2
+    cols = Columns(dense=np.zeros((3, 1), np.float32), ids=ids, labels=np.zeros(3, np.float32))
+    kjt = make_batch(cols, np.array([0, 1, 2]), keys=["single", "bag"]).sparse_features
+    assert kjt.lengths().tolist() == [1, 1, 1, 2, 0, 1]
+    assert kjt.values().tolist() == [3, 4, 2, 5, 6, 7]
+
+
 def labels_of(loader: DataLoader, passes: int) -> list[list[float]]:
     return [[b.dense_features[0, 0].item() for b in loader] for _ in range(passes)]
 
