@@ -93,7 +93,31 @@ class MovieLensDataConfig:
     zip_prefix: int = 3  # leading characters of the zip code kept for the user_zip feature
 
 
-FILE_KINDS = ("criteo_tsv", "criteo_binary", "movielens")  # data kinds that read files (data.path)
+@dataclass
+class TabularDataConfig:
+    """A CSV file with a header: the features config names its columns (recframe.data.tabular)."""
+
+    kind: str = "tabular"  # data source: tabular
+    path: str = MISSING  # the CSV file (first row: column names)
+    batch_size: int = 256  # samples per batch per rank
+    num_workers: int = 0  # DataLoader worker processes (started per epoch)
+    pin_memory: bool = False  # page-locked batches (useful with GPUs)
+    label: str = "label"  # the label column: 0/1, or a number compared with positive_threshold
+    positive_threshold: float | None = None  # label = value >= this (e.g. 4 for ratings); None: the column is 0/1
+    columns: dict[str, str] = field(default_factory=dict)  # feature name -> column name where they differ
+    delimiter: str = ","  # field separator
+    dense_transform: str = "log1p"  # dense columns: none | log1p (log(1 + max(x, 0))); empty -> 0 first
+    multi_value_separator: str = ""  # splits categorical fields into bags of ids, e.g. "|" ("": one id per field)
+    id_mapping: str = "modulo"  # value -> table row: modulo (1 + hash % (rows-1)) | vocab (by count); row 0: missing
+    vocab_threshold: int = 1  # vocab: values seen fewer times in the training rows share the out-of-vocabulary row 1
+    val_fraction: float = 0.1  # the last fraction of valid rows (file order) is the validation set
+    shuffle: bool = True  # shuffle the training rows every epoch
+    seed: int = 1234  # seed of the per-epoch shuffles
+    on_error: str = "skip"  # malformed rows: skip (count per kind, log the first) | error (stop at the first)
+    max_reported_errors: int = 5  # malformed rows described (file:line: column) per kind in the log
+
+
+FILE_KINDS = ("criteo_tsv", "criteo_binary", "movielens", "tabular")  # data kinds that read files (data.path)
 
 
 def _feature_map_value(directory: str, key: str) -> Any:
@@ -129,22 +153,24 @@ def file_data_problems(cfg: Any) -> list[Any]:
     out: list[Problem] = []
     if OmegaConf.is_missing(data, "path"):
         example = {"criteo_tsv": "/path/to/train.txt", "criteo_binary": "/path/to/preprocessed_dir",
-                   "movielens": "/path/to/ml-100k"}[data.kind]
-        out.append(Problem("data.path", "is not set", f"give the {'file' if data.kind == 'criteo_tsv' else 'directory'}"
-                           f": data.path={example}"))
+                   "movielens": "/path/to/ml-100k", "tabular": "/path/to/table.csv"}[data.kind]
+        noun = "file" if data.kind in ("criteo_tsv", "tabular") else "directory"
+        out.append(Problem("data.path", "is not set", f"give the {noun}: data.path={example}"))
     elif data.kind == "criteo_binary" and not (Path(data.path) / "feature_map.json").is_file():
         out.append(Problem("data.path", f"{data.path} has no feature_map.json (from {Path.cwd()})",
                            f"make it with: recframe preprocess criteo --input FILE... --output {data.path}"))
     elif data.kind == "movielens" and not (Path(data.path) / "u.data").is_file():
         out.append(Problem("data.path", f"{data.path} has no u.data (from {Path.cwd()})",
                            "give the ml-100k directory (u.data, u.user, u.item)"))
-    elif data.kind == "criteo_tsv" and "://" not in data.path and not Path(data.path).is_file():
+    elif data.kind in ("criteo_tsv", "tabular") and "://" not in data.path and not Path(data.path).is_file():
         out.append(Problem("data.path", f"no such file: {data.path} (from {Path.cwd()})",
                            "check the path; relative paths start from where recframe runs"))
     if not 0.0 < data.val_fraction < 1.0:
         out.append(Problem("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}"))
     if data.kind == "movielens":
         return out + _movielens_problems(cfg)
+    if data.kind == "tabular":
+        return out + _tabular_problems(cfg)
     if data.id_mapping not in ("modulo", "vocab"):
         out.append(Problem("data.id_mapping", f"unknown mapping {data.id_mapping!r}", "choose modulo or vocab"))
     if data.vocab_threshold < 1:
@@ -170,6 +196,37 @@ def _table_problems(cfg: Any) -> list[Any]:
             out.append(Problem(f"tables.specs.{table.name}.num_embeddings", f"must be >= 2 with data={cfg.data.kind} "
                                f"(row 0 is for missing values), got {table.num_embeddings}"))
     return out
+
+
+def _tabular_problems(cfg: Any) -> list[Any]:
+    from omegaconf import OmegaConf
+
+    from recframe.config.compose import Problem
+
+    data, out = cfg.data, []
+    if not OmegaConf.is_missing(data, "path") and Path(data.path).is_file():
+        import csv
+
+        with open(data.path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f, delimiter=data.delimiter), [])
+        wanted = {"data.label": [data.label]}
+        for kind in ("dense", "sparse"):
+            wanted[f"features.{kind}"] = [data.columns.get(n, n) for n in cfg.features[kind]]
+        for key, names in wanted.items():
+            absent = [n for n in names if n not in header]
+            if absent:
+                out.append(Problem(key, f"{data.path}:1 has no columns {absent}", f"its columns: {header}; map a "
+                                   "feature to a column with data.columns.<feature>=<column>"))
+    if data.dense_transform not in ("none", "log1p"):
+        out.append(Problem("data.dense_transform", f"unknown transform {data.dense_transform!r}",
+                           "choose none or log1p"))
+    if data.id_mapping not in ("modulo", "vocab"):
+        out.append(Problem("data.id_mapping", f"unknown mapping {data.id_mapping!r}", "choose modulo or vocab"))
+    if data.on_error not in ("skip", "error"):
+        out.append(Problem("data.on_error", f"unknown policy {data.on_error!r}", "choose skip or error"))
+    if data.vocab_threshold < 1 or data.max_reported_errors < 0:
+        out.append(Problem("data", "vocab_threshold must be >= 1 and max_reported_errors >= 0"))
+    return out + _table_problems(cfg)
 
 
 def _movielens_problems(cfg: Any) -> list[Any]:
