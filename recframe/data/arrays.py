@@ -163,12 +163,21 @@ class EpochBatches(IterableDataset):
 class EpochLoader(DataLoader):
     """A DataLoader over ``EpochBatches`` that starts each pass (epoch) at the right place.
 
-    Worker processes are not persistent: they are started per pass, after ``begin_pass``.
+    Worker processes are not persistent: they are started per pass, after ``begin_pass``. The
+    loader is resumable, and says so to Lightning (``state_dict``), but keeps nothing itself: the
+    data position is the RecDataModule's (``train_batches_consumed``), given to the dataset it reads.
     """
 
     def __iter__(self):  # noqa: ANN204 (DataLoader's iterator types are private)
         self.dataset.begin_pass()  # type: ignore[attr-defined]
         return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        """Nothing to save: the position lives in the data module's state."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Nothing to load (see ``state_dict``)."""
 
 
 class ValBatches(IterableDataset):
