@@ -96,22 +96,27 @@ def dense_transform(values: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(values, 0).astype(np.float64)).astype(np.float32)
 
 
-def _parse_fields(buf: np.ndarray, start: np.ndarray, end: np.ndarray, table: np.ndarray, base: int,
+_PAD = 32  # zero bytes around a chunk, so that a right-aligned window of any field width stays inside
+
+
+def _parse_fields(padded: np.ndarray, start: np.ndarray, end: np.ndarray, table: np.ndarray, base: int,
                   max_digits: int, signed: bool) -> tuple[np.ndarray, np.ndarray]:
     """Integers (``base`` 10 or 16, digit ``table``) in ``buf[start:end]`` per row; empty -> 0.
 
-    The digits of all rows are gathered right-aligned into one ``[rows, width]`` block, so that
-    digit ``k`` from the right has the weight ``base ** k`` in every row: one matrix product
-    gives every value.
+    The digits of all rows are copied right-aligned into one ``[rows, width]`` block (one gather
+    of windows of a sliding-window view: no per-byte index arrays), so that digit ``k`` from the
+    right has the weight ``base ** k`` in every row: one matrix product gives every value.
+
+    Args:
+        padded: the chunk's bytes with ``_PAD`` zero bytes before and after (positions are the chunk's).
 
     Returns:
         ``(values, good)``: int64 (base 10) or uint64 (base 16) values, and whether each field is valid.
     """
-    last = buf.size - 1
     negative = None
     digits_start = start
     if signed:
-        first = buf[np.minimum(start, last)]
+        first = padded[start + _PAD]
         sign = (end > start) & ((first == 45) | (first == 43))  # '-' or '+'
         negative = sign & (first == 45)
         digits_start = start + sign
@@ -121,10 +126,9 @@ def _parse_fields(buf: np.ndarray, start: np.ndarray, end: np.ndarray, table: np
     width = int(min(digits.max(initial=0), max_digits))
     if width == 0:
         return np.zeros(start.size, dtype=dtype), good
-    offsets = np.arange(-width, 0, dtype=np.int64)
-    position = end[:, None] + offsets[None, :]  # right-aligned: the last column is the last digit
-    inside = position >= digits_start[:, None]
-    d = table[buf[np.clip(position, 0, last)]]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)[end + (_PAD - width)]  # [rows, width]
+    inside = np.arange(width)[None, :] >= (width - digits)[:, None]  # right-aligned: last column = last digit
+    d = table[windows]
     good &= ~(inside & (d == 255)).any(axis=1)
     d[~inside] = 0
     weights = (dtype(base) ** np.arange(width - 1, -1, -1, dtype=dtype)).astype(dtype)
@@ -218,16 +222,17 @@ def parse_criteo_bytes(data: bytes, source: str = "<bytes>", first_line: int = 1
         first_bad[~((length == 1) & ((byte == 48) | (byte == 49)))] = 0
         labels = (byte == 49).astype(np.float32)
         col = 1
+    padded = np.concatenate([np.zeros(_PAD, np.uint8), buf, np.zeros(_PAD, np.uint8)])
     dense_raw = np.empty((rows.size, NUM_DENSE), dtype=np.int64)
     for j in range(NUM_DENSE):
-        dense_raw[:, j], good = _parse_fields(buf, field_start[:, col], field_end[:, col], _DIGIT, 10,
+        dense_raw[:, j], good = _parse_fields(padded, field_start[:, col], field_end[:, col], _DIGIT, 10,
                                               MAX_DENSE_DIGITS, signed=True)
         first_bad = np.where(good, first_bad, np.minimum(first_bad, col))
         col += 1
     categorical = np.empty((rows.size, NUM_SPARSE), dtype=np.uint64)
     missing = np.empty((rows.size, NUM_SPARSE), dtype=bool)
     for j in range(NUM_SPARSE):
-        categorical[:, j], good = _parse_fields(buf, field_start[:, col], field_end[:, col], _HEX, 16,
+        categorical[:, j], good = _parse_fields(padded, field_start[:, col], field_end[:, col], _HEX, 16,
                                                 MAX_HEX_DIGITS, signed=False)
         missing[:, j] = field_end[:, col] == field_start[:, col]
         first_bad = np.where(good, first_bad, np.minimum(first_bad, col))
