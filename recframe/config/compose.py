@@ -81,7 +81,7 @@ def _first_of_sweeps(overrides: list[str]) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     out = []
-    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides), strict=True):
         if parsed.is_sweep_override():
             first = next(iter(parsed.sweep_string_iterator()))
             out.append(f"{parsed.get_key_element()}={first}")

@@ -18,7 +18,7 @@ class SyntheticDataConfig:
     num_workers: int = 0  # DataLoader worker processes
     pin_memory: bool = False  # page-locked batches (useful with GPUs)
     num_val_batches: int = 10  # batches of the fixed validation set (never seen in training)
-    ids_per_feature: list[int] = field(default_factory=lambda: [1])  # ids per sample per sparse feature (one value: all)
+    ids_per_feature: list[int] = field(default_factory=lambda: [1])  # ids per sample per sparse feature (one: all)
     zipf_exponent: float = 1.05  # skew of id frequencies (0: uniform)
     signal_strength: float = 2.0  # scale of the hidden model's logits (higher: an easier task)
     seed: int = 1234  # seed of the hidden model and of the sample stream

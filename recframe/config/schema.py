@@ -101,6 +101,7 @@ class TrainerConfig:
     limit_val_batches: int | None = None  # cap validation batches (None: all)
     log_every_n_steps: int = 50  # scalar logging period
     enable_progress_bar: bool = True  # Lightning's progress bar
+    progress_bar_refresh_steps: int = 10  # redraw the progress bar every N steps (a redraw waits for the GPU)
     deterministic: bool = False  # torch deterministic algorithms
 
 

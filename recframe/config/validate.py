@@ -78,7 +78,7 @@ def _check_model(cfg: DictConfig) -> list[Problem]:
             if mismatched:
                 out.append(Problem("model.bottom_mlp", f"the last size ({model.bottom_mlp[-1]}) must equal the "
                                    f"embedding dim of every table for the dot interaction; tables differ: {mismatched}",
-                                   f"set model.bottom_mlp's last size or tables.embedding_dim to the same value"))
+                                   "set model.bottom_mlp's last size or tables.embedding_dim to the same value"))
     if "tasks" in model:
         names = [t.name for t in model.tasks]
         if not names:

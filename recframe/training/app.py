@@ -101,7 +101,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
                   resume_step: int = 0, checkpoints: bool = True):  # noqa: ANN201 (pl.Trainer, imported lazily)
     """The Lightning Trainer of a run: logger, callbacks, atomic checkpoints."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from recframe.training.callbacks import ConfigToTensorBoard, TableStats, Throughput
@@ -113,6 +113,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         log.warning("checkpoints are off with %d processes: sharded checkpoints come with the checkpoint issue", world)
         checkpoints = False
     callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps)]
+    if t.enable_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=t.progress_bar_refresh_steps))
     logger: Any = False
     if cfg.logger.tensorboard:
         logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,

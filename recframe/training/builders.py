@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from recframe.config.resolve import sparse_optimizer, table_configs, tasks
-from recframe.embedding.config import TableConfig
 from recframe.data.datamodule import RecDataModule
+from recframe.embedding.config import TableConfig
 from recframe.training.objectives import CTRObjective, Objective, RetrievalObjective
 
 

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from recframe.sparse import Batch
-from recframe.training.module import embedding_collections
+from recframe.training.module import embedding_collections, host_scalar
 
 
 class Throughput(pl.Callback):
@@ -39,8 +39,8 @@ class Throughput(pl.Callback):
         elapsed = self._ends[-1][0] - self._ends[0][0]
         samples = sum(n for _, n in list(self._ends)[1:])
         steps = len(self._ends) - 1
-        pl_module.log("perf/samples_per_s", samples / elapsed, prog_bar=True, batch_size=batch.batch_size)
-        pl_module.log("perf/step_ms", 1000.0 * elapsed / steps, batch_size=batch.batch_size)
+        pl_module.log("perf/samples_per_s", host_scalar(samples / elapsed), prog_bar=True, batch_size=batch.batch_size)
+        pl_module.log("perf/step_ms", host_scalar(1000.0 * elapsed / steps), batch_size=batch.batch_size)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ends.clear()  # validation time is not training throughput

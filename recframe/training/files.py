@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:

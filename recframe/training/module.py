@@ -30,6 +30,15 @@ from recframe.training.schedule import build_scheduler
 DENSE_OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
 
+def host_scalar(value: float) -> torch.Tensor:
+    """A Python number as a CPU tensor for ``self.log``.
+
+    Lightning turns a logged float into a tensor on the module's device: a copy from pageable
+    memory that waits for every queued GPU kernel, every step. A CPU tensor stays on the host.
+    """
+    return torch.tensor(float(value))
+
+
 def is_embedding_parameter(module: nn.Module) -> bool:
     """Whether a module's parameters are embedding tables (updated by their fused optimizer)."""
     from recframe.distributed.sharded import ShardedEmbeddingBagCollection
@@ -124,8 +133,8 @@ class RecModule(pl.LightningModule):
             self.log(f"train/loss_{name}", value, batch_size=batch.batch_size)
         scheduler = self.lr_schedulers()
         if scheduler is not None:
-            self.log("optim/lr_dense", scheduler.get_last_lr()[0], batch_size=batch.batch_size)
-        self.log("optim/lr_sparse", self.optim.sparse.lr, batch_size=batch.batch_size)
+            self.log("optim/lr_dense", host_scalar(scheduler.get_last_lr()[0]), batch_size=batch.batch_size)
+        self.log("optim/lr_sparse", host_scalar(self.optim.sparse.lr), batch_size=batch.batch_size)
         return total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
