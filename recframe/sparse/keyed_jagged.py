@@ -28,7 +28,8 @@ from recframe.sparse.jagged import JaggedTensor
 
 
 def _check(keys: list[str], values: torch.Tensor, weights: torch.Tensor | None,
-           lengths: torch.Tensor | None, offsets: torch.Tensor | None, stride: int | None) -> None:
+           lengths: torch.Tensor | None, offsets: torch.Tensor | None, stride: int | None,
+           length_per_key: list[int] | None = None) -> None:
     """Raise ValueError naming the first structural problem of a would-be KJT."""
     where = f"KeyedJaggedTensor(keys={keys})"
     if not all(isinstance(k, str) for k in keys):
@@ -75,6 +76,12 @@ def _check(keys: list[str], values: torch.Tensor, weights: torch.Tensor | None,
             raise ValueError(f"{where}: {offsets.numel() - 1} bags cannot be split evenly over {len(keys)} keys")
         if stride is not None and offsets.numel() - 1 != len(keys) * stride:
             raise ValueError(f"{where}: {offsets.numel() - 1} bags for {len(keys)} keys x batch {stride}")
+    if length_per_key is not None:  # a wrong hint would make permute write out of bounds (fbgemm)
+        bags = lengths if lengths is not None else offsets[1:] - offsets[:-1]  # type: ignore[index]
+        actual = bags.view(len(keys), bags.numel() // len(keys)).sum(dim=1).tolist() if keys else []
+        if list(length_per_key) != actual:
+            raise ValueError(f"{where}: length_per_key {list(length_per_key)} does not match the lengths, "
+                             f"which give {actual} ids per key")
 
 
 class KeyedJaggedTensor:
@@ -90,6 +97,7 @@ class KeyedJaggedTensor:
         offsets: ``[len(keys) * stride + 1]`` bag boundaries.
         stride: batch size; inferred from lengths/offsets when there is at least one key.
         validate: check the structure and raise a ValueError naming the problem; turn off on hot paths.
+        length_per_key: ids per key when already known (saves a host sync); checked when validating.
     """
 
     def __init__(
@@ -107,7 +115,7 @@ class KeyedJaggedTensor:
         if lengths is None and offsets is None:
             raise ValueError(f"KeyedJaggedTensor(keys={keys}) needs lengths or offsets")
         if validate:
-            _check(keys, values, weights, lengths, offsets, stride)
+            _check(keys, values, weights, lengths, offsets, stride, length_per_key)
         if stride is None:
             bags = lengths.numel() if lengths is not None else offsets.numel() - 1  # type: ignore[union-attr]
             stride = bags // len(keys) if keys else 0

@@ -157,7 +157,11 @@ def ref_kjts(
         else draw(st.lists(bag_size, min_size=stride, max_size=stride))
         for _ in keys
     ]
-    bags = [[draw(st.lists(st.integers(0, id_max), min_size=n, max_size=n)) for n in s] for s in sizes]
+    # half the time all ids differ, so that any id moved to the wrong place shows
+    total = sum(map(sum, sizes))
+    flat_ids = draw(st.lists(st.integers(0, id_max), min_size=total, max_size=total, unique=draw(st.booleans())))
+    per_key = cut(flat_ids, [sum(s) for s in sizes])
+    bags = [cut(ids, s) for ids, s in zip(per_key, sizes, strict=True)]
     wbags = None
     if weighted:
         flat = draw(distinct_floats(sum(map(sum, sizes))))

@@ -195,9 +195,9 @@ def test_permute_out_of_range_is_rejected(backend, indices):
 
 @st.composite
 def refs_to_concat(draw):
-    """One reference cut into 1..4 consecutive key groups (some possibly keyless)."""
+    """One reference cut into 2..4 consecutive key groups (some possibly keyless)."""
     whole = draw(ref_kjts())
-    cuts = sorted(draw(st.lists(st.integers(0, len(whole.keys)), max_size=3)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(whole.keys)), min_size=1, max_size=3)))
     bounds = [0, *cuts, len(whole.keys)]
     return whole, [whole.select(list(range(a, b))) for a, b in zip(bounds, bounds[1:], strict=False)]
 
@@ -405,3 +405,22 @@ def test_fbgemm_backend_calls_fbgemm_and_torch_backend_does_not(backend):
         assert called, "use_backend('fbgemm') ran no fbgemm op for offsets() and permute()"
     else:
         assert not called, f"use_backend('torch') still ran {called}"
+
+
+@SETTINGS
+@edge_cases
+@given(ref=ref_kjts())
+def test_length_per_key_hint(backend, ref):
+    """A known length_per_key may be passed in (saving a host sync); a wrong one is rejected, since
+    permute trusts it (on the fbgemm path a wrong total writes out of bounds)."""
+    values, lengths, weights = kjt_tensors(ref)
+    hint = ref.length_per_key()
+    kjt = KeyedJaggedTensor(ref.keys, values, weights, lengths=lengths, stride=ref.stride, length_per_key=hint)
+    assert_kjt_matches(kjt, ref)
+    assert_kjt_matches(kjt.permute(list(range(len(ref.keys)))[::-1]), ref.select(list(range(len(ref.keys)))[::-1]))
+    for wrong in ([n + 1 for n in hint], hint + [0]):
+        if wrong == hint:
+            continue
+        with pytest.raises(ValueError) as excinfo:
+            KeyedJaggedTensor(ref.keys, values, weights, lengths=lengths, stride=ref.stride, length_per_key=wrong)
+        assert_names(excinfo, "length_per_key")
