@@ -14,7 +14,8 @@ Candidates per table, over its pool of ranks (pinned ranks, else all):
   fewer rows than ranks goes to its least-loaded ranks, one row each.
 - ``column_wise``: the least-loaded ``n`` ranks of the pool for ``n`` in 2, 4, 8, ... and the pool
   size, with at least ``min_column_shard_dim`` columns per shard (a fixed ``column_wise``: the whole
-  pool, up to one rank per column).
+  pool, up to one rank per column); auto never column-shards a table whose optimizer keeps per-row
+  state (rowwise_adagrad, rowwise_adam, lamb): it would not train like the unsharded table.
 - ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
   ``data_parallel_max_rows`` rows and only with several ranks.
 - ``table_row_wise``: the pool's ranks of one node (at most one per row), for each node; auto: only
@@ -42,6 +43,10 @@ from recframe.distributed.planner.cost import OptionCost, TableWorkload, option_
 from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
 
 TYPE_ORDER = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
+# Optimizers whose state or update uses a whole row (a per-row accumulator, LAMB's row norms): split
+# by columns they train differently from the unsharded table, so ``auto`` never column-shards them
+# (a constraint or a fixed ``sharding=column_wise`` still can, knowingly).
+ROW_STATE_OPTIMIZERS = ("rowwise_adagrad", "rowwise_adam", "lamb")
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ class Planner:
                     add(kind, [r])
             elif kind == "row_wise" and (explicit or len(pool) > 1):
                 add(kind, pool if t.rows >= len(pool) else sorted(by_load[:t.rows]))
-            elif kind == "column_wise":
+            elif kind == "column_wise" and (explicit or t.optimizer not in ROW_STATE_OPTIMIZERS):
                 for n in self._column_counts(t.dim, len(pool), fixed, explicit):
                     add(kind, sorted(by_load[:n]))
             elif kind == "data_parallel" and explicit and len(pool) < world:

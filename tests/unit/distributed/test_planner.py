@@ -259,3 +259,16 @@ def test_validation_names_bad_sharding_settings() -> None:
     assert [(p.key, p.message) for p in manual] == [("sharding.tables", "table 't_cat_3' has no placement in the "
                                                                         "sharding plan")]
     assert validate(dlrm("sharding=manual_example", "world_size=2")) == []
+
+
+def test_auto_never_column_shards_row_state_optimizers() -> None:
+    """Column shards of a rowwise_adagrad table keep a per-row state per shard: not the unsharded math."""
+    from recframe.distributed.planner import Planner, TableWorkload, Topology
+
+    topology = Topology(world_size=4, local_world_size=4, memory_per_rank_bytes=10**12)
+    for optimizer, column_allowed in (("rowwise_adagrad", False), ("lamb", False), ("adagrad", True)):
+        tables = [TableWorkload(name=f"t{i}", rows=100_000, dim=256, num_features=1, ids_per_sample=1.0,
+                                optimizer=optimizer) for i in range(8)]
+        result = Planner(topology, batch_size=2048).plan(tables, {}, sharding_type="auto")
+        kinds = {p.sharding_type for p in result.plan.tables.values()}
+        assert column_allowed or "column_wise" not in kinds, (optimizer, kinds)
