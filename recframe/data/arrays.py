@@ -212,3 +212,46 @@ class ValBatches(IterableDataset):
             first = self.start + k * self.batch_size
             rows = np.arange(first, min(first + self.batch_size, self.stop), dtype=np.int64)
             yield make_batch(self.columns, rows, self.keys, self.id_transform)
+
+
+class InMemorySource:
+    """The shared plumbing of data sources that hold every row as ``Columns`` (Criteo TSV and binary,
+    MovieLens, CSV): rows split in file order, the first ``num_train`` for training (reshuffled every
+    epoch with ``seed``), the rest for validation.
+
+    A subclass sets, by the end of its ``setup()``: ``columns``, ``num_train``, and in ``__init__``:
+    ``batch_size``, ``shuffle``, ``seed``, ``keys`` (the KJT keys) and ``id_transform`` (stored ids ->
+    table rows, or None).
+
+    Example:
+        >>> class Tiny(InMemorySource):  # doctest: +SKIP
+        ...     def setup(self) -> None: self.columns, self.num_train = columns, 80
+    """
+
+    columns: Columns | None
+    num_train: int
+    batch_size: int
+    shuffle: bool
+    seed: int
+    keys: list[str]
+    id_transform: IdTransform | None = None
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def _columns(self) -> Columns:
+        self.setup()
+        assert self.columns is not None
+        return self.columns
+
+    def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
+        """This rank's training batches from position ``first_batch`` (batches it consumed)."""
+        columns = self._columns()
+        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed)
+        return EpochBatches(columns, plan, self.keys, first_batch=first_batch, id_transform=self.id_transform)
+
+    def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
+        """This rank's validation batches."""
+        columns = self._columns()
+        return ValBatches(columns, self.num_train, len(columns) - self.num_train, self.batch_size, world_size, rank,
+                          self.keys, id_transform=self.id_transform)

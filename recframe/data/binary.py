@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset
 
-from recframe.data.arrays import Columns, EpochBatches, EpochPlan, ValBatches
+from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import MISSING_ID, OOV_ID
 from recframe.data.criteo import KINDS, NUM_SPARSE, SPARSE_NAMES
 from recframe.data.report import DataError, SkipReport
@@ -157,7 +156,7 @@ class TableRows:
         return np.where(ids >= self.rows, OOV_ID, ids)
 
 
-class CriteoBinarySource:
+class CriteoBinarySource(InMemorySource):
     """A preprocessed Criteo directory, memory-mapped; the last ``val_fraction`` of rows validate.
 
     Args:
@@ -183,7 +182,7 @@ class CriteoBinarySource:
         self.columns: Columns | None = None
         self.feature_map: dict[str, Any] = {}
         self.num_train = 0
-        self.transform: TableRows | None = None
+        self.id_transform: TableRows | None = None
 
     def _check(self, feature_map: dict[str, Any]) -> None:
         mode, where = feature_map["id_mode"], f"{self.path} (made with id mode {feature_map['id_mode']})"
@@ -212,23 +211,8 @@ class CriteoBinarySource:
         if len(columns) == 0:
             raise DataError(f"{self.path}: has no rows")
         self.num_train = len(columns) - int(round(len(columns) * self.val_fraction))
-        self.transform = TableRows(self.feature_map["id_mode"], self.table_rows)
+        self.id_transform = TableRows(self.feature_map["id_mode"], self.table_rows)
         self.columns = columns
-
-    def _columns(self) -> Columns:
-        self.setup()
-        assert self.columns is not None
-        return self.columns
-
-    def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
-        columns = self._columns()
-        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed)
-        return EpochBatches(columns, plan, self.keys, first_batch=first_batch, id_transform=self.transform)
-
-    def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
-        columns = self._columns()
-        return ValBatches(columns, self.num_train, len(columns) - self.num_train, self.batch_size, world_size, rank,
-                          self.keys, id_transform=self.transform)
 
     def report(self) -> dict[str, float]:
         columns = self._columns()

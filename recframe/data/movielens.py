@@ -31,9 +31,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import IterableDataset
 
-from recframe.data.arrays import Columns, EpochBatches, EpochPlan, ValBatches
+from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary
 from recframe.data.report import DataError
 
@@ -74,7 +73,7 @@ def read_ratings(path: Path) -> np.ndarray:
                     dtype=np.int64).reshape(-1, 4)
 
 
-class MovieLensSource:
+class MovieLensSource(InMemorySource):
     """MovieLens 100K ratings as clicks, split into training and validation ratings.
 
     Args:
@@ -101,6 +100,7 @@ class MovieLensSource:
             raise ValueError(f"MovieLensSource: unknown features {unknown} (known: {DENSE_FEATURES + SPARSE_FEATURES})"
                              f" or split {split!r} (known: {SPLITS})")
         self.path, self.dense_names, self.sparse_names = Path(path), list(dense_names), list(sparse_names)
+        self.keys = self.sparse_names  # the KJT keys
         self.table_rows = {n: int(table_rows[n]) for n in sparse_names}
         self.batch_size, self.split, self.val_fraction = batch_size, split, val_fraction
         self.shuffle, self.seed, self.vocab_threshold = shuffle, seed, vocab_threshold
@@ -183,21 +183,6 @@ class MovieLensSource:
             ids=ids if bags else ids[:, :, 0],
             labels=(ratings[:, 2] >= self.positive_rating).astype(np.float32),
         )
-
-    def _columns(self) -> Columns:
-        self.setup()
-        assert self.columns is not None
-        return self.columns
-
-    def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
-        columns = self._columns()
-        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed)
-        return EpochBatches(columns, plan, self.sparse_names, first_batch=first_batch)
-
-    def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
-        columns = self._columns()
-        return ValBatches(columns, self.num_train, len(columns) - self.num_train, self.batch_size, world_size, rank,
-                          self.sparse_names)
 
     def report(self) -> dict[str, float]:
         columns = self._columns()

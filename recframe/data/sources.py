@@ -17,9 +17,8 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from torch.utils.data import IterableDataset
 
-from recframe.data.arrays import Columns, EpochBatches, EpochPlan, ValBatches
+from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import ID_MAPPINGS, Vocabulary, modulo_ids
 from recframe.data.criteo import NUM_SPARSE, read_criteo_tsv
 from recframe.data.report import DataError, SkipReport
@@ -30,7 +29,7 @@ def split_rows(num_rows: int, val_fraction: float) -> int:
     return num_rows - int(round(num_rows * val_fraction))
 
 
-class CriteoTsvSource:
+class CriteoTsvSource(InMemorySource):
     """A Criteo TSV file in memory, split into training and validation rows by file order.
 
     Args:
@@ -89,21 +88,6 @@ class CriteoTsvSource:
                 self.vocab_truncated += vocab.truncated
         assert rows.labels is not None
         self.columns = Columns(dense=rows.dense, ids=ids, labels=rows.labels)
-
-    def _columns(self) -> Columns:
-        self.setup()
-        assert self.columns is not None
-        return self.columns
-
-    def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
-        columns = self._columns()
-        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed)
-        return EpochBatches(columns, plan, self.keys, first_batch=first_batch)
-
-    def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
-        columns = self._columns()
-        return ValBatches(columns, self.num_train, len(columns) - self.num_train, self.batch_size, world_size, rank,
-                          self.keys)
 
     def report(self) -> dict[str, float]:
         columns = self._columns()

@@ -28,9 +28,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import IterableDataset
 
-from recframe.data.arrays import Columns, EpochBatches, EpochPlan, ValBatches
+from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary, modulo_ids
 from recframe.data.report import DataError, SkipReport
 
@@ -49,7 +48,7 @@ def read_header(path: str | Path, delimiter: str = ",") -> list[str]:
         return next(csv.reader(f, delimiter=delimiter), [])
 
 
-class TabularSource:
+class TabularSource(InMemorySource):
     """A CSV file with a header, read into memory; the last ``val_fraction`` of rows validate.
 
     Args:
@@ -83,6 +82,7 @@ class TabularSource:
             raise ValueError(f"TabularSource: dense_transform={dense_transform!r}; choose one of {DENSE_TRANSFORMS}")
         self.path, self.label = path, label
         self.dense_names, self.sparse_names = list(dense_names), list(sparse_names)
+        self.keys = self.sparse_names  # the KJT keys
         self.table_rows = {n: int(table_rows[n]) for n in sparse_names}
         self.column_of = {n: (columns or {}).get(n, n) for n in self.dense_names + self.sparse_names}
         self.batch_size, self.delimiter, self.positive_threshold = batch_size, delimiter, positive_threshold
@@ -184,21 +184,6 @@ class TabularSource:
         self.columns = Columns(dense=transform.astype(np.float32).reshape(n, len(self.dense_names)),
                                ids=ids if self.separator else ids[:, :, 0],
                                labels=np.array(labels, dtype=np.float32))
-
-    def _columns(self) -> Columns:
-        self.setup()
-        assert self.columns is not None
-        return self.columns
-
-    def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
-        columns = self._columns()
-        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed)
-        return EpochBatches(columns, plan, self.sparse_names, first_batch=first_batch)
-
-    def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
-        columns = self._columns()
-        return ValBatches(columns, self.num_train, len(columns) - self.num_train, self.batch_size, world_size, rank,
-                          self.sparse_names)
 
     def report(self) -> dict[str, float]:
         columns = self._columns()
