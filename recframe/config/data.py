@@ -95,10 +95,17 @@ class MovieLensDataConfig:
 
 @dataclass
 class TabularDataConfig:
-    """A CSV file with a header: the features config names its columns (recframe.data.tabular)."""
+    """A CSV or Parquet table described by a feature spec (data.spec) or the features config (recframe.data.tabular).
+
+    With ``spec`` (a YAML file, recframe.data.spec), the spec's settings win; what it leaves out comes
+    from the keys below (label, positive_threshold, dense_transform, id_mapping, vocab_threshold,
+    multi_value_separator). Without it, the features config names the columns (``columns`` renames).
+    """
 
     kind: str = "tabular"  # data source: tabular
-    path: str = MISSING  # the CSV file (first row: column names)
+    path: str = MISSING  # the CSV file (first row: column names) or Parquet file
+    spec: str | None = None  # feature spec YAML file: label, dense and categorical columns (None: the features config)
+    format: str = "auto"  # auto (.parquet/.pq: Parquet, else CSV) | csv | parquet (needs pip install recframe[parquet])
     batch_size: int = 256  # samples per batch per rank
     num_workers: int = 0  # DataLoader worker processes (started per epoch)
     pin_memory: bool = False  # page-locked batches (useful with GPUs)
@@ -126,12 +133,21 @@ def _feature_map_value(directory: str, key: str) -> Any:
     return feature_map_value(directory, key)
 
 
+def _feature_spec_value(path: str | None, key: str) -> Any:
+    from recframe.data.spec import feature_spec_value
+
+    return feature_spec_value(path, key)
+
+
 def register_resolvers() -> None:
-    """``${feature_map:DIR,key}`` in configs: a value of DIR's feature_map.json, e.g. ``num_embeddings.C1``."""
+    """Resolvers of the data configs: ``${feature_map:DIR,key}`` (a value of DIR's feature_map.json, e.g.
+    ``num_embeddings.C1``) and ``${feature_spec:FILE,key}`` (``dense``/``sparse`` names or ``tables`` of a spec)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("feature_map"):
         OmegaConf.register_new_resolver("feature_map", _feature_map_value)
+    if not OmegaConf.has_resolver("feature_spec"):
+        OmegaConf.register_new_resolver("feature_spec", _feature_spec_value)
 
 
 def file_data_problems(cfg: Any) -> list[Any]:
@@ -202,21 +218,38 @@ def _tabular_problems(cfg: Any) -> list[Any]:
     from omegaconf import OmegaConf
 
     from recframe.config.compose import Problem
+    from recframe.data.report import DataError
+    from recframe.data.tabular import FORMATS, read_header
 
     data, out = cfg.data, []
-    if not OmegaConf.is_missing(data, "path") and Path(data.path).is_file():
-        import csv
-
-        with open(data.path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f, delimiter=data.delimiter), [])
-        wanted = {"data.label": [data.label]}
+    if data.format not in FORMATS:
+        return [*out, Problem("data.format", f"unknown format {data.format!r}", f"choose one of {list(FORMATS)}")]
+    try:
+        spec = tabular_spec(cfg)
+    except DataError as error:
+        return [Problem("data.spec", str(error))]
+    names = {"dense": [d.feature for d in spec.dense], "sparse": [s.feature for s in spec.sparse]}
+    if data.spec is not None:
         for kind in ("dense", "sparse"):
-            wanted[f"features.{kind}"] = [data.columns.get(n, n) for n in cfg.features[kind]]
-        for key, names in wanted.items():
-            absent = [n for n in names if n not in header]
+            if list(cfg.features[kind]) != names[kind]:
+                out.append(Problem(f"features.{kind}", f"{list(cfg.features[kind])} differ from the {kind} features "
+                                   f"of the spec {data.spec}: {names[kind]}",
+                                   "take them from the spec: features=from_spec tables=from_spec"))
+    if not OmegaConf.is_missing(data, "path") and Path(data.path).is_file():
+        try:
+            header = read_header(data.path, data.delimiter, data.format)
+        except ImportError as error:
+            return [*out, Problem("data.path", str(error))]
+        wanted = {"data.label": [spec.label], "features.dense": [d.column for d in spec.dense],
+                  "features.sparse": [s.column for s in spec.sparse]}
+        if data.spec is not None:  # the spec names every column
+            wanted = {"data.spec": [c for columns in wanted.values() for c in columns]}
+        for key, columns in wanted.items():
+            absent = [c for c in columns if c not in header]
             if absent:
-                out.append(Problem(key, f"{data.path}:1 has no columns {absent}", f"its columns: {header}; map a "
-                                   "feature to a column with data.columns.<feature>=<column>"))
+                hint = "map a feature to a column with data.columns.<feature>=<column>" if data.spec is None \
+                    else f"fix the columns named in {data.spec}"
+                out.append(Problem(key, f"{data.path} has no columns {absent}", f"its columns: {header}; {hint}"))
     if data.dense_transform not in ("none", "log1p"):
         out.append(Problem("data.dense_transform", f"unknown transform {data.dense_transform!r}",
                            "choose none or log1p"))
@@ -227,6 +260,23 @@ def _tabular_problems(cfg: Any) -> list[Any]:
     if data.vocab_threshold < 1 or data.max_reported_errors < 0:
         out.append(Problem("data", "vocab_threshold must be >= 1 and max_reported_errors >= 0"))
     return out + _table_problems(cfg)
+
+
+def tabular_spec(cfg: Any) -> Any:
+    """The ``FeatureSpec`` of a ``data=tabular`` run: ``data.spec``'s file, or the features config.
+
+    Args:
+        cfg: the composed run config.
+    """
+    from recframe.data.spec import SpecDefaults, load_spec, spec_from_config
+
+    data = cfg.data
+    defaults = SpecDefaults(label=data.label, positive_threshold=data.positive_threshold,
+                            dense_transform=data.dense_transform, id_mapping=data.id_mapping,
+                            vocab_threshold=data.vocab_threshold, multi_value_separator=data.multi_value_separator)
+    if data.spec is not None:
+        return load_spec(data.spec, defaults)
+    return spec_from_config(list(cfg.features.dense), list(cfg.features.sparse), dict(data.columns), defaults)
 
 
 def _movielens_problems(cfg: Any) -> list[Any]:

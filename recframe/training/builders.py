@@ -137,15 +137,13 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
         )
         return RecDataModule(movielens, num_workers=data.num_workers, pin_memory=data.pin_memory)
     elif data.kind == "tabular":
+        from recframe.config.data import tabular_spec
         from recframe.data.tabular import TabularSource
 
         tabular = TabularSource(
-            str(data.path), label=data.label, dense_names=list(cfg.features.dense),
-            sparse_names=list(cfg.features.sparse), table_rows=rows, batch_size=data.batch_size,
-            columns=dict(data.columns), delimiter=data.delimiter, positive_threshold=data.positive_threshold,
-            dense_transform=data.dense_transform, multi_value_separator=data.multi_value_separator,
-            id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, val_fraction=data.val_fraction,
-            shuffle=data.shuffle, seed=data.seed, on_error=data.on_error, max_examples=data.max_reported_errors,
+            str(data.path), tabular_spec(cfg), table_rows=rows, batch_size=data.batch_size, fmt=data.format,
+            delimiter=data.delimiter, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
+            on_error=data.on_error, max_examples=data.max_reported_errors,
         )
         return RecDataModule(tabular, num_workers=data.num_workers, pin_memory=data.pin_memory)
     else:

@@ -18,9 +18,9 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 def small_model(experiment: str) -> list[str]:
     """Overrides that shrink an experiment's towers so each run takes seconds."""
-    if experiment in ("dlrm", "criteo_kaggle"):
+    if experiment in ("dlrm", "criteo_kaggle", "tabular"):
         return ["model.bottom_mlp=[16,8]", "model.top_mlp=[16]", "tables.embedding_dim=8"]
-    if experiment in ("dlrm_dcn", "mlperf_dcnv2"):
+    if experiment in ("dlrm_dcn", "mlperf_dcnv2", "criteo_1tb"):
         return ["model.bottom_mlp=[16,8]", "model.top_mlp=[16]", "model.dcn_low_rank_dim=8", "tables.embedding_dim=8"]
     if experiment in ("deepfm", "wide_deep"):
         return ["model.deep_mlp=[16]", "tables.embedding_dim=8"]

@@ -1,5 +1,6 @@
-"""The tabular CSV reader: the same values as the Criteo TSV reader on the same rows, multi-valued
-fields as bags, malformed rows counted or stopped at, and the config's feature spec checked."""
+"""The tabular reader: CSV and Parquet give the same columns, the same values (and with hex dtype the same
+ids) as the Criteo TSV reader on the same rows, multi-valued fields as bags, malformed rows counted or
+stopped at, feature spec files and the config's feature spec checked."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from recframe.data.report import DataError
 from recframe.data.sources import CriteoTsvSource
+from recframe.data.spec import SpecDefaults, spec_from_config
 from recframe.data.tabular import TabularSource, stable_hash
 from tests.shared_data import SHARED_DATA, require
 
@@ -22,8 +24,8 @@ CRITEO_COLUMNS = {**{f"int_{i}": f"I{i + 1}" for i in range(13)}, **{f"cat_{i}":
 
 def test_criteo_csv_reads_like_the_criteo_tsv_of_the_same_rows() -> None:
     csv_path, tsv_path = require(DEEPCTR / "criteo_sample.txt"), require(DEEPCTR / "criteo_sample.tsv")
-    table = TabularSource(str(csv_path), "label", DENSE, KEYS, {k: 1000 for k in KEYS}, batch_size=50,
-                          columns=CRITEO_COLUMNS, val_fraction=0.2)
+    spec = spec_from_config(DENSE, KEYS, CRITEO_COLUMNS, SpecDefaults())
+    table = TabularSource(str(csv_path), spec, {k: 1000 for k in KEYS}, batch_size=50, val_fraction=0.2)
     tsv = CriteoTsvSource(str(tsv_path), KEYS, [1000] * 26, batch_size=50, val_fraction=0.2)
     table.setup()
     tsv.setup()
@@ -35,10 +37,11 @@ def test_criteo_csv_reads_like_the_criteo_tsv_of_the_same_rows() -> None:
 
 def test_multi_valued_fields_become_bags_and_ratings_become_labels() -> None:
     path = require(ML1M)
-    source = TabularSource(str(path), "rating", ["age"], ["user_id", "genres", "gender"],
-                           {"user_id": 500, "genres": 40, "gender": 4}, batch_size=100, positive_threshold=4,
-                           multi_value_separator="|", id_mapping="vocab", dense_transform="none", val_fraction=0.5,
-                           shuffle=False)
+    spec = spec_from_config(["age"], ["user_id", "genres", "gender"], {},
+                            SpecDefaults(label="rating", positive_threshold=4, multi_value_separator="|",
+                                         id_mapping="vocab", dense_transform="none"))
+    source = TabularSource(str(path), spec, {"user_id": 500, "genres": 40, "gender": 4}, batch_size=100,
+                           val_fraction=0.5, shuffle=False)
     source.setup()
     lines = path.read_text().splitlines()[1:]
     genres = [line.split(",")[-5] for line in lines]
@@ -53,16 +56,18 @@ def test_multi_valued_fields_become_bags_and_ratings_become_labels() -> None:
 def test_malformed_rows_are_counted_or_stop_the_run(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text('label,x,c\n1,2.5,"a,b"\n0,abc,z\n1,3\n2,1,z\n0,nan,q\n1,1,z,extra\n0,,\n')
-    source = TabularSource(str(path), "label", ["x"], ["c"], {"c": 10}, batch_size=1, val_fraction=0.5)
+    spec = spec_from_config(["x"], ["c"], {}, SpecDefaults())
+    source = TabularSource(str(path), spec, {"c": 10}, batch_size=1, val_fraction=0.5)
     source.setup()
     assert len(source.columns) == 2 and source.columns.dense[:, 0].tolist() == pytest.approx([np.log1p(2.5), 0.0])
-    assert source.skipped.counts == {"short_row": 1, "long_row": 1, "bad_label": 1, "bad_dense": 2}
+    assert source.skipped.counts == {"short_row": 1, "long_row": 1, "bad_label": 1, "bad_dense": 2,
+                                     "bad_categorical": 0}
     assert source.skipped.examples["bad_dense"][0] == f"{path}:3: column x: 'abc' is not a finite number"
     assert source.columns.ids[:, 0].tolist() == [1 + stable_hash("a,b") % 9, 0]  # quoted comma; empty = missing
     with pytest.raises(DataError, match=rf"{path}:3: column x: 'abc' is not a finite number; fix or remove"):
-        TabularSource(str(path), "label", ["x"], ["c"], {"c": 10}, batch_size=1, on_error="error").setup()
-    with pytest.raises(DataError, match=r"the header has no columns \['y'\]"):
-        TabularSource(str(path), "label", ["y"], [], {}, batch_size=1).setup()
+        TabularSource(str(path), spec, {"c": 10}, batch_size=1, on_error="error").setup()
+    with pytest.raises(DataError, match=r"the table has no columns \['y'\]"):
+        TabularSource(str(path), spec_from_config(["y"], [], {}, SpecDefaults()), {}, batch_size=1).setup()
 
 
 def test_config_names_columns_and_builds() -> None:
