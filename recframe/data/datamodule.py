@@ -31,8 +31,10 @@ from recframe.data.synthetic import SyntheticCriteo, SyntheticDataset, Synthetic
 
 log = logging.getLogger(__name__)
 
-# Validation batches are drawn from this batch index on: far from any training position.
-VALIDATION_FIRST_BATCH = 1 << 40
+# Validation batches are drawn from this batch index on: far from any training position. A multiple
+# of every world size up to 16 (720720 = lcm(1..16)), so that N ranks with num_val_batches / N each
+# validate on the same global batches as one rank (``recframe eval`` on another world size).
+VALIDATION_FIRST_BATCH = 720720 << 20
 
 
 class DataSource(Protocol):
