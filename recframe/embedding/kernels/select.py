@@ -1,18 +1,22 @@
 """Backend choice per table and the grouping policy (which tables share one kernel).
 
-Backends, in ``auto``'s order of preference (adding one, e.g. triton, is one entry of ``BACKENDS``):
+Backends, in ``auto``'s order of preference (adding one is one entry of ``BACKENDS``):
 
 ============  ==========================================  ========================================
 backend       optimizers                                   limits
 ============  ==========================================  ========================================
 ``fbgemm``    CPU: sgd, adagrad, rowwise_adagrad           fbgemm_gpu must import; dim % 4 == 0;
               (no weight decay); CUDA: all six             fp32/fp16 weights
+``triton``    all six                                      triton must import; CUDA (CPU only through
+                                                           ``TRITON_INTERPRET=1``, never by auto);
+                                                           fp32/fp16/bf16, any dim
 ``torch``     all six, on any device                       none (fp32/fp16/bf16, any dim)
 ============  ==========================================  ========================================
 
 ``backend="auto"`` gives each table the first backend that supports it, so on CPU with fbgemm a
-rowwise_adagrad table runs on fbgemm and an adam table on torch; a named backend that cannot run
-a table is an error at construction, listing every such table and why.
+rowwise_adagrad table runs on fbgemm and an adam table on torch, and on a GPU without fbgemm
+every table runs on triton (where triton imports); a named backend that cannot run a table is an
+error at construction, listing every such table and why.
 
 Grouping policy: tables go in one kernel when they have the same backend, pooling (sum and mean
 apart, so that sum groups carry no per-id weights), weight dtype and optimizer (all fields
@@ -55,12 +59,14 @@ class Backend:
         unsupported: ``(table, optimizer, device) -> reason or None``; None means it can run the table.
         mixes_dims: whether one pooled kernel can hold tables of different dims.
         build: ``GroupSpec -> kernel module`` (see ``recframe.embedding.kernels.EmbeddingKernel``).
+        auto_devices: the device types on which ``auto`` may pick it.
     """
 
     name: str
     unsupported: Callable[[TableConfig, SparseOptimizer, torch.device], str | None]
     mixes_dims: bool
     build: Callable[[GroupSpec], nn.Module]
+    auto_devices: tuple[str, ...] = ("cpu", "cuda")
 
 
 def _fbgemm_unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.device) -> str | None:
@@ -75,6 +81,18 @@ def _build_fbgemm(spec: GroupSpec) -> nn.Module:
     return FbgemmEmbeddingKernel(spec)
 
 
+def _triton_unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.device) -> str | None:
+    from recframe.embedding.kernels import triton
+
+    return triton.unsupported(table, optimizer, device)
+
+
+def _build_triton(spec: GroupSpec) -> nn.Module:
+    from recframe.embedding.kernels.triton import TritonEmbeddingKernel
+
+    return TritonEmbeddingKernel(spec)
+
+
 def _build_torch(spec: GroupSpec) -> nn.Module:
     from recframe.embedding.kernels.torch import TorchEmbeddingKernel
 
@@ -83,6 +101,7 @@ def _build_torch(spec: GroupSpec) -> nn.Module:
 
 BACKENDS: dict[str, Backend] = {
     "fbgemm": Backend("fbgemm", _fbgemm_unsupported, mixes_dims=True, build=_build_fbgemm),
+    "triton": Backend("triton", _triton_unsupported, mixes_dims=False, build=_build_triton, auto_devices=("cuda",)),
     "torch": Backend("torch", lambda table, optimizer, device: None, mixes_dims=False, build=_build_torch),
 }
 _logged: set[str] = set()
@@ -116,7 +135,8 @@ def choose_backend(table: TableConfig, optimizer: SparseOptimizer, device: torch
     Returns:
         ``(backend name or None when the requested one cannot run it, reasons)``.
     """
-    names = list(BACKENDS) if requested == "auto" else [requested]
+    names = ([name for name, b in BACKENDS.items() if device.type in b.auto_devices] if requested == "auto"
+             else [requested])
     reasons = []
     for name in names:
         reason = BACKENDS[name].unsupported(table, optimizer, device)

@@ -1,4 +1,5 @@
-"""Backend choice: unsupported combinations fail at construction, a missing fbgemm falls back to torch."""
+"""Backend choice: unsupported combinations fail at construction, a missing fbgemm falls back to triton (CUDA)
+or torch."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import logging
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import torch
 
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
 from recframe.embedding.kernels import fbgemm as fbgemm_kernels
-from recframe.embedding.kernels.select import _logged
+from recframe.embedding.kernels import triton as triton_kernels
+from recframe.embedding.kernels.select import _logged, plan_groups
 
 HAS_FBGEMM = fbgemm_kernels.fbgemm_import_error() is None
 
@@ -45,8 +48,8 @@ def test_fbgemm_cpu_refuses_weight_decay() -> None:
 
 
 def test_unknown_backend_and_invalid_tables_are_reported() -> None:
-    with pytest.raises(ValueError, match="unknown embedding backend 'triton'"):
-        EmbeddingBagCollection([table("t")], SparseOptimizer(name="sgd"), backend="triton")
+    with pytest.raises(ValueError, match="unknown embedding backend 'cuda'"):
+        EmbeddingBagCollection([table("t")], SparseOptimizer(name="sgd"), backend="cuda")
     bad = [table("t", pooling="max", num_embeddings=0), table("t", feature_names=["t_f"])]
     with pytest.raises(ValueError) as err:
         EmbeddingBagCollection(bad, SparseOptimizer(name="sgd", weight_decay=0.1), backend="torch")
@@ -62,6 +65,30 @@ def test_missing_fbgemm_means_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ebc.backends == {"a": "torch", "b": "torch"}
     with pytest.raises(ValueError, match="does not import"):
         EmbeddingBagCollection([table("a")], SparseOptimizer(name="rowwise_adagrad"), backend="fbgemm")
+
+
+@pytest.mark.parametrize("has_fbgemm,has_triton,device,expected", [
+    (True, True, "cuda", "fbgemm"),
+    (False, True, "cuda", "triton"),
+    (False, False, "cuda", "torch"),
+    (False, True, "cpu", "torch"),  # auto never picks triton on CPU (its interpreter is for tests)
+])
+def test_auto_prefers_fbgemm_then_triton_on_cuda_then_torch(monkeypatch: pytest.MonkeyPatch, has_fbgemm: bool,
+                                                            has_triton: bool, device: str, expected: str) -> None:
+    monkeypatch.setattr(fbgemm_kernels, "fbgemm_import_error", lambda: None if has_fbgemm else "no fbgemm")
+    compiled = types.SimpleNamespace(INTERPRETED=False)
+    monkeypatch.setattr(triton_kernels, "_kernels_or_error",
+                        lambda: compiled if has_triton else "triton does not import (ImportError)")
+    plans = plan_groups([table("a"), table("b")], SparseOptimizer(name="rowwise_adagrad"), torch.device(device),
+                        "auto")
+    assert [(p.backend, p.table_indices) for p in plans] == [(expected, [0, 1])]
+
+
+def test_named_triton_without_triton_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triton_kernels, "_kernels_or_error",
+                        lambda: "triton does not import (ImportError: no module named triton)")
+    with pytest.raises(ValueError, match="table 'a'.*triton: triton does not import"):
+        EmbeddingBagCollection([table("a")], SparseOptimizer(name="sgd"), backend="triton")
 
 
 def test_fbgemm_is_imported_lazily_and_its_absence_is_one_log_line() -> None:

@@ -1,0 +1,228 @@
+"""The triton kernel: our own table-batched lookup and fused backward + optimizer, for GPUs without fbgemm.
+
+A group's tables (one dim, one weight dtype) live in one ``[total_rows, dim]`` tensor, as in the
+torch backend. Forward is one Triton launch for all features of the group (pooled: weighted sums
+per bag, the caller folds mean pooling into the weights; sequence: one row per id). Backward
+sorts the lookups by row once (``torch.sort``, stable), then two Triton launches sum every row's
+gradients and apply the optimizer to the row in the same kernel: one update per touched row,
+in a fixed order, no atomics, so every run gives the same result (kernel design:
+``triton_kernels.py``). There are no host syncs in a step.
+
+Support: optimizers ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam``, ``rowwise_adam`` and ``lamb``
+(with the weight decay of ``recframe.embedding.optimizers``); weights ``fp32``, ``fp16``, ``bf16``
+with fp32 optimizer state and fp32 accumulation, rounded to nearest even when stored; any dim
+(one kernel per dim). Devices: CUDA; CPU only through Triton's interpreter (``TRITON_INTERPRET=1``
+set before the first triton table is built: slow, for tests). Needs the ``triton`` package (3.6 or
+later): where it does not import, the backend says so and ``auto`` uses torch.
+
+Example:
+    >>> import torch
+    >>> from recframe.embedding.config import SparseOptimizer, TableConfig
+    >>> from recframe.embedding.kernels import GroupSpec
+    >>> spec = GroupSpec(tables=[TableConfig(name="t", num_embeddings=10, embedding_dim=4, feature_names=["f"])],
+    ...                  feature_tables=[0], optimizer=SparseOptimizer(name="adagrad", lr=0.1), pooled=True,
+    ...                  device=torch.device("cuda"))
+    >>> kernel = TritonEmbeddingKernel(spec)  # doctest: +SKIP
+    >>> kernel(torch.tensor([1, 1], device="cuda"), torch.tensor([0, 2], device="cuda"), None).shape  # doctest: +SKIP
+    torch.Size([1, 4])
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from recframe.embedding.config import SparseOptimizer, TableConfig
+from recframe.embedding.kernels import DTYPES, GroupSpec
+from recframe.embedding.optimizers import STATE_LAYOUT
+
+log = logging.getLogger(__name__)
+
+BLOCK_BAGS = 32  # bags (pooled) or ids (sequence) per forward program
+BLOCK_LOOKUPS = 32  # sorted lookups per backward program
+PARTIALS = 16  # partial sums a backward program adds per loop iteration (long segments)
+# (triton itself is imported lazily, by _kernels_or_error: this module imports where triton is missing)
+
+
+@functools.cache
+def _kernels_or_error() -> ModuleType | str:
+    """The compiled kernel module, or why it cannot be used (logged once, never raised)."""
+    try:
+        from recframe.embedding.kernels import triton_kernels
+    except Exception as err:  # a missing or broken triton must not crash recframe
+        log.warning("triton is not usable (%s: %s); the triton embedding backend is unavailable",
+                    type(err).__name__, err)
+        return f"triton does not import ({type(err).__name__}: {err}); install it with pip install triton"
+    return triton_kernels
+
+
+def unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.device) -> str | None:
+    """Why the triton backend cannot run this table here, or None when it can.
+
+    Args:
+        table: the table.
+        optimizer: the table's optimizer.
+        device: where it would live.
+    """
+    kernels = _kernels_or_error()
+    if isinstance(kernels, str):
+        return kernels
+    if device.type == "cuda":
+        if kernels.INTERPRETED:
+            return "the triton kernels were imported with TRITON_INTERPRET=1 (CPU interpreter); unset it for CUDA"
+        return None
+    if device.type == "cpu":
+        if not kernels.INTERPRETED:
+            return ("triton runs on CUDA; on CPU only through its interpreter (set TRITON_INTERPRET=1 before "
+                    "the first triton table is built; for tests: it is slow)")
+        return None
+    return f"triton runs on cuda (or cpu through TRITON_INTERPRET=1), not {device.type}"
+
+
+class TritonEmbeddingKernel(nn.Module):
+    """One group of same-dim tables in one tensor, looked up and trained by Triton kernels (module docstring).
+
+    Args:
+        spec: the group (tables, features, optimizer, pooled or sequence, device).
+    """
+
+    def __init__(self, spec: GroupSpec) -> None:
+        super().__init__()
+        reason = unsupported(spec.tables[0], spec.optimizer, spec.device)
+        if reason is not None:
+            raise ValueError(f"triton embedding backend: {reason}")
+        dims = {t.embedding_dim for t in spec.tables}
+        dtypes = {t.weight_dtype for t in spec.tables}
+        if len(dims) != 1 or len(dtypes) != 1:
+            raise ValueError(f"a triton kernel group needs one dim and one weight dtype, got {dims} and {dtypes}")
+        self.spec = spec
+        self.dim = dims.pop()
+        self.block_dim = 1 << (self.dim - 1).bit_length()  # the power of two >= dim
+        starts = [0]
+        for table in spec.tables:
+            starts.append(starts[-1] + table.num_embeddings)
+        self.table_starts = starts
+        self.num_features = len(spec.feature_tables)
+        # Keys are rows of the stacked tables: int32 sorts about twice as fast as int64.
+        self.key_dtype = torch.int32 if starts[-1] < 2**31 else torch.int64
+        self.register_buffer(
+            "weight", torch.empty(starts[-1], self.dim, dtype=DTYPES[dtypes.pop()], device=spec.device),
+            persistent=False,
+        )
+        self.state_names = [name for name, _ in STATE_LAYOUT[spec.optimizer.name]]
+        for name, rowwise in STATE_LAYOUT[spec.optimizer.name]:
+            shape = (starts[-1],) if rowwise else (starts[-1], self.dim)
+            self.register_buffer(name, torch.zeros(shape, dtype=torch.float32, device=spec.device), persistent=False)
+        self.register_buffer(
+            "feature_row_start",
+            torch.tensor([starts[t] for t in spec.feature_tables], dtype=torch.int64, device=spec.device),
+            persistent=False,
+        )
+        self.step = 0
+        self._kernels = _kernels_or_error()
+
+    # ---- the EmbeddingKernel interface --------------------------------------------------------
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
+                per_sample_weights: torch.Tensor | None) -> torch.Tensor:
+        """Look up the group's features (see ``recframe.embedding.kernels``).
+
+        Args:
+            indices: int64 ids, feature-major, each in its table's range.
+            offsets: int64 ``[num_features * batch + 1]`` bag boundaries.
+            per_sample_weights: float per-id weights (pooled kernels only) or None.
+
+        Returns:
+            ``[batch, num_features * dim]`` fp32 (pooled) or ``[num_ids, dim]`` fp32 (sequence).
+        """
+        anchor = torch.empty(0, device=self.weight.device, requires_grad=torch.is_grad_enabled())
+        weights = None
+        if per_sample_weights is not None and self.spec.pooled:
+            weights = per_sample_weights.float().contiguous()
+        return _FusedLookup.apply(anchor, self, indices.contiguous(), offsets.contiguous(), weights)
+
+    def table_weight(self, index: int) -> torch.Tensor:
+        return self.weight[self.table_starts[index]:self.table_starts[index + 1]]
+
+    def table_states(self, index: int) -> dict[str, torch.Tensor]:
+        lo, hi = self.table_starts[index], self.table_starts[index + 1]
+        return {name: getattr(self, name)[lo:hi] for name in self.state_names}
+
+    def get_step(self) -> int:
+        return self.step
+
+    def set_step(self, step: int) -> None:
+        self.step = int(step)
+
+    # ---- internals ----------------------------------------------------------------------------
+    def lookup(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
+               save: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The forward launch: ``(output, keys, grad rows)``, the last two None unless ``save``."""
+        k = self._kernels
+        num_ids, num_bags = indices.numel(), offsets.numel() - 1
+        batch = num_bags // self.num_features
+        device = indices.device
+        keys = torch.empty(num_ids if save else 0, dtype=self.key_dtype, device=device)
+        if not self.spec.pooled:
+            out = torch.empty(num_ids, self.dim, device=device)
+            if num_ids:
+                k.sequence_forward[(-(-num_ids // BLOCK_BAGS),)](
+                    indices, offsets, self.feature_row_start, self.weight, out, keys, num_ids, batch,
+                    self.num_features, self.dim, SAVE=save, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim)
+            return out, keys if save else None, None
+        out = torch.empty(batch, self.num_features * self.dim, device=device)
+        grad_rows = torch.empty(num_ids if save else 0, dtype=torch.int32, device=device)
+        k.pooled_forward[(-(-num_bags // BLOCK_BAGS),)](
+            indices, offsets, indices if weights is None else weights, self.feature_row_start, self.weight, out,
+            keys, grad_rows, num_bags, batch, self.num_features, self.dim,
+            HAS_WEIGHTS=weights is not None, SAVE=save, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim)
+        return out, keys if save else None, grad_rows if save else None
+
+    def apply_gradient(self, keys: torch.Tensor, grad_rows: torch.Tensor | None, weights: torch.Tensor | None,
+                       grad_out: torch.Tensor) -> None:
+        """Sort the lookups by row, sum each row's gradients and apply the optimizer (two launches)."""
+        self.step += 1
+        num_lookups = keys.numel()
+        if num_lookups == 0:
+            return
+        opt = self.spec.optimizer
+        sorted_keys, order = torch.sort(keys, stable=True)
+        grad = grad_out.float().contiguous()
+        num_blocks = -(-num_lookups // BLOCK_LOOKUPS)
+        partials = torch.empty(num_blocks, self.dim, device=keys.device)
+        pooled = self.spec.pooled
+        dummy = order  # stands for the pointers a configuration does not read
+        common = dict(POOLED=pooled, HAS_WEIGHTS=weights is not None, BLOCK=BLOCK_LOOKUPS, BLOCK_D=self.block_dim)
+        sources = (sorted_keys, order, grad_rows if pooled else dummy, dummy if weights is None else weights, grad)
+        self._kernels.segment_partials[(num_blocks,)](*sources, partials, num_lookups, self.dim, **common)
+        decay = "none" if opt.weight_decay == 0 else opt.weight_decay_mode
+        b1, b2 = opt.betas
+        states = [getattr(self, name) for name in self.state_names] + [self.weight] * (2 - len(self.state_names))
+        self._kernels.update_rows[(num_blocks,)](
+            *sources, partials, self.weight, states[0], states[1], num_lookups, num_blocks, self.dim,
+            opt.lr, opt.eps, opt.weight_decay, b1, b2, 1.0 - b1**self.step, 1.0 - b2**self.step,
+            OPT=self._kernels.OPTIMIZER_CODES[opt.name], DECAY=self._kernels.DECAY_CODES[decay],
+            PARTIALS=PARTIALS, **common)
+
+
+class _FusedLookup(torch.autograd.Function):
+    """Forward: the lookup. Backward: the fused optimizer step on the touched rows; no gradient flows out."""
+
+    @staticmethod
+    def forward(ctx, anchor: torch.Tensor, kernel: TritonEmbeddingKernel, indices: torch.Tensor,  # noqa: ANN001
+                offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        save = anchor.requires_grad
+        out, keys, grad_rows = kernel.lookup(indices, offsets, weights, save)
+        ctx.kernel = kernel
+        if save:
+            ctx.save_for_backward(keys, grad_rows, weights)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[None, None, None, None, None]:  # noqa: ANN001
+        keys, grad_rows, weights = ctx.saved_tensors
+        ctx.kernel.apply_gradient(keys, grad_rows, weights, grad_out)
+        return None, None, None, None, None
