@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FBGEMM_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-all lint bench clean
+.PHONY: install train test test-all test-gpu lint bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+# The gpu-marked tests (tests/gpu: CUDA paths, the triton kernels compiled), on a machine with a GPU
+# (there tests/conftest.py leaves TRITON_INTERPRET unset).
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)

@@ -1,28 +1,41 @@
 """Embedding table throughput: forward + backward + fused update, recframe backends vs plain PyTorch.
 
-Criteo-sized configs: ``--tables`` tables (26) of ``--rows`` rows (100,000), one feature each,
-dims 64 and 128, 1 and 20 ids per feature, batch 2048 and 16384. Backends:
+Two ways to pick the workloads:
+
+- a grid (default): ``--tables`` tables (26) of ``--rows`` rows (100,000), one feature each, dims
+  64 and 128, 1 and 20 ids per feature, batch 2048 and 16384;
+- ``--shapes``: the four shapes of ``../shared/bench/tbe_gpu.py`` (issue 9): ``S`` (26 x 100k x 64,
+  batch 2048, 1 id), ``M1`` (26 x 1M x 128, batch 16384, 1 id), ``M20`` (the same with 20 ids) and
+  ``MLPerf4M`` (the MLPerf DLRM-DCNv2 tables capped at 4M rows, dim 128, batch 8192, its multi-hot
+  sizes: 214 ids per sample).
+
+Backends (``--backend``, several allowed):
 
 - ``fbgemm``: recframe EmbeddingBagCollection on fbgemm's TBE (where fbgemm supports the optimizer here);
+- ``triton``: recframe EmbeddingBagCollection on the triton kernels (CUDA);
 - ``torch``: recframe EmbeddingBagCollection on the torch backend;
 - ``nn``: one ``nn.EmbeddingBag(mode="sum", sparse=True)`` per table + ``torch.optim.Adagrad`` on the
   sparse gradients (step + zero_grad), the plain-PyTorch way.
 
 The default optimizer is ``adagrad`` (exact, per element), the same math as the ``nn`` baseline
-(eps 1e-8 for all). A step is: forward of a fixed batch (a KeyedJaggedTensor for recframe),
-``backward`` of a fixed random output gradient, and the update. Reported: median ms per step,
-lookups/s (ids per step / time) and effective GB/s = bytes a perfect kernel would move per step /
-time, with bytes = lookups * dim * 4 (read rows) + bags * dim * 4 (write output) + bags * dim * 4
-(read the output gradient) + lookups * dim * 4 * 2 (read and write rows) + the optimizer state
-read and written per lookup (adagrad: dim floats, rowwise_adagrad: one float, sgd: none).
-Configs whose estimated memory exceeds ``--max-gb`` are listed as skipped. Runs on CUDA too when
-available (torch and nn backends; fbgemm where its CUDA build imports).
+(eps 1e-8 for all); issue 9's numbers use ``--optimizer rowwise_adagrad``. A step is: forward of a
+fixed batch (a KeyedJaggedTensor for recframe; ids are not range-checked unless ``--check-ids``,
+which costs a host sync per step, as the fbgemm probe has none), ``backward`` of a fixed random
+output gradient, and the update. On CPU each step is timed alone and the median reported; on CUDA
+``--steps`` back-to-back steps are timed with CUDA events and the mean reported (as the probe).
+Reported: ms per step, lookups/s (ids per step / time) and effective GB/s = bytes a perfect kernel
+would move per step / time, with bytes = lookups * dim * w (read rows) + bags * dim * 4 (write
+output) + bags * dim * 4 (read the output gradient) + lookups * dim * w * 2 (read and write rows)
++ the optimizer state read and written per lookup (adagrad: dim floats, rowwise_adagrad: one float,
+sgd: none), where w is the bytes of one weight (4 for fp32, 2 for fp16/bf16). Configs whose
+estimated memory exceeds ``--max-gb`` are listed as skipped.
 
 On a CPU shared with other jobs, ``--threads 1`` gives far steadier numbers: with every core busy,
 torch's multi-threaded ops wait on descheduled threads (measured here: 10-30x slower steps).
 
-    python scripts/bench_embedding.py                      # CPU (+ CUDA if present), all configs
-    python scripts/bench_embedding.py --rows 1000000 --dims 128 --ids 20 --batches 16384 --devices cuda
+    python scripts/bench_embedding.py                      # CPU (+ CUDA if present), the grid
+    python scripts/bench_embedding.py --devices cuda --shapes S M1 M20 MLPerf4M --optimizer rowwise_adagrad \\
+        --backend triton torch --weight-dtypes fp32 bf16 --max-gb 60
 """
 
 from __future__ import annotations
@@ -31,27 +44,57 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
-from recframe.embedding.kernels.fbgemm import unsupported
+from recframe.embedding.kernels.select import BACKENDS
 from recframe.sparse import KeyedJaggedTensor
 
 STATE_FLOATS = {"sgd": lambda dim: 0, "adagrad": lambda dim: dim, "rowwise_adagrad": lambda dim: 1}
+WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+MLPERF_ROWS = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209, 11938,
+               155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36]
+MLPERF_HOTS = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One workload: rows and ids per sample of each table (one feature each), the dim and the batch."""
+
+    name: str
+    rows: tuple[int, ...]
+    hots: tuple[int, ...]
+    dim: int
+    batch: int
+
+
+SHAPES = {
+    "S": Shape("S", (100_000,) * 26, (1,) * 26, 64, 2048),
+    "M1": Shape("M1", (1_000_000,) * 26, (1,) * 26, 128, 16384),
+    "M20": Shape("M20", (1_000_000,) * 26, (20,) * 26, 128, 16384),
+    "MLPerf4M": Shape("MLPerf4M", tuple(min(r, 4_000_000) for r in MLPERF_ROWS), tuple(MLPERF_HOTS), 128, 8192),
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000, help="rows per table")
-    parser.add_argument("--tables", type=int, default=26, help="number of tables (one feature each)")
-    parser.add_argument("--dims", type=int, nargs="+", default=[64, 128], help="embedding dims")
-    parser.add_argument("--ids", type=int, nargs="+", default=[1, 20], help="ids per feature per sample")
-    parser.add_argument("--batches", type=int, nargs="+", default=[2048, 16384], help="batch sizes")
-    parser.add_argument("--backends", nargs="+", default=["fbgemm", "torch", "nn"], help="fbgemm, torch, nn")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows per table (grid)")
+    parser.add_argument("--tables", type=int, default=26, help="number of tables, one feature each (grid)")
+    parser.add_argument("--dims", type=int, nargs="+", default=[64, 128], help="embedding dims (grid)")
+    parser.add_argument("--ids", type=int, nargs="+", default=[1, 20], help="ids per feature per sample (grid)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[2048, 16384], help="batch sizes (grid)")
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=None,
+                        help="issue 9's shapes instead of the grid")
+    parser.add_argument("--backend", "--backends", dest="backends", nargs="+", default=["fbgemm", "torch", "nn"],
+                        choices=[*BACKENDS, "nn"], help="backends to time")
     parser.add_argument("--optimizer", default="adagrad", choices=sorted(STATE_FLOATS),
                         help="recframe backends' optimizer (nn always uses torch.optim.Adagrad)")
+    parser.add_argument("--weight-dtypes", nargs="+", default=["fp32"], choices=list(WEIGHT_BYTES),
+                        help="table weight dtypes (recframe backends)")
+    parser.add_argument("--check-ids", action="store_true", help="range-check ids (a host sync per step)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 on cpu, 20 on cuda)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 on cpu, 5 on cuda)")
@@ -60,30 +103,32 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def make_step(backend: str, device: torch.device, rows: int, tables: int, dim: int, ids: int, batch: int,
-              optimizer: str) -> Callable[[], None]:
+def make_step(backend: str, device: torch.device, shape: Shape, optimizer: str, weight_dtype: str,
+              check_ids: bool) -> Callable[[], None]:
     """Build the module and a fixed batch; return one training step."""
-    lookups = tables * batch * ids
-    values = torch.randint(0, rows, (lookups,), device=device)
+    tables, batch, dim = len(shape.rows), shape.batch, shape.dim
+    values = torch.cat([torch.randint(0, rows, (batch * hot,), device=device)
+                        for rows, hot in zip(shape.rows, shape.hots, strict=True)])
+    lengths = torch.cat([torch.full((batch,), hot, device=device) for hot in shape.hots])
     grad = torch.randn(batch, tables * dim, device=device)
     if backend == "nn":
-        embs = nn.ModuleList(nn.EmbeddingBag(rows, dim, mode="sum", sparse=True) for _ in range(tables)).to(device)
+        embs = nn.ModuleList(nn.EmbeddingBag(rows, dim, mode="sum", sparse=True) for rows in shape.rows).to(device)
         opt = torch.optim.Adagrad(embs.parameters(), lr=0.01, eps=1e-8)
-        per_table = values.view(tables, batch * ids)
-        offsets = torch.arange(0, batch * ids, ids, device=device)
+        per_table = values.split([batch * hot for hot in shape.hots])
+        offsets = [torch.arange(0, batch * hot, hot, device=device) for hot in shape.hots]
 
         def nn_step() -> None:
-            out = torch.cat([emb(per_table[t], offsets) for t, emb in enumerate(embs)], dim=1)
+            out = torch.cat([emb(per_table[t], offsets[t]) for t, emb in enumerate(embs)], dim=1)
             out.backward(grad)
             opt.step()
             opt.zero_grad(set_to_none=True)
 
         return nn_step
-    specs = [TableConfig(name=f"t{t}", num_embeddings=rows, embedding_dim=dim, feature_names=[f"f{t}"])
-             for t in range(tables)]
-    ebc = EmbeddingBagCollection(specs, SparseOptimizer(name=optimizer, lr=0.01), backend=backend, device=device)
-    kjt = KeyedJaggedTensor.from_lengths([f"f{t}" for t in range(tables)], values,
-                                         torch.full((tables * batch,), ids, device=device))
+    specs = [TableConfig(name=f"t{t}", num_embeddings=rows, embedding_dim=dim, feature_names=[f"f{t}"],
+                         weight_dtype=weight_dtype) for t, rows in enumerate(shape.rows)]
+    ebc = EmbeddingBagCollection(specs, SparseOptimizer(name=optimizer, lr=0.01), backend=backend, device=device,
+                                 check_ids=check_ids)
+    kjt = KeyedJaggedTensor.from_lengths([f"f{t}" for t in range(tables)], values, lengths)
 
     def recframe_step() -> None:
         ebc(kjt).values().backward(grad)
@@ -92,25 +137,38 @@ def make_step(backend: str, device: torch.device, rows: int, tables: int, dim: i
 
 
 def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
-    """Median seconds per step."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Seconds per step: the median of single timed steps on CPU, the mean of back-to-back steps on CUDA."""
     for _ in range(warmup):
         step()
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(steps):
+            step()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / steps
     times = []
     for _ in range(steps):
-        sync()
-        start = time.perf_counter()
+        begin = time.perf_counter()
         step()
-        sync()
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - begin)
     return statistics.median(times)
 
 
-def estimate_gb(backend: str, rows: int, tables: int, dim: int, lookups: int, optimizer: str) -> float:
+def estimate_gb(backend: str, shape: Shape, optimizer: str, weight_dtype: str) -> float:
     """Rough peak memory: tables + optimizer state + a few [lookups, dim] fp32 intermediates in backward."""
-    state = dim if backend == "nn" else STATE_FLOATS[optimizer](dim)
-    intermediates = {"fbgemm": 1, "torch": 3, "nn": 3}[backend]
-    return (tables * rows * (dim + state) + intermediates * lookups * dim) * 4 / 1e9
+    state = shape.dim if backend == "nn" else STATE_FLOATS[optimizer](shape.dim)
+    width = 4 if backend == "nn" else WEIGHT_BYTES[weight_dtype]
+    intermediates = {"fbgemm": 1, "triton": 0.1, "torch": 3, "nn": 3}[backend]
+    lookups = shape.batch * sum(shape.hots)
+    return (sum(shape.rows) * (shape.dim * width + state * 4) + intermediates * lookups * shape.dim * 4) / 1e9
+
+
+def grid_shapes(args: argparse.Namespace) -> list[Shape]:
+    return [Shape(f"{args.tables}x{args.rows}", (args.rows,) * args.tables, (ids,) * args.tables, dim, batch)
+            for dim in args.dims for ids in args.ids for batch in args.batches]
 
 
 def main() -> None:
@@ -118,10 +176,12 @@ def main() -> None:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    header = (f"{'device':<6} {'backend':<7} {'dim':>4} {'ids':>4} {'batch':>6} {'ms/step':>9} "
-              f"{'Mlookups/s':>11} {'GB/s':>7}")
-    print(f"{args.tables} tables x {args.rows:,} rows, optimizer {args.optimizer} (nn: torch.optim.Adagrad), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    shapes = [SHAPES[name] for name in args.shapes] if args.shapes else grid_shapes(args)
+    card = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    header = (f"{'device':<6} {'shape':<10} {'backend':<7} {'weights':<7} {'dim':>4} {'ids':>4} {'batch':>6} "
+              f"{'ms/step':>9} {'Mlookups/s':>11} {'GB/s':>7}")
+    print(f"optimizer {args.optimizer} (nn: torch.optim.Adagrad), torch {torch.__version__}{card}, "
+          f"{torch.get_num_threads()} CPU threads")
     print(header)
     print("-" * len(header))
     torch.manual_seed(0)
@@ -129,33 +189,34 @@ def main() -> None:
         device = torch.device(device_name)
         steps = args.steps or (20 if device.type == "cuda" else 2)
         warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
-        for dim in args.dims:
-            for ids in args.ids:
-                for batch in args.batches:
-                    for backend in args.backends:
-                        prefix = f"{device.type:<6} {backend:<7} {dim:>4} {ids:>4} {batch:>6}"
-                        lookups = args.tables * batch * ids
-                        if backend == "fbgemm":
-                            table = TableConfig(name="t", num_embeddings=args.rows, embedding_dim=dim,
-                                                feature_names=["f"])
-                            reason = unsupported(table, SparseOptimizer(name=args.optimizer), device)
-                            if reason is not None:
-                                print(f"{prefix}  unavailable: {reason[:70]}")
-                                continue
-                        need = estimate_gb(backend, args.rows, args.tables, dim, lookups, args.optimizer)
-                        if need > args.max_gb:
-                            print(f"{prefix}  skipped: needs ~{need:.1f} GB > --max-gb {args.max_gb}")
+        for shape in shapes:
+            for backend in args.backends:
+                for weight_dtype in args.weight_dtypes if backend != "nn" else ["fp32"]:
+                    ids = sum(shape.hots) / len(shape.hots)
+                    prefix = (f"{device.type:<6} {shape.name:<10} {backend:<7} {weight_dtype:<7} {shape.dim:>4} "
+                              f"{ids:>4.3g} {shape.batch:>6}")
+                    if backend != "nn":
+                        table = TableConfig(name="t", num_embeddings=max(shape.rows), embedding_dim=shape.dim,
+                                            feature_names=["f"], weight_dtype=weight_dtype)
+                        reason = BACKENDS[backend].unsupported(table, SparseOptimizer(name=args.optimizer), device)
+                        if reason is not None:
+                            print(f"{prefix}  unavailable: {reason[:70]}")
                             continue
-                        step = make_step(backend, device, args.rows, args.tables, dim, ids, batch, args.optimizer)
-                        seconds = time_steps(step, device, warmup, steps)
-                        bags = args.tables * batch
-                        state = dim if backend == "nn" else STATE_FLOATS[args.optimizer](dim)
-                        moved = (3 * lookups * dim + 2 * bags * dim + 2 * lookups * state) * 4
-                        print(f"{prefix} {seconds * 1e3:>9.1f} {lookups / seconds / 1e6:>11.2f} "
-                              f"{moved / seconds / 1e9:>7.2f}", flush=True)
-                        del step
-                        if device.type == "cuda":
-                            torch.cuda.empty_cache()
+                    need = estimate_gb(backend, shape, args.optimizer, weight_dtype)
+                    if need > args.max_gb:
+                        print(f"{prefix}  skipped: needs ~{need:.1f} GB > --max-gb {args.max_gb}")
+                        continue
+                    step = make_step(backend, device, shape, args.optimizer, weight_dtype, args.check_ids)
+                    seconds = time_steps(step, device, warmup, steps)
+                    lookups, bags = shape.batch * sum(shape.hots), shape.batch * len(shape.hots)
+                    state = shape.dim if backend == "nn" else STATE_FLOATS[args.optimizer](shape.dim)
+                    width = 4 if backend == "nn" else WEIGHT_BYTES[weight_dtype]
+                    moved = 3 * lookups * shape.dim * width + (2 * bags * shape.dim + 2 * lookups * state) * 4
+                    print(f"{prefix} {seconds * 1e3:>9.3f} {lookups / seconds / 1e6:>11.2f} "
+                          f"{moved / seconds / 1e9:>7.1f}", flush=True)
+                    del step
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

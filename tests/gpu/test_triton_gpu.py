@@ -1,0 +1,140 @@
+"""The triton backend compiled on a GPU (``make test-gpu``): equal to the torch backend on the same GPU,
+deterministic, and chosen by ``auto`` where fbgemm is missing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection, SparseOptimizer, TableConfig
+from recframe.sparse import KeyedJaggedTensor
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytest.importorskip("triton")
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+OPTIMIZERS = [
+    SparseOptimizer(name="sgd", lr=0.1),
+    SparseOptimizer(name="adagrad", lr=0.1),
+    SparseOptimizer(name="rowwise_adagrad", lr=0.1),
+    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="l2"),
+    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="decoupled"),
+    SparseOptimizer(name="adam", lr=0.05, weight_decay=0.01),
+    SparseOptimizer(name="rowwise_adam", lr=0.05, weight_decay=0.01, betas=[0.8, 0.99]),
+    SparseOptimizer(name="lamb", lr=0.05, weight_decay=0.01),
+]
+
+
+def tables(weight_dtype: str = "fp32", pooling: str = "sum") -> list[TableConfig]:
+    """Mixed dims (one not a power of two), a shared table, a tiny table whose rows get thousands of lookups."""
+    mean = "mean" if pooling == "sum" else pooling
+    return [
+        TableConfig(name="big", num_embeddings=5000, embedding_dim=64, feature_names=["a", "b"], pooling=pooling,
+                    weight_dtype=weight_dtype),
+        TableConfig(name="tiny", num_embeddings=3, embedding_dim=64, feature_names=["c"], pooling=mean,
+                    weight_dtype=weight_dtype),
+        TableConfig(name="odd", num_embeddings=700, embedding_dim=40, feature_names=["d"], pooling=pooling,
+                    weight_dtype=weight_dtype),
+    ]
+
+
+def batch(seed: int, size: int = 512, weighted: bool = True) -> KeyedJaggedTensor:
+    """Bags of 0-40 ids (empty bags, duplicates within and across bags), on the GPU."""
+    g = torch.Generator().manual_seed(seed)
+    rows = {"a": 5000, "b": 5000, "c": 3, "d": 700}
+    lengths = torch.randint(0, 41, (4 * size,), generator=g)
+    per_key = lengths.view(4, size).sum(1).tolist()
+    values = torch.cat([torch.randint(0, rows[k], (n,), generator=g) for k, n in zip(rows, per_key, strict=True)])
+    weights = torch.rand(values.numel(), generator=g) + 0.5 if weighted else None
+    return KeyedJaggedTensor.from_lengths(list(rows), values, lengths, weights=weights).to(torch.device("cuda"))
+
+
+def train_pair(specs: list[TableConfig], opt: SparseOptimizer, steps: int, tol: dict[str, float],
+               sequence: bool = False) -> EmbeddingBagCollection:
+    cls = EmbeddingCollection if sequence else EmbeddingBagCollection
+    torch.manual_seed(0)
+    fused = cls(specs, opt, backend="triton", device="cuda")
+    plain = cls(specs, opt, backend="torch", device="cuda")
+    plain.load_state_dict(fused.state_dict())
+    g = torch.Generator(device="cuda").manual_seed(1)
+    for step in range(steps):
+        kjt = batch(step)
+        a, b = fused(kjt), plain(kjt)
+        pairs = [(a[f].values(), b[f].values()) for f in b] if sequence else [(a.values(), b.values())]
+        for out_a, out_b in pairs:
+            torch.testing.assert_close(out_a, out_b, **tol)
+            grad = torch.randn(out_b.shape, device="cuda", generator=g)
+            out_a.backward(grad)
+            out_b.backward(grad)
+        for key, value in plain.state_dict().items():
+            torch.testing.assert_close(fused.state_dict()[key].float(), value.float(), **tol)
+    for name, states in plain.optimizer_state_dict().items():
+        for state, value in states.items():
+            torch.testing.assert_close(fused.optimizer_state_dict()[name][state].cpu(), value.cpu(), **tol)
+    return fused
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: f"{o.name}-{o.weight_decay}-{o.weight_decay_mode}")
+def test_triton_equals_torch_on_cuda(opt: SparseOptimizer) -> None:
+    train_pair(tables(), opt, steps=5, tol=TOL)
+
+
+@pytest.mark.parametrize("opt", [OPTIMIZERS[1], OPTIMIZERS[6]], ids=lambda o: o.name)
+def test_sequence_triton_equals_torch_on_cuda(opt: SparseOptimizer) -> None:
+    train_pair(tables(pooling="none"), opt, steps=5, tol=TOL, sequence=True)
+
+
+@pytest.mark.parametrize("dtype,ulp", [("bf16", 2.0**-8), ("fp16", 2.0**-11)])
+def test_low_precision_weights_on_cuda(dtype: str, ulp: float) -> None:
+    """Same fp32 math, rounded to nearest even: within one unit in the last place per step (see the CPU test)."""
+    train_pair(tables(dtype), OPTIMIZERS[2], steps=5, tol={"atol": 5 * ulp * 0.5, "rtol": 5 * ulp})
+
+
+def test_triton_is_deterministic() -> None:
+    """Two runs from the same start give bitwise equal weights and states (no atomics, fixed sum order)."""
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        ebc = EmbeddingBagCollection(tables(), OPTIMIZERS[6], backend="triton", device="cuda")
+        for step in range(3):
+            out = ebc(batch(step)).values()
+            out.backward(torch.randn(out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(step)))
+        results.append((ebc.state_dict(), ebc.optimizer_state_dict()))
+    for key, value in results[0][0].items():
+        assert torch.equal(value, results[1][0][key])
+    for name, states in results[0][1].items():
+        for state, value in states.items():
+            assert torch.equal(value, results[1][1][name][state])
+
+
+def test_auto_picks_triton_on_cuda_without_fbgemm() -> None:
+    from recframe.embedding.kernels.fbgemm import fbgemm_import_error
+
+    ebc = EmbeddingBagCollection(tables(), OPTIMIZERS[2], backend="auto", device="cuda")
+    expected = "fbgemm" if fbgemm_import_error() is None else "triton"
+    assert set(ebc.backends.values()) == {expected}
+
+
+def test_mlperf_like_hot_rows() -> None:
+    """A 3-row table looked up 8192 times a batch next to a large one: long segments, many partial sums."""
+    specs = [dataclasses.replace(t, num_embeddings=n) for t, n in zip(tables()[:2], (200_000, 3), strict=True)]
+    opt = OPTIMIZERS[2]
+    torch.manual_seed(0)
+    fused = EmbeddingBagCollection(specs, opt, backend="triton", device="cuda")
+    plain = EmbeddingBagCollection(specs, opt, backend="torch", device="cuda")
+    plain.load_state_dict(fused.state_dict())
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        lengths = torch.ones(3 * 8192, dtype=torch.int64)
+        values = torch.cat([torch.randint(0, 200_000, (2 * 8192,), generator=g), torch.randint(0, 3, (8192,),
+                                                                                               generator=g)])
+        kjt = KeyedJaggedTensor.from_lengths(["a", "b", "c"], values, lengths).to(torch.device("cuda"))
+        a, b = fused(kjt).values(), plain(kjt).values()
+        torch.testing.assert_close(a, b, **TOL)
+        grad = torch.randn_like(a)
+        a.backward(grad)
+        b.backward(grad)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[key], value, **TOL)
