@@ -48,7 +48,7 @@ class TablesConfig:
     num_embeddings: int = 100_000  # default rows per table
     embedding_dim: int = 64  # default embedding dim
     weight_dtype: str = "fp32"  # storage dtype of table weights: fp32 | fp16 | bf16
-    backend: str = "auto"  # kernel backend: auto | fbgemm | torch
+    backend: str = "auto"  # kernel backend: auto | fbgemm | triton | torch
     id_policy: str = "error"  # ids outside [0, rows): error (names feature and table) | modulo
     row_cap: int | None = None  # cap every table at this many rows, to fit a small machine (None: no cap)
     specs: dict[str, TableSpec] = field(default_factory=dict)  # table name -> spec

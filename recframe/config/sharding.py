@@ -38,7 +38,7 @@ class ManualPlacementConfig:
     sharding_type: str = MISSING  # data_parallel | table_wise | row_wise | column_wise | table_row_wise
     ranks: list[int] = MISSING  # the ranks holding the shards, in shard order (data_parallel: the replicas)
     shard_sizes: list[int] | None = None  # rows (row splits) or columns (column_wise) per shard; None: even
-    compute_kernel: str = "auto"  # kernel backend of the local shards: auto | fbgemm | torch
+    compute_kernel: str = "auto"  # kernel backend of the local shards: auto | fbgemm | triton | torch
 
 
 @dataclass

@@ -42,7 +42,7 @@ class TablePlacement:
         sharding_type: one of ``SHARDING_TYPES``.
         ranks: the ranks holding the table's shards, in shard order (data_parallel: the replicas).
         shard_sizes: rows (row-split) or columns (column_wise) per shard; None = even split.
-        compute_kernel: the kernel backend of the local shards: ``auto``, ``fbgemm`` or ``torch``.
+        compute_kernel: the kernel backend of the local shards: ``auto``, ``fbgemm``, ``triton`` or ``torch``.
     """
 
     sharding_type: str
@@ -88,8 +88,9 @@ class TablePlacement:
                 out.append(f"{where}: shard_sizes {self.shard_sizes} must give one size per rank and sum to {total}")
             elif min(self.shard_sizes) < 1:
                 out.append(f"{where}: every shard needs at least one row/column, got {self.shard_sizes}")
-        if self.compute_kernel not in ("auto", "fbgemm", "torch"):
-            out.append(f"{where}: compute_kernel {self.compute_kernel!r} is unknown; choose auto, fbgemm or torch")
+        if self.compute_kernel not in ("auto", "fbgemm", "triton", "torch"):
+            out.append(f"{where}: compute_kernel {self.compute_kernel!r} is unknown; "
+                       "choose auto, fbgemm, triton or torch")
         return out
 
 

@@ -80,7 +80,7 @@ class Planner:
         batch_size: samples per rank per step.
         data_parallel_max_rows: auto replicates only tables with at most this many rows.
         min_column_shard_dim: auto column shards have at least this many columns.
-        compute_kernel: the kernel backend written into every placement (auto | fbgemm | torch).
+        compute_kernel: the kernel backend written into every placement (auto | fbgemm | triton | torch).
     """
 
     def __init__(self, topology: Topology, batch_size: int,
