@@ -115,9 +115,10 @@ class LoggerConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Checkpoints under <run_dir>/checkpoints."""
+    """Checkpoints under <run_dir>/checkpoints/step-N (sharded, resumable, loadable into any world size)."""
 
-    every_n_steps: int = 500  # save every N training steps, keeping the newest (0: only last.ckpt, at the end)
+    every_n_steps: int = 500  # save every N training steps (0: only at the end of training and on SIGTERM)
+    keep_last: int = 2  # complete checkpoints kept (int >= 1); older step-N folders are deleted
 
 
 @dataclass
@@ -142,7 +143,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 42  # seed of model initialization (and of everything not seeded elsewhere)
     run_dir: str = "${hydra:runtime.output_dir}"  # the run directory; every output goes under it
-    ckpt_path: str | None = None  # resume from: a .ckpt path, or "last" (the run dir's last.ckpt)
+    ckpt_path: str | None = None  # train: resume from a checkpoints/step-N folder or "last" (the run dir's newest); eval: the checkpoint
     bench: BenchConfig = field(default_factory=BenchConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)  # a sharding/ option: planner or fixed plan
     world_size: int | None = None  # ranks to plan for (recframe plan); None: trainer.devices x trainer.num_nodes

@@ -129,9 +129,6 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     if trainer.precision not in PRECISIONS:
         out.append(Problem("trainer.precision", f"unknown precision {trainer.precision!r}",
                            _close(trainer.precision, list(PRECISIONS))))
-    if trainer.devices * trainer.num_nodes > 1 and cfg.ckpt_path is not None:
-        out.append(Problem("ckpt_path", "resuming a run of several processes needs sharded checkpoints, which come "
-                           "with the checkpoint issue", "resume with trainer.devices=1, or start afresh"))
     if trainer.val_check_interval is not None and trainer.val_check_interval < 1:
         out.append(Problem("trainer.val_check_interval", f"must be a number of steps >= 1, got "
                            f"{trainer.val_check_interval}"))

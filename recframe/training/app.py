@@ -85,33 +85,44 @@ def _flat_scalars(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    if cfg.ckpt_path is None:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
-    if not path.is_file():
-        hint = (f"no {path} yet: pass the run directory to resume with hydra.run.dir=<run dir>"
-                if cfg.ckpt_path == "last" else "check the path")
-        print(f"recframe train: ckpt_path={cfg.ckpt_path}: {hint}", file=sys.stderr)
-        raise SystemExit(2)
-    return str(path)
+def checkpoint_folder(ckpt_path: str, run_dir: Path, command: str) -> tuple[Path, int]:
+    """The checkpoint folder that ``ckpt_path`` names, and its step; exit code 2 with the reason if unusable.
+
+    ``last``: the newest complete ``step-N`` of the run directory; newer unfinished ones (a process
+    stopped while writing them) are passed over, saying so.
+    """
+    from recframe.training.checkpoint_dir import find_last, read_manifest
+
+    if ckpt_path == "last":
+        last = find_last(run_dir / "checkpoints")
+        for reason in last.skipped:
+            log.warning("not resuming from it: %s", reason)
+        if last.folder is None:
+            print(f"{command}: ckpt_path=last: no complete checkpoint in {run_dir / 'checkpoints'} yet: pass the "
+                  "run directory to resume with hydra.run.dir=<run dir>", file=sys.stderr)
+            raise SystemExit(2)
+        return last.folder, last.step
+    folder = Path(ckpt_path)
+    try:
+        return folder, int(read_manifest(folder)["global_step"])
+    except ValueError as error:
+        print(f"{command}: ckpt_path={ckpt_path}: {error} (give a checkpoints/step-N folder)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None,
                   resume_step: int = 0, checkpoints: bool = True):  # noqa: ANN201 (pl.Trainer, imported lazily)
     """The Lightning Trainer of a run: logger, callbacks, atomic checkpoints."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.callbacks import TQDMProgressBar
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from recframe.training.callbacks import ConfigToTensorBoard, TableStats, Throughput
-    from recframe.training.files import AtomicCheckpointIO
+    from recframe.training.checkpoint import DistributedCheckpointIO
+    from recframe.training.checkpoint_callback import StepCheckpoint
 
     t = cfg.trainer
     world = t.devices * t.num_nodes
-    if world > 1 and checkpoints:
-        log.warning("checkpoints are off with %d processes: sharded checkpoints come with the checkpoint issue", world)
-        checkpoints = False
     callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps)]
     if t.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.progress_bar_refresh_steps))
@@ -121,19 +132,17 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
                                    purge_step=resume_step or None)
         callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
     if checkpoints:
-        periodic = cfg.checkpoint.every_n_steps > 0
-        # Step checkpoints every N steps (the newest kept) with last.ckpt a link to the newest; without
-        # them, last.ckpt alone at the end of training.
-        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step-{step}",
-                                         auto_insert_metric_name=False,
-                                         every_n_train_steps=cfg.checkpoint.every_n_steps if periodic else None,
-                                         save_last="link" if periodic else True, save_top_k=1 if periodic else 0,
-                                         monitor=None))
+        # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint_callback).
+        callbacks.append(StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps))
+    # One checkpoint format for one process and many: DCP folders (recframe.training.checkpoint).
+    checkpoint_io = DistributedCheckpointIO(cfg.checkpoint.keep_last, OmegaConf.to_yaml(cfg, resolve=True))
     strategy: Any = "auto"
+    plugins: list[Any] = [checkpoint_io]
     if world > 1:
         from recframe.training.strategy import ShardedStrategy
 
         strategy = ShardedStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else "nccl")
+        strategy.checkpoint_io, plugins = checkpoint_io, []  # it writes on every rank (ShardedStrategy)
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision, strategy=strategy,
         max_steps=t.max_steps, max_epochs=t.max_epochs, val_check_interval=t.val_check_interval,
@@ -143,7 +152,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         num_sanity_val_steps=0, logger=logger, callbacks=[*callbacks, *(extra_callbacks or [])],
         # Validate under no_grad, not inference_mode: fbgemm's fused training kernels refuse inference tensors.
         inference_mode=False,
-        enable_checkpointing=checkpoints, plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
+        enable_checkpointing=False, plugins=plugins, default_root_dir=str(run_dir),
     )
 
 
@@ -190,21 +199,27 @@ def _build_module(cfg: DictConfig):  # noqa: ANN202 (RecModule, imported lazily)
 def train_job(cfg: DictConfig) -> float | None:
     """Train, validate on the whole validation set, write ``metrics.json``; returns the main metric."""
     import pytorch_lightning as pl
-    import torch
 
     from recframe.training.builders import build_datamodule
+    from recframe.training.checkpoint_dir import CheckpointWriteError
     from recframe.training.files import write_json_atomic
 
     run_dir = Path(cfg.run_dir)
     _use_torchrun_world(cfg)
     _check_plan(cfg)
-    ckpt = _resume_path(cfg, run_dir)
-    resume_step = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]) if ckpt else 0
+    ckpt, resume_step = None, 0
+    if cfg.ckpt_path is not None:
+        folder, resume_step = checkpoint_folder(cfg.ckpt_path, run_dir, "recframe train")
+        ckpt = str(folder)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module, datamodule = _build_module(cfg), build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, resume_step=resume_step)
     log.info("run directory: %s%s", run_dir, f" (resuming from {ckpt}, step {resume_step})" if ckpt else "")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    except CheckpointWriteError as error:  # full disk, read-only folder: say so, no traceback
+        print(f"recframe train: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in results.items()}
     metrics["global_step"] = trainer.global_step

@@ -17,9 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file through a temporary sibling, fsync it, then rename it into place.
@@ -46,22 +43,3 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     write_atomic(path, lambda f: f.write(text.encode()))
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes atomically and loads with ``weights_only=True``.
-
-    A crash while saving leaves the previous checkpoint intact; loading never runs code from a file.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options!r}")
-        write_atomic(path, lambda f: torch.save(checkpoint, f))
-
-    def load_checkpoint(self, path: str | os.PathLike, map_location: Any | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)

@@ -41,7 +41,7 @@ def test_every_experiment_trains_a_few_steps(experiment: str, tiny: list[str], t
     assert metrics["global_step"] == 6
     main = [k for k in metrics if k.endswith(("/auc", "/recall@10"))]
     assert main and all(0.0 <= metrics[k] <= 1.0 for k in main), metrics
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "step-6" / "manifest.json").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     tags = scalars(run_dir)
     assert "train/loss" in tags and "perf/samples_per_s" in tags

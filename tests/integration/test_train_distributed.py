@@ -33,7 +33,8 @@ def test_two_processes_train_end_to_end(sharding: str, tmp_path: Path) -> None:
     assert plan["world_size"] == 2 and len(plan["tables"]) == 26
     if sharding == "row_wise":
         assert {t["sharding_type"] for t in plan["tables"].values()} == {"row_wise"}
-    assert not (run_dir / "checkpoints").exists(), "multi-process checkpoints must wait for sharded checkpoints"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-6"]
+    assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in (run_dir / "checkpoints" / "step-6").iterdir()}
 
 
 def test_impossible_plan_fails_before_training(tmp_path: Path) -> None:

@@ -1,0 +1,106 @@
+"""When checkpoints are written: every N steps, at the end of training, and on SIGTERM.
+
+``StepCheckpoint`` saves ``checkpoints/step-N`` through ``trainer.save_checkpoint`` (on every rank:
+the save is collective, see ``recframe.training.checkpoint``).
+
+SIGTERM (a scheduler's preemption, ``kill``, ``docker stop``): the handler only sets a flag. At
+the next step boundary every rank learns whether any rank got the signal (a one-element
+all-reduce per step), then all of them write a final checkpoint and leave with exit code 143
+(128 + SIGTERM, what a shell reports for a process killed by SIGTERM, so schedulers see a
+termination, not a success). Lightning's own SIGTERM handler is replaced for the duration of
+training: it broadcasts from inside the signal handler (a collective that the other ranks are not
+in, which can deadlock when a rank other than 0 gets the signal), forwards the signal, and ends
+with exit code 0 without a checkpoint.
+
+Example:
+    >>> trainer = pl.Trainer(callbacks=[StepCheckpoint(Path("run/checkpoints"), every_n_steps=100)])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger("recframe")
+
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+
+
+class Terminated(SystemExit):
+    """Raised on every rank after the final checkpoint of a SIGTERM; the process exits with code 143."""
+
+    def __init__(self) -> None:
+        super().__init__(SIGTERM_EXIT_CODE)
+
+
+class StepCheckpoint(pl.Callback):
+    """Save ``root/step-<global step>`` every ``every_n_steps`` steps, at the end of training, and on SIGTERM.
+
+    Args:
+        root: the run's ``checkpoints/`` folder.
+        every_n_steps: period in optimizer steps (0: only at the end and on SIGTERM).
+    """
+
+    def __init__(self, root: Path, every_n_steps: int) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        self.root = root
+        self.every_n_steps = every_n_steps
+        self.terminate_requested = False
+        self._saved_step = -1
+        self._previous_handler: Any = None
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.terminate_requested = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+        self._restore_handler()
+        if self._any_rank_terminating(trainer):
+            raise Terminated()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        terminating = self._any_rank_terminating(trainer)
+        step = trainer.global_step
+        if terminating or (self.every_n_steps and step % self.every_n_steps == 0):
+            self.save(trainer)
+        if terminating:
+            log.warning("SIGTERM: wrote the checkpoint of step %d; stopping with exit code %d", step,
+                        SIGTERM_EXIT_CODE)
+            self._restore_handler()
+            raise Terminated()
+
+    def _any_rank_terminating(self, trainer: pl.Trainer) -> bool:
+        if trainer.world_size == 1 or not dist.is_initialized():
+            return self.terminate_requested
+        flag = torch.tensor([int(self.terminate_requested)], device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Save the current step (once per step), on every rank."""
+        if trainer.global_step == self._saved_step:
+            return
+        trainer.save_checkpoint(self.root / f"step-{trainer.global_step}")
+        self._saved_step = trainer.global_step
+        if trainer.is_global_zero:
+            log.info("checkpoint: %s", self.root / f"step-{trainer.global_step}")

@@ -1,0 +1,193 @@
+"""The checkpoint folder of a run: atomic commits, a manifest written last, ``last``, pruning.
+
+Layout of ``<run_dir>/checkpoints/``::
+
+    step-8/                      a complete checkpoint (committed)
+      .metadata  __0_0.distcp  __1_0.distcp ...   torch.distributed.checkpoint files of every rank
+      manifest.json              written last: format, step, world size, every file with its size
+    step-12/
+    .tmp-step-16-3f9a0c1d/       a checkpoint being written (or abandoned by a killed process)
+
+A save writes everything into a fresh ``.tmp-step-N-<id>`` folder (every rank), then rank 0
+writes ``manifest.json``, fsyncs it, renames the folder to ``step-N`` and fsyncs
+``checkpoints/``: a reader sees a whole checkpoint or none. (DCP's own save writes into the
+target folder in place with ``.metadata`` last, so a crash while overwriting an older checkpoint
+could leave a folder that looks complete and is not; recframe never writes into an existing
+``step-N``.) ``last`` is the newest ``step-N`` whose manifest checks out (every listed file is
+there with its size); pruning keeps the newest K and deletes only folders named like recframe's
+own (``step-N``, ``.tmp-step-N-<hex>``), never anything else a user put there.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> tmp = new_temp_folder(root, 4, "0a1b2c3d")
+    >>> _ = (tmp / "data").write_bytes(b"x")
+    >>> write_manifest(tmp, {"global_step": 4})
+    >>> commit(tmp, root / "step-4")
+    >>> find_last(root).folder.name
+    'step-4'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+FORMAT = "recframe-dcp/1"
+STEP_FOLDER = re.compile(r"^step-(\d+)$")
+TEMP_FOLDER = re.compile(r"^\.tmp-step-(\d+)-[0-9a-f]{8}$")
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (full disk, read-only folder, ...); the older ones are intact."""
+
+
+def step_folder(root: Path, step: int) -> Path:
+    """``<root>/step-<step>``."""
+    return root / f"step-{step}"
+
+
+def new_temp_folder(root: Path, step: int, token: str) -> Path:
+    """Create (and return) ``<root>/.tmp-step-<step>-<token>``; ``token``: 8 hex digits, the same on every rank."""
+    if not re.fullmatch(r"[0-9a-f]{8}", token):
+        raise ValueError(f"token must be 8 hex digits, got {token!r}")
+    folder = root / f".tmp-step-{step}-{token}"
+    root.mkdir(parents=True, exist_ok=True)
+    folder.mkdir()
+    return folder
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(folder: Path, info: dict[str, Any]) -> None:
+    """Write ``manifest.json`` (``info`` + format + every file's size) into ``folder``, fsynced, as its last file.
+
+    Args:
+        folder: the finished temporary checkpoint folder.
+        info: JSON-serializable facts about the checkpoint (step, world size, ...).
+    """
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    text = json.dumps({**info, "format": FORMAT, "files": files}, indent=2, sort_keys=True) + "\n"
+    with open(folder / MANIFEST, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def commit(temp: Path, final: Path) -> None:
+    """Rename the finished ``temp`` folder to ``final`` and make the rename durable (fsync of the parent).
+
+    Raises:
+        FileExistsError: ``final`` exists (a checkpoint is never overwritten).
+    """
+    if final.exists():
+        raise FileExistsError(f"{final} exists already; checkpoints are never overwritten")
+    os.rename(temp, final)
+    _fsync_dir(final.parent)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a checkpoint folder, checked against the folder's files.
+
+    Raises:
+        ValueError: saying what is wrong (no manifest: the writer was stopped; a file missing or of
+            another size: the folder was damaged or copied partly).
+    """
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{folder} has no {MANIFEST}: it was not finished (a process stopped while writing it?)")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} checkpoint manifest")
+    for name, size in manifest["files"].items():
+        file = folder / name
+        if os.path.basename(name) != name or not file.is_file():
+            raise ValueError(f"{folder}: file {name} listed in the manifest is missing")
+        if file.stat().st_size != size:
+            raise ValueError(f"{folder}: {name} has {file.stat().st_size} bytes, the manifest says {size} "
+                             "(truncated or damaged)")
+    return manifest
+
+
+@dataclass
+class LastCheckpoint:
+    """The newest complete checkpoint of a folder, and why newer candidates were passed over.
+
+    Args:
+        folder: the ``step-N`` folder, or None when there is no complete checkpoint.
+        step: its global step (-1 when none).
+        skipped: one line per newer folder that was not usable, saying why.
+    """
+
+    folder: Path | None
+    step: int = -1
+    skipped: list[str] = field(default_factory=list)
+
+
+def find_last(root: Path) -> LastCheckpoint:
+    """The newest ``step-N`` under ``root`` whose manifest checks out; unfinished newer ones are reported.
+
+    Args:
+        root: the run's ``checkpoints/`` folder (may be missing).
+    """
+    if not root.is_dir():
+        return LastCheckpoint(None)
+    candidates: list[tuple[int, Path]] = []
+    for entry in root.iterdir():
+        match = STEP_FOLDER.match(entry.name) or TEMP_FOLDER.match(entry.name)
+        if match and entry.is_dir():
+            candidates.append((int(match.group(1)), entry))
+    skipped = []
+    for step, folder in sorted(candidates, key=lambda c: (c[0], c[1].name.startswith("step-")), reverse=True):
+        if TEMP_FOLDER.match(folder.name):
+            skipped.append(f"{folder} is an unfinished checkpoint of step {step} (a process stopped while writing it)")
+            continue
+        try:
+            read_manifest(folder)
+        except ValueError as error:
+            skipped.append(str(error))
+            continue
+        return LastCheckpoint(folder, step, skipped)
+    return LastCheckpoint(None, -1, skipped)
+
+
+def prune(root: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints, and the unfinished ones they supersede.
+
+    Call it between saves (an unfinished folder up to the newest complete step is then a leftover
+    of a stopped writer). Only folders named like recframe's own are touched. Returns the deleted folders.
+
+    Args:
+        root: the run's ``checkpoints/`` folder.
+        keep: how many complete checkpoints to keep (>= 1).
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    complete, unfinished = [], []
+    for entry in root.iterdir() if root.is_dir() else []:
+        if entry.is_dir() and STEP_FOLDER.match(entry.name):
+            complete.append((int(STEP_FOLDER.match(entry.name).group(1)), entry))
+        elif entry.is_dir() and TEMP_FOLDER.match(entry.name):
+            unfinished.append((int(TEMP_FOLDER.match(entry.name).group(1)), entry))
+    complete.sort(reverse=True)
+    newest = complete[0][0] if complete else -1
+    doomed = [f for _, f in complete[keep:]] + [f for step, f in unfinished if step <= newest]
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return doomed
