@@ -17,15 +17,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import os
-from typing import Any
-
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from recframe.training.checkpoint import DistributedCheckpointIO
-from recframe.training.checkpoint_layout import ModelLayout
 from recframe.training.checkpoint import DistributedCheckpointIO
 from recframe.training.checkpoint_layout import ModelLayout
 from recframe.training.module import embedding_collections
@@ -49,26 +44,6 @@ class ShardedStrategy(DDPStrategy):
     def _setup_model(self, model: nn.Module) -> DistributedDataParallel:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, embedding_state_names(model))
         return super()._setup_model(model)
-
-    # ---- checkpoints: every rank writes its own table shards ----------------------------------------
-    # DDPStrategy writes on rank 0 only; here the checkpoint I/O (a DistributedCheckpointIO, set as
-    # ``strategy.checkpoint_io``) runs on every rank with this rank's table layout, and loads into the
-    # current layout whatever world size and plan wrote the checkpoint.
-    def _layout(self) -> ModelLayout:
-        return ModelLayout.of(self.lightning_module.model, prefix="model.", rank=self.global_rank)
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"ShardedStrategy.save_checkpoint takes no storage_options, got {storage_options!r}")
-        self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=self._layout())
-
-    def load_checkpoint(self, checkpoint_path: str | os.PathLike, weights_only: bool | None = None) -> dict[str, Any]:
-        io = self.checkpoint_io
-        if not isinstance(io, DistributedCheckpointIO):
-            raise TypeError(f"ShardedStrategy loads sharded checkpoints through DistributedCheckpointIO, "
-                            f"not {type(io).__name__}")
-        return io.load_checkpoint(checkpoint_path, layout=self._layout())
 
     # ---- checkpoints: every rank writes its own table shards ----------------------------------------
     # DDPStrategy writes on rank 0 only; here the checkpoint I/O (a DistributedCheckpointIO, set as
