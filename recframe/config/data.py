@@ -77,19 +77,35 @@ class CriteoBinaryDataConfig:
 
 @dataclass
 class MovieLensDataConfig:
-    """MovieLens 100K ratings as clicks (rating >= positive_rating) with user and item features (data.movielens)."""
+    """MovieLens ratings as clicks (rating >= positive_rating) with user and item features (data.movielens)."""
 
     kind: str = "movielens"  # data source: movielens
-    path: str = MISSING  # the ml-100k directory: u.data, u.user, u.item (and u1.base/u1.test, ...)
+    path: str = MISSING  # ml-100k, ml-1m or ml-latest(-small) directory, or a joined CSV (layout detected)
     batch_size: int = 256  # samples per batch per rank
     num_workers: int = 0  # DataLoader worker processes (started per epoch)
     pin_memory: bool = False  # page-locked batches (useful with GPUs)
-    split: str = "u1"  # u1..u5, ua, ub: GroupLens's .base/.test files | time: the last val_fraction of ratings by time
+    split: str = "u1"  # u1..u5, ua, ub: GroupLens's 100K .base/.test files | time: the last val_fraction by time
     val_fraction: float = 0.1  # split=time: the fraction of the latest ratings that validates
     shuffle: bool = True  # shuffle the training ratings every epoch
     seed: int = 1234  # seed of the per-epoch shuffles
     vocab_threshold: int = 1  # values seen fewer times in training share the out-of-vocabulary row 1
-    positive_rating: int = 4  # ratings at or above it are positives (label 1)
+    positive_rating: float = 4  # ratings at or above it are positives (label 1)
+    zip_prefix: int = 3  # leading characters of the zip code kept for the user_zip feature
+
+
+@dataclass
+class MovieLensRetrievalDataConfig:
+    """MovieLens interactions for two-tower retrieval: user history -> next item; each user's last item validates."""
+
+    kind: str = "movielens_retrieval"  # data source: movielens_retrieval
+    path: str = MISSING  # ml-100k, ml-1m or ml-latest(-small) directory, or a joined CSV (layout detected)
+    batch_size: int = 256  # (user, item) pairs per batch per rank (validation: the in-batch candidates)
+    num_workers: int = 0  # DataLoader worker processes (started per epoch)
+    pin_memory: bool = False  # page-locked batches (useful with GPUs)
+    history_length: int = 20  # items in the user_history feature (the latest before the target item)
+    shuffle: bool = True  # shuffle the training samples every epoch
+    seed: int = 1234  # seed of the per-epoch shuffles
+    vocab_threshold: int = 1  # values seen fewer times in training share the out-of-vocabulary row 1
     zip_prefix: int = 3  # leading characters of the zip code kept for the user_zip feature
 
 
@@ -124,7 +140,7 @@ class TabularDataConfig:
     max_reported_errors: int = 5  # malformed rows described (file:line: column) per kind in the log
 
 
-FILE_KINDS = ("criteo_tsv", "criteo_binary", "movielens", "tabular")  # data kinds that read files (data.path)
+FILE_KINDS = ("criteo_tsv", "criteo_binary", "movielens", "movielens_retrieval", "tabular")  # kinds with data.path
 
 
 def _feature_map_value(directory: str, key: str) -> Any:
@@ -169,22 +185,20 @@ def file_data_problems(cfg: Any) -> list[Any]:
     out: list[Problem] = []
     if OmegaConf.is_missing(data, "path"):
         example = {"criteo_tsv": "/path/to/train.txt", "criteo_binary": "/path/to/preprocessed_dir",
-                   "movielens": "/path/to/ml-100k", "tabular": "/path/to/table.csv"}[data.kind]
+                   "movielens": "/path/to/ml-100k", "movielens_retrieval": "/path/to/ml-100k",
+                   "tabular": "/path/to/table.csv"}[data.kind]
         noun = "file" if data.kind in ("criteo_tsv", "tabular") else "directory"
         out.append(Problem("data.path", "is not set", f"give the {noun}: data.path={example}"))
     elif data.kind == "criteo_binary" and not (Path(data.path) / "feature_map.json").is_file():
         out.append(Problem("data.path", f"{data.path} has no feature_map.json (from {Path.cwd()})",
                            f"make it with: recframe preprocess criteo --input FILE... --output {data.path}"))
-    elif data.kind == "movielens" and not (Path(data.path) / "u.data").is_file():
-        out.append(Problem("data.path", f"{data.path} has no u.data (from {Path.cwd()})",
-                           "give the ml-100k directory (u.data, u.user, u.item)"))
     elif data.kind in ("criteo_tsv", "tabular") and "://" not in data.path and not Path(data.path).is_file():
         out.append(Problem("data.path", f"no such file: {data.path} (from {Path.cwd()})",
                            "check the path; relative paths start from where recframe runs"))
+    if data.kind.startswith("movielens"):
+        return out + _movielens_problems(cfg)
     if not 0.0 < data.val_fraction < 1.0:
         out.append(Problem("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}"))
-    if data.kind == "movielens":
-        return out + _movielens_problems(cfg)
     if data.kind == "tabular":
         return out + _tabular_problems(cfg)
     if data.id_mapping not in ("modulo", "vocab"):
@@ -280,20 +294,47 @@ def tabular_spec(cfg: Any) -> Any:
 
 
 def _movielens_problems(cfg: Any) -> list[Any]:
+    from omegaconf import OmegaConf
+
     from recframe.config.compose import Problem
+    from recframe.data.movielens import DENSE_FEATURES, SPARSE_FEATURES, SPLITS, missing_features
+    from recframe.data.movielens_files import detect_layout
+    from recframe.data.movielens_retrieval import ITEM_FEATURES, USER_FEATURES
+    from recframe.data.report import DataError
 
     data, out = cfg.data, []
-    known_dense = ("user_age", "item_release_year")  # = recframe.data.movielens.DENSE_FEATURES (no torch import here)
-    known_sparse = ("user_id", "item_id", "user_age_bucket", "user_gender", "user_occupation", "user_zip",
-                    "item_genres", "item_year")  # = SPARSE_FEATURES
-    for kind, names, known in (("dense", cfg.features.dense, known_dense),
-                               ("sparse", cfg.features.sparse, known_sparse)):
-        unknown = [n for n in names if n not in known]
+    retrieval = data.kind == "movielens_retrieval"
+    known = {"dense": () if retrieval else DENSE_FEATURES,
+             "sparse": USER_FEATURES + ITEM_FEATURES if retrieval else SPARSE_FEATURES}
+    for kind, names in (("dense", cfg.features.dense), ("sparse", cfg.features.sparse)):
+        unknown = [n for n in names if n not in known[kind]]
         if unknown:
-            out.append(Problem(f"features.{kind}", f"data=movielens has no {kind} features {unknown}",
-                               f"choose from {list(known)}"))
-    if data.split not in ("u1", "u2", "u3", "u4", "u5", "ua", "ub", "time"):
-        out.append(Problem("data.split", f"unknown split {data.split!r}", "choose u1..u5, ua, ub or time"))
-    if data.vocab_threshold < 1 or not 1 <= data.positive_rating <= 5 or data.zip_prefix < 1:
-        out.append(Problem("data", "vocab_threshold and zip_prefix must be >= 1, positive_rating in 1..5"))
+            out.append(Problem(f"features.{kind}", f"data={data.kind} has no {kind} features {unknown}",
+                               f"choose from {list(known[kind])}"))
+    layout = None
+    if not OmegaConf.is_missing(data, "path"):
+        try:
+            layout = detect_layout(data.path)
+        except DataError as error:
+            out.append(Problem("data.path", str(error)))
+    absent = missing_features(layout or "", [*cfg.features.dense, *cfg.features.sparse])
+    if absent:
+        hint = "keep user_id and user_history on the user side" if retrieval else \
+            "use features=movielens_latest tables=movielens_latest"
+        out.append(Problem("features", f"{data.path} ({layout} layout) has no user attributes, so no features "
+                           f"{absent}", hint))
+    if retrieval and data.history_length < 1:
+        out.append(Problem("data.history_length", f"must be >= 1, got {data.history_length}"))
+    if not retrieval:
+        if data.split not in SPLITS:
+            out.append(Problem("data.split", f"unknown split {data.split!r}", "choose u1..u5, ua, ub or time"))
+        elif data.split != "time" and layout not in (None, "100k"):
+            out.append(Problem("data.split", f"split {data.split} is one of GroupLens's 100K split files; "
+                               f"{data.path} has the {layout} layout", "use data.split=time"))
+        if not 0.0 < data.val_fraction < 1.0:
+            out.append(Problem("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}"))
+        if not 0.5 <= data.positive_rating <= 5:
+            out.append(Problem("data.positive_rating", f"must be in 0.5..5, got {data.positive_rating}"))
+    if data.vocab_threshold < 1 or data.zip_prefix < 1:
+        out.append(Problem("data", "vocab_threshold and zip_prefix must be >= 1"))
     return out + _table_problems(cfg)

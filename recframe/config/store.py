@@ -32,6 +32,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("data", "criteo_tsv_schema"): data.CriteoTsvDataConfig,
     ("data", "criteo_binary_schema"): data.CriteoBinaryDataConfig,
     ("data", "movielens_schema"): data.MovieLensDataConfig,
+    ("data", "movielens_retrieval_schema"): data.MovieLensRetrievalDataConfig,
     ("data", "tabular_schema"): data.TabularDataConfig,
     **{("model", f"{name}_schema"): node for name, node in models.MODEL_SCHEMAS.items()},
 }

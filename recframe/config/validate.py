@@ -22,7 +22,7 @@ from recframe.distributed.plan import SHARDING_TYPES
 from recframe.distributed.planner.from_config import manual_plan, planned_world
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "64-true")
-DATA_OF_MODEL = {"two_tower": "synthetic_retrieval"}  # models that need a particular kind of data
+DATA_OF_MODEL = {"two_tower": ("synthetic_retrieval", "movielens_retrieval")}  # models that need these data kinds
 SAME_DIM_MODELS = {"deepfm": "FM interaction"}  # dlrm: checked against model.bottom_mlp
 
 
@@ -103,11 +103,11 @@ def _check_data(cfg: DictConfig) -> list[Problem]:
     out: list[Problem] = []
     data, model = cfg.data, cfg.model
     wanted = DATA_OF_MODEL.get(model.name)
-    if wanted is not None and data.kind != wanted:
-        out.append(Problem("data", f"model {model.name} needs data={wanted}, got data={data.kind}",
-                           f"add data={wanted}"))
-    if wanted is None and data.kind in DATA_OF_MODEL.values():
-        out.append(Problem("data", f"data={data.kind} is for {[m for m, d in DATA_OF_MODEL.items() if d == data.kind]}"
+    if wanted is not None and data.kind not in wanted:
+        out.append(Problem("data", f"model {model.name} needs data={' or '.join(wanted)}, got data={data.kind}",
+                           f"add data={wanted[0]}"))
+    if wanted is None and any(data.kind in kinds for kinds in DATA_OF_MODEL.values()):
+        out.append(Problem("data", f"data={data.kind} is for {[m for m, d in DATA_OF_MODEL.items() if data.kind in d]}"
                            f", not model {model.name}", "use data=synthetic"))
     if data.batch_size < 1:
         out.append(Problem("data.batch_size", f"must be >= 1, got {data.batch_size}"))

@@ -1,23 +1,21 @@
-"""MovieLens 100K (GroupLens ``ml-100k`` layout) as a click task: data kind ``movielens``.
+"""MovieLens ratings as a click task: data kind ``movielens`` (100K, 1M, latest and joined layouts).
 
-Files read from the directory: ``u.data`` (``user \\t item \\t rating \\t timestamp``), ``u.user``
-(``id|age|gender|occupation|zip``), ``u.item`` (``id|title|release date|video date|URL|`` 19 genre
-flags, latin-1) and, for a GroupLens split, ``<split>.base`` / ``<split>.test``.
+The files are read by ``recframe.data.movielens_files`` (layout detected from the files present).
+The label is ``rating >= positive_rating`` (4: 55% positives on 100K). Features, by fixed name (a
+config picks any of them, in any order; the ``latest`` layout has no user attributes, so only
+``user_id``, ``item_*`` there):
 
-The label is ``rating >= positive_rating`` (4: 55% positives). Features, by fixed name (a config
-picks any of them, in any order):
-
-- dense: ``user_age`` (age / 100), ``item_release_year`` ((year - 1900) / 100; 0 if unknown).
+- dense: ``user_age`` (age / 100; the 1M layouts store an age code: 1, 18, 25, ...),
+  ``item_release_year`` ((year - 1900) / 100; 0 if unknown).
 - sparse: ``user_id``, ``item_id``, ``user_age_bucket`` (<18, 18-24, 25-34, 35-44, 45-49, 50-55,
   56+), ``user_gender``, ``user_occupation``, ``user_zip`` (the first ``zip_prefix`` characters),
-  ``item_genres`` (multi-hot: 1 to 6 genres), ``item_year`` (release year).
+  ``item_genres`` (multi-hot), ``item_year`` (release year).
 
 Ids come from a vocabulary counted on the training ratings (``recframe.data.categorical``: 0
 missing, 1 out of vocabulary - e.g. an item never rated in training -, 2.. by decreasing count),
-capped at the table's rows. Splits: ``u1``..``u5``, ``ua``, ``ub`` (GroupLens's files: ``.base``
-trains, ``.test`` validates) or ``time`` (ratings by time; the last ``val_fraction`` validate).
-A line that does not parse stops the run naming file, line and field (these files are small and
-curated: a bad line means a wrong or damaged directory).
+capped at the table's rows. Splits: ``u1``..``u5``, ``ua``, ``ub`` (GroupLens's 100K files:
+``.base`` trains, ``.test`` validates) or ``time`` (every layout: ratings by time, the last
+``val_fraction`` validate).
 
 Example:
     >>> source = MovieLensSource("ml-100k", dense_names=["user_age"], sparse_names=["user_id", "item_genres"],
@@ -34,55 +32,77 @@ import numpy as np
 
 from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary
+from recframe.data.movielens_files import MovieLensData, Ratings, read_100k_ratings, read_movielens
 from recframe.data.report import DataError
 
 DENSE_FEATURES = ("user_age", "item_release_year")
 SPARSE_FEATURES = ("user_id", "item_id", "user_age_bucket", "user_gender", "user_occupation", "user_zip",
                    "item_genres", "item_year")
+USER_ATTRIBUTE_FEATURES = ("user_age", "user_age_bucket", "user_gender", "user_occupation", "user_zip")
 SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub", "time")
 AGE_EDGES = np.array([18, 25, 35, 45, 50, 56])
-MAX_GENRES = 19
 
 
-def _fields(path: Path, sep: str, count: int, encoding: str = "utf-8") -> list[list[str]]:
-    """Every line's fields; DataError naming file and line when a line has another number of fields."""
-    out = []
-    with path.open(encoding=encoding) as f:
-        for number, line in enumerate(f, 1):
-            fields = line.rstrip("\r\n").split(sep)
-            if fields == [""]:
-                continue
-            if len(fields) != count:
-                raise DataError(f"{path}:{number}: {len(fields)} {sep!r}-separated fields, expected {count}")
-            out.append(fields)
+def missing_features(layout: str, names: list[str]) -> list[str]:
+    """The features among ``names`` that a layout's files cannot give (user attributes of ``latest``)."""
+    return [n for n in names if n in USER_ATTRIBUTE_FEATURES] if layout == "latest" else []
+
+
+def _codes(texts: np.ndarray, transform=str) -> np.ndarray:  # noqa: ANN001 (a str -> str function)
+    """Per id, a code (int64) of its text in first-seen order; -1 for ids without a text."""
+    seen: dict[str, int] = {}
+    out = np.full(texts.shape[0], -1, np.int64)
+    for i, text in enumerate(texts):
+        if text:
+            out[i] = seen.setdefault(transform(text), len(seen))
     return out
 
 
-def _int(path: Path, number: int, name: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise DataError(f"{path}:{number}: field {name}: {text!r} is not an integer") from None
+def user_values(data: MovieLensData, users: np.ndarray, zip_prefix: int) -> dict[str, np.ndarray]:
+    """Raw values (-1 missing) of the user features of ``users``: ids, and attributes where the layout has them."""
+    out = {"user_id": users}
+    if data.age is not None:
+        assert data.gender is not None and data.occupation is not None and data.zip_code is not None
+        age = data.age[users]
+        out.update(user_age=age / 100.0, user_age_bucket=np.searchsorted(AGE_EDGES, age, "right"),
+                   user_gender=_codes(data.gender)[users], user_occupation=_codes(data.occupation)[users],
+                   user_zip=_codes(data.zip_code, lambda z: z[:zip_prefix].upper())[users])
+    return out
 
 
-def read_ratings(path: Path) -> np.ndarray:
-    """``[n, 4]`` int64 (user, item, rating, timestamp) of a ``u.data``-layout file."""
-    names = ("user", "item", "rating", "timestamp")
-    rows = _fields(path, "\t", 4)
-    return np.array([[_int(path, i + 1, n, v) for n, v in zip(names, r, strict=True)] for i, r in enumerate(rows)],
-                    dtype=np.int64).reshape(-1, 4)
+def item_values(data: MovieLensData, items: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw values of the item features of each of ``items`` (``item_genres``: ``[n, MAX_GENRES]``, -1 padded)."""
+    year = data.year[items]
+    return {"item_id": items, "item_genres": data.genres[items], "item_year": year,
+            "item_release_year": np.where(year > 0, (year - 1900) / 100.0, 0.0)}
+
+
+def vocab_ids(raw: np.ndarray, num_train: int, threshold: int, rows: int, bag: bool) -> tuple[np.ndarray, int]:
+    """Table rows ``[n, w]`` of raw values (``[n]``, or bags ``[n, w]``; -1 missing) by a vocabulary of the first
+    ``num_train`` rows (capped at ``rows``), and the rows the vocabulary needs. A bag keeps only its values (-1
+    padding); a missing single value is row 0.
+
+    Example:
+        >>> vocab_ids(np.array([5, 5, 7, -1]), num_train=3, threshold=1, rows=10, bag=False)[0][:, 0].tolist()
+        [2, 2, 3, 0]
+    """
+    raw = raw if raw.ndim == 2 else raw[:, None]
+    present = raw >= 0
+    vocab = Vocabulary.build(raw[:num_train][present[:num_train]], threshold, capacity=rows)
+    mapped = vocab.lookup(np.maximum(raw, 0), ~present)
+    return (np.where(present, mapped, -1) if bag else mapped), vocab.num_rows
 
 
 class MovieLensSource(InMemorySource):
-    """MovieLens 100K ratings as clicks, split into training and validation ratings.
+    """MovieLens ratings as clicks, split into training and validation ratings.
 
     Args:
-        path: the ``ml-100k`` directory.
+        path: the MovieLens directory (``ml-100k``, ``ml-1m``, ``ml-latest-small``) or joined CSV file.
         dense_names: dense features to produce (names from ``DENSE_FEATURES``), in order.
         sparse_names: sparse features (names from ``SPARSE_FEATURES``), in KJT key order.
         table_rows: rows of the table behind each sparse feature (vocabularies are capped there).
         batch_size: samples per batch per rank.
-        split: ``u1``..``u5``, ``ua``, ``ub`` or ``time``.
+        split: ``u1``..``u5``, ``ua``, ``ub`` (100K only) or ``time``.
         val_fraction: ``time`` split: the last fraction of ratings by time that validates.
         shuffle: shuffle the training ratings every epoch.
         seed: seed of the shuffles.
@@ -93,7 +113,7 @@ class MovieLensSource(InMemorySource):
 
     def __init__(self, path: str, dense_names: list[str], sparse_names: list[str], table_rows: dict[str, int],
                  batch_size: int, split: str = "u1", val_fraction: float = 0.1, shuffle: bool = True, seed: int = 0,
-                 vocab_threshold: int = 1, positive_rating: int = 4, zip_prefix: int = 3) -> None:
+                 vocab_threshold: int = 1, positive_rating: float = 4, zip_prefix: int = 3) -> None:
         unknown = [n for n in dense_names if n not in DENSE_FEATURES] + [n for n in sparse_names
                                                                           if n not in SPARSE_FEATURES]
         if unknown or split not in SPLITS:
@@ -107,81 +127,50 @@ class MovieLensSource(InMemorySource):
         self.positive_rating, self.zip_prefix = positive_rating, zip_prefix
         self.columns: Columns | None = None
         self.num_train = 0
+        self.layout = ""
         self.vocab_rows: dict[str, int] = {}
 
-    def _ratings(self) -> tuple[np.ndarray, int]:
+    def _ratings(self, data: MovieLensData) -> tuple[Ratings, int]:
         """All ratings used, training ones first, and how many train."""
         if self.split == "time":
-            ratings = read_ratings(self.path / "u.data")
-            ratings = ratings[np.lexsort((ratings[:, 1], ratings[:, 0], ratings[:, 3]))]
+            r = data.ratings
+            ratings = r.take(np.lexsort((r.item, r.user, r.timestamp)))
             return ratings, len(ratings) - int(round(len(ratings) * self.val_fraction))
         base, test = self.path / f"{self.split}.base", self.path / f"{self.split}.test"
-        if not base.is_file() or not test.is_file():
-            raise DataError(f"{self.path}: split {self.split} needs {base.name} and {test.name}; use data.split=u1 or "
-                            "data.split=time")
-        train = read_ratings(base)
-        return np.concatenate([train, read_ratings(test)]), len(train)
-
-    def _raw_features(self, ratings: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per rating: dense values and raw sparse values (int64; -1 missing; item_genres ``[n, 19]``)."""
-        users = _fields(self.path / "u.user", "|", 5)
-        items = _fields(self.path / "u.item", "|", 24, encoding="latin-1")
-        n_users = max(_int(self.path / "u.user", i + 1, "id", u[0]) for i, u in enumerate(users)) + 1
-        n_items = max(_int(self.path / "u.item", i + 1, "id", it[0]) for i, it in enumerate(items)) + 1
-        age = np.full(n_users, -1, np.int64)
-        gender, occupation, zip_code = (np.full(n_users, -1, np.int64) for _ in range(3))
-        codes: dict[str, dict[str, int]] = {"gender": {}, "occupation": {}, "zip": {}}
-        for i, (uid, a, g, occ, z) in enumerate(users):
-            u = int(uid)
-            age[u] = _int(self.path / "u.user", i + 1, "age", a)
-            gender[u] = codes["gender"].setdefault(g, len(codes["gender"]))
-            occupation[u] = codes["occupation"].setdefault(occ, len(codes["occupation"]))
-            zip_code[u] = codes["zip"].setdefault(z[: self.zip_prefix].upper(), len(codes["zip"]))
-        year = np.full(n_items, -1, np.int64)
-        genres = np.full((n_items, MAX_GENRES), -1, np.int64)
-        for i, fields in enumerate(items):
-            it = int(fields[0])
-            date = fields[2]
-            if date:
-                year[it] = _int(self.path / "u.item", i + 1, "release date", date.rsplit("-", 1)[-1])
-            flags = np.array([_int(self.path / "u.item", i + 1, "genre", f) for f in fields[5:]])
-            present = np.flatnonzero(flags)
-            genres[it, : present.size] = present
-        user, item = ratings[:, 0], ratings[:, 1]
-        bad = (user >= n_users) | (item >= n_items) | (age[np.minimum(user, n_users - 1)] < 0)
-        if bad.any():
-            raise DataError(f"{self.path}: a rating names user {user[bad][0]} / item {item[bad][0]}, absent from "
-                            "u.user / u.item")
-        release = np.where(year[item] > 0, (year[item] - 1900) / 100.0, 0.0)
-        dense = {"user_age": age[user] / 100.0, "item_release_year": release}
-        sparse = {"user_id": user, "item_id": item, "user_age_bucket": np.searchsorted(AGE_EDGES, age[user], "right"),
-                  "user_gender": gender[user], "user_occupation": occupation[user], "user_zip": zip_code[user],
-                  "item_genres": genres[item], "item_year": year[item]}
-        return dense, sparse
+        if data.layout != "100k" or not base.is_file() or not test.is_file():
+            raise DataError(f"{self.path}: split {self.split} needs {base.name} and {test.name} (GroupLens's 100K split "
+                            f"files; this is the {data.layout} layout): use data.split=time, or data.split=u1")
+        train, held_out = read_100k_ratings(base), read_100k_ratings(test)
+        ratings = Ratings(*(np.concatenate([a, b]) for a, b in (
+            (train.user, held_out.user), (train.item, held_out.item), (train.rating, held_out.rating),
+            (train.timestamp, held_out.timestamp))))
+        return ratings, len(train)
 
     def setup(self) -> None:
         if self.columns is not None:
             return
-        ratings, self.num_train = self._ratings()
-        dense, sparse = self._raw_features(ratings)
+        data = read_movielens(self.path)
+        self.layout = data.layout
+        absent = missing_features(data.layout, self.dense_names + self.sparse_names)
+        if absent:
+            raise DataError(f"{self.path}: the {data.layout} layout has no user attributes, so no features {absent}; "
+                            "use features=movielens_latest")
+        ratings, self.num_train = self._ratings(data)
+        values = {**user_values(data, ratings.user, self.zip_prefix), **item_values(data, ratings.item)}
         bags = "item_genres" in self.sparse_names
-        width = int((sparse["item_genres"] >= 0).sum(axis=1).max()) if bags else 1
+        width = int((values["item_genres"] >= 0).sum(axis=1).max()) if bags else 1
         ids = np.full((len(ratings), len(self.sparse_names), width), -1, dtype=np.int64)
         for j, name in enumerate(self.sparse_names):
-            raw = sparse[name] if name == "item_genres" else sparse[name][:, None]
-            raw = raw[:, :width]
-            present = raw >= 0
-            train_values = raw[: self.num_train][present[: self.num_train]]
-            vocab = Vocabulary.build(train_values, self.vocab_threshold, capacity=self.table_rows[name])
-            self.vocab_rows[name] = vocab.num_rows
-            mapped = vocab.lookup(np.maximum(raw, 0), ~present)
-            if name == "item_genres":  # a bag keeps only its genres (no missing id for the padding)
-                mapped = np.where(present, mapped, -1)
-            ids[:, j, : raw.shape[1]] = mapped
+            raw = values[name][:, :width] if name == "item_genres" else values[name]
+            mapped, self.vocab_rows[name] = vocab_ids(raw, self.num_train, self.vocab_threshold,
+                                                      self.table_rows[name], bag=name == "item_genres")
+            ids[:, j, : mapped.shape[1]] = mapped
+        dense = np.stack([values[n] for n in self.dense_names], axis=1) if self.dense_names else \
+            np.zeros((len(ratings), 0))
         self.columns = Columns(
-            dense=np.stack([dense[n] for n in self.dense_names], axis=1).astype(np.float32).reshape(len(ratings), -1),
+            dense=dense.astype(np.float32),
             ids=ids if bags else ids[:, :, 0],
-            labels=(ratings[:, 2] >= self.positive_rating).astype(np.float32),
+            labels=(ratings.rating >= self.positive_rating).astype(np.float32),
         )
 
     def report(self) -> dict[str, float]:
@@ -191,6 +180,6 @@ class MovieLensSource(InMemorySource):
 
     def summary(self) -> str:
         columns = self._columns()
-        return (f"{self.path}: {len(columns)} ratings (split {self.split}): {self.num_train} for training, "
-                f"{len(columns) - self.num_train} for validation; positives: rating >= {self.positive_rating}; "
-                f"vocabulary rows per feature: {self.vocab_rows}")
+        return (f"{self.path} ({self.layout} layout): {len(columns)} ratings (split {self.split}): {self.num_train} "
+                f"for training, {len(columns) - self.num_train} for validation; positives: rating >= "
+                f"{self.positive_rating}; vocabulary rows per feature: {self.vocab_rows}")

@@ -136,6 +136,15 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             positive_rating=data.positive_rating, zip_prefix=data.zip_prefix,
         )
         return RecDataModule(movielens, num_workers=data.num_workers, pin_memory=data.pin_memory)
+    elif data.kind == "movielens_retrieval":
+        from recframe.data.movielens_retrieval import MovieLensRetrievalSource
+
+        retrieval = MovieLensRetrievalSource(
+            str(data.path), sparse_names=list(cfg.features.sparse), table_rows=rows, batch_size=data.batch_size,
+            history_length=data.history_length, shuffle=data.shuffle, seed=data.seed,
+            vocab_threshold=data.vocab_threshold, zip_prefix=data.zip_prefix,
+        )
+        return RecDataModule(retrieval, num_workers=data.num_workers, pin_memory=data.pin_memory)
     elif data.kind == "tabular":
         from recframe.config.data import tabular_spec
         from recframe.data.tabular import TabularSource
