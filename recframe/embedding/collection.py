@@ -53,7 +53,7 @@ class _TableCollection(nn.Module):
             raise ValueError(f"invalid embedding tables ({len(problems)} problems):\n  " + "\n  ".join(problems))
         self.tables = list(tables)
         self.optimizer = optimizer
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else torch.get_default_device()
         self.plans = plan_groups(self.tables, optimizer, self.device, backend)
         self.feature_names = [f for t in self.tables for f in t.feature_names]
         self._table_slot: dict[int, tuple[int, int]] = {}  # table index -> (group, index in group)
@@ -213,8 +213,10 @@ class EmbeddingBagCollection(_TableCollection):
     Args:
         tables: the tables, pooling ``sum`` or ``mean``; a table may serve several features.
         optimizer: the sparse optimizer of tables whose own ``optimizer`` is None.
-        backend: ``auto`` (per table, the first of fbgemm, torch that supports it), ``fbgemm`` or ``torch``.
-        device: where the tables live (default cpu).
+        backend: ``auto`` (per table, the first of fbgemm, triton (CUDA only), torch that supports it),
+            ``fbgemm``, ``triton`` or ``torch`` (see ``kernels/select.py``).
+        device: where the tables live (default: torch's default device, so cpu, or the GPU inside
+            Lightning's ``configure_model`` or any ``with torch.device(...)`` block).
         check_ids: raise on ids outside a table's range (tables with id_policy ``error``). Costs a
             host sync per batch; False trusts the ids (see ``recframe.embedding.ids``).
 
@@ -278,8 +280,8 @@ class EmbeddingCollection(_TableCollection):
     Args:
         tables: the tables, pooling ``none``.
         optimizer: the sparse optimizer of tables whose own ``optimizer`` is None.
-        backend: ``auto``, ``fbgemm`` or ``torch`` (as EmbeddingBagCollection).
-        device: where the tables live (default cpu).
+        backend: ``auto``, ``fbgemm``, ``triton`` or ``torch`` (as EmbeddingBagCollection).
+        device: where the tables live (default: torch's default device, as EmbeddingBagCollection).
         check_ids: raise on out-of-range ids (as EmbeddingBagCollection).
 
     Example:

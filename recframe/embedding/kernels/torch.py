@@ -169,7 +169,9 @@ def sum_rows(grad_source: torch.Tensor, source: torch.Tensor, scale: torch.Tenso
     if unique == source.numel():  # no row looked up twice: the sums are the gradients themselves
         grad_ids = grad_source.index_select(0, source)
         return grad_ids if scale is None else grad_ids.mul_(scale.unsqueeze(1))
-    if sparse_matmul:
+    # cuSPARSE refuses a CSR matrix with more entries than cells (a hot row looked up several times
+    # in one bag of a tiny table): sum those with index_add_.
+    if sparse_matmul and source.numel() <= unique * grad_source.shape[0]:
         crow = torch.zeros(unique + 1, dtype=torch.int64, device=device)
         torch.cumsum(counts, dim=0, out=crow[1:])
         values = scale if scale is not None else torch.ones(source.numel(), device=device)
