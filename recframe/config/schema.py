@@ -122,6 +122,14 @@ class CheckpointConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Several processes: how long to wait for a peer before stopping."""
+
+    timeout_s: float = 300.0  # timeout of every collective (gloo/NCCL); a peer silent this long is lost
+    watchdog: bool = True  # heartbeats between the ranks: a dead peer stops the others within seconds
+
+
+@dataclass
 class BenchConfig:
     """``recframe bench``: the real training path, timed."""
 
@@ -141,6 +149,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 42  # seed of model initialization (and of everything not seeded elsewhere)
     run_dir: str = "${hydra:runtime.output_dir}"  # the run directory; every output goes under it
     ckpt_path: str | None = None  # train: resume from a checkpoints/step-N folder or "last" (the run dir's newest); eval: the checkpoint

@@ -132,6 +132,9 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     if trainer.val_check_interval is not None and trainer.val_check_interval < 1:
         out.append(Problem("trainer.val_check_interval", f"must be a number of steps >= 1, got "
                            f"{trainer.val_check_interval}"))
+    if cfg.distributed.timeout_s <= 0:
+        out.append(Problem("distributed.timeout_s", f"must be > 0 seconds, got {cfg.distributed.timeout_s}",
+                           "e.g. distributed.timeout_s=300"))
     return out
 
 

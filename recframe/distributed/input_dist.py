@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch import nn
 
 from recframe.distributed.comms import all_to_all_1d
+from recframe.distributed.faults import fault_point
 from recframe.embedding.ids import GroupInput
 from recframe.sparse import KeyedJaggedTensor, ops
 
@@ -193,6 +194,8 @@ class InputDist(nn.Module):
         any_weights = any(host[:world])
         counts_host = host[world:]
         recv_ids = [sum(counts_host[s * own:(s + 1) * own]) for s in range(world)]
+
+        fault_point("input_dist")  # failure tests only (RECFRAME_FAULT); a no-op otherwise
 
         # 2. ids, 3. weights (only if some rank has them; the others send ones).
         recv_values = all_to_all_1d(values, send_ids, recv_ids, self.group)

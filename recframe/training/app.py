@@ -141,7 +141,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     if world > 1:
         from recframe.training.strategy import ShardedStrategy
 
-        strategy = ShardedStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else "nccl")
+        strategy = ShardedStrategy(cfg.distributed.timeout_s, cfg.distributed.watchdog,
+                                   process_group_backend="gloo" if t.accelerator == "cpu" else "nccl")
         strategy.checkpoint_io, plugins = checkpoint_io, []  # it writes on every rank (ShardedStrategy)
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision, strategy=strategy,

@@ -7,20 +7,35 @@ broadcast rank 0's table shards over the other ranks' (which hold different rows
 updated by their fused optimizers inside the backward pass, through the sharded modules' own
 collectives.
 
+Failures: the process group gets the configured timeout (``distributed.timeout_s``; gloo's and
+Lightning's default is 30 minutes), and once it is up a ``PeerWatchdog`` (recframe.distributed.watchdog)
+watches every peer: a rank that dies or stops makes the others log ``rank R lost (...); stopping``
+and exit with status 1, rank 0 killing the ranks Lightning launched. A collective that fails in
+the training loop ends the same way (``on_exception``); any other error leaves without a goodbye,
+so the peers stop too once this process is gone.
+
 Example:
-    >>> strategy = ShardedStrategy(process_group_backend="gloo")  # doctest: +SKIP
+    >>> strategy = ShardedStrategy(timeout_s=300.0, watchdog=True, process_group_backend="gloo")  # doctest: +SKIP
     >>> trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=strategy)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from recframe.distributed.watchdog import (
+    PeerWatchdog,
+    describe_failure,
+    exit_now,
+    is_collective_failure,
+    start_watchdog,
+)
 from recframe.training.checkpoint import DistributedCheckpointIO
 from recframe.training.checkpoint_layout import ModelLayout
 from recframe.training.module import embedding_collections
@@ -37,9 +52,36 @@ def embedding_state_names(model: nn.Module) -> list[str]:
 
 
 class ShardedStrategy(DDPStrategy):
-    """DDP over the dense parameters only; the sharded embedding collections are left to themselves."""
+    """DDP over the dense parameters only; the sharded embedding collections are left to themselves.
+
+    Args:
+        timeout_s: timeout of every collective, and silence after which a peer is lost (seconds).
+        watchdog: watch the peers (heartbeats on connections of its own) to stop soon after one is lost.
+        process_group_backend: ``gloo`` (CPU) or ``nccl`` (GPU).
+    """
 
     strategy_name = "recframe_sharded"
+
+    def __init__(self, timeout_s: float, watchdog: bool, process_group_backend: str) -> None:
+        super().__init__(process_group_backend=process_group_backend, timeout=timedelta(seconds=timeout_s))
+        self.timeout_s, self.watch = timeout_s, watchdog
+        self.watchdog: PeerWatchdog | None = None
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        if self.watch and self.watchdog is None:
+            self.watchdog = start_watchdog(self.timeout_s, on_lost=self._stop)
+
+    def _stop(self, message: str) -> None:
+        exit_now(message, children=list(getattr(self.launcher, "procs", ())))
+
+    def on_exception(self, exception: BaseException) -> None:
+        super().on_exception(exception)
+        if self.watchdog is not None:
+            self.watchdog.mark_failed()
+        if is_collective_failure(exception):
+            self._stop(self.watchdog.explain(exception, wait_s=3.0) if self.watchdog is not None
+                       else describe_failure(exception, self.global_rank, self.timeout_s))
 
     def _setup_model(self, model: nn.Module) -> DistributedDataParallel:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, embedding_state_names(model))

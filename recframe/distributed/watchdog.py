@@ -1,0 +1,312 @@
+"""Peer watchdog: a rank whose peer died or hangs stops with one clear line, never an endless hang.
+
+What torch.distributed does on its own: when a peer process dies, the kernel closes its sockets
+and a gloo collective waiting on it fails at once ("Connection closed/reset by peer", naming an
+address, not a rank); a peer that is merely stopped (SIGSTOP, a frozen host) or a collective that
+some rank never calls blocks until the process group's timeout (30 minutes unless set). The
+watchdog builds on the same signal, on TCP connections of its own between every pair of ranks
+(addresses exchanged through the process group's store), served by one thread: nothing per step.
+
+- Every ``period_s`` each rank sends every peer a 12-byte heartbeat.
+- A closed connection (the peer's process is gone: the kernel closes its sockets) makes the peer
+  lost at once; no message from a peer for ``timeout_s`` (the configured collective timeout)
+  makes it lost too (stopped or hung).
+- A lost peer makes this rank tell the others which rank it lost (so every rank names the rank
+  that failed first, not one that stopped because of it), then call ``on_lost`` with the line
+  ``rank R lost (<why>); stopping rank S``; in training that is :func:`exit_now`, which kills the
+  processes the rank launched and ``os._exit``\\ s (the main thread may be stuck in a collective).
+- A rank that ends normally says goodbye (at interpreter exit) and its peers stop watching it; a
+  rank leaving through an error says nothing (``mark_failed``): its peers see it as lost and stop.
+
+Why not a gloo group: a thread blocked in a gloo wait aborts the process (std::terminate) when the
+wait returns while the interpreter shuts down; plain sockets in ``select`` do not.
+
+:func:`is_collective_failure` and :meth:`PeerWatchdog.explain` turn a collective's own error into
+the same line, naming the lost rank when the watchdog knows it.
+
+Example (on every rank, once the default process group is up):
+    >>> watchdog = start_watchdog(timeout_s=300.0, on_lost=exit_now)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import torch.distributed as dist
+
+log = logging.getLogger("recframe")
+
+EXIT_CODE = 1  # exit status of a rank stopped by a lost peer or a failed collective
+_FRAME = struct.Struct("!iii")  # kind, rank, reason
+_HELLO, _HEARTBEAT, _GOODBYE, _LOST = 0, 1, 2, 3  # message kinds
+_CLOSED, _SILENT = 0, 1  # why a peer is lost
+# Substrings of gloo's errors when a peer is gone or a collective timed out (NCCL raises DistBackendError).
+_COLLECTIVE_ERRORS = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
+                      "pair closure", "gloo/transport")
+
+_exiting = threading.Lock()
+
+
+def exit_now(message: str, children: Sequence[subprocess.Popen] = (), grace_s: float = 1.0) -> NoReturn:
+    """Log ``message`` as an error, end the processes this one launched, and exit with ``EXIT_CODE``.
+
+    Safe from any thread and from several at once (the first caller wins; the others wait for
+    the exit). Children get ``grace_s`` to exit by themselves (the watchdog's notice may already
+    have reached them), then SIGKILL (which ends stopped ones too); DataLoader workers are killed.
+
+    Args:
+        message: the one line to log.
+        children: processes this rank launched (Lightning's other local ranks, on rank 0).
+        grace_s: seconds children get before SIGKILL.
+    """
+    if not _exiting.acquire(blocking=False):
+        while True:  # another thread is exiting the process
+            time.sleep(1.0)
+    log.error(message)
+    for handler in [*logging.getLogger().handlers, *log.handlers]:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    deadline = time.monotonic() + grace_s
+    while any(p.poll() is None for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for process in [*children, *multiprocessing.active_children()]:
+        process.kill()
+    for p in children:
+        try:
+            p.wait(timeout=grace_s)  # reap: no zombie left behind
+        except subprocess.TimeoutExpired:
+            pass
+    os._exit(EXIT_CODE)
+
+
+def is_collective_failure(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) is a failed or timed-out collective."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, dist.DistError) or any(s in str(seen) for s in _COLLECTIVE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def describe_failure(error: BaseException, rank: int, timeout_s: float) -> str:
+    """The line for a failed collective when no lost peer is known (with the error's first line)."""
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    if "Timed out" in text or "timeout" in text.lower():
+        return (f"a collective timed out after {timeout_s:g} s (distributed.timeout_s): did the ranks call "
+                f"different collectives? ({text}); stopping rank {rank}")
+    return f"a collective failed, a peer is probably lost ({text}); stopping rank {rank}"
+
+
+def _why(reason: int, timeout_s: float) -> str:
+    if reason == _CLOSED:
+        return "its connection closed: the process exited or was killed"
+    return f"no heartbeat for {timeout_s:g} s: the process is stopped or hung (distributed.timeout_s)"
+
+
+def reachable_host() -> str:
+    """This host's address as the peers reach it: the interface that routes to ``MASTER_ADDR``."""
+    master = os.environ.get("MASTER_ADDR")
+    if not master or master in ("localhost", "127.0.0.1"):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((master, 9))  # UDP: no packet is sent, the kernel only picks the route
+        return probe.getsockname()[0]
+
+
+class PeerWatchdog:
+    """Heartbeats between every pair of ranks; reports a lost peer through ``on_lost`` (see the module docstring).
+
+    Args:
+        timeout_s: a peer silent this long is lost (the configured collective timeout).
+        on_lost: called once, from the watchdog thread, with the line to log; in training it ends the process.
+        period_s: heartbeat period (None: ``min(1, timeout_s / 10)`` seconds).
+
+    Example (every rank; ``store`` any torch.distributed Store the ranks share):
+        >>> watchdog = PeerWatchdog(timeout_s=10.0, on_lost=print)  # doctest: +SKIP
+        >>> watchdog.start(store, rank, world_size, host="127.0.0.1")  # doctest: +SKIP
+    """
+
+    def __init__(self, timeout_s: float, on_lost: Callable[[str], object], period_s: float | None = None) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"distributed.timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.period_s = period_s if period_s is not None else min(1.0, timeout_s / 10)
+        self.on_lost = on_lost
+        self.rank = -1
+        self.departed: set[int] = set()  # peers that said goodbye
+        self.lost: str | None = None  # the line of the first lost peer
+        self._sockets: dict[int, socket.socket] = {}
+        self._stop = threading.Event()
+        self._failed = False
+        self._thread: threading.Thread | None = None
+
+    # ---- public ------------------------------------------------------------------------------
+    def start(self, store: dist.Store, rank: int, world_size: int, host: str) -> None:
+        """Connect to every peer (every rank calls this) and start the watchdog thread.
+
+        Args:
+            store: a store all ranks share (addresses are exchanged under ``watchdog/``).
+            rank: this rank.
+            world_size: number of ranks.
+            host: this host's address as the peers reach it.
+        """
+        self.rank = rank
+        listener = socket.create_server(("", 0), backlog=max(world_size, 1))
+        store.set(f"watchdog/{rank}", f"{host}:{listener.getsockname()[1]}")
+        for peer in range(rank):  # connect to lower ranks, accept the higher ones
+            address = store.get(f"watchdog/{peer}").decode()
+            peer_host, port = address.rsplit(":", 1)
+            conn = socket.create_connection((peer_host, int(port)), timeout=self.timeout_s)
+            conn.sendall(_FRAME.pack(_HELLO, rank, 0))
+            self._sockets[peer] = conn
+        listener.settimeout(self.timeout_s)
+        for _ in range(rank + 1, world_size):
+            conn, _ = listener.accept()
+            conn.settimeout(self.timeout_s)
+            kind, peer, _ = _FRAME.unpack(self._read_exactly(conn, _FRAME.size))
+            if kind != _HELLO or not rank < peer < world_size:
+                raise ConnectionError(f"watchdog: unexpected handshake {(kind, peer)} on rank {rank}'s port")
+            self._sockets[peer] = conn
+        listener.close()
+        for conn in self._sockets.values():
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self.period_s)  # bounds a send to a peer whose buffer is full (stopped)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="recframe-watchdog")
+        self._thread.start()
+        atexit.register(self.close)
+
+    def mark_failed(self) -> None:
+        """This rank leaves through an error: no goodbye, so its peers stop when it exits."""
+        self._failed = True
+
+    def close(self) -> None:
+        """Say goodbye (unless ``mark_failed`` was called) and stop the thread; runs at exit."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2 * self.period_s + 1.0)
+
+    def explain(self, error: BaseException, wait_s: float) -> str:
+        """The line for a collective that failed with ``error``, naming the lost rank if known.
+
+        Waits up to ``wait_s`` for the watchdog to learn what happened (a dead peer's connections
+        close at the same moment; the thread sees it within milliseconds).
+        """
+        deadline = time.monotonic() + wait_s
+        while self.lost is None and not self.departed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.lost is not None:
+            return self.lost
+        if self.departed:
+            return (f"rank {min(self.departed)} lost (it finished and exited while rank {self.rank} still waited "
+                    f"for it in a collective: did the ranks run different numbers of steps?); stopping rank "
+                    f"{self.rank}")
+        return describe_failure(error, self.rank, self.timeout_s) + " (every peer's heartbeat is alive)"
+
+    # ---- the thread --------------------------------------------------------------------------
+    @staticmethod
+    def _read_exactly(conn: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = conn.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("a peer closed its watchdog connection during the handshake")
+            data += chunk
+        return data
+
+    def _send(self, peers: list[int], kind: int, rank: int = -1, reason: int = -1) -> None:
+        frame = _FRAME.pack(kind, rank, reason)
+        for peer in peers:
+            try:
+                self._sockets[peer].sendall(frame)
+            except OSError:
+                pass  # gone or not reading: the receiving side reports it
+
+    def _live(self) -> list[int]:
+        return [p for p in self._sockets if p not in self.departed]
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for peer, conn in self._sockets.items():
+            selector.register(conn, selectors.EVENT_READ, peer)
+        pending = {peer: b"" for peer in self._sockets}
+        last_seen = {peer: time.monotonic() for peer in self._sockets}
+        next_beat = 0.0
+        while not self._stop.is_set() and self.lost is None:
+            now = time.monotonic()
+            if now >= next_beat:
+                self._send(self._live(), _HEARTBEAT)
+                next_beat = now + self.period_s
+            for key, _ in selector.select(timeout=max(0.0, next_beat - time.monotonic())):
+                peer = key.data
+                try:
+                    data = key.fileobj.recv(4096)
+                except (BlockingIOError, TimeoutError):
+                    continue
+                except OSError:
+                    data = b""
+                if not data:  # the peer's end closed
+                    selector.unregister(key.fileobj)
+                    if peer not in self.departed:
+                        self._lose(peer, _CLOSED, reporter=None)
+                    continue
+                last_seen[peer] = time.monotonic()
+                pending[peer] += data
+                while len(pending[peer]) >= _FRAME.size and self.lost is None:
+                    kind, rank, reason = _FRAME.unpack(pending[peer][:_FRAME.size])
+                    pending[peer] = pending[peer][_FRAME.size:]
+                    if kind == _GOODBYE:
+                        self.departed.add(peer)
+                    elif kind == _LOST:
+                        self._lose(rank, reason, reporter=peer)
+            now = time.monotonic()
+            for peer in self._live():
+                if self.lost is None and now - last_seen[peer] > self.timeout_s:
+                    self._lose(peer, _SILENT, reporter=None)
+        if not self._failed and self.lost is None:
+            self._send(self._live(), _GOODBYE)
+        selector.close()
+        for conn in self._sockets.values():
+            conn.close()
+
+    def _lose(self, peer: int, reason: int, reporter: int | None) -> None:
+        via = f"; reported by rank {reporter}" if reporter is not None else ""
+        self.lost = f"rank {peer} lost ({_why(reason, self.timeout_s)}{via}); stopping rank {self.rank}"
+        if reporter is None:  # tell the others which rank failed first, so they all name it
+            self.departed.add(peer)
+            self._send(self._live(), _LOST, peer, reason)
+        self.on_lost(self.lost)
+
+
+_running: PeerWatchdog | None = None
+
+
+def start_watchdog(timeout_s: float, on_lost: Callable[[str], object]) -> PeerWatchdog:
+    """Start the process's watchdog once, over the default group's store; later calls return it.
+
+    Every rank must call it (each connects to the others), after the default group is up.
+
+    Args:
+        timeout_s: a peer silent this long is lost (the configured collective timeout).
+        on_lost: called with the line to log when a peer is lost; must end the process.
+    """
+    global _running
+    if _running is None:
+        watchdog = PeerWatchdog(timeout_s, on_lost)
+        store = dist.PrefixStore("recframe/", dist.distributed_c10d._get_default_store())
+        watchdog.start(store, dist.get_rank(), dist.get_world_size(), reachable_host())
+        _running = watchdog
+    return _running
