@@ -1,0 +1,43 @@
+"""One rank of the watchdog tests (no process group, no Lightning): ``python -m tests.distributed.watchdog_worker``.
+
+Arguments: ``RANK WORLD DIR TIMEOUT_S SCENARIO``. The ranks meet through a FileStore in DIR, start
+a PeerWatchdog whose ``on_lost`` is the real ``exit_now`` (log the line, exit 1), write
+``DIR/ready_<rank>`` and then, by scenario:
+
+- ``wait``: sleep (until killed, stopped, or a lost peer ends the process);
+- ``finish_at_rank_seconds``: rank r runs ``r * 3 * TIMEOUT_S`` seconds, then exits normally (0);
+- ``fail_rank0``: rank 0 marks itself failed and exits with 3 at once; the others wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import torch.distributed as dist
+
+from recframe.distributed.watchdog import PeerWatchdog, exit_now
+
+
+def main() -> None:
+    rank, world, directory, timeout_s, scenario = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
+                                                   float(sys.argv[4]), sys.argv[5])
+    logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(message)s")
+    store = dist.FileStore(os.path.join(directory, "store"), world)
+    watchdog = PeerWatchdog(timeout_s, on_lost=exit_now)
+    watchdog.start(store, rank, world, host="127.0.0.1")
+    open(os.path.join(directory, f"ready_{rank}"), "w").close()
+    if scenario == "finish_at_rank_seconds":
+        time.sleep(rank * 3 * timeout_s)
+        print(f"rank {rank} done", flush=True)
+        return
+    if scenario == "fail_rank0" and rank == 0:
+        watchdog.mark_failed()
+        sys.exit(3)
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    main()
