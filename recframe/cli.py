@@ -1,4 +1,4 @@
-"""The ``recframe`` command: ``recframe train|eval|plan|preprocess|bench [args]``.
+"""The ``recframe`` command: ``recframe train|eval|export|plan|preprocess|bench [args]``.
 
 No subcommand means ``train``. The arguments after the subcommand go to that command (Hydra
 overrides for train/eval/plan/bench). Only the chosen command's module is imported, so
@@ -34,7 +34,10 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model from a Hydra config (default): recframe train +experiment=dlrm",
                      "recframe.training.app:train_command"),
-    "eval": Command("evaluate a checkpoint and write metrics.json: recframe eval +experiment=... ckpt_path=...", None),
+    "eval": Command("evaluate a checkpoint on any world size and write metrics.json: recframe eval +experiment=... "
+                    "ckpt_path=...", "recframe.training.evaluate:eval_command"),
+    "export": Command("write one unsharded model file for single-process eval/inference: recframe export "
+                      "ckpt=<run>/checkpoints/step-N out=model.pt", "recframe.training.export:export_command"),
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", "recframe.training.app:plan_command"),
     "preprocess": Command("convert raw data to recframe's binary layout: recframe preprocess criteo --input FILE... "
