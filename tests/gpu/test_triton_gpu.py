@@ -140,3 +140,22 @@ def test_mlperf_like_hot_rows() -> None:
         b.backward(grad)
     for key, value in plain.state_dict().items():
         torch.testing.assert_close(fused.state_dict()[key], value, **TOL)
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_forward_without_autograd_on_cuda(sequence: bool) -> None:
+    """Evaluation (no_grad) runs the same forward kernels and leaves the tables untouched."""
+    cls = EmbeddingCollection if sequence else EmbeddingBagCollection
+    specs = tables(pooling="none" if sequence else "sum")
+    torch.manual_seed(0)
+    fused = cls(specs, OPTIMIZERS[2], backend="triton", device="cuda")
+    plain = cls(specs, OPTIMIZERS[2], backend="torch", device="cuda")
+    plain.load_state_dict(fused.state_dict())
+    kjt = batch(0, weighted=not sequence)
+    with torch.no_grad():
+        a, b = fused(kjt), plain(kjt)
+    pairs = [(a[f].values(), b[f].values()) for f in b] if sequence else [(a.values(), b.values())]
+    for out_a, out_b in pairs:
+        torch.testing.assert_close(out_a, out_b, **TOL)
+    for key, value in plain.state_dict().items():
+        assert torch.equal(fused.state_dict()[key], value)

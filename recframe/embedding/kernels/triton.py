@@ -43,7 +43,9 @@ from recframe.embedding.optimizers import STATE_LAYOUT
 log = logging.getLogger(__name__)
 
 BLOCK_BAGS = 32  # bags (pooled) or ids (sequence) per forward program
-BLOCK_LOOKUPS = 32  # sorted lookups per backward program
+FORWARD_WARPS = 4  # warps per forward program
+BLOCK_LOOKUPS = 16  # sorted lookups per backward program (16 beat 32 and 64 on an H100)
+BACKWARD_WARPS = 4  # warps per backward program
 PARTIALS = 16  # partial sums a backward program adds per loop iteration (long segments)
 # (triton itself is imported lazily, by _kernels_or_error: this module imports where triton is missing)
 
@@ -71,6 +73,8 @@ def unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.de
     kernels = _kernels_or_error()
     if isinstance(kernels, str):
         return kernels
+    if device.type == "meta":  # a description to be sharded: the kernels run where the shards are built
+        return None
     if device.type == "cuda":
         if kernels.INTERPRETED:
             return "the triton kernels were imported with TRITON_INTERPRET=1 (CPU interpreter); unset it for CUDA"
@@ -80,7 +84,7 @@ def unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.de
             return ("triton runs on CUDA; on CPU only through its interpreter (set TRITON_INTERPRET=1 before "
                     "the first triton table is built; for tests: it is slow)")
         return None
-    return f"triton runs on cuda (or cpu through TRITON_INTERPRET=1), not {device.type}"
+    return f"triton runs on cuda (or cpu through TRITON_INTERPRET=1) and meta, not {device.type}"
 
 
 class TritonEmbeddingKernel(nn.Module):
@@ -124,6 +128,8 @@ class TritonEmbeddingKernel(nn.Module):
         )
         self.step = 0
         self._kernels = _kernels_or_error()
+        # The autograd input that makes backward run (no gradient flows into it); one per kernel.
+        self._anchor = torch.empty(0, device=spec.device, requires_grad=True)
 
     # ---- the EmbeddingKernel interface --------------------------------------------------------
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
@@ -138,11 +144,10 @@ class TritonEmbeddingKernel(nn.Module):
         Returns:
             ``[batch, num_features * dim]`` fp32 (pooled) or ``[num_ids, dim]`` fp32 (sequence).
         """
-        anchor = torch.empty(0, device=self.weight.device, requires_grad=torch.is_grad_enabled())
         weights = None
         if per_sample_weights is not None and self.spec.pooled:
             weights = per_sample_weights.float().contiguous()
-        return _FusedLookup.apply(anchor, self, indices.contiguous(), offsets.contiguous(), weights)
+        return _FusedLookup.apply(self._anchor, self, indices.contiguous(), offsets.contiguous(), weights)
 
     def table_weight(self, index: int) -> torch.Tensor:
         return self.weight[self.table_starts[index]:self.table_starts[index + 1]]
@@ -158,28 +163,28 @@ class TritonEmbeddingKernel(nn.Module):
         self.step = int(step)
 
     # ---- internals ----------------------------------------------------------------------------
-    def lookup(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
-               save: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The forward launch: ``(output, keys, grad rows)``, the last two None unless ``save``."""
+    def lookup(self, indices: torch.Tensor, offsets: torch.Tensor,
+               weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The forward launch: ``(output, keys, grad rows)`` (grad rows: pooled only; see ``triton_kernels``)."""
         k = self._kernels
         num_ids, num_bags = indices.numel(), offsets.numel() - 1
         batch = num_bags // self.num_features
         device = indices.device
-        keys = torch.empty(num_ids if save else 0, dtype=self.key_dtype, device=device)
+        keys = torch.empty(num_ids, dtype=self.key_dtype, device=device)
         if not self.spec.pooled:
             out = torch.empty(num_ids, self.dim, device=device)
             if num_ids:
                 k.sequence_forward[(-(-num_ids // BLOCK_BAGS),)](
                     indices, offsets, self.feature_row_start, self.weight, out, keys, num_ids, batch,
-                    self.num_features, self.dim, SAVE=save, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim)
-            return out, keys if save else None, None
+                    self.num_features, self.dim, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim, num_warps=FORWARD_WARPS)
+            return out, keys, None
         out = torch.empty(batch, self.num_features * self.dim, device=device)
-        grad_rows = torch.empty(num_ids if save else 0, dtype=torch.int32, device=device)
+        grad_rows = torch.empty(num_ids, dtype=torch.int32, device=device)
         k.pooled_forward[(-(-num_bags // BLOCK_BAGS),)](
             indices, offsets, indices if weights is None else weights, self.feature_row_start, self.weight, out,
             keys, grad_rows, num_bags, batch, self.num_features, self.dim,
-            HAS_WEIGHTS=weights is not None, SAVE=save, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim)
-        return out, keys if save else None, grad_rows if save else None
+            HAS_WEIGHTS=weights is not None, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim, num_warps=FORWARD_WARPS)
+        return out, keys, grad_rows
 
     def apply_gradient(self, keys: torch.Tensor, grad_rows: torch.Tensor | None, weights: torch.Tensor | None,
                        grad_out: torch.Tensor) -> None:
@@ -195,7 +200,8 @@ class TritonEmbeddingKernel(nn.Module):
         partials = torch.empty(num_blocks, self.dim, device=keys.device)
         pooled = self.spec.pooled
         dummy = order  # stands for the pointers a configuration does not read
-        common = dict(POOLED=pooled, HAS_WEIGHTS=weights is not None, BLOCK=BLOCK_LOOKUPS, BLOCK_D=self.block_dim)
+        common = dict(POOLED=pooled, HAS_WEIGHTS=weights is not None, BLOCK=BLOCK_LOOKUPS, BLOCK_D=self.block_dim,
+                      num_warps=BACKWARD_WARPS)
         sources = (sorted_keys, order, grad_rows if pooled else dummy, dummy if weights is None else weights, grad)
         self._kernels.segment_partials[(num_blocks,)](*sources, partials, num_lookups, self.dim, **common)
         decay = "none" if opt.weight_decay == 0 else opt.weight_decay_mode
@@ -214,10 +220,9 @@ class _FusedLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor: torch.Tensor, kernel: TritonEmbeddingKernel, indices: torch.Tensor,  # noqa: ANN001
                 offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        save = anchor.requires_grad
-        out, keys, grad_rows = kernel.lookup(indices, offsets, weights, save)
+        out, keys, grad_rows = kernel.lookup(indices, offsets, weights)
         ctx.kernel = kernel
-        if save:
+        if ctx.needs_input_grad[0]:
             ctx.save_for_backward(keys, grad_rows, weights)
         return out
 

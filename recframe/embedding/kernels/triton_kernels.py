@@ -6,8 +6,10 @@ its row there (``table row start + id``). Three phases per training step:
 1. ``pooled_forward`` / ``sequence_forward``: one launch for all features of the group. Pooled:
    each program sums the rows of ``BLOCK_B`` bags (weights optional) in fp32 and writes them to
    ``out[sample, feature * dim:(feature + 1) * dim]``; sequence: each program copies ``BLOCK_B``
-   rows. With ``SAVE`` they also write every lookup's key and (pooled) the row of ``grad_out``
-   (seen as ``[batch * num_features, dim]``) that its gradient comes from.
+   rows. They also write every lookup's key and (pooled) the row of ``grad_out`` (seen as
+   ``[batch * num_features, dim]``) that its gradient comes from, also without autograd: 8 bytes per
+   lookup, and Triton 3.6 failed to compile the pooled kernel without those stores ("mask type
+   matches ptr type", seen on an H100).
 2. The caller sorts the keys (``torch.sort(stable=True)``), so the lookups of one row are
    consecutive, in input order.
 3. ``segment_partials`` then ``update_rows``: the sorted lookups are cut into blocks of
@@ -26,8 +28,8 @@ interpreter (``TRITON_INTERPRET=1`` set before this module is imported) on CPU t
 Example:
     >>> import torch  # doctest: +SKIP
     >>> out = torch.empty(2, 8)  # doctest: +SKIP
-    >>> pooled_forward[(1,)](ids, offsets, ids, row_start, weight, out, ids, ids, 2, 2, 1, 8,  # doctest: +SKIP
-    ...                      HAS_WEIGHTS=False, SAVE=False, BLOCK_B=32, BLOCK_D=8)
+    >>> pooled_forward[(1,)](ids, offsets, ids, row_start, weight, out, keys, grad_rows, 2, 2, 1, 8,  # doctest: +SKIP
+    ...                      HAS_WEIGHTS=False, BLOCK_B=32, BLOCK_D=8)
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ DECAY_CODES = {"none": 0, "l2": 1, "decoupled": 2}
 @triton.jit
 def pooled_forward(indices_ptr, offsets_ptr, weights_ptr, row_start_ptr, weight_ptr, out_ptr, keys_ptr,
                    grad_rows_ptr, num_bags, batch, num_features, dim,
-                   HAS_WEIGHTS: tl.constexpr, SAVE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+                   HAS_WEIGHTS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """Weighted sums of ``BLOCK_B`` bags (bag ``feature * batch + sample``) per program."""
     bags = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     bag_ok = bags < num_bags
@@ -70,15 +72,14 @@ def pooled_forward(indices_ptr, offsets_ptr, weights_ptr, row_start_ptr, weight_
         if HAS_WEIGHTS:
             values = values * tl.load(weights_ptr + position, mask=take, other=0.0).to(tl.float32)[:, None]
         acc += values
-        if SAVE:
-            tl.store(keys_ptr + position, rows, mask=take)
-            tl.store(grad_rows_ptr + position, out_row, mask=take)
+        tl.store(keys_ptr + position, rows, mask=take)
+        tl.store(grad_rows_ptr + position, out_row, mask=take)
     tl.store(out_ptr + out_row[:, None] * dim + cols[None, :], acc, mask=bag_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
 def sequence_forward(indices_ptr, offsets_ptr, row_start_ptr, weight_ptr, out_ptr, keys_ptr, num_ids, batch,
-                     num_features, dim, SAVE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+                     num_features, dim, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """``out[i] = weight[row_start[feature of i] + indices[i]]`` in fp32, ``BLOCK_B`` ids per program."""
     position = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     ok = position < num_ids
@@ -91,8 +92,7 @@ def sequence_forward(indices_ptr, offsets_ptr, row_start_ptr, weight_ptr, out_pt
     mask = ok[:, None] & (cols < dim)[None, :]
     values = tl.load(weight_ptr + rows[:, None] * dim + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + position.to(tl.int64)[:, None] * dim + cols[None, :], values, mask=mask)
-    if SAVE:
-        tl.store(keys_ptr + position, rows, mask=ok)
+    tl.store(keys_ptr + position, rows, mask=ok)
 
 
 @triton.jit
@@ -132,16 +132,15 @@ def segment_partials(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, 
     first = block * BLOCK
     key = tl.load(keys_ptr + first)
     continues = (block > 0) & (tl.load(keys_ptr + first - 1, mask=block > 0, other=-1) == key)
-    position = first + tl.arange(0, BLOCK)
-    ok = position < num_lookups
-    # (tl.where, not `&`: Triton 3.9's interpreter rejects a vector & a scalar mask derived from program_id)
-    take = tl.where(continues, ok & (tl.load(keys_ptr + position, mask=ok, other=-1) == key), False)
-    cols = tl.arange(0, BLOCK_D)
-    col_ok = cols < dim
-    grads = _lookup_grads(order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, position, take, cols, col_ok, dim,
-                          POOLED, HAS_WEIGHTS)
-    tl.store(partial_ptr + block.to(tl.int64) * dim + cols, tl.sum(grads, axis=0),
-             mask=tl.where(continues, col_ok, False))
+    if continues:  # most blocks start a segment and have nothing to do
+        position = first + tl.arange(0, BLOCK)
+        ok = position < num_lookups
+        take = ok & (tl.load(keys_ptr + position, mask=ok, other=-1) == key)
+        cols = tl.arange(0, BLOCK_D)
+        col_ok = cols < dim
+        grads = _lookup_grads(order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, position, take, cols, col_ok, dim,
+                              POOLED, HAS_WEIGHTS)
+        tl.store(partial_ptr + block.to(tl.int64) * dim + cols, tl.sum(grads, axis=0), mask=col_ok)
 
 
 @triton.jit

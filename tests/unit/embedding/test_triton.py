@@ -159,3 +159,10 @@ def test_empty_batch_and_no_grad() -> None:
     with torch.no_grad():
         out = ebc(KeyedJaggedTensor.from_lengths(["f"], torch.tensor([1, 1]), torch.tensor([2, 0, 0]))).values()
     torch.testing.assert_close(out[0], 2 * before[1])
+
+
+def test_meta_collection_for_sharding() -> None:
+    """The sharded path first builds the model on the meta device with the configured backend."""
+    tables = [TableConfig(name="t", num_embeddings=6, embedding_dim=4, feature_names=["f"])]
+    ebc = EmbeddingBagCollection(tables, OPTIMIZERS[2], backend="triton", device="meta")
+    assert ebc.backends == {"t": "triton"} and ebc.state_dict()["t.weight"].device.type == "meta"
