@@ -153,6 +153,7 @@ class PeerWatchdog:
         self._stop = threading.Event()
         self._failed = False
         self._thread: threading.Thread | None = None
+        self._wake_reader, self._wake_writer = socket.socketpair()  # close() wakes the thread's select
 
     # ---- public ------------------------------------------------------------------------------
     def start(self, store: dist.Store, rank: int, world_size: int, host: str) -> None:
@@ -196,6 +197,10 @@ class PeerWatchdog:
     def close(self) -> None:
         """Say goodbye (unless ``mark_failed`` was called) and stop the thread; runs at exit."""
         self._stop.set()
+        try:
+            self._wake_writer.send(b"x")
+        except OSError:
+            pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2 * self.period_s + 1.0)
 
@@ -242,6 +247,7 @@ class PeerWatchdog:
         selector = selectors.DefaultSelector()
         for peer, conn in self._sockets.items():
             selector.register(conn, selectors.EVENT_READ, peer)
+        selector.register(self._wake_reader, selectors.EVENT_READ, None)
         pending = {peer: b"" for peer in self._sockets}
         last_seen = {peer: time.monotonic() for peer in self._sockets}
         next_beat = 0.0
@@ -252,6 +258,8 @@ class PeerWatchdog:
                 next_beat = now + self.period_s
             for key, _ in selector.select(timeout=max(0.0, next_beat - time.monotonic())):
                 peer = key.data
+                if peer is None:  # close(): leave now
+                    break
                 try:
                     data = key.fileobj.recv(4096)
                 except (BlockingIOError, TimeoutError):
@@ -279,7 +287,7 @@ class PeerWatchdog:
         if not self._failed and self.lost is None:
             self._send(self._live(), _GOODBYE)
         selector.close()
-        for conn in self._sockets.values():
+        for conn in [*self._sockets.values(), self._wake_reader, self._wake_writer]:
             conn.close()
 
     def _lose(self, peer: int, reason: int, reporter: int | None) -> None:

@@ -11,8 +11,8 @@ Failures: the process group gets the configured timeout (``distributed.timeout_s
 Lightning's default is 30 minutes), and once it is up a ``PeerWatchdog`` (recframe.distributed.watchdog)
 watches every peer: a rank that dies or stops makes the others log ``rank R lost (...); stopping``
 and exit with status 1, rank 0 killing the ranks Lightning launched. A collective that fails in
-the training loop ends the same way (``on_exception``); any other error leaves without a goodbye,
-so the peers stop too once this process is gone.
+the training loop ends the same way (``on_exception``); any other error but ``SystemExit`` leaves
+without a goodbye, so the peers stop too once this process is gone.
 
 Example:
     >>> strategy = ShardedStrategy(timeout_s=300.0, watchdog=True, process_group_backend="gloo")  # doctest: +SKIP
@@ -77,8 +77,8 @@ class ShardedStrategy(DDPStrategy):
 
     def on_exception(self, exception: BaseException) -> None:
         super().on_exception(exception)
-        if self.watchdog is not None:
-            self.watchdog.mark_failed()
+        if self.watchdog is not None and not isinstance(exception, SystemExit):
+            self.watchdog.mark_failed()  # a deliberate exit (SIGTERM's 143) still says goodbye
         if is_collective_failure(exception):
             self._stop(self.watchdog.explain(exception, wait_s=3.0) if self.watchdog is not None
                        else describe_failure(exception, self.global_rank, self.timeout_s))

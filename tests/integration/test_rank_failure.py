@@ -117,3 +117,17 @@ def test_stopped_rank_stops_the_other_within_the_timeout(start, victim: int) -> 
         assert not group_members(run.main.pid)
     else:  # nobody launched rank 0: it stays stopped until the test's cleanup kills it
         assert group_members(run.main.pid) == [run.main.pid]
+
+
+@pytest.mark.slow
+def test_sigterm_exit_is_no_lost_rank(start, tmp_path: Path) -> None:
+    """SIGTERM (final checkpoint, exit 143 on every rank) is a deliberate exit: no rank reports another lost."""
+    run = start("", "checkpoint.every_n_steps=0")
+    rank1 = run.rank_pid(1)
+    wait_until(lambda: (tmp_path / "run" / "sharding_plan.json").exists(), 120)
+    time.sleep(3)  # into training
+    os.kill(run.main.pid, signal.SIGTERM)
+    assert run.main.wait(timeout=60) == 143
+    wait_gone(rank1, 10)
+    text = run.output()
+    assert text.count("SIGTERM: wrote the checkpoint") == 2 and " lost (" not in text, text[-3000:]
