@@ -4,7 +4,8 @@
 the ``<n>``-th time (1-based) it reaches ``<point>``. Points: ``input_dist`` (inside the input
 dist, after the lengths all-to-all and before the ids all-to-all: its peers are then waiting in a
 collective that this rank never joins; reached once per training or validation step). Actions:
-``kill`` (SIGKILL itself, as if killed from outside) and ``stop`` (SIGSTOP itself). The variable
+``kill`` (SIGKILL itself, as if killed from outside), ``stop`` (SIGSTOP itself) and ``hang`` (the
+main thread sleeps forever: the process lives, its watchdog heartbeats go on). The variable
 is read once at import; unset (always, outside the failure tests) :func:`fault_point` only
 compares one global to None.
 
@@ -16,19 +17,22 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 FAULT_ENV = "RECFRAME_FAULT"
-ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+ACTIONS = ("kill", "stop", "hang")
 
 
-def _parse(spec: str | None) -> tuple[int, str, int, signal.Signals] | None:
+def _parse(spec: str | None) -> tuple[int, str, int, str] | None:
     if not spec:
         return None
     try:
         rank, point, nth, action = spec.split(":")
-        return int(rank), point, int(nth), ACTIONS[action]
-    except (ValueError, KeyError):
-        raise ValueError(f"{FAULT_ENV}={spec!r}: expected <rank>:<point>:<n>:<kill|stop>, "
+        if action not in ACTIONS:
+            raise ValueError(action)
+        return int(rank), point, int(nth), action
+    except ValueError:
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected <rank>:<point>:<n>:<kill|stop|hang>, "
                          "e.g. 1:input_dist:3:kill") from None
 
 
@@ -42,7 +46,11 @@ def fault_point(point: str) -> None:
         return
     import torch.distributed as dist
 
-    rank, where, nth, sig = _fault
+    rank, where, nth, action = _fault
     _reached[point] = _reached.get(point, 0) + 1
-    if point == where and _reached[point] == nth and dist.get_rank() == rank:
-        os.kill(os.getpid(), sig)
+    if point != where or _reached[point] != nth or dist.get_rank() != rank:
+        return
+    if action == "hang":
+        while True:
+            time.sleep(3600)
+    os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)

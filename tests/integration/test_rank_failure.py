@@ -131,3 +131,28 @@ def test_sigterm_exit_is_no_lost_rank(start, tmp_path: Path) -> None:
     wait_gone(rank1, 10)
     text = run.output()
     assert text.count("SIGTERM: wrote the checkpoint") == 2 and " lost (" not in text, text[-3000:]
+
+
+@pytest.mark.slow
+def test_hung_rank_ends_in_the_configured_collective_timeout(start) -> None:
+    """Rank 1's main thread hangs (its heartbeats go on): rank 0's all-to-all times out after distributed.timeout_s."""
+    run = start("1:input_dist:3:hang", "distributed.timeout_s=10")
+    rank1 = run.rank_pid(1)
+    started = time.monotonic()
+    assert run.main.wait(timeout=120) == 1
+    text = run.output()
+    assert "a collective timed out after 10 s (distributed.timeout_s)" in text, text[-3000:]
+    assert "stopping rank 0 (every peer's heartbeat is alive)" in text
+    assert time.monotonic() - started > 10
+    wait_gone(rank1, 5)
+    assert not group_members(run.main.pid)
+
+
+@pytest.mark.slow
+def test_without_the_watchdog_a_collective_error_still_ends_the_run(start) -> None:
+    """distributed.watchdog=false: gloo's own error in the all-to-all gives the line (no rank to name)."""
+    run = start("1:input_dist:3:kill", "distributed.watchdog=false")
+    assert run.main.wait(timeout=120) == 1
+    text = run.output()
+    assert "a collective failed, a peer is probably lost (" in text and "stopping rank 0" in text, text[-3000:]
+    assert not group_members(run.main.pid)

@@ -57,9 +57,9 @@ def test_timeout_is_a_validated_setting() -> None:
 
 
 def test_fault_spec() -> None:
-    import signal
-
     assert _parse(None) is None and _parse("") is None
-    assert _parse("1:input_dist:3:kill") == (1, "input_dist", 3, signal.SIGKILL)
+    assert _parse("1:input_dist:3:kill") == (1, "input_dist", 3, "kill")
+    with pytest.raises(ValueError, match="<kill|stop|hang>"):
+        _parse("1:input_dist:3:explode")
     with pytest.raises(ValueError, match="RECFRAME_FAULT='1:input_dist:kill'.*e.g. 1:input_dist:3:kill"):
         _parse("1:input_dist:kill")
