@@ -132,6 +132,11 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     if trainer.val_check_interval is not None and trainer.val_check_interval < 1:
         out.append(Problem("trainer.val_check_interval", f"must be a number of steps >= 1, got "
                            f"{trainer.val_check_interval}"))
+    checkpoint = cfg.checkpoint
+    if checkpoint.every_n_steps < 0:
+        out.append(Problem("checkpoint.every_n_steps", f"must be >= 0, got {checkpoint.every_n_steps}"))
+    if checkpoint.keep_last < 1:
+        out.append(Problem("checkpoint.keep_last", f"must keep at least 1 checkpoint, got {checkpoint.keep_last}"))
     if cfg.distributed.timeout_s <= 0:
         out.append(Problem("distributed.timeout_s", f"must be > 0 seconds, got {cfg.distributed.timeout_s}",
                            "e.g. distributed.timeout_s=300"))

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning_fabric.plugins import CheckpointIO
+from torch.distributed.checkpoint.api import CheckpointException
 
 from recframe.training.checkpoint_dir import (
     STEP_FOLDER,
@@ -61,7 +62,12 @@ from recframe.training.checkpoint_dir import (
     write_manifest,
 )
 from recframe.training.checkpoint_layout import ModelLayout, Place
-from recframe.training.checkpoint_safety import SafeFileSystemReader, SafeLoadPlanner, read_metadata_file
+from recframe.training.checkpoint_safety import (
+    SafeFileSystemReader,
+    SafeLoadPlanner,
+    UnsafeCheckpointError,
+    read_metadata_file,
+)
 
 log = logging.getLogger("recframe")
 
@@ -252,8 +258,8 @@ def save(checkpoint: dict[str, Any], root: Path, step: int, layout: ModelLayout 
                     os.fsync(f.fileno())
             dcp.save(state, storage_writer=dcp.FileSystemWriter(str(temp), sync_files=True))
         error = None
-    except Exception as e:  # noqa: BLE001 (every rank must hear of it, or the others would wait forever)
-        error = f"{type(e).__name__}: {e}"
+    except (Exception, CheckpointException) as e:  # every rank must hear of it, or the others would wait forever
+        error = _describe(e)
     problems = _agree(error)
     if not problems and rank == 0:
         try:
@@ -270,6 +276,14 @@ def save(checkpoint: dict[str, Any], root: Path, step: int, layout: ModelLayout 
         raise CheckpointWriteError(f"cannot write the checkpoint of step {step} into {root}: "
                                    + "; ".join(problems) + _previous_note(root))
     return final
+
+
+def _describe(error: BaseException) -> str:
+    """One line per cause (DCP's CheckpointException wraps each rank's exception with its traceback)."""
+    if isinstance(error, CheckpointException):
+        causes = {f"{type(exc).__name__}: {exc}" for exc, _ in error.failures.values()}
+        return "; ".join(sorted(causes))
+    return f"{type(error).__name__}: {error}"
 
 
 def _previous_note(root: Path) -> str:
@@ -318,7 +332,13 @@ def load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict
             else:
                 _, _, sizes = place.shards[place.local]
                 state[key] = _sharded(torch.empty(sizes, dtype=dtype), place)
-        dcp.load(state, storage_reader=SafeFileSystemReader(str(folder)), planner=SafeLoadPlanner())
+        try:
+            dcp.load(state, storage_reader=SafeFileSystemReader(str(folder)), planner=SafeLoadPlanner())
+        except CheckpointException as error:
+            unsafe = [exc for exc, _ in error.failures.values() if isinstance(exc, UnsafeCheckpointError)]
+            if unsafe:
+                raise unsafe[0] from None
+            raise ValueError(f"cannot read the checkpoint {folder}: {_describe(error)}") from None
     tensors = {k: v.local_shards()[0].tensor if hasattr(v, "local_shards") else v for k, v in state.items()}
     checkpoint = decode(saved["checkpoint"], tensors)
     checkpoint["state_dict"] = {k[len("state_dict/"):]: v for k, v in tensors.items() if k.startswith("state_dict/")}

@@ -1,0 +1,53 @@
+"""A checkpoint that cannot be written (full disk, unusable folder) is a clear error; the last good one stays."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+
+from recframe.training import checkpoint
+from recframe.training.checkpoint_dir import CheckpointWriteError, find_last
+
+
+def state(step: int) -> dict:
+    return {"state_dict": {"model.w": torch.full((3, 2), float(step))}, "global_step": step}
+
+
+def test_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "checkpoints"
+    checkpoint.save(state(4), root, 4, layout=None, keep_last=1)
+
+    def full_disk(self: dcp.FileSystemWriter, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dcp.FileSystemWriter, "write_data", full_disk)
+    with pytest.raises(CheckpointWriteError) as error:
+        checkpoint.save(state(8), root, 8, layout=None, keep_last=1)
+    message = str(error.value)
+    assert str(root) in message and "No space left on device" in message and "step 8" in message
+    assert f"{root / 'step-4'}, is intact" in message
+    assert sorted(p.name for p in root.iterdir()) == ["step-4"], "the temporary folder is removed"
+    last = find_last(root)
+    assert last.step == 4
+    loaded, _ = checkpoint.load(last.folder, layout=None)
+    assert torch.equal(loaded["state_dict"]["model.w"], torch.full((3, 2), 4.0))
+
+
+def test_unusable_folder_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    root.write_text("a file where the checkpoint folder should be")
+    with pytest.raises(CheckpointWriteError, match=f"cannot write a checkpoint into {root}: .*No earlier"):
+        checkpoint.save(state(2), root, 2, layout=None, keep_last=1)
+
+
+def test_saving_the_same_step_twice_keeps_the_first(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    first = checkpoint.save(state(5), root, 5, layout=None, keep_last=2)
+    again = checkpoint.save(state(6), root, 5, layout=None, keep_last=2)
+    assert first == again
+    loaded, _ = checkpoint.load(first, layout=None)
+    assert loaded["global_step"] == 5
