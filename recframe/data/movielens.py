@@ -138,8 +138,8 @@ class MovieLensSource(InMemorySource):
             return ratings, len(ratings) - int(round(len(ratings) * self.val_fraction))
         base, test = self.path / f"{self.split}.base", self.path / f"{self.split}.test"
         if data.layout != "100k" or not base.is_file() or not test.is_file():
-            raise DataError(f"{self.path}: split {self.split} needs {base.name} and {test.name} (GroupLens's 100K split "
-                            f"files; this is the {data.layout} layout): use data.split=time, or data.split=u1")
+            raise DataError(f"{self.path}: split {self.split} needs {base.name} and {test.name} (GroupLens's 100K "
+                            f"split files; this is the {data.layout} layout): use data.split=time, or data.split=u1")
         train, held_out = read_100k_ratings(base), read_100k_ratings(test)
         ratings = Ratings(*(np.concatenate([a, b]) for a, b in (
             (train.user, held_out.user), (train.item, held_out.item), (train.rating, held_out.rating),

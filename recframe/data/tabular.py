@@ -14,7 +14,7 @@ The last ``val_fraction`` of the valid rows validate.
 
 Formats: CSV with a header row (Python's ``csv`` module: quoting works) and Parquet (pyarrow,
 the optional extra ``recframe[parquet]``), chosen by ``format`` (``auto``: by the file suffix,
-``.parquet``/``.pq`` is Parquet). Both read about 10^5 rows/s (one Python step per row).
+``.parquet``/``.pq`` is Parquet). Fields are parsed column by column (``recframe.data.table_parse``).
 
 Malformed rows (a CSV row with another number of fields than the header, a dense value that is not
 a finite number, a categorical value that is not of its dtype, a bad label) are skipped and counted
@@ -31,9 +31,8 @@ Example:
 from __future__ import annotations
 
 import csv
-import hashlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,37 +42,13 @@ from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary, modulo_ids
 from recframe.data.report import DataError, SkipReport
 from recframe.data.spec import FeatureSpec
+from recframe.data.table_parse import Bags, Field, first_bad_value, parse_bags, parse_floats, stable_hash
+
+__all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
 
 KINDS = ("short_row", "long_row", "bad_label", "bad_dense", "bad_categorical")
 FORMATS = ("auto", "csv", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-_U64 = (1 << 64) - 1
-Field = str | list[str]  # a CSV field, or the text of a Parquet value (a list column: a list)
-
-
-def stable_hash(text: str) -> int:
-    """A 64-bit hash of ``text`` that is the same in every process and run (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-def parse_value(text: str, dtype: str) -> int:
-    """The 64-bit value of a categorical field's ``text`` (ValueError if it is not of ``dtype``).
-
-    Example:
-        >>> parse_value("68fd1e64", "hex"), parse_value("-1", "int"), parse_value("3.0", "int")
-        (1761418852, 18446744073709551615, 3)
-    """
-    if dtype == "string":
-        return stable_hash(text)
-    if dtype == "hex":
-        return int(text, 16) & _U64
-    try:
-        return int(text) & _U64
-    except ValueError:
-        number = float(text)  # "3.0" (pandas writes integer columns with nulls as floats)
-        if not number.is_integer():
-            raise
-        return int(number) & _U64
 
 
 def table_format(path: str | Path, fmt: str = "auto") -> str:
@@ -103,19 +78,60 @@ def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> li
         return next(csv.reader(f, delimiter=delimiter), [])
 
 
-def _text(value: Any) -> Field:
-    """A Parquet value as the text a CSV field would hold (null: empty; a list: a list of texts)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, list):
-        return [str(_text(v)) for v in value if v is not None]
-    return str(value)
+@dataclass
+class RawTable:
+    """The fields of the rows read (of the right width), by column, and where each row is.
+
+    Args:
+        header: every column name.
+        fields: column name -> its fields, for the columns asked for.
+        lines: each row's CSV line number (Parquet: row number, from 1).
+        problems: (line, kind, message) of rows left out while reading (wrong number of fields).
+    """
+
+    header: list[str]
+    fields: dict[str, list[Field]]
+    lines: np.ndarray
+    problems: list[tuple[int, str, str]]
+
+
+def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable:
+    """The ``wanted`` columns of a CSV file with a header; rows of another width become problems."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, [])
+        rows, lines, problems = [], [], []
+        for row in reader:
+            if len(row) == len(header):
+                rows.append(row)
+                lines.append(reader.line_num)
+            else:
+                problems.append((reader.line_num, "short_row" if len(row) < len(header) else "long_row",
+                                 f"{path}:{reader.line_num}: {len(row)} fields, expected {len(header)} (the header's)"))
+    by_column = list(zip(*rows, strict=True)) if rows else [()] * len(header)
+    fields = {name: list(by_column[header.index(name)]) for name in wanted if name in header}
+    return RawTable(header, fields, np.array(lines, np.int64), problems)
+
+
+def _parquet_texts(column: Any) -> list[Field]:
+    """A Parquet column as texts: nulls empty, lists as lists of texts, booleans as 0/1."""
+    import pyarrow as pa
+
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return [[str(v) for v in value if v is not None] if value is not None else "" for value in column.to_pylist()]
+    if pa.types.is_boolean(column.type):
+        column = column.cast(pa.int8())
+    return ["" if v is None else v for v in column.cast(pa.string()).to_pylist()]
+
+
+def read_parquet_table(path: str, wanted: Sequence[str]) -> RawTable:
+    """The ``wanted`` columns of a Parquet file (Parquet rows have no width problems)."""
+    parquet = import_pyarrow_parquet().ParquetFile(path)
+    header = list(parquet.schema_arrow.names)
+    present = [name for name in dict.fromkeys(wanted) if name in header]
+    table = parquet.read(columns=present)
+    fields = {name: _parquet_texts(table.column(name)) for name in present}
+    return RawTable(header, fields, np.arange(1, table.num_rows + 1, dtype=np.int64), [])
 
 
 class TabularSource(InMemorySource):
@@ -150,129 +166,90 @@ class TabularSource(InMemorySource):
         self.columns: Columns | None = None
         self.num_train = 0
 
-    def _bad(self, kind: str, message: str) -> None:
-        if self.on_error == "error":
-            raise DataError(f"{message}; fix or remove the row, or set data.on_error=skip to skip and count "
-                            "malformed rows")
-        self.skipped.add(kind, message)
+    def _where(self, line: int) -> str:
+        return f"{self.path}:{line}" if self.format == "csv" else f"{self.path}: row {line}"
 
-    def _label(self, text: Field) -> float | None:
-        try:
-            value = float(text)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-        if self.spec.positive_threshold is not None:
-            return float(value >= self.spec.positive_threshold) if math.isfinite(value) else None
-        return value if value in (0.0, 1.0) else None
-
-    def _csv_rows(self) -> Iterator[tuple[str, Sequence[Field] | None]]:
-        """(where, fields) of each data row; fields None for a row of the wrong width (already counted)."""
-        with open(self.path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter=self.delimiter)
-            header = next(reader, [])
-            yield "", header
-            for row in reader:
-                where = f"{self.path}:{reader.line_num}"
-                if len(row) != len(header):
-                    self._bad("short_row" if len(row) < len(header) else "long_row",
-                              f"{where}: {len(row)} fields, expected {len(header)} (the header's)")
-                    yield where, None
-                else:
-                    yield where, row
-
-    def _parquet_rows(self) -> Iterator[tuple[str, Sequence[Field] | None]]:
-        parquet = import_pyarrow_parquet().ParquetFile(self.path)
-        header = list(parquet.schema_arrow.names)
-        yield "", header
-        number = 0
-        for batch in parquet.iter_batches(batch_size=65536):
-            values = [[_text(v) for v in column.to_pylist()] for column in batch.columns]
-            for row in zip(*values, strict=True):
-                number += 1
-                yield f"{self.path}: row {number}", row
-
-    def _read(self) -> tuple[list[float], list[list[float]], list[list[list[int]]]]:
-        """Labels, dense values and categorical bags (64-bit values) of the valid rows."""
-        labels: list[float] = []
-        dense: list[list[float]] = []
-        bags: list[list[list[int]]] = []
-        rows = self._csv_rows() if self.format == "csv" else self._parquet_rows()
-        _, header = next(rows)
-        columns = [self.spec.label, *(d.column for d in self.spec.dense), *(s.column for s in self.spec.sparse)]
-        absent = [c for c in dict.fromkeys(columns) if c not in header]
+    def _read(self) -> tuple[np.ndarray, np.ndarray, list[Bags]]:
+        """Labels, dense values and categorical bags of the valid rows (problems counted or raised)."""
+        spec = self.spec
+        wanted = [spec.label, *(d.column for d in spec.dense), *(s.column for s in spec.sparse)]
+        raw = read_csv_table(self.path, self.delimiter, wanted) if self.format == "csv" else \
+            read_parquet_table(self.path, wanted)
+        absent = [c for c in dict.fromkeys(wanted) if c not in raw.header]
         if absent:
-            raise DataError(f"{self.path}: the table has no columns {absent}; it has {list(header)}: fix the feature "
+            raise DataError(f"{self.path}: the table has no columns {absent}; it has {raw.header}: fix the feature "
                             "spec (data.spec) or, without one, set data.label or map features to columns with "
                             "data.columns.<feature>=<column>")
-        label_at = header.index(self.spec.label)
-        dense_at = [(d, header.index(d.column)) for d in self.spec.dense]
-        sparse_at = [(s, header.index(s.column)) for s in self.spec.sparse]
-        for where, row in rows:
-            if row is None:
-                continue
-            label = self._label(row[label_at])
-            if label is None:
-                spec = self.spec
-                rule = "0 or 1" if spec.positive_threshold is None else f">= {spec.positive_threshold} is positive"
-                self._bad("bad_label", f"{where}: column {spec.label}: {row[label_at]!r} is not a label ({rule})")
-                continue
-            values = self._dense(row, dense_at, where)
-            if values is None:
-                continue
-            row_bags = self._bags(row, sparse_at, where)
-            if row_bags is None:
-                continue
-            labels.append(label)
-            dense.append(values)
-            bags.append(row_bags)
-        return labels, dense, bags
+        labels, bad_label = parse_floats(raw.fields[spec.label], empty=None)
+        if spec.positive_threshold is not None:
+            labels = (labels >= spec.positive_threshold).astype(np.float64)
+        else:
+            bad_label |= ~np.isin(labels, (0.0, 1.0))
+        checks: list[tuple[str, str, np.ndarray, Any]] = [("bad_label", spec.label, bad_label, None)]
+        dense = np.zeros((raw.lines.size, len(spec.dense)))
+        for k, d in enumerate(spec.dense):
+            dense[:, k], bad = parse_floats(raw.fields[d.column], empty=0.0)
+            checks.append(("bad_dense", d.column, bad, None))
+        bags = []
+        for s in spec.sparse:
+            bags.append(parse_bags(raw.fields[s.column], s.dtype, s.separator))
+            checks.append(("bad_categorical", s.column, bags[-1].bad, s))
+        ok = self._count_problems(raw, checks)
+        return labels[ok], dense[ok], [b.take(ok) for b in bags]
 
-    def _dense(self, row: Sequence[Field], dense_at: list, where: str) -> list[float] | None:
-        values = []
-        for d, at in dense_at:
-            text = row[at]
-            try:
-                value = float(text) if text else 0.0  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                value = math.nan
-            if not math.isfinite(value):
-                self._bad("bad_dense", f"{where}: column {d.column}: {text!r} is not a finite number")
-                return None
-            values.append(value)
-        return values
+    def _message(self, raw: RawTable, row: int, check: tuple[str, str, np.ndarray, Any]) -> str:
+        kind, column, _, sparse = check
+        text, where = raw.fields[column][row], self._where(int(raw.lines[row]))
+        if kind == "bad_label":
+            threshold = self.spec.positive_threshold
+            rule = "0 or 1" if threshold is None else f">= {threshold} is positive"
+            return f"{where}: column {column}: {text!r} is not a label ({rule})"
+        if kind == "bad_dense":
+            return f"{where}: column {column}: {text!r} is not a finite number"
+        bad = first_bad_value(text, sparse.dtype, sparse.separator)
+        return f"{where}: column {column}: {bad!r} is not a {sparse.dtype} value"
 
-    def _bags(self, row: Sequence[Field], sparse_at: list, where: str) -> list[list[int]] | None:
-        out = []
-        for s, at in sparse_at:
-            field = row[at]
-            texts = field if isinstance(field, list) else (field.split(s.separator) if s.separator else [field])
-            try:
-                out.append([parse_value(t, s.dtype) for t in texts if t])
-            except ValueError:
-                bad = next(t for t in texts if t and not _parses(t, s.dtype))
-                self._bad("bad_categorical", f"{where}: column {s.column}: {bad!r} is not a {s.dtype} value")
-                return None
-        return out
+    def _count_problems(self, raw: RawTable, checks: list[tuple[str, str, np.ndarray, Any]]) -> np.ndarray:
+        """The rows without problems; each other row counts under its first problem (in column order), or the
+        earliest problem of the file is raised (``on_error=error``)."""
+        first = np.full(raw.lines.size, -1)
+        for c, (_, _, bad, _) in enumerate(checks):
+            first[(first < 0) & bad] = c
+        bad_rows = np.flatnonzero(first >= 0)
+        if self.on_error == "error":
+            found = [(line, message) for line, _, message in raw.problems]
+            if bad_rows.size:
+                row = int(bad_rows[0])
+                found.append((int(raw.lines[row]), self._message(raw, row, checks[first[row]])))
+            if found:
+                raise DataError(f"{min(found)[1]}; fix or remove the row, or set data.on_error=skip to skip and count "
+                                "malformed rows")
+            return first < 0
+        keep = self.skipped.max_examples
+        for kind in KINDS:
+            rows = bad_rows[[checks[first[r]][0] == kind for r in bad_rows]] if bad_rows.size else bad_rows
+            width = [(line, message) for line, k, message in raw.problems if k == kind]
+            examples = sorted(width + [(int(raw.lines[r]), self._message(raw, r, checks[first[r]]))
+                                       for r in rows[:keep]])[:keep]
+            for _, message in examples:
+                self.skipped.add(kind, message)
+            if len(width) + rows.size > len(examples):
+                self.skipped.add(kind, "", len(width) + rows.size - len(examples))
+        return first < 0
 
     def setup(self) -> None:
         if self.columns is not None:
             return
         labels, dense, bags = self._read()
-        if not labels:
+        if not labels.size:
             raise DataError(f"{self.path}: no valid rows. " + self.skipped.summary(self.path))
-        n, num_sparse = len(labels), len(self.spec.sparse)
+        n, num_sparse = labels.size, len(self.spec.sparse)
         self.num_train = n - int(round(n * self.val_fraction))
-        multi = any(s.separator for s in self.spec.sparse) or any(len(b) > 1 for row in bags for b in row)
-        width = max((len(b) for row in bags for b in row), default=1) if multi else 1
-        raw = np.zeros((n, num_sparse, max(width, 1)), dtype=np.uint64)
-        present = np.zeros(raw.shape, dtype=bool)
-        for i, row in enumerate(bags):
-            for j, bag in enumerate(row):
-                raw[i, j, : len(bag)] = bag
-                present[i, j, : len(bag)] = True
-        ids = np.full(raw.shape, -1, dtype=np.int64)
-        for j, s in enumerate(self.spec.sparse):
-            values, has = raw[:, j], present[:, j]
+        multi = any(s.separator for s in self.spec.sparse) or any(b.lengths.max(initial=0) > 1 for b in bags)
+        width = max([int(b.lengths.max(initial=1)) for b in bags] + [1]) if multi else 1
+        ids = np.full((n, num_sparse, width), -1, dtype=np.int64)
+        for j, (s, b) in enumerate(zip(self.spec.sparse, bags, strict=True)):
+            values, has = b.matrix(width)
             keep = has.copy()
             keep[~has.any(axis=1), 0] = True  # a missing field is a bag of one id: row 0
             if s.mapping == "modulo":
@@ -282,12 +259,11 @@ class TabularSource(InMemorySource):
                                          capacity=self.table_rows[s.feature])
                 mapped = vocab.lookup(values, ~has)
             ids[:, j] = np.where(keep, mapped, -1)
-        values = np.array(dense, dtype=np.float64).reshape(n, len(self.spec.dense))
         for k, d in enumerate(self.spec.dense):
             if d.transform == "log1p":
-                values[:, k] = np.log1p(np.maximum(values[:, k], 0))
-        self.columns = Columns(dense=values.astype(np.float32), ids=ids if multi else ids[:, :, 0],
-                               labels=np.array(labels, dtype=np.float32))
+                dense[:, k] = np.log1p(np.maximum(dense[:, k], 0))
+        self.columns = Columns(dense=dense.astype(np.float32), ids=ids if multi else ids[:, :, 0],
+                               labels=labels.astype(np.float32))
 
     def report(self) -> dict[str, float]:
         columns = self._columns()
@@ -300,10 +276,3 @@ class TabularSource(InMemorySource):
                 f"{len(columns) - self.num_train} for validation; "
                 + self.skipped.summary(self.path).removeprefix(f"{self.path}: "))
 
-
-def _parses(text: str, dtype: str) -> bool:
-    try:
-        parse_value(text, dtype)
-    except ValueError:
-        return False
-    return True
