@@ -91,6 +91,33 @@ def test_named_triton_without_triton_is_a_clear_error(monkeypatch: pytest.Monkey
         EmbeddingBagCollection([table("a")], SparseOptimizer(name="sgd"), backend="triton")
 
 
+def test_without_triton_the_backend_says_so_and_auto_uses_torch() -> None:
+    code = textwrap.dedent("""
+        import logging, sys
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+        sys.modules["triton"] = None  # from here on, `import triton` fails
+        sys.modules["fbgemm_gpu"] = None  # and fbgemm too: a GPU machine with neither
+        import torch
+        import recframe.embedding as emb
+        from recframe.embedding.kernels import triton as triton_backend
+        from recframe.embedding.kernels.select import plan_groups
+        table = emb.TableConfig(name="t", num_embeddings=10, embedding_dim=8, feature_names=["f"])
+        opt = emb.SparseOptimizer(name="adam")
+        print(triton_backend.unsupported(table, opt, torch.device("cuda")))
+        print(plan_groups([table], opt, torch.device("cuda"), "auto")[0].backend)
+        try:
+            emb.EmbeddingBagCollection([table], opt, backend="triton")
+        except ValueError as err:
+            print("refused:", "triton does not import" in str(err))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    reason, backend, refused = run.stdout.strip().splitlines()
+    assert reason.startswith("triton does not import") and "pip install triton" in reason
+    assert backend == "torch" and refused == "refused: True"
+    assert sum("triton is not usable" in line for line in run.stderr.splitlines()) == 1, run.stderr
+
+
 def test_fbgemm_is_imported_lazily_and_its_absence_is_one_log_line() -> None:
     code = textwrap.dedent("""
         import logging, sys
