@@ -166,3 +166,26 @@ def test_meta_collection_for_sharding() -> None:
     tables = [TableConfig(name="t", num_embeddings=6, embedding_dim=4, feature_names=["f"])]
     ebc = EmbeddingBagCollection(tables, OPTIMIZERS[2], backend="triton", device="meta")
     assert ebc.backends == {"t": "triton"} and ebc.state_dict()["t.weight"].device.type == "meta"
+
+
+def test_state_moves_between_triton_and_torch() -> None:
+    """Weights, optimizer state and step saved from a triton collection continue training in a torch one."""
+    case = random_case(1)
+    opt = OPTIMIZERS[6]  # rowwise_adam: per-element and per-row states and the step
+    batches = case.batches(4)
+    torch.manual_seed(0)
+    fused = EmbeddingBagCollection(case.tables, opt, backend="triton")
+    plain = EmbeddingBagCollection(case.tables, opt, backend="torch")
+    for kjt in batches[:2]:
+        fused(kjt).values().square().sum().backward()
+    plain.load_state_dict({k: v.clone() for k, v in fused.state_dict().items()})
+    plain.load_optimizer_state_dict({t: {n: v.clone() for n, v in s.items()}
+                                     for t, s in fused.optimizer_state_dict().items()})
+    for kjt in batches[2:]:
+        a, b = fused(kjt).values(), plain(kjt).values()
+        torch.testing.assert_close(a, b, **TOL)
+        a.square().sum().backward()
+        b.square().sum().backward()
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[key], value, **TOL)
+    assert int(fused.optimizer_state_dict()["t0"]["step"]) == int(plain.optimizer_state_dict()["t0"]["step"]) == 4
