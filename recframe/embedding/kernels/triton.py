@@ -12,8 +12,9 @@ Support: optimizers ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam``, ``rowwi
 (with the weight decay of ``recframe.embedding.optimizers``); weights ``fp32``, ``fp16``, ``bf16``
 with fp32 optimizer state and fp32 accumulation, rounded to nearest even when stored; any dim
 (one kernel per dim). Devices: CUDA; CPU only through Triton's interpreter (``TRITON_INTERPRET=1``
-set before the first triton table is built: slow, for tests). Needs the ``triton`` package (3.6 or
-later): where it does not import, the backend says so and ``auto`` uses torch.
+set before triton is first imported, which ``import pytorch_lightning`` already does: slow, for tests;
+``auto`` never picks triton on CPU). Needs the ``triton`` package (3.6 or later): where it does not
+import, the backend says so and ``auto`` uses torch.
 
 Example:
     >>> import torch
@@ -81,8 +82,8 @@ def unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.de
         return None
     if device.type == "cpu":
         if not kernels.INTERPRETED:
-            return ("triton runs on CUDA; on CPU only through its interpreter (set TRITON_INTERPRET=1 before "
-                    "the first triton table is built; for tests: it is slow)")
+            return ("triton runs on CUDA; on CPU only through its interpreter (TRITON_INTERPRET=1 set before "
+                    "triton is first imported; for tests: it is slow)")
         return None
     return f"triton runs on cuda (or cpu through TRITON_INTERPRET=1) and meta, not {device.type}"
 
@@ -111,7 +112,7 @@ class TritonEmbeddingKernel(nn.Module):
             starts.append(starts[-1] + table.num_embeddings)
         self.table_starts = starts
         self.num_features = len(spec.feature_tables)
-        # Keys are rows of the stacked tables: int32 sorts about twice as fast as int64.
+        # Keys are rows of the stacked tables; int32 where they fit: half the bits for the radix sort to pass over.
         self.key_dtype = torch.int32 if starts[-1] < 2**31 else torch.int64
         self.register_buffer(
             "weight", torch.empty(starts[-1], self.dim, dtype=DTYPES[dtypes.pop()], device=spec.device),
