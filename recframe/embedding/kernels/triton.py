@@ -63,6 +63,13 @@ def _kernels_or_error() -> ModuleType | str:
     return triton_kernels
 
 
+def _kernels() -> ModuleType:
+    """The kernel module (only called once a kernel was built, i.e. triton imported)."""
+    kernels = _kernels_or_error()
+    assert not isinstance(kernels, str), kernels
+    return kernels
+
+
 def unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.device) -> str | None:
     """Why the triton backend cannot run this table here, or None when it can.
 
@@ -128,7 +135,6 @@ class TritonEmbeddingKernel(nn.Module):
             persistent=False,
         )
         self.step = 0
-        self._kernels = _kernels_or_error()
         # The autograd input that makes backward run (no gradient flows into it); one per kernel.
         self._anchor = torch.empty(0, device=spec.device, requires_grad=True)
 
@@ -167,7 +173,7 @@ class TritonEmbeddingKernel(nn.Module):
     def lookup(self, indices: torch.Tensor, offsets: torch.Tensor,
                weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The forward launch: ``(output, keys, grad rows)`` (grad rows: pooled only; see ``triton_kernels``)."""
-        k = self._kernels
+        k = _kernels()
         num_ids, num_bags = indices.numel(), offsets.numel() - 1
         batch = num_bags // self.num_features
         device = indices.device
@@ -194,7 +200,7 @@ class TritonEmbeddingKernel(nn.Module):
         num_lookups = keys.numel()
         if num_lookups == 0:
             return
-        opt = self.spec.optimizer
+        opt, k = self.spec.optimizer, _kernels()
         sorted_keys, order = torch.sort(keys, stable=True)
         grad = grad_out.float().contiguous()
         num_blocks = -(-num_lookups // BLOCK_LOOKUPS)
@@ -204,14 +210,14 @@ class TritonEmbeddingKernel(nn.Module):
         common = dict(POOLED=pooled, HAS_WEIGHTS=weights is not None, BLOCK=BLOCK_LOOKUPS, BLOCK_D=self.block_dim,
                       num_warps=BACKWARD_WARPS)
         sources = (sorted_keys, order, grad_rows if pooled else dummy, dummy if weights is None else weights, grad)
-        self._kernels.segment_partials[(num_blocks,)](*sources, partials, num_lookups, self.dim, **common)
+        k.segment_partials[(num_blocks,)](*sources, partials, num_lookups, self.dim, **common)
         decay = "none" if opt.weight_decay == 0 else opt.weight_decay_mode
         b1, b2 = opt.betas
         states = [getattr(self, name) for name in self.state_names] + [self.weight] * (2 - len(self.state_names))
-        self._kernels.update_rows[(num_blocks,)](
+        k.update_rows[(num_blocks,)](
             *sources, partials, self.weight, states[0], states[1], num_lookups, num_blocks, self.dim,
             opt.lr, opt.eps, opt.weight_decay, b1, b2, 1.0 - b1**self.step, 1.0 - b2**self.step,
-            OPT=self._kernels.OPTIMIZER_CODES[opt.name], DECAY=self._kernels.DECAY_CODES[decay],
+            OPT=k.OPTIMIZER_CODES[opt.name], DECAY=k.DECAY_CODES[decay],
             PARTIALS=PARTIALS, **common)
 
 
