@@ -59,12 +59,13 @@ _COLLECTIVE_ERRORS = ("Connection closed by peer", "Connection reset by peer", "
 _exiting = threading.Lock()
 
 
-def exit_now(message: str, children: Sequence[subprocess.Popen] = (), grace_s: float = 1.0) -> NoReturn:
+def exit_now(message: str, children: Sequence[subprocess.Popen] = (), grace_s: float = 0.5) -> NoReturn:
     """Log ``message`` as an error, end the processes this one launched, and exit with ``EXIT_CODE``.
 
     Safe from any thread and from several at once (the first caller wins; the others wait for
     the exit). Children get ``grace_s`` to exit by themselves (the watchdog's notice may already
-    have reached them), then SIGKILL (which ends stopped ones too); DataLoader workers are killed.
+    have reached them; stopped ones are not waited for), then SIGKILL (which ends stopped ones
+    too); DataLoader workers are killed.
 
     Args:
         message: the one line to log.
@@ -80,7 +81,7 @@ def exit_now(message: str, children: Sequence[subprocess.Popen] = (), grace_s: f
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     deadline = time.monotonic() + grace_s
-    while any(p.poll() is None for p in children) and time.monotonic() < deadline:
+    while any(p.poll() is None and not _stopped(p.pid) for p in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     for process in [*children, *multiprocessing.active_children()]:
         process.kill()
@@ -90,6 +91,15 @@ def exit_now(message: str, children: Sequence[subprocess.Popen] = (), grace_s: f
         except subprocess.TimeoutExpired:
             pass
     os._exit(EXIT_CODE)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP): it will not exit by itself (Linux; False elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
 
 
 def is_collective_failure(error: BaseException) -> bool:
@@ -256,7 +266,8 @@ class PeerWatchdog:
             if now >= next_beat:
                 self._send(self._live(), _HEARTBEAT)
                 next_beat = now + self.period_s
-            for key, _ in selector.select(timeout=max(0.0, next_beat - time.monotonic())):
+            wake = min([next_beat, *(last_seen[p] + self.timeout_s for p in self._live())])
+            for key, _ in selector.select(timeout=max(0.0, wake - time.monotonic()) + 0.01):
                 peer = key.data
                 if peer is None:  # close(): leave now
                     break
