@@ -135,8 +135,9 @@ def choose_backend(table: TableConfig, optimizer: SparseOptimizer, device: torch
     Returns:
         ``(backend name or None when the requested one cannot run it, reasons)``.
     """
-    names = ([name for name, b in BACKENDS.items() if device.type in b.auto_devices] if requested == "auto"
-             else [requested])
+    # A meta-device collection (built without memory, to be sharded) chooses as on the CPU.
+    kind = "cpu" if device.type == "meta" else device.type
+    names = [name for name, b in BACKENDS.items() if kind in b.auto_devices] if requested == "auto" else [requested]
     reasons = []
     for name in names:
         reason = BACKENDS[name].unsupported(table, optimizer, device)
