@@ -72,6 +72,7 @@ def test_missing_fbgemm_means_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     (False, True, "cuda", "triton"),
     (False, False, "cuda", "torch"),
     (False, True, "cpu", "torch"),  # auto never picks triton on CPU (its interpreter is for tests)
+    (True, True, "meta", "torch"),  # a meta collection (to be sharded) chooses as on the CPU: it must find one
 ])
 def test_auto_prefers_fbgemm_then_triton_on_cuda_then_torch(monkeypatch: pytest.MonkeyPatch, has_fbgemm: bool,
                                                             has_triton: bool, device: str, expected: str) -> None:
