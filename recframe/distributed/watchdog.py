@@ -121,10 +121,11 @@ def describe_failure(error: BaseException, rank: int, timeout_s: float) -> str:
     return f"a collective failed, a peer is probably lost ({text}); stopping rank {rank}"
 
 
-def _why(reason: int, timeout_s: float) -> str:
+def _why(reason: int, timeout_s: float | None) -> str:
     if reason == _CLOSED:
         return "its connection closed: the process exited or was killed"
-    return f"no heartbeat for {timeout_s:g} s: the process is stopped or hung (distributed.timeout_s)"
+    silence = f"for {timeout_s:g} s" if timeout_s is not None else "within the timeout"
+    return f"no heartbeat {silence}: the process is stopped or hung (distributed.timeout_s)"
 
 
 def reachable_host() -> str:
@@ -303,7 +304,8 @@ class PeerWatchdog:
 
     def _lose(self, peer: int, reason: int, reporter: int | None) -> None:
         via = f"; reported by rank {reporter}" if reporter is not None else ""
-        self.lost = f"rank {peer} lost ({_why(reason, self.timeout_s)}{via}); stopping rank {self.rank}"
+        why = _why(reason, self.timeout_s if reporter is None else None)  # the reporter's timeout may differ
+        self.lost = f"rank {peer} lost ({why}{via}); stopping rank {self.rank}"
         if reporter is None:  # tell the others which rank failed first, so they all name it
             self.departed.add(peer)
             self._send(self._live(), _LOST, peer, reason)

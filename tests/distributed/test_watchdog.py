@@ -29,7 +29,7 @@ def launch(tmp_path: Path) -> Iterator:
     """``launch(world, timeout_s, scenario)``: start the ranks, wait until every watchdog is up; kill all at the end."""
     started: list[subprocess.Popen] = []
 
-    def start(world: int, timeout_s: float, scenario: str) -> list[subprocess.Popen]:
+    def start(world: int, timeout_s: float | str, scenario: str) -> list[subprocess.Popen]:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for rank in range(world):
             log = open(tmp_path / f"rank{rank}.log", "w")
@@ -60,6 +60,7 @@ def test_killed_rank_is_named_by_every_other_rank_within_seconds(launch, tmp_pat
     assert time.monotonic() - killed < 10, "a dead peer is found by its closed connection, not the 60 s timeout"
 
 
+@pytest.mark.slow
 def test_stopped_rank_is_lost_after_the_timeout(launch, tmp_path: Path) -> None:
     ranks = launch(2, 3.0, "wait")
     stopped = time.monotonic()
@@ -69,6 +70,18 @@ def test_stopped_rank_is_lost_after_the_timeout(launch, tmp_path: Path) -> None:
     assert "rank 1 lost (no heartbeat for 3 s" in output(tmp_path, 0), output(tmp_path, 0)
     assert 2.0 < elapsed < 3.0 + 3.0, elapsed  # the last heartbeat came up to one period (0.3 s) before the stop
     assert alive(ranks[1].pid), "the stopped rank is not ours to kill here (it has no launcher)"
+
+
+@pytest.mark.slow
+def test_every_rank_names_the_rank_that_failed_first(launch, tmp_path: Path) -> None:
+    """Rank 0 (timeout 2 s) finds the stopped rank 1 long before rank 2 (60 s) would: rank 2 learns it from rank 0."""
+    ranks = launch(3, "2,60,60", "wait")
+    os.kill(ranks[1].pid, signal.SIGSTOP)
+    assert ranks[0].wait(timeout=30) == 1 and ranks[2].wait(timeout=10) == 1
+    assert "rank 1 lost (no heartbeat for 2 s" in output(tmp_path, 0)
+    assert "rank 1 lost (no heartbeat within the timeout: the process is stopped or hung (distributed.timeout_s); " \
+           "reported by rank 0); stopping rank 2" in output(tmp_path, 2), \
+        "rank 2 names rank 1, not rank 0 whose connection closed when it stopped"
 
 
 def test_ranks_finishing_at_different_times_say_goodbye(launch, tmp_path: Path) -> None:

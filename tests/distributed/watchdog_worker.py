@@ -1,6 +1,7 @@
 """One rank of the watchdog tests (no process group, no Lightning): ``python -m tests.distributed.watchdog_worker``.
 
-Arguments: ``RANK WORLD DIR TIMEOUT_S SCENARIO``. The ranks meet through a FileStore in DIR, start
+Arguments: ``RANK WORLD DIR TIMEOUT_S SCENARIO`` (``TIMEOUT_S``: one for all, or one per rank
+separated by commas). The ranks meet through a FileStore in DIR, start
 a PeerWatchdog whose ``on_lost`` is the real ``exit_now`` (log the line, exit 1), write
 ``DIR/ready_<rank>`` and then, by scenario:
 
@@ -22,8 +23,9 @@ from recframe.distributed.watchdog import PeerWatchdog, exit_now
 
 
 def main() -> None:
-    rank, world, directory, timeout_s, scenario = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
-                                                   float(sys.argv[4]), sys.argv[5])
+    rank, world, directory, scenario = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[5]
+    timeouts = [float(t) for t in sys.argv[4].split(",")]
+    timeout_s = timeouts[rank] if len(timeouts) > 1 else timeouts[0]
     logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(message)s")
     store = dist.FileStore(os.path.join(directory, "store"), world)
     watchdog = PeerWatchdog(timeout_s, on_lost=exit_now)
