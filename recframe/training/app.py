@@ -4,9 +4,10 @@ The command line is checked first (every problem at once, exit code 2, nothing b
 Hydra composes the config, makes the run directory and calls the job below.
 
 Run directory (``hydra.run.dir``, default ``outputs/<date>/<time>``): ``tensorboard/``,
-``metrics.json`` (final validation over the whole validation set), ``checkpoints/`` (``last.ckpt``
-and step checkpoints), ``.hydra/`` (the composed config). Resume a run in its directory with
-``recframe train <same args> hydra.run.dir=<run dir> ckpt_path=last``.
+``metrics.json`` (final validation over the whole validation set), ``checkpoints/step-N/``
+(sharded checkpoints, ``recframe.training.checkpoint``), ``.hydra/`` (the composed config). Resume
+a run exactly in its directory with ``recframe train <same args> hydra.run.dir=<run dir> ckpt_path=last``
+(another number of processes loads too: the tables are resharded, but the data then differs).
 
 Example:
     $ recframe train +experiment=dlrm trainer.max_steps=100
@@ -202,7 +203,8 @@ def train_job(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
 
     from recframe.training.builders import build_datamodule
-    from recframe.training.checkpoint_dir import CheckpointWriteError
+    from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError
+    from recframe.training.checkpoint_safety import UnsafeCheckpointError
     from recframe.training.files import write_json_atomic
 
     run_dir = Path(cfg.run_dir)
@@ -221,6 +223,9 @@ def train_job(cfg: DictConfig) -> float | None:
     except CheckpointWriteError as error:  # full disk, read-only folder: say so, no traceback
         print(f"recframe train: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    except (CheckpointReadError, UnsafeCheckpointError) as error:
+        print(f"recframe train: ckpt_path={cfg.ckpt_path}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in results.items()}
     metrics["global_step"] = trainer.global_step

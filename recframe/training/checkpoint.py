@@ -53,6 +53,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from recframe.training.checkpoint_dir import (
     STEP_FOLDER,
+    CheckpointReadError,
     CheckpointWriteError,
     commit,
     find_last,
@@ -305,9 +306,19 @@ def load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict
         with their states) and the checkpoint's ``state.json`` (``config``, ``world_size``).
 
     Raises:
-        ValueError: the folder is incomplete or damaged (the manifest says how).
+        CheckpointReadError: the folder is incomplete or damaged (the manifest says how), or does
+            not fit this model.
         checkpoint_safety.UnsafeCheckpointError: the files ask for code to run; nothing was built.
     """
+    try:
+        return _load(folder, layout)
+    except (UnsafeCheckpointError, CheckpointReadError):
+        raise
+    except (ValueError, OSError, KeyError) as error:
+        raise CheckpointReadError(f"cannot load the checkpoint {folder}: {error}") from error
+
+
+def _load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch.distributed.checkpoint as dcp
 
     read_manifest(folder)

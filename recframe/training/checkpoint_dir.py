@@ -48,6 +48,10 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (full disk, read-only folder, ...); the older ones are intact."""
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint cannot be loaded: unfinished, damaged, or not of this model (the message says which)."""
+
+
 def step_folder(root: Path, step: int) -> Path:
     """``<root>/step-<step>``."""
     return root / f"step-{step}"

@@ -19,7 +19,7 @@ Per tensor kind:
 - data_parallel tables: every rank holds the whole table; saved once.
 
 Example:
-    >>> layout = ModelLayout.of(model, prefix="model.")  # doctest: +SKIP
+    >>> layout = ModelLayout.of(model, prefix="model.", rank=0)  # doctest: +SKIP
     >>> layout.place("state_dict/model.sparse.t0.weight", ndim=2)  # doctest: +SKIP
     Place(global_shape=(1000, 16), shards=((0, (0, 0), (500, 16)), (1, (500, 0), (500, 16))), local=0)
 """

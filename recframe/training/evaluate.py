@@ -34,6 +34,8 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
 
     from recframe.training.app import _build_module, _check_plan, _use_torchrun_world, build_trainer, checkpoint_folder
     from recframe.training.builders import build_datamodule
+    from recframe.training.checkpoint_dir import CheckpointReadError
+    from recframe.training.checkpoint_safety import UnsafeCheckpointError
     from recframe.training.files import write_json_atomic
 
     if cfg.ckpt_path is None:
@@ -48,7 +50,11 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
     module, datamodule = _build_module(cfg), build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, checkpoints=False)
     log.info("evaluating %s (step %d) on %d process(es)", folder, step, trainer.world_size)
-    results = trainer.validate(module, datamodule=datamodule, ckpt_path=str(folder), verbose=False)[0]
+    try:
+        results = trainer.validate(module, datamodule=datamodule, ckpt_path=str(folder), verbose=False)[0]
+    except (CheckpointReadError, UnsafeCheckpointError) as error:
+        print(f"recframe eval: ckpt_path={cfg.ckpt_path}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     metrics = {k: float(v) for k, v in results.items()}
     metrics["global_step"] = step
     if trainer.is_global_zero:

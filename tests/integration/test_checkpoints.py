@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,17 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from recframe.training.checkpoint_dir import write_manifest
 from tests.integration.helpers import run_recframe
+from tests.unit.training.test_checkpoint_safety import Payload
 
 pytestmark = pytest.mark.integration
 
 SMALL = ["+experiment=dlrm", "model.bottom_mlp=[16,8]", "model.top_mlp=[16]", "tables.embedding_dim=8",
          "tables.num_embeddings=1000", "data.batch_size=64", "trainer.enable_progress_bar=false",
          "trainer.log_every_n_steps=1", "logger.table_stats_every_n_steps=0", "model.dropout=0.2"]
-
-# Several processes build their tables on the meta device; backend auto cannot do that at the moment
-# (recframe.embedding.kernels.select, commit afd0a3c), so these runs name the torch backend.
-TWO_PROCESSES = ["tables.backend=torch"]
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -63,7 +62,7 @@ def newest_losses(run_dir: Path) -> dict[int, float]:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_sigkill_of_two_processes_then_resume_gives_the_same_losses(tmp_path: Path) -> None:
-    common = [*SMALL, *TWO_PROCESSES, "trainer.devices=2", "sharding=row_wise", "trainer.max_steps=16",
+    common = [*SMALL, "trainer.devices=2", "sharding=row_wise", "trainer.max_steps=16",
               "trainer.val_check_interval=8", "data.num_val_batches=2", "checkpoint.every_n_steps=4"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     result = run_recframe("train", *common, f"hydra.run.dir={straight}")
@@ -114,7 +113,7 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_pat
 
 def test_sigterm_writes_a_final_checkpoint_and_exits_143(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    process = start(*SMALL, "trainer.devices=2", "sharding=table_wise", *TWO_PROCESSES, "trainer.max_steps=100000",
+    process = start(*SMALL, "trainer.devices=2", "sharding=table_wise", "trainer.max_steps=100000",
                     "trainer.val_check_interval=100000", "data.num_val_batches=1", "checkpoint.every_n_steps=3",
                     f"hydra.run.dir={run_dir}")
     assert wait_for(lambda: (run_dir / "checkpoints" / "step-3" / "manifest.json").is_file(), process)
@@ -179,7 +178,7 @@ def test_eval_needs_a_complete_checkpoint(tmp_path: Path) -> None:
 def test_two_rank_row_wise_checkpoint_evaluates_equally_on_one_and_three_ranks(tmp_path: Path) -> None:
     # 6 validation batches in all, whatever the world size (data.num_val_batches is per rank)
     run_dir = tmp_path / "run"
-    train = run_recframe("train", *SMALL, *TWO_PROCESSES, "trainer.devices=2", "sharding=row_wise",
+    train = run_recframe("train", *SMALL, "trainer.devices=2", "sharding=row_wise",
                          "trainer.max_steps=6", "trainer.val_check_interval=6", "data.num_val_batches=3",
                          f"hydra.run.dir={run_dir}")
     assert train.returncode == 0, train.stderr[-3000:]
@@ -187,10 +186,28 @@ def test_two_rank_row_wise_checkpoint_evaluates_equally_on_one_and_three_ranks(t
     folder = run_dir / "checkpoints" / "step-6"
     for world, sharding in ((1, "auto"), (3, "table_wise")):
         out = tmp_path / f"eval{world}"
-        result = run_recframe("eval", *SMALL, *TWO_PROCESSES, f"trainer.devices={world}", f"sharding={sharding}",
+        result = run_recframe("eval", *SMALL, f"trainer.devices={world}", f"sharding={sharding}",
                               f"data.num_val_batches={6 // world}", f"ckpt_path={folder}", f"hydra.run.dir={out}")
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["val/num_samples"] == trained["val/num_samples"] == 6 * 64
         for key in ("val/auc", "val/ne", "val/logloss", "val/calibration", "val/ctr"):
             assert round(metrics[key], 6) == round(trained[key], 6), (world, key, metrics[key], trained[key])
+
+
+def test_a_crafted_checkpoint_is_refused_by_eval_and_runs_nothing(tmp_path: Path) -> None:
+    import torch
+
+    from recframe.training import checkpoint
+
+    folder = checkpoint.save({"state_dict": {"model.w": torch.zeros(2)}, "global_step": 4}, tmp_path / "ck", 4,
+                             layout=None, keep_last=1)
+    marker = tmp_path / "pwned"
+    (folder / ".metadata").write_bytes(pickle.dumps(Payload(marker)))  # a pickle payload, and a manifest to match
+    (folder / "manifest.json").unlink()
+    write_manifest(folder, {"global_step": 4})
+    result = run_recframe("eval", *SMALL, "data.num_val_batches=2", f"ckpt_path={folder}",
+                          f"hydra.run.dir={tmp_path / 'eval'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "posix.system" in result.stderr and "refused" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
