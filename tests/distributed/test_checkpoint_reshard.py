@@ -1,7 +1,8 @@
 """Sharded checkpoints load into another world size and plan (gloo, CPU): same outputs, same next step.
 
 Saved by 2 ranks (uneven row-wise, column-wise, table-wise, data-parallel tables; adam with
-per-element states and a step counter, rowwise_adagrad with per-row states), loaded by 1 rank
+per-element states and a step counter, rowwise_adagrad with per-row states, also on a column-wise
+table), loaded by 1 rank
 and by 3 ranks table-wise: the pooled outputs of the same global batch are equal, and so are
 the outputs after one more training step (the fused optimizer states came back too).
 """
@@ -33,7 +34,11 @@ TABLES = [
     TableConfig(name="t2", num_embeddings=11, embedding_dim=4, feature_names=["f3"], optimizer=ROWWISE),
     TableConfig(name="t3", num_embeddings=5, embedding_dim=4, feature_names=["f4"], optimizer=ROWWISE),
     TableConfig(name="t4", num_embeddings=6, embedding_dim=4, feature_names=["f5"]),
+    # column-wise with per-row state: each column shard keeps its own, the first one's is saved (not exact
+    # after loading, as documented), so only its outputs before the next step are compared
+    TableConfig(name="t5", num_embeddings=5, embedding_dim=4, feature_names=["f6"], optimizer=ROWWISE),
 ]
+INEXACT_COLUMNS = 4  # t5's, the last ones
 FEATURES = [f for t in TABLES for f in t.feature_names]
 ROWS = {f: t.num_embeddings for t in TABLES for f in t.feature_names}
 
@@ -53,6 +58,7 @@ def save_plan() -> ShardingPlan:
         "t2": TablePlacement("row_wise", [0, 1]),
         "t3": TablePlacement("table_wise", [1]),
         "t4": TablePlacement("data_parallel", [0, 1]),
+        "t5": TablePlacement("column_wise", [1, 0], [3, 1]),
     })
 
 
@@ -129,4 +135,5 @@ def test_two_rank_checkpoint_loads_into_another_world_size(world: int, saved: tu
     root, expected_before, expected_after = saved
     loaded = run_workers(tmp_path, world, load_worker, str(root))
     torch.testing.assert_close(torch.cat([r[0] for r in loaded]), expected_before, rtol=0, atol=1e-6)
-    torch.testing.assert_close(torch.cat([r[1] for r in loaded]), expected_after, rtol=0, atol=1e-5)
+    after = torch.cat([r[1] for r in loaded])
+    torch.testing.assert_close(after[:, :-INEXACT_COLUMNS], expected_after[:, :-INEXACT_COLUMNS], rtol=0, atol=1e-5)
