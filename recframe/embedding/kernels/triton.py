@@ -11,9 +11,10 @@ in a fixed order, no atomics, so every run gives the same result (kernel design:
 Support: optimizers ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam``, ``rowwise_adam`` and ``lamb``
 (with the weight decay of ``recframe.embedding.optimizers``); weights ``fp32``, ``fp16``, ``bf16``
 with fp32 optimizer state and fp32 accumulation, rounded to nearest even when stored; any dim
-(one kernel per dim). Devices: CUDA; CPU only through Triton's interpreter (``TRITON_INTERPRET=1``
-set before triton is first imported, which ``import pytorch_lightning`` already does: slow, for tests;
-``auto`` never picks triton on CPU). Needs the ``triton`` package (3.6 or later): where it does not
+(one kernel per dim); fewer than 2^31 lookups in one batch (positions are int32 in the kernels).
+Devices: CUDA; CPU only through Triton's interpreter (``TRITON_INTERPRET=1`` set before triton is
+first imported, which ``import pytorch_lightning`` already does: slow, for tests; ``auto`` never
+picks triton on CPU). Needs the ``triton`` package (3.6 or later): where it does not
 import, the backend says so and ``auto`` uses torch.
 
 Example:
