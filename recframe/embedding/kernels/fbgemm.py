@@ -68,7 +68,7 @@ def fbgemm_import_error() -> str | None:
     try:
         import fbgemm_gpu.split_table_batched_embeddings_ops_training  # noqa: F401
     except Exception as err:  # a missing or ABI-mismatched build must not crash recframe
-        log.warning("fbgemm_gpu is not usable (%s: %s); embedding tables use the torch backend",
+        log.warning("fbgemm_gpu is not usable (%s: %s); embedding tables use the triton (CUDA) or torch backend",
                     type(err).__name__, err)
         return f"fbgemm_gpu does not import ({type(err).__name__}: {err})"
     return None
