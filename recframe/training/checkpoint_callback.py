@@ -100,6 +100,7 @@ class StepCheckpoint(pl.Callback):
         """Save the current step (once per step), on every rank."""
         if trainer.global_step == self._saved_step:
             return
+        # weights_only=False: the whole training state (optimizers, loops), not only the model's weights
         trainer.save_checkpoint(self.root / f"step-{trainer.global_step}", weights_only=False)
         self._saved_step = trainer.global_step
         if trainer.is_global_zero:

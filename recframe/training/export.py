@@ -83,7 +83,9 @@ def load_exported(path: str | Path, backend: str = "auto") -> tuple[nn.Module, D
         >>> list(cfg.features.sparse)[:2]  # doctest: +SKIP
         ['cat_0', 'cat_1']
     """
-    export = torch.load(path, map_location="cpu", weights_only=True)
+    from recframe.training.checkpoint_safety import safe_torch_load
+
+    export = safe_torch_load(path)
     if not isinstance(export, dict) or export.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (write one with `recframe export`)")
     model, cfg = _model_from_config(export["config"], backend)
