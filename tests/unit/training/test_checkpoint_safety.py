@@ -117,3 +117,13 @@ def test_only_tensors_and_json_values_are_saved() -> None:
     assert checkpoint.decode(json.loads(json.dumps(encoded)), tensors) == tree
     with pytest.raises(TypeError, match="checkpoint entry x/obj is a .*Payload"):
         checkpoint.encode({"x": {"obj": Payload(Path("never"))}}, "", {})
+
+
+def test_a_crafted_export_file_is_refused_and_does_not_run(tmp_path: Path) -> None:
+    from recframe.training.export import FORMAT, load_exported
+
+    marker = tmp_path / "pwned"
+    torch.save({"format": FORMAT, "config": "", "state_dict": {}, "x": Payload(marker)}, tmp_path / "model.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_exported(tmp_path / "model.pt")
+    assert not marker.exists()
