@@ -319,7 +319,8 @@ def _movielens_problems(cfg: Any) -> list[Any]:
             out.append(Problem("data.path", str(error)))
     absent = missing_features(layout or "", [*cfg.features.dense, *cfg.features.sparse])
     if absent:
-        hint = "keep user_id and user_history on the user side" if retrieval else \
+        hint = ("use features=movielens_latest_retrieval tables=movielens_latest_retrieval "
+                "'model.user_features=[user_id,user_history]'") if retrieval else \
             "use features=movielens_latest tables=movielens_latest"
         out.append(Problem("features", f"{data.path} ({layout} layout) has no user attributes, so no features "
                            f"{absent}", hint))

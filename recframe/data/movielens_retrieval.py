@@ -101,7 +101,8 @@ class MovieLensRetrievalSource(InMemorySource):
         absent = missing_features(data.layout, self.keys)
         if absent:
             raise DataError(f"{self.path}: the {data.layout} layout has no user attributes, so no features {absent}; "
-                            "list only user_id and user_history on the user side")
+                            "use features=movielens_latest_retrieval tables=movielens_latest_retrieval "
+                            "'model.user_features=[user_id,user_history]'")
         r = data.ratings.take(np.lexsort((data.ratings.item, data.ratings.timestamp, data.ratings.user)))
         last = np.r_[r.user[1:] != r.user[:-1], True]  # each user's last rating
         first = np.r_[True, r.user[1:] != r.user[:-1]]

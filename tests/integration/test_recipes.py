@@ -23,7 +23,7 @@ REPO_PATH = re.compile(r"(?<![\w/.])(recipes|scripts)/")
 FEW_STEPS = ["trainer.max_steps=3", "trainer.limit_val_batches=2", "tables.row_cap=1000",
              "trainer.enable_progress_bar=false", "checkpoint.every_n_steps=0", "logger.table_stats_every_n_steps=0"]
 # (recipe, smoke-tested commands it must have: fewer means a block lost its marker)
-RECIPES = [("criteo", 8), ("movielens", 5)]
+RECIPES = [("criteo", 8), ("movielens", 6)]
 
 
 def smoke_commands(readme: Path, blocks: int | None = None) -> list[str]:

@@ -72,3 +72,15 @@ def test_two_tower_experiment_builds_on_movielens() -> None:
     assert model(batch).shape == (256, 256)
     problems = find_problems(["+experiment=movielens", "data=movielens_retrieval", args[1]])
     assert any(p.key == "data" and "data=movielens_retrieval is for ['two_tower']" in p.message for p in problems)
+
+
+def test_latest_layout_two_tower_config_is_refused_then_fixed_as_the_hint_says() -> None:
+    from recframe.config.compose import find_problems
+
+    args = ["+experiment=movielens_two_tower", f"data.path={require(MOVIELENS_LATEST_SMALL)}"]
+    problems = find_problems(args)
+    assert [p.key for p in problems] == ["features"] and "no user attributes" in problems[0].message
+    fix = problems[0].hint.removeprefix("use ").split(" ")
+    assert fix == ["features=movielens_latest_retrieval", "tables=movielens_latest_retrieval",
+                   "'model.user_features=[user_id,user_history]'"]
+    assert find_problems([*args, *fix[:2], fix[2].strip("'")]) == []
