@@ -6,7 +6,9 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,7 +41,10 @@ def criteo_tsv_as_csv(tsv: Path, out: Path, rows: int | None = None) -> Path:
 
 @functools.cache
 def _scratch() -> Path:
-    return Path(tempfile.mkdtemp(prefix="recframe-test-data-"))
+    """A temporary folder for files made from the samples, once per process (removed when it exits)."""
+    path = Path(tempfile.mkdtemp(prefix="recframe-test-data-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 @functools.cache
