@@ -23,12 +23,11 @@ class Command:
 
     Args:
         summary: one line for ``--help``.
-        entry: ``"module:function"`` taking the remaining argv and returning an exit code,
-            or None while the command has not landed yet.
+        entry: ``"module:function"`` taking the remaining argv and returning an exit code.
     """
 
     summary: str
-    entry: str | None
+    entry: str
 
 
 COMMANDS: dict[str, Command] = {
@@ -46,7 +45,6 @@ COMMANDS: dict[str, Command] = {
                      "recframe.training.app:bench_command"),
 }
 
-NOT_AVAILABLE_EXIT = 3
 # Lightning relaunches the other ranks from sys.argv, which Hydra needs without the subcommand:
 # the subcommand travels to them in this environment variable.
 COMMAND_ENV = "RECFRAME_COMMAND"
@@ -80,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = args.pop(0) if args and args[0] in COMMANDS else os.environ.get(COMMAND_ENV, "train")
     os.environ[COMMAND_ENV] = name
-    command = COMMANDS[name]
-    if command.entry is None:
-        print(f"recframe {name}: not available yet", file=sys.stderr)
-        return NOT_AVAILABLE_EXIT
-    module, function = command.entry.split(":")
+    module, function = COMMANDS[name].entry.split(":")
     return int(getattr(importlib.import_module(module), function)(args) or 0)
 
 
