@@ -126,6 +126,7 @@ class DistributedConfig:
     """Several processes: how long to wait for a peer before stopping."""
 
     timeout_s: float = 300.0  # timeout of every collective (gloo/NCCL); a peer silent this long is lost
+    startup_timeout_s: float = 900.0  # how long the ranks wait for each other to start (the first rendezvous)
     watchdog: bool = True  # heartbeats between the ranks: a dead peer stops the others within seconds
 
 

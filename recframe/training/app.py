@@ -142,7 +142,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     if world > 1:
         from recframe.training.strategy import ShardedStrategy
 
-        strategy = ShardedStrategy(cfg.distributed.timeout_s, cfg.distributed.watchdog,
+        d = cfg.distributed
+        strategy = ShardedStrategy(d.timeout_s, d.startup_timeout_s, d.watchdog,
                                    process_group_backend="gloo" if t.accelerator == "cpu" else "nccl")
         strategy.checkpoint_io, plugins = checkpoint_io, []  # it writes on every rank (ShardedStrategy)
     return pl.Trainer(

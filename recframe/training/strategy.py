@@ -7,15 +7,17 @@ broadcast rank 0's table shards over the other ranks' (which hold different rows
 updated by their fused optimizers inside the backward pass, through the sharded modules' own
 collectives.
 
-Failures: the process group gets the configured timeout (``distributed.timeout_s``; gloo's and
-Lightning's default is 30 minutes), and once it is up a ``PeerWatchdog`` (recframe.distributed.watchdog)
+Failures: the ranks wait ``distributed.startup_timeout_s`` for each other to start (process
+startup, CUDA initialization), then every collective gets ``distributed.timeout_s`` (gloo's and
+Lightning's default is 30 minutes); once the process group is up a ``PeerWatchdog`` (recframe.distributed.watchdog)
 watches every peer: a rank that dies or stops makes the others log ``rank R lost (...); stopping``
 and exit with status 1, rank 0 killing the ranks Lightning launched. A collective that fails in
 the training loop ends the same way (``on_exception``); any other error but ``SystemExit`` leaves
 without a goodbye, so the peers stop too once this process is gone.
 
 Example:
-    >>> strategy = ShardedStrategy(timeout_s=300.0, watchdog=True, process_group_backend="gloo")  # doctest: +SKIP
+    >>> strategy = ShardedStrategy(timeout_s=300.0, startup_timeout_s=900.0, watchdog=True,
+    ...                            process_group_backend="gloo")  # doctest: +SKIP
     >>> trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=strategy)  # doctest: +SKIP
 """
 
@@ -25,6 +27,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import torch.distributed as dist
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -56,19 +59,22 @@ class ShardedStrategy(DDPStrategy):
 
     Args:
         timeout_s: timeout of every collective, and silence after which a peer is lost (seconds).
+        startup_timeout_s: how long the ranks wait for each other when the process group starts (seconds).
         watchdog: watch the peers (heartbeats on connections of its own) to stop soon after one is lost.
         process_group_backend: ``gloo`` (CPU) or ``nccl`` (GPU).
     """
 
     strategy_name = "recframe_sharded"
 
-    def __init__(self, timeout_s: float, watchdog: bool, process_group_backend: str) -> None:
-        super().__init__(process_group_backend=process_group_backend, timeout=timedelta(seconds=timeout_s))
+    def __init__(self, timeout_s: float, startup_timeout_s: float, watchdog: bool, process_group_backend: str) -> None:
+        super().__init__(process_group_backend=process_group_backend, timeout=timedelta(seconds=startup_timeout_s))
         self.timeout_s, self.watch = timeout_s, watchdog
         self.watchdog: PeerWatchdog | None = None
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
+        # The rendezvous waited up to startup_timeout_s (ranks start at different times); collectives get timeout_s.
+        dist.distributed_c10d._set_pg_timeout(timedelta(seconds=self.timeout_s))
         if self.watch and self.watchdog is None:
             self.watchdog = start_watchdog(self.timeout_s, on_lost=self._stop)
 

@@ -52,8 +52,9 @@ def test_watchdog_explains_a_collective_error_by_what_it_knows() -> None:
 
 def test_timeout_is_a_validated_setting() -> None:
     assert find_problems(["+experiment=dlrm", "distributed.timeout_s=30"]) == []
-    (problem,) = find_problems(["+experiment=dlrm", "distributed.timeout_s=0"])
-    assert problem.key == "distributed.timeout_s" and "> 0" in problem.message
+    problems = find_problems(["+experiment=dlrm", "distributed.timeout_s=0", "distributed.startup_timeout_s=-1"])
+    assert [p.key for p in problems] == ["distributed.timeout_s", "distributed.startup_timeout_s"]
+    assert all("> 0" in p.message for p in problems)
 
 
 def test_fault_spec() -> None:
