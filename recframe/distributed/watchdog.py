@@ -115,6 +115,8 @@ def is_collective_failure(error: BaseException) -> bool:
 def describe_failure(error: BaseException, rank: int, timeout_s: float) -> str:
     """The line for a failed collective when no lost peer is known (with the error's first line)."""
     text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    if "waiting for clients" in text:  # the rendezvous of the process group's start
+        return (f"not every rank started in time (distributed.startup_timeout_s) ({text}); stopping rank {rank}")
     if "Timed out" in text or "timeout" in text.lower():
         return (f"a collective timed out after {timeout_s:g} s (distributed.timeout_s): did the ranks call "
                 f"different collectives? ({text}); stopping rank {rank}")

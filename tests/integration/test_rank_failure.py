@@ -156,3 +156,13 @@ def test_without_the_watchdog_a_collective_error_still_ends_the_run(start) -> No
     text = run.output()
     assert "a collective failed, a peer is probably lost (" in text and "stopping rank 0" in text, text[-3000:]
     assert not group_members(run.main.pid)
+
+
+@pytest.mark.slow
+def test_ranks_that_do_not_start_in_time_end_the_run(start) -> None:
+    """distributed.startup_timeout_s=1: rank 1 (a new Python process) cannot join that fast; rank 0 says so."""
+    run = start("", "distributed.startup_timeout_s=1")
+    assert run.main.wait(timeout=120) == 1
+    text = run.output()
+    assert "not every rank started in time (distributed.startup_timeout_s)" in text, text[-3000:]
+    wait_until(lambda: not group_members(run.main.pid), 10)

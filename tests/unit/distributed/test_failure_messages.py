@@ -33,6 +33,9 @@ def test_failure_lines_say_what_happened_and_which_setting() -> None:
     line = describe_failure(RuntimeError(GLOO_TIMEOUT), rank=1, timeout_s=10)
     assert line.startswith("a collective timed out after 10 s (distributed.timeout_s)")
     assert line.endswith("stopping rank 1") and "\n" not in line
+    line = describe_failure(dist.DistStoreError("Timed out after 11 seconds waiting for clients. 1/2 clients joined."),
+                            rank=0, timeout_s=10)
+    assert line.startswith("not every rank started in time (distributed.startup_timeout_s) (Timed out after 11")
     line = describe_failure(RuntimeError(GLOO_RESET + "\nmore lines"), rank=0, timeout_s=10)
     assert line.startswith("a collective failed, a peer is probably lost (") and "more lines" not in line
 
