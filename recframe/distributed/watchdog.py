@@ -330,6 +330,10 @@ def start_watchdog(timeout_s: float, on_lost: Callable[[str], object]) -> PeerWa
     if _running is None:
         watchdog = PeerWatchdog(timeout_s, on_lost)
         store = dist.PrefixStore("recframe/", dist.distributed_c10d._get_default_store())
-        watchdog.start(store, dist.get_rank(), dist.get_world_size(), reachable_host())
+        try:
+            watchdog.start(store, dist.get_rank(), dist.get_world_size(), reachable_host())
+        except OSError as error:
+            raise RuntimeError(f"the peer watchdog could not connect rank {dist.get_rank()} to its peers ({error}); "
+                               "distributed.watchdog=false runs without it") from error
         _running = watchdog
     return _running
