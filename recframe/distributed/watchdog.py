@@ -16,7 +16,8 @@ watchdog builds on the same signal, on TCP connections of its own between every 
   ``rank R lost (<why>); stopping rank S``; in training that is :func:`exit_now`, which kills the
   processes the rank launched and ``os._exit``\\ s (the main thread may be stuck in a collective).
 - A rank that ends normally says goodbye (at interpreter exit) and its peers stop watching it; a
-  rank leaving through an error says nothing (``mark_failed``): its peers see it as lost and stop.
+  rank leaving through an error says nothing (``mark_failed``): its peers see it as lost and stop;
+  a rank interrupted by Ctrl-C says so (``interrupted``), and its peers stop without calling it lost.
 
 Why not a gloo group: a thread blocked in a gloo wait aborts the process (std::terminate) when the
 wait returns while the interpreter shuts down; plain sockets in ``select`` do not.
@@ -50,7 +51,7 @@ log = logging.getLogger("recframe")
 
 EXIT_CODE = 1  # exit status of a rank stopped by a lost peer or a failed collective
 _FRAME = struct.Struct("!iii")  # kind, rank, reason
-_HELLO, _HEARTBEAT, _GOODBYE, _LOST = 0, 1, 2, 3  # message kinds
+_HELLO, _HEARTBEAT, _GOODBYE, _LOST, _INTERRUPTED = 0, 1, 2, 3, 4  # message kinds
 _CLOSED, _SILENT = 0, 1  # why a peer is lost
 # Substrings of gloo's errors when a peer is gone or a collective timed out (NCCL raises DistBackendError).
 _COLLECTIVE_ERRORS = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
@@ -161,6 +162,7 @@ class PeerWatchdog:
         self.on_lost = on_lost
         self.rank = -1
         self.departed: set[int] = set()  # peers that said goodbye
+        self.interrupted: set[int] = set()  # peers stopped by Ctrl-C (SIGINT)
         self.lost: str | None = None  # the line of the first lost peer
         self._sockets: dict[int, socket.socket] = {}
         self._stop = threading.Event()
@@ -207,6 +209,12 @@ class PeerWatchdog:
         """This rank leaves through an error: no goodbye, so its peers stop when it exits."""
         self._failed = True
 
+    def interrupted_here(self) -> None:
+        """This rank got Ctrl-C: tell the peers (they stop without calling it lost) and stop watching."""
+        self._failed = True
+        self._send(self._live(), _INTERRUPTED)
+        self.close()
+
     def close(self) -> None:
         """Say goodbye (unless ``mark_failed`` was called) and stop the thread; runs at exit."""
         self._stop.set()
@@ -228,6 +236,8 @@ class PeerWatchdog:
             time.sleep(0.05)
         if self.lost is not None:
             return self.lost
+        if self.interrupted:
+            return f"rank {min(self.interrupted)} was interrupted (Ctrl-C); stopping rank {self.rank}"
         if self.departed:
             return (f"rank {min(self.departed)} lost (it finished and exited while rank {self.rank} still waited "
                     f"for it in a collective: did the ranks run different numbers of steps?); stopping rank "
@@ -290,8 +300,10 @@ class PeerWatchdog:
                 while len(pending[peer]) >= _FRAME.size and self.lost is None:
                     kind, rank, reason = _FRAME.unpack(pending[peer][:_FRAME.size])
                     pending[peer] = pending[peer][_FRAME.size:]
-                    if kind == _GOODBYE:
+                    if kind in (_GOODBYE, _INTERRUPTED):
                         self.departed.add(peer)
+                        if kind == _INTERRUPTED:
+                            self.interrupted.add(peer)
                     elif kind == _LOST:
                         self._lose(rank, reason, reporter=peer)
             now = time.monotonic()

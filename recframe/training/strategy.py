@@ -84,7 +84,10 @@ class ShardedStrategy(DDPStrategy):
     def on_exception(self, exception: BaseException) -> None:
         super().on_exception(exception)
         if self.watchdog is not None and not isinstance(exception, SystemExit):
-            self.watchdog.mark_failed()  # a deliberate exit (SIGTERM's 143) still says goodbye
+            if isinstance(exception, KeyboardInterrupt):
+                self.watchdog.interrupted_here()  # Ctrl-C: the peers stop without calling this rank lost
+            else:
+                self.watchdog.mark_failed()  # leave without a goodbye (SIGTERM's SystemExit(143) says one)
         if is_collective_failure(exception):
             self._stop(self.watchdog.explain(exception, wait_s=3.0) if self.watchdog is not None
                        else describe_failure(exception, self.global_rank, self.timeout_s))

@@ -166,3 +166,15 @@ def test_ranks_that_do_not_start_in_time_end_the_run(start) -> None:
     text = run.output()
     assert "not every rank started in time (distributed.startup_timeout_s)" in text, text[-3000:]
     wait_until(lambda: not group_members(run.main.pid), 10)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_without_calling_one_lost(start, tmp_path: Path) -> None:
+    run = start("")
+    rank1 = run.rank_pid(1)
+    wait_until(lambda: (tmp_path / "run" / "sharding_plan.json").exists(), 120)
+    time.sleep(3)  # into training
+    os.killpg(run.main.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert run.main.wait(timeout=60) != 0
+    wait_gone(rank1, 10)
+    assert " lost (" not in run.output(), run.output()[-3000:]
