@@ -204,6 +204,14 @@ class PeerWatchdog:
         self._thread = threading.Thread(target=self._run, daemon=True, name="recframe-watchdog")
         self._thread.start()
         atexit.register(self.close)
+        os.register_at_fork(after_in_child=self._in_forked_child)
+
+    def _in_forked_child(self) -> None:
+        """A forked child (a DataLoader worker) drops its copies of the connections (closing a copy sends
+        nothing): they must close when this rank dies, not when its last worker notices and exits."""
+        self._stop.set()
+        for conn in [*self._sockets.values(), self._wake_reader, self._wake_writer]:
+            conn.close()
 
     def mark_failed(self) -> None:
         """This rank leaves through an error: no goodbye, so its peers stop when it exits."""

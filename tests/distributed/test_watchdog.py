@@ -60,6 +60,19 @@ def test_killed_rank_is_named_by_every_other_rank_within_seconds(launch, tmp_pat
     assert time.monotonic() - killed < 10, "a dead peer is found by its closed connection, not the 60 s timeout"
 
 
+def test_a_forked_worker_does_not_keep_a_dead_rank_alive(launch, tmp_path: Path) -> None:
+    """Rank 1 dies but its forked child (a DataLoader worker) lives on: its copies of the sockets are closed."""
+    ranks = launch(2, 60.0, "fork")
+    wait_until(lambda: (tmp_path / "child_1").exists(), 10)
+    worker = int((tmp_path / "child_1").read_text())
+    os.kill(ranks[1].pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert ranks[0].wait(timeout=30) == 1
+    assert "rank 1 lost (its connection closed" in output(tmp_path, 0)
+    assert time.monotonic() - killed < 10 and alive(worker), "found while the worker still runs"
+    os.kill(worker, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_stopped_rank_is_lost_after_the_timeout(launch, tmp_path: Path) -> None:
     ranks = launch(2, 3.0, "wait")

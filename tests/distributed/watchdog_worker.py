@@ -7,7 +7,9 @@ a PeerWatchdog whose ``on_lost`` is the real ``exit_now`` (log the line, exit 1)
 
 - ``wait``: sleep (until killed, stopped, or a lost peer ends the process);
 - ``finish_at_rank_seconds``: rank r runs ``r * 3 * TIMEOUT_S`` seconds, then exits normally (0);
-- ``fail_rank0``: rank 0 marks itself failed and exits with 3 at once; the others wait.
+- ``fail_rank0``: rank 0 marks itself failed and exits with 3 at once; the others wait;
+- ``fork``: like ``wait``, but every rank first forks a child that sleeps (as a DataLoader worker
+  would, it inherits the rank's sockets) and writes ``DIR/child_<rank>`` with its pid.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def main() -> None:
         time.sleep(rank * 3 * timeout_s)
         print(f"rank {rank} done", flush=True)
         return
+    if scenario == "fork":
+        child = os.fork()
+        if child == 0:
+            time.sleep(600)
+            os._exit(0)
+        with open(os.path.join(directory, f"child_{rank}"), "w") as f:
+            f.write(str(child))
     if scenario == "fail_rank0" and rank == 0:
         watchdog.mark_failed()
         sys.exit(3)
