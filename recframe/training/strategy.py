@@ -9,11 +9,12 @@ collectives.
 
 Failures: the ranks wait ``distributed.startup_timeout_s`` for each other to start (process
 startup, CUDA initialization), then every collective gets ``distributed.timeout_s`` (gloo's and
-Lightning's default is 30 minutes); once the process group is up a ``PeerWatchdog`` (recframe.distributed.watchdog)
-watches every peer: a rank that dies or stops makes the others log ``rank R lost (...); stopping``
-and exit with status 1, rank 0 killing the ranks Lightning launched. A collective that fails in
-the training loop ends the same way (``on_exception``); any other error but ``SystemExit`` leaves
-without a goodbye, so the peers stop too once this process is gone.
+Lightning's default is 30 minutes); once the process group is up a ``PeerWatchdog``
+(recframe.distributed.watchdog) watches every peer: a rank that dies or stops makes the others
+log ``rank R lost (...); stopping`` and exit with status 1, rank 0 killing the ranks Lightning
+launched. A collective that fails in the training loop ends the same way (``on_exception``);
+Ctrl-C tells the peers it was an interrupt; any other error but ``SystemExit`` (SIGTERM's 143)
+leaves without a goodbye, so the peers stop too once this process is gone.
 
 Example:
     >>> strategy = ShardedStrategy(timeout_s=300.0, startup_timeout_s=900.0, watchdog=True,
