@@ -98,6 +98,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 on cpu, 20 on cuda)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 on cpu, 5 on cuda)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="CPU: build every backend of a shape, then time them round-robin (fair on a busy CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip configs estimated to need more memory")
     return parser.parse_args()
@@ -190,6 +192,7 @@ def main() -> None:
         steps = args.steps or (20 if device.type == "cuda" else 2)
         warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
         for shape in shapes:
+            runs = []  # (prefix, backend, weight_dtype, step) of every backend that can run this shape
             for backend in args.backends:
                 for weight_dtype in args.weight_dtypes if backend != "nn" else ["fp32"]:
                     ids = sum(shape.hots) / len(shape.hots)
@@ -206,18 +209,50 @@ def main() -> None:
                     if need > args.max_gb:
                         print(f"{prefix}  skipped: needs ~{need:.1f} GB > --max-gb {args.max_gb}")
                         continue
-                    step = make_step(backend, device, shape, args.optimizer, weight_dtype, args.check_ids)
-                    seconds = time_steps(step, device, warmup, steps)
-                    lookups, bags = shape.batch * sum(shape.hots), shape.batch * len(shape.hots)
-                    state = shape.dim if backend == "nn" else STATE_FLOATS[args.optimizer](shape.dim)
-                    width = 4 if backend == "nn" else WEIGHT_BYTES[weight_dtype]
-                    moved = 3 * lookups * shape.dim * width + (2 * bags * shape.dim + 2 * lookups * state) * 4
-                    print(f"{prefix} {seconds * 1e3:>9.3f} {lookups / seconds / 1e6:>11.2f} "
-                          f"{moved / seconds / 1e9:>7.1f}", flush=True)
-                    del step
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
+                    runs.append((prefix, backend, weight_dtype, need))
+            together = sum(need for *_, need in runs)
+            if args.interleave and device.type == "cpu" and together > args.max_gb:
+                print(f"{shape.name}: timed one backend at a time (together ~{together:.1f} GB > --max-gb)")
+            elif args.interleave and device.type == "cpu":
+                steps_of = [make_step(b, device, shape, args.optimizer, w, args.check_ids) for _, b, w, _ in runs]
+                seconds = time_interleaved(steps_of, warmup, steps)
+                for (prefix, backend, weight_dtype, _), secs in zip(runs, seconds, strict=True):
+                    print(report(prefix, shape, backend, weight_dtype, args.optimizer, secs), flush=True)
+                continue
+            for prefix, backend, weight_dtype, _ in runs:
+                step = make_step(backend, device, shape, args.optimizer, weight_dtype, args.check_ids)
+                secs = time_steps(step, device, warmup, steps)
+                print(report(prefix, shape, backend, weight_dtype, args.optimizer, secs), flush=True)
+                del step
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
 
+
+def time_interleaved(steps_of: list[Callable[[], None]], warmup: int, steps: int) -> list[float]:
+    """Median seconds per step of each step function, timed round-robin (one step of each per round).
+
+    On a CPU shared with other jobs, load changes over a run; taking turns spreads it over every
+    backend alike, so their ratio is fair even when the absolute times move.
+    """
+    for step in steps_of:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in steps_of]
+    for _ in range(steps):
+        for step, seen in zip(steps_of, times, strict=True):
+            begin = time.perf_counter()
+            step()
+            seen.append(time.perf_counter() - begin)
+    return [statistics.median(seen) for seen in times]
+
+
+def report(prefix: str, shape: Shape, backend: str, weight_dtype: str, optimizer: str, seconds: float) -> str:
+    """One table row: ms per step, lookups/s and the effective GB/s of a perfect kernel (module docstring)."""
+    lookups, bags = shape.batch * sum(shape.hots), shape.batch * len(shape.hots)
+    state = shape.dim if backend == "nn" else STATE_FLOATS[optimizer](shape.dim)
+    width = 4 if backend == "nn" else WEIGHT_BYTES[weight_dtype]
+    moved = 3 * lookups * shape.dim * width + (2 * bags * shape.dim + 2 * lookups * state) * 4
+    return f"{prefix} {seconds * 1e3:>9.3f} {lookups / seconds / 1e6:>11.2f} {moved / seconds / 1e9:>7.1f}"
 
 if __name__ == "__main__":
     main()

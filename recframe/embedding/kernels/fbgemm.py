@@ -12,12 +12,14 @@ with fbgemm-gpu-cpu 1.8 (and from fbgemm's sources for CUDA):
 
 CPU concurrency: fbgemm's CPU backward runs its SIMD, multi-threaded path only for fp32
 ``rowwise_adagrad`` tables that serve one feature each; every other CPU update (``sgd``, exact
-``adagrad``, fp16, shared tables) is a single-threaded loop over the tables. A pooled CPU group of
-that kind is therefore split into up to ``torch.get_num_threads()`` TBEs over disjoint tables
-(contiguous feature ranges), whose backward passes run concurrently, one thread each. Each table's
-update is the same code on the same data either way, so the result is bit-for-bit the same as one
-TBE (tested); on the 2-core development CPU it takes a Criteo-sized exact Adagrad step from ~60 ms
-to ~36 ms (``scripts/bench_embedding.py``).
+``adagrad``, fp16, shared tables) is a single-threaded loop over the tables. For a pooled CPU group
+of that kind the kernel calls fbgemm's CPU backward op itself, once per part of the group's
+features (contiguous ranges over disjoint tables, up to ``torch.get_num_threads()`` of them), on
+one thread each (the op releases the GIL). A part's call sees the whole output gradient and only
+its own ids (the other features' bags are empty), so no tensor is copied, and each table is
+updated by the same code on the same data as in one call: the result is bit-for-bit the same
+(tested). On the 2-core development CPU this takes a Criteo-sized exact Adagrad step (26 tables,
+dim 128, batch 2048) from ~68 ms to ~46 ms (``scripts/bench_embedding.py``).
 
 fbgemm counts its optimizer step (``iter``) on every forward, the torch backend on every backward;
 in a training loop (one backward per forward) they agree. Weight updates round to nearest
@@ -146,15 +148,15 @@ def concurrent_parts(spec: GroupSpec, threads: int) -> list[range]:
 
 
 class FbgemmEmbeddingKernel(nn.Module):
-    """One group of tables in fbgemm TBEs: one, or several over disjoint tables (see the module docstring).
+    """One group of tables in one fbgemm TBE (see the module docstring).
 
-    The TBEs are kept outside the module tree (their buffers are not this module's state: the
+    The TBE is kept outside the module tree (its buffers are not this module's state: the
     collection exposes the tables under their names), so the kernel stays on the device it was
     built on; build the collection on its final device.
 
     Args:
         spec: the group (tables, features, optimizer, pooled or sequence, device).
-        threads: the most TBEs to split a CPU group into (default: ``torch.get_num_threads()``).
+        threads: the most parts whose CPU updates run concurrently (default: ``torch.get_num_threads()``).
     """
 
     def __init__(self, spec: GroupSpec, threads: int | None = None) -> None:
@@ -162,16 +164,12 @@ class FbgemmEmbeddingKernel(nn.Module):
         self.spec = spec
         self.state_names = [name for name, _ in STATE_LAYOUT[spec.optimizer.name]]
         self.feature_ranges = concurrent_parts(spec, torch.get_num_threads() if threads is None else threads)
-        # table index in the group -> (part, its index in that part's TBE)
-        self.table_location: dict[int, tuple[int, int]] = {}
-        tbes = []
-        for part, features in enumerate(self.feature_ranges):
-            tables = sorted({spec.feature_tables[f] for f in features})
-            for local, table in enumerate(tables):
-                self.table_location[table] = (part, local)
-            tbes.append(_build_tbe(spec, [spec.tables[t] for t in tables],
-                                   [tables.index(spec.feature_tables[f]) for f in features]))
-        self._tbes = tbes  # a list keeps them out of the module tree (see the class docstring)
+        self._tbe = [_build_tbe(spec)]  # a list keeps it out of the module tree (see the class docstring)
+
+    @property
+    def tbe(self) -> nn.Module:
+        """The wrapped fbgemm module."""
+        return self._tbe[0]
 
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
                 per_sample_weights: torch.Tensor | None) -> torch.Tensor:
@@ -183,43 +181,62 @@ class FbgemmEmbeddingKernel(nn.Module):
             per_sample_weights: float per-id weights (pooled kernels only) or None.
         """
         weights = None if per_sample_weights is None else per_sample_weights.float()
-        if len(self._tbes) == 1:
-            return self._tbes[0](indices, offsets, per_sample_weights=weights)
+        if len(self.feature_ranges) == 1 or not torch.is_grad_enabled():
+            return self.tbe(indices, offsets, per_sample_weights=weights)
+        anchor = torch.empty(0, requires_grad=True)
+        return _ConcurrentUpdate.apply(anchor, self, indices, offsets, weights)
+
+    def part_inputs(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
+                    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per part: its ids, the offsets with every other feature's bags empty, its weights (or empty)."""
         batch = (offsets.numel() - 1) // len(self.spec.feature_tables)
         bounds = offsets[[r.start * batch for r in self.feature_ranges] + [offsets.numel() - 1]].tolist()
-        inputs = []
-        for part, features in enumerate(self.feature_ranges):
-            lo, hi = bounds[part], bounds[part + 1]
-            part_offsets = offsets[features.start * batch:features.stop * batch + 1] - lo
-            inputs.append((indices[lo:hi], part_offsets, None if weights is None else weights[lo:hi]))
-        if not torch.is_grad_enabled():
-            pairs = zip(self._tbes, inputs, strict=True)
-            return torch.cat([tbe(i, o, per_sample_weights=w) for tbe, (i, o, w) in pairs], dim=1)
-        anchor = torch.empty(0, requires_grad=True)
-        return _ConcurrentBackward.apply(anchor, self._tbes, inputs)
+        parts = []
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            part_weights = torch.empty(0) if weights is None else weights[lo:hi]
+            parts.append((indices[lo:hi], offsets.clamp(lo, hi) - lo, part_weights))
+        return parts
+
+    def update(self, grad: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+               weights: torch.Tensor) -> None:
+        """fbgemm's CPU backward with the fused update, for the ids given (see ``_ConcurrentUpdate``)."""
+        from fbgemm_gpu.split_embedding_configs import SparseType
+        from fbgemm_gpu.split_table_batched_embeddings_ops_common import PoolingMode
+
+        tbe, opt = self.tbe, self.spec.optimizer
+        common = (grad, tbe.weights_host, tbe.weights_placements, tbe.weights_offsets, tbe.D_offsets, tbe.max_D,
+                  tbe.hash_size_cumsum, tbe.total_hash_size_bits, indices, offsets, PoolingMode.SUM.value, weights,
+                  False)  # stochastic rounding off, as the TBE is built
+        output = SparseType.FP32.as_int()
+        if opt.name == "sgd":
+            torch.ops.fbgemm.split_embedding_backward_codegen_sgd_cpu(*common, tbe.learning_rate_tensor, output)
+            return
+        momentum = (tbe.momentum1_host, tbe.momentum1_placements, tbe.momentum1_offsets, tbe.learning_rate_tensor)
+        if opt.name == "adagrad":
+            torch.ops.fbgemm.split_embedding_backward_codegen_adagrad_cpu(*common, *momentum, opt.eps, output)
+        else:  # rowwise_adagrad: no weight decay on CPU (see unsupported), no max norm
+            torch.ops.fbgemm.split_embedding_backward_codegen_rowwise_adagrad_cpu(
+                *common, *momentum, opt.eps, 0.0, 0, 0.0, output)
 
     def table_weight(self, index: int) -> torch.Tensor:
-        part, local = self.table_location[index]
-        return self._tbes[part].split_embedding_weights()[local]
+        return self.tbe.split_embedding_weights()[index]
 
     def table_states(self, index: int) -> dict[str, torch.Tensor]:
         if not self.state_names:
             return {}
-        part, local = self.table_location[index]
-        states = self._tbes[part].split_optimizer_states()[local]
+        states = self.tbe.split_optimizer_states()[index]
         return dict(zip(self.state_names, states, strict=True))
 
     def get_step(self) -> int:
-        return int(self._tbes[0].iter.item())
+        return int(self.tbe.iter.item())
 
     def set_step(self, step: int) -> None:
-        for tbe in self._tbes:
-            tbe.iter.fill_(int(step))
-            tbe.iter_cpu.fill_(int(step))
+        self.tbe.iter.fill_(int(step))
+        self.tbe.iter_cpu.fill_(int(step))
 
 
-def _build_tbe(spec: GroupSpec, tables: list[TableConfig], feature_tables: list[int]) -> nn.Module:
-    """fbgemm's SplitTableBatchedEmbeddingBagsCodegen for some tables of a group."""
+def _build_tbe(spec: GroupSpec) -> nn.Module:
+    """fbgemm's SplitTableBatchedEmbeddingBagsCodegen for a group."""
     from fbgemm_gpu.split_embedding_configs import EmbOptimType, SparseType
     from fbgemm_gpu.split_table_batched_embeddings_ops_common import (
         BoundsCheckMode,
@@ -239,10 +256,10 @@ def _build_tbe(spec: GroupSpec, tables: list[TableConfig], feature_tables: list[
     decay_mode = WeightDecayMode.NONE
     if opt.name == "rowwise_adagrad" and opt.weight_decay > 0:
         decay_mode = WeightDecayMode.L2 if opt.weight_decay_mode == "l2" else WeightDecayMode.DECOUPLE
-    precision = {"fp32": SparseType.FP32, "fp16": SparseType.FP16}[tables[0].weight_dtype]
+    precision = {"fp32": SparseType.FP32, "fp16": SparseType.FP16}[spec.tables[0].weight_dtype]
     return SplitTableBatchedEmbeddingBagsCodegen(
-        [(t.num_embeddings, t.embedding_dim, location, compute) for t in tables],
-        feature_table_map=feature_tables,
+        [(t.num_embeddings, t.embedding_dim, location, compute) for t in spec.tables],
+        feature_table_map=list(spec.feature_tables),
         optimizer=EmbOptimType[OPTIM_TYPES[opt.name]],
         learning_rate=opt.lr,
         eps=opt.eps,
@@ -257,44 +274,42 @@ def _build_tbe(spec: GroupSpec, tables: list[TableConfig], feature_tables: list[
         # Always on: one cheap pass that also checks the offsets, so bad input is an error, never a crash.
         bounds_check_mode=BoundsCheckMode.FATAL,
         device=spec.device,
-        table_names=[t.name for t in tables],
+        table_names=[t.name for t in spec.tables],
     )
 
 
-class _ConcurrentBackward(torch.autograd.Function):
-    """Forward: each TBE's pooled lookup, concatenated. Backward: the TBEs' backward passes, one thread each.
+class _ConcurrentUpdate(torch.autograd.Function):
+    """Forward: the TBE's lookup (no autograd of its own). Backward: fbgemm's CPU update, one thread per part.
 
-    Each TBE's output keeps its own autograd graph (built under ``enable_grad`` in forward); backward
-    runs those graphs concurrently (fbgemm's ops release the GIL) and re-raises the first error.
+    Every part's call gets the whole (contiguous) output gradient and only its own ids; the first
+    error of any thread is raised on the calling thread.
     """
 
     @staticmethod
-    def forward(ctx, anchor: torch.Tensor, tbes: list[nn.Module],  # noqa: ANN001
-                inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-        with torch.enable_grad():
-            outputs = [tbe(indices, offsets, per_sample_weights=weights)
-                       for tbe, (indices, offsets, weights) in zip(tbes, inputs, strict=True)]
-        ctx.outputs = outputs
-        return torch.cat([out.detach() for out in outputs], dim=1)
+    def forward(ctx, anchor: torch.Tensor, kernel: FbgemmEmbeddingKernel, indices: torch.Tensor,  # noqa: ANN001
+                offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        ctx.kernel = kernel
+        ctx.parts = kernel.part_inputs(indices, offsets, weights)
+        return kernel.tbe(indices, offsets, per_sample_weights=weights)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, None]:  # noqa: ANN001
-        outputs, ctx.outputs = ctx.outputs, None
-        grads = grad.split([out.shape[1] for out in outputs], dim=1)
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, None, None, None]:  # noqa: ANN001
+        grad = grad.contiguous()
+        kernel, parts, ctx.parts = ctx.kernel, ctx.parts, None
         errors: list[BaseException] = []
 
-        def run(out: torch.Tensor, out_grad: torch.Tensor) -> None:
+        def run(part: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
             try:
-                out.backward(out_grad.contiguous())
+                kernel.update(grad, *part)
             except BaseException as err:  # re-raised on the calling thread below
                 errors.append(err)
 
-        threads = [threading.Thread(target=run, args=pair) for pair in zip(outputs[1:], grads[1:], strict=True)]
+        threads = [threading.Thread(target=run, args=(part,)) for part in parts[1:]]
         for thread in threads:
             thread.start()
-        run(outputs[0], grads[0])
+        run(parts[0])
         for thread in threads:
             thread.join()
         if errors:
             raise errors[0]
-        return None, None, None
+        return None, None, None, None, None

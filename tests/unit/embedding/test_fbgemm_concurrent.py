@@ -1,4 +1,4 @@
-"""fbgemm on CPU: a group split into TBEs whose backward runs concurrently trains exactly like one TBE."""
+"""fbgemm on CPU: a group whose updates run as concurrent parts trains bit-for-bit like fbgemm's own backward."""
 
 from __future__ import annotations
 
@@ -90,9 +90,18 @@ def test_split_groups_train_bit_for_bit_like_one_tbe(name: str, seed: int) -> No
             assert torch.equal(value, split_states[table][state]), (table, state)
 
 
-def test_an_error_in_a_concurrent_backward_reaches_the_caller() -> None:
+def test_an_error_in_a_concurrent_update_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
     kernel = FbgemmEmbeddingKernel(spec([0, 1]), threads=2)
     assert len(kernel.feature_ranges) == 2
+    calls = []
+
+    def failing_update(grad: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> None:
+        calls.append(indices.tolist())
+        if indices.tolist() == [2]:  # the second part, run on a worker thread
+            raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(kernel, "update", failing_update)
     out = kernel(torch.tensor([1, 2]), torch.tensor([0, 1, 2]), None)
-    with pytest.raises(RuntimeError):
-        out.backward(torch.ones(3, 8))  # wrong gradient shape: the TBE's backward refuses it
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        out.backward(torch.ones(1, 8))
+    assert sorted(calls) == [[1], [2]]
