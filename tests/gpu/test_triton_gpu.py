@@ -10,21 +10,12 @@ import torch
 
 from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection, SparseOptimizer, TableConfig
 from recframe.sparse import KeyedJaggedTensor
+from tests.unit.embedding.reference import OPTIMIZERS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 pytest.importorskip("triton")
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
-OPTIMIZERS = [
-    SparseOptimizer(name="sgd", lr=0.1),
-    SparseOptimizer(name="adagrad", lr=0.1),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="l2"),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="decoupled"),
-    SparseOptimizer(name="adam", lr=0.05, weight_decay=0.01),
-    SparseOptimizer(name="rowwise_adam", lr=0.05, weight_decay=0.01, betas=[0.8, 0.99]),
-    SparseOptimizer(name="lamb", lr=0.05, weight_decay=0.01),
-]
 
 
 def tables(weight_dtype: str = "fp32", pooling: str = "sum") -> list[TableConfig]:

@@ -123,6 +123,18 @@ class Reference:
         return w - lr * (torch.linalg.vector_norm(w) / torch.linalg.vector_norm(r)) * r
 
 
+# Every optimizer configuration the backend comparisons run (each backend where it supports it).
+OPTIMIZERS = [
+    SparseOptimizer(name="sgd", lr=0.1),
+    SparseOptimizer(name="adagrad", lr=0.1),
+    SparseOptimizer(name="rowwise_adagrad", lr=0.1),
+    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="l2"),
+    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="decoupled"),
+    SparseOptimizer(name="adam", lr=0.05, weight_decay=0.01),
+    SparseOptimizer(name="rowwise_adam", lr=0.05, weight_decay=0.01, betas=[0.8, 0.99]),
+    SparseOptimizer(name="lamb", lr=0.05, weight_decay=0.01),
+]
+
 @dataclass
 class Case:
     """A random collection: tables and a generator of batches for them."""

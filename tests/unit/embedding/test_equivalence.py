@@ -11,20 +11,10 @@ from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection, Spar
 from recframe.embedding.kernels.fbgemm import fbgemm_import_error, unsupported
 from recframe.embedding.kernels.torch import sum_rows
 
-from .reference import Reference, random_case
+from .reference import OPTIMIZERS, Reference, random_case
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 HAS_FBGEMM = fbgemm_import_error() is None
-OPTIMIZERS = [
-    SparseOptimizer(name="sgd", lr=0.1),
-    SparseOptimizer(name="adagrad", lr=0.1),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="l2"),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="decoupled"),
-    SparseOptimizer(name="adam", lr=0.05, weight_decay=0.01),
-    SparseOptimizer(name="rowwise_adam", lr=0.05, weight_decay=0.01, betas=[0.8, 0.99]),
-    SparseOptimizer(name="lamb", lr=0.05, weight_decay=0.01),
-]
 
 
 def backends_for(opt: SparseOptimizer) -> list[str]:

@@ -19,20 +19,9 @@ from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection, Spar
 from recframe.embedding.kernels import triton as triton_backend  # noqa: E402
 from recframe.sparse import KeyedJaggedTensor  # noqa: E402
 
-from .reference import random_case  # noqa: E402
+from .reference import OPTIMIZERS, random_case  # noqa: E402
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
-OPTIMIZERS = [
-    SparseOptimizer(name="sgd", lr=0.1),
-    SparseOptimizer(name="adagrad", lr=0.1),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="l2"),
-    SparseOptimizer(name="rowwise_adagrad", lr=0.1, weight_decay=0.05, weight_decay_mode="decoupled"),
-    SparseOptimizer(name="adam", lr=0.05, weight_decay=0.01),
-    SparseOptimizer(name="rowwise_adam", lr=0.05, weight_decay=0.01, betas=[0.8, 0.99]),
-    SparseOptimizer(name="lamb", lr=0.05, weight_decay=0.01),
-]
-
 
 
 def _interpreted() -> bool:
