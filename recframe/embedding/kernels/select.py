@@ -59,14 +59,14 @@ class Backend:
         unsupported: ``(table, optimizer, device) -> reason or None``; None means it can run the table.
         mixes_dims: whether one pooled kernel can hold tables of different dims.
         build: ``GroupSpec -> kernel module`` (see ``recframe.embedding.kernels.EmbeddingKernel``).
-        auto_devices: the device types on which ``auto`` may pick it.
+        auto_devices: the device types on which ``auto`` may pick it; None: any device.
     """
 
     name: str
     unsupported: Callable[[TableConfig, SparseOptimizer, torch.device], str | None]
     mixes_dims: bool
     build: Callable[[GroupSpec], nn.Module]
-    auto_devices: tuple[str, ...] = ("cpu", "cuda")
+    auto_devices: tuple[str, ...] | None = ("cpu", "cuda")
 
 
 def _fbgemm_unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.device) -> str | None:
@@ -102,7 +102,8 @@ def _build_torch(spec: GroupSpec) -> nn.Module:
 BACKENDS: dict[str, Backend] = {
     "fbgemm": Backend("fbgemm", _fbgemm_unsupported, mixes_dims=True, build=_build_fbgemm),
     "triton": Backend("triton", _triton_unsupported, mixes_dims=False, build=_build_triton, auto_devices=("cuda",)),
-    "torch": Backend("torch", lambda table, optimizer, device: None, mixes_dims=False, build=_build_torch),
+    "torch": Backend("torch", lambda table, optimizer, device: None, mixes_dims=False, build=_build_torch,
+                     auto_devices=None),
 }
 _logged: set[str] = set()
 
@@ -137,7 +138,8 @@ def choose_backend(table: TableConfig, optimizer: SparseOptimizer, device: torch
     """
     # A meta-device collection (built without memory, to be sharded) chooses as on the CPU.
     kind = "cpu" if device.type == "meta" else device.type
-    names = [name for name, b in BACKENDS.items() if kind in b.auto_devices] if requested == "auto" else [requested]
+    names = ([name for name, b in BACKENDS.items() if b.auto_devices is None or kind in b.auto_devices]
+             if requested == "auto" else [requested])
     reasons = []
     for name in names:
         reason = BACKENDS[name].unsupported(table, optimizer, device)

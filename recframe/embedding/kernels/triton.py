@@ -176,6 +176,9 @@ class TritonEmbeddingKernel(nn.Module):
         """The forward launch: ``(output, keys, grad rows)`` (grad rows: pooled only; see ``triton_kernels``)."""
         k = _kernels()
         num_ids, num_bags = indices.numel(), offsets.numel() - 1
+        if max(num_ids, num_bags) >= 2**31:  # the kernels index lookups and bags with int32
+            raise ValueError(f"triton backend: at most 2^31 - 1 ids and bags a batch, got {num_ids:,} ids and "
+                             f"{num_bags:,} bags; lower data.batch_size or use tables.backend=torch")
         batch = num_bags // self.num_features
         device = indices.device
         keys = torch.empty(num_ids, dtype=self.key_dtype, device=device)

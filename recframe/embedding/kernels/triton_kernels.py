@@ -175,6 +175,8 @@ def update_rows(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, parti
     # The block's last segment may run on into the next blocks: add their partial sums, in block order.
     last_key = tl.load(keys_ptr + block_end - 1)
     more = tl.load(keys_ptr + block_end, mask=block_end < num_lookups, other=-1) == last_key
+    # Only the block where that segment starts sums it (a block inside a hot row's run skips the walk).
+    more = more & (tl.sum((is_start & (key == last_key)).to(tl.int32), axis=0) > 0)
     extra = tl.zeros([BLOCK_D], dtype=tl.float32)
     later = block + 1
     while more:

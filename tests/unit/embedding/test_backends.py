@@ -172,3 +172,12 @@ def test_low_precision_storage_forward_and_update(dtype: str, torch_dtype: torch
         updated = low.state_dict()["t.weight"]
         assert updated.dtype == torch_dtype and not torch.equal(updated, weight)
         torch.testing.assert_close(updated.float(), full.state_dict()["t.weight"], atol=tol, rtol=tol)
+
+
+def test_auto_runs_tables_on_any_device_type_through_torch() -> None:
+    from recframe.embedding.kernels.select import plan_groups
+
+    tables = [table("t")]
+    for device in ("xpu", "mps"):
+        groups = plan_groups(tables, SparseOptimizer(name="adam"), torch.device(device), "auto")
+        assert [g.backend for g in groups] == ["torch"], device
