@@ -266,7 +266,7 @@ def save(checkpoint: dict[str, Any], root: Path, step: int, layout: ModelLayout 
         try:
             write_manifest(temp, {"global_step": step, "world_size": world, "epoch": checkpoint.get("epoch")})
             commit(temp, final)
-            for old in prune(root, keep_last):
+            for old in prune(root, keep_last, final):
                 log.info("removed old checkpoint %s", old)
         except OSError as e:
             error = f"{type(e).__name__}: {e}"

@@ -14,8 +14,9 @@ writes ``manifest.json``, fsyncs it, renames the folder to ``step-N`` and fsyncs
 target folder in place with ``.metadata`` last, so a crash while overwriting an older checkpoint
 could leave a folder that looks complete and is not; recframe never writes into an existing
 ``step-N``.) ``last`` is the newest ``step-N`` whose manifest checks out (every listed file is
-there with its size); pruning keeps the newest K and deletes only folders named like recframe's
-own (``step-N``, ``.tmp-step-N-<hex>``), never anything else a user put there.
+there with its size); pruning keeps the folder just written and the K-1 newest complete ones
+before it (see :func:`prune`) and deletes only folders named like recframe's own
+(``step-N``, ``.tmp-step-N-<hex>``), never anything else a user put there.
 
 Example:
     >>> import tempfile, pathlib
@@ -171,27 +172,48 @@ def find_last(root: Path) -> LastCheckpoint:
     return LastCheckpoint(None, -1, skipped)
 
 
-def prune(root: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` complete checkpoints, and the unfinished ones they supersede.
+def prune(root: Path, keep: int, current: Path) -> list[Path]:
+    """Delete complete checkpoints older than the newest ``keep`` counted from ``current``; returns them.
 
-    Call it between saves (an unfinished folder up to the newest complete step is then a leftover
-    of a stopped writer). Only folders named like recframe's own are touched. Returns the deleted folders.
+    Policy (it can never delete ``current`` nor leave only a damaged checkpoint): ``current`` is
+    the folder just committed, treated as the newest. It is kept together with the ``keep - 1``
+    newest other *complete* ``step-M`` folders (manifest checks out, :func:`read_manifest`) with
+    ``M < step(current)``; older complete ones are deleted. Folders of steps above ``current``
+    (the abandoned future of a run resumed from an older checkpoint) and damaged ``step-N``
+    folders are never counted and never deleted (a person decides). Unfinished ``.tmp-step-N-*``
+    folders with ``N <= step(current)`` are leftovers of a stopped writer and are deleted. Only
+    folders named like recframe's own are touched.
 
     Args:
         root: the run's ``checkpoints/`` folder.
-        keep: how many complete checkpoints to keep (>= 1).
+        keep: how many complete checkpoints to keep, ``current`` included (>= 1).
+        current: the ``step-N`` folder just committed under ``root``.
+
+    Example:
+        >>> prune(root, 2, root / "step-12")  # doctest: +SKIP
+        [PosixPath('.../step-4')]
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    complete, unfinished = [], []
+    match = STEP_FOLDER.match(current.name)
+    if match is None or current.parent != root:
+        raise ValueError(f"{current} is not a step-N folder of {root}")
+    newest = int(match.group(1))
+    older, doomed = [], []
     for entry in root.iterdir() if root.is_dir() else []:
-        if entry.is_dir() and STEP_FOLDER.match(entry.name):
-            complete.append((int(STEP_FOLDER.match(entry.name).group(1)), entry))
-        elif entry.is_dir() and TEMP_FOLDER.match(entry.name):
-            unfinished.append((int(TEMP_FOLDER.match(entry.name).group(1)), entry))
-    complete.sort(reverse=True)
-    newest = complete[0][0] if complete else -1
-    doomed = [f for _, f in complete[keep:]] + [f for step, f in unfinished if step <= newest]
+        step_match, temp_match = STEP_FOLDER.match(entry.name), TEMP_FOLDER.match(entry.name)
+        if not entry.is_dir():
+            continue
+        if step_match and int(step_match.group(1)) < newest:
+            try:
+                read_manifest(entry)
+            except ValueError:
+                continue
+            older.append((int(step_match.group(1)), entry))
+        elif temp_match and int(temp_match.group(1)) <= newest:
+            doomed.append(entry)
+    older.sort(reverse=True)
+    doomed = [f for _, f in older[keep - 1:]] + doomed
     for folder in doomed:
         shutil.rmtree(folder, ignore_errors=True)
     return doomed

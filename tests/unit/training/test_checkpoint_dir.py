@@ -79,11 +79,34 @@ def test_prune_keeps_the_newest_and_touches_only_recframe_folders(tmp_path: Path
     (tmp_path / "step-best").mkdir()  # the user's own folders and files
     (tmp_path / "notes.txt").write_text("keep me")
     (tmp_path / "step-3.bak").mkdir()
-    removed = prune(tmp_path, keep=2)
+    removed = prune(tmp_path, 2, tmp_path / "step-8")
     assert sorted(p.name for p in removed) == sorted(["step-2", "step-4", stale.name])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "step-3.bak", "step-6", "step-8", "step-best"]
     with pytest.raises(ValueError):
-        prune(tmp_path, keep=0)
+        prune(tmp_path, 0, tmp_path / "step-8")
+
+
+def test_prune_after_resuming_from_an_older_step_keeps_the_new_checkpoint(tmp_path: Path) -> None:
+    for step in (10, 20):
+        make_checkpoint(tmp_path, step)
+    future_temp = new_temp_folder(tmp_path, 25, "0000abcd")  # of the abandoned run: not ours to judge
+    current = make_checkpoint(tmp_path, 12)  # resumed from step-10, wrote step 12
+    removed = prune(tmp_path, 1, current)
+    assert [p.name for p in removed] == ["step-10"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [future_temp.name, "step-12", "step-20"]
+
+
+def test_prune_counts_only_complete_checkpoints(tmp_path: Path) -> None:
+    make_checkpoint(tmp_path, 4)
+    damaged = make_checkpoint(tmp_path, 8, b"0123456789")
+    (damaged / "__0_0.distcp").write_bytes(b"01")
+    newer_damaged = make_checkpoint(tmp_path, 20, b"0123456789")
+    (newer_damaged / "__0_0.distcp").write_bytes(b"01")
+    current = make_checkpoint(tmp_path, 12)
+    assert prune(tmp_path, 2, current) == [], "step-4 is the one complete checkpoint before step-12"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-12", "step-20", "step-4", "step-8"]
+    assert [p.name for p in prune(tmp_path, 1, current)] == ["step-4"]
+    assert read_manifest(current)["global_step"] == 12
 
 
 def test_temp_token_is_checked(tmp_path: Path) -> None:

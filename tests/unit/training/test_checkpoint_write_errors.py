@@ -51,3 +51,13 @@ def test_saving_the_same_step_twice_keeps_the_first(tmp_path: Path) -> None:
     assert first == again
     loaded, _ = checkpoint.load(first, layout=None)
     assert loaded["global_step"] == 5
+
+
+def test_resuming_from_an_older_checkpoint_keeps_what_it_writes(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    checkpoint.save(state(10), root, 10, layout=None, keep_last=2)
+    checkpoint.save(state(20), root, 20, layout=None, keep_last=2)
+    written = checkpoint.save(state(12), root, 12, layout=None, keep_last=1)  # resumed from step-10
+    assert sorted(p.name for p in root.iterdir()) == ["step-12", "step-20"]
+    loaded, _ = checkpoint.load(written, layout=None)
+    assert loaded["global_step"] == 12
