@@ -206,19 +206,23 @@ def save(checkpoint: dict[str, Any], root: Path, step: int, layout: ModelLayout 
         config_text: the run's composed config (YAML), kept in the checkpoint for eval and export.
 
     Returns:
-        The committed folder (an existing complete ``step-<step>`` is kept as it is).
+        The committed folder (a complete ``step-<step>`` this process committed before is kept
+        as it is: the final save after a periodic one of the same step).
 
     Raises:
         CheckpointWriteError: naming the folder and every rank's reason; nothing is committed,
-            the temporary folder is removed and the older checkpoints are untouched.
+            the temporary folder is removed and the older checkpoints are untouched. Also when
+            ``step-<step>`` exists but is damaged or was not written by this process (never overwritten).
     """
     import torch.distributed.checkpoint as dcp
 
     rank, world = _rank_world()
     final = root / f"step-{step}"
-    done = rank == 0 and final.is_dir() and (final / "manifest.json").is_file()
-    if _agree("exists" if done else None):  # saved already at this step (the final save after a periodic one)
+    existing = _from_rank0(_existing(final, step) if rank == 0 else None)
+    if existing == "saved":  # by this process at this step (the final save after a periodic one)
         return final
+    if existing is not None:
+        raise CheckpointWriteError(existing)
     token, temp, error = _same_token(), None, None
     if rank == 0:
         try:
@@ -266,6 +270,7 @@ def save(checkpoint: dict[str, Any], root: Path, step: int, layout: ModelLayout 
         try:
             write_manifest(temp, {"global_step": step, "world_size": world, "epoch": checkpoint.get("epoch")})
             commit(temp, final)
+            _WRITTEN.add(final.resolve())
             for old in prune(root, keep_last, final):
                 log.info("removed old checkpoint %s", old)
         except OSError as e:
@@ -277,6 +282,32 @@ def save(checkpoint: dict[str, Any], root: Path, step: int, layout: ModelLayout 
         raise CheckpointWriteError(f"cannot write the checkpoint of step {step} into {root}: "
                                    + "; ".join(problems) + _previous_note(root))
     return final
+
+
+_WRITTEN: set[Path] = set()  # the step-N folders this process committed (rank 0)
+
+
+def _existing(final: Path, step: int) -> str | None:
+    """None: ``final`` is free; ``"saved"``: this process committed it, complete; else why it cannot be written."""
+    if not final.exists():
+        return None
+    try:
+        manifest = read_manifest(final)
+    except ValueError as error:
+        return (f"cannot write the checkpoint of step {step}: {final} exists and is damaged ({error}); "
+                "move it away or delete it")
+    if final.resolve() in _WRITTEN and manifest.get("global_step") == step:
+        return "saved"
+    return (f"cannot write the checkpoint of step {step}: {final} exists already, written by another run "
+            "(resumed from an older checkpoint?); checkpoints are never overwritten: move it away or delete it")
+
+
+def _from_rank0(value: str | None) -> str | None:
+    """Rank 0's ``value`` on every rank."""
+    box = [value]
+    if _rank_world()[1] > 1:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _describe(error: BaseException) -> str:

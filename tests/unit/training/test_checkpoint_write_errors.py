@@ -61,3 +61,20 @@ def test_resuming_from_an_older_checkpoint_keeps_what_it_writes(tmp_path: Path) 
     assert sorted(p.name for p in root.iterdir()) == ["step-12", "step-20"]
     loaded, _ = checkpoint.load(written, layout=None)
     assert loaded["global_step"] == 12
+
+
+def test_a_damaged_folder_of_the_same_step_is_an_error_not_saved(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    folder = checkpoint.save(state(20), root, 20, layout=None, keep_last=2)
+    data = next(folder.glob("*.distcp"))
+    data.write_bytes(data.read_bytes()[:10])
+    with pytest.raises(CheckpointWriteError, match=f"{folder} exists and is damaged.*truncated"):
+        checkpoint.save(state(20), root, 20, layout=None, keep_last=2)
+
+
+def test_a_folder_of_the_same_step_from_another_run_is_not_taken_for_this_one(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    folder = checkpoint.save(state(20), root, 20, layout=None, keep_last=2)
+    checkpoint._WRITTEN.discard(folder.resolve())  # as if an earlier process had written it
+    with pytest.raises(CheckpointWriteError, match=f"{folder} exists already, written by another run"):
+        checkpoint.save(state(20), root, 20, layout=None, keep_last=2)
