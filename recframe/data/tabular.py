@@ -16,7 +16,8 @@ Formats: CSV with a header row (Python's ``csv`` module: quoting works) and Parq
 the optional extra ``recframe[parquet]``), chosen by ``format`` (``auto``: by the file suffix,
 ``.parquet``/``.pq`` is Parquet). Fields are parsed column by column (``recframe.data.table_parse``).
 
-Malformed rows (a CSV row with another number of fields than the header, a dense value that is not
+Malformed rows (a CSV row with another number of fields than the header, a CSV row with an unclosed quote:
+``unclosed_quote``, counted on its first line, the lines it ran over read again, a dense value that is not
 a finite number, a categorical value that is not of its dtype, a bad label) are skipped and counted
 per kind, or stop the run naming file, line (CSV) or row (Parquet) and column (``on_error``).
 
@@ -31,7 +32,8 @@ Example:
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ from recframe.data.table_parse import Bags, Field, first_bad_value, parse_bags, 
 
 __all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
 
-KINDS = ("short_row", "long_row", "bad_label", "bad_dense", "bad_categorical")
+KINDS = ("short_row", "long_row", "unclosed_quote", "bad_label", "bad_dense", "bad_categorical")
 FORMATS = ("auto", "csv", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -95,22 +97,63 @@ class RawTable:
     problems: list[tuple[int, str, str]]
 
 
+class _Lines:
+    """The physical lines of a CSV file for ``csv.reader``, numbered, with lines to read again pushed back.
+
+    ``csv.reader`` pulls lines one at a time and keeps none between rows, so the lines of a row that ran on
+    (an unclosed quote) can be pushed back and read again as rows of their own. ``taken`` holds the lines of
+    the current row as ``(number, text)``.
+    """
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self.lines, self.pending, self.taken = lines, deque[tuple[int, str]](), list[tuple[int, str]]()
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        number, text = self.pending.popleft() if self.pending else next(self.lines)
+        self.taken.append((number, text))
+        return text
+
+
 def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable:
-    """The ``wanted`` columns of a CSV file with a header; rows of another width become problems."""
+    """The ``wanted`` columns of a CSV file with a header; malformed rows become problems.
+
+    A row of another width than the header is a ``short_row`` or ``long_row``. A row
+    of another width that spans several physical lines has an unclosed quote (``csv`` read on to the next
+    quote, or to the end of the file): its first line is an ``unclosed_quote`` and the lines after it are read
+    again as rows, so the good rows among them are kept.
+    """
+    problems: list[tuple[int, str, str]] = []
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, [])
-        rows, lines, problems = [], [], []
-        for row in reader:
-            if len(row) == len(header):
+        lines = _Lines(enumerate(f, start=1))
+        reader = csv.reader(lines, delimiter=delimiter)
+        header: list[str] = []
+        rows, numbers = [], []
+        while True:
+            lines.taken.clear()
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            start, end = lines.taken[0][0], lines.taken[-1][0]
+            if not header:
+                header = row
+            elif len(row) == len(header):
                 rows.append(row)
-                lines.append(reader.line_num)
+                numbers.append(start)
+            elif end > start:
+                problems.append((start, "unclosed_quote",
+                                 f"{path}:{start}-{end}: a quoted field is not closed (the row ran on to line {end}); "
+                                 f"lines {start + 1}-{end} were read again: close or remove the quote"))
+                lines.pending.extendleft(reversed(lines.taken[1:]))
             else:
-                problems.append((reader.line_num, "short_row" if len(row) < len(header) else "long_row",
-                                 f"{path}:{reader.line_num}: {len(row)} fields, expected {len(header)} (the header's)"))
+                problems.append((start, "short_row" if len(row) < len(header) else "long_row",
+                                 f"{path}:{start}: {len(row)} fields, expected {len(header)} (the header's)"))
     by_column = list(zip(*rows, strict=True)) if rows else [()] * len(header)
     fields = {name: list(by_column[header.index(name)]) for name in wanted if name in header}
-    return RawTable(header, fields, np.array(lines, np.int64), problems)
+    return RawTable(header, fields, np.array(numbers, np.int64), problems)
 
 
 def _parquet_texts(column: Any) -> list[Field]:

@@ -60,14 +60,31 @@ def test_malformed_rows_are_counted_or_stop_the_run(tmp_path: Path) -> None:
     source = TabularSource(str(path), spec, {"c": 10}, batch_size=1, val_fraction=0.5)
     source.setup()
     assert len(source.columns) == 2 and source.columns.dense[:, 0].tolist() == pytest.approx([np.log1p(2.5), 0.0])
-    assert source.skipped.counts == {"short_row": 1, "long_row": 1, "bad_label": 1, "bad_dense": 2,
-                                     "bad_categorical": 0}
+    assert source.skipped.counts == {"short_row": 1, "long_row": 1, "unclosed_quote": 0, "bad_label": 1,
+                                     "bad_dense": 2, "bad_categorical": 0}
     assert source.skipped.examples["bad_dense"][0] == f"{path}:3: column x: 'abc' is not a finite number"
     assert source.columns.ids[:, 0].tolist() == [1 + stable_hash("a,b") % 9, 0]  # quoted comma; empty = missing
     with pytest.raises(DataError, match=rf"{path}:3: column x: 'abc' is not a finite number; fix or remove"):
         TabularSource(str(path), spec, {"c": 10}, batch_size=1, on_error="error").setup()
     with pytest.raises(DataError, match=r"the table has no columns \['y'\]"):
         TabularSource(str(path), spec_from_config(["y"], [], {}, SpecDefaults()), {}, batch_size=1).setup()
+
+
+def test_an_unclosed_quote_is_counted_and_the_rows_after_it_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    good = "".join(f"1,{i},a{i}\n" for i in range(10))  # lines 4-13
+    # line 14's quote closes the stray one (row 3-14); read again, lines 14-15 are a row with a quoted newline
+    path.write_text('label,x,c\n1,1,a\n1,"oops,a\n' + good + '0,2,"two\nlines"\n')
+    spec = spec_from_config(["x"], ["c"], {}, SpecDefaults())
+    source = TabularSource(str(path), spec, {"c": 10}, batch_size=1, val_fraction=0.0)
+    source.setup()
+    assert len(source.columns) == 12 and source.skipped.total == 1
+    assert source.skipped.examples["unclosed_quote"] == [
+        f"{path}:3-14: a quoted field is not closed (the row ran on to line 14); lines 4-14 were read again: "
+        "close or remove the quote"]
+    assert source.columns.ids[-1, 0] == 1 + stable_hash("two\nlines") % 9  # a closed quote may span lines
+    with pytest.raises(DataError, match=rf"{path}:3-14: a quoted field is not closed"):
+        TabularSource(str(path), spec, {"c": 10}, batch_size=1, on_error="error").setup()
 
 
 def test_config_names_columns_and_builds() -> None:
