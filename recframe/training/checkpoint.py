@@ -234,38 +234,25 @@ def save(checkpoint: dict[str, Any], root: Path, step: int, layout: ModelLayout 
         raise CheckpointWriteError(f"cannot write a checkpoint into {root}: " + "; ".join(problems)
                                    + _previous_note(root))
     temp = root / f".tmp-step-{step}-{token}"
-    try:
-        tensors: dict[str, torch.Tensor] = {}
-        rest = {k: v for k, v in checkpoint.items() if k not in TENSOR_KEYS}
-        tree = encode(rest, "", tensors)
-        for name, value in checkpoint.get("state_dict", {}).items():
-            tensors[f"state_dict/{name}"] = value
-        for path, tables in checkpoint.get("sparse_optimizer", {}).items():
-            for table, states in tables.items():
-                for name, value in states.items():
-                    tensors[f"sparse_optimizer/{path}/{table}/{name}"] = value
-        for name, value in rng_tensors().items():
-            tensors[f"rank{rank}/rng/{name}"] = value
-        state: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+    try:  # this rank's own work: a failure here must reach every rank before the collective dcp.save
         with _quiet_sharded_tensor():
-            for key, value in tensors.items():
-                value = value.detach().cpu()
-                place = layout.place(key, value.dim()) if layout is not None else None
-                if place is None:
-                    state[key] = value
-                elif place.local is not None:
-                    state[key] = _sharded(value, place)
-            if rank == 0:
-                text = json.dumps({"checkpoint": tree, "config": config_text, "world_size": world}, indent=1)
-                with open(temp / STATE_JSON, "w") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-            dcp.save(state, storage_writer=dcp.FileSystemWriter(str(temp), sync_files=True))
+            tree, state = _local_state(checkpoint, layout, rank)
+        if rank == 0:
+            _write_state_json(temp, tree, config_text, world)
         error = None
-    except (Exception, CheckpointException) as e:  # every rank must hear of it, or the others would wait forever
+    except Exception as e:
         error = _describe(e)
     problems = _agree(error)
+    if not problems:
+        try:
+            with _quiet_sharded_tensor():
+                dcp.save(state, storage_writer=dcp.FileSystemWriter(str(temp), sync_files=True))
+            error = None
+        except (Exception, CheckpointException) as e:  # every rank must hear of it, or the others would wait
+            error = _describe(e)
+        problems = _agree(error)
+    error = None
     if not problems and rank == 0:
         try:
             write_manifest(temp, {"global_step": step, "world_size": world, "epoch": checkpoint.get("epoch")})
@@ -308,6 +295,38 @@ def _from_rank0(value: str | None) -> str | None:
     if _rank_world()[1] > 1:
         dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _local_state(checkpoint: dict[str, Any], layout: ModelLayout | None, rank: int) -> tuple[Any, dict[str, Any]]:
+    """The JSON part of ``checkpoint`` and this rank's DCP state dict (table blocks as ShardedTensors)."""
+    tensors: dict[str, torch.Tensor] = {}
+    tree = encode({k: v for k, v in checkpoint.items() if k not in TENSOR_KEYS}, "", tensors)
+    for name, value in checkpoint.get("state_dict", {}).items():
+        tensors[f"state_dict/{name}"] = value
+    for path, tables in checkpoint.get("sparse_optimizer", {}).items():
+        for table, states in tables.items():
+            for name, value in states.items():
+                tensors[f"sparse_optimizer/{path}/{table}/{name}"] = value
+    for name, value in rng_tensors().items():
+        tensors[f"rank{rank}/rng/{name}"] = value
+    state: dict[str, Any] = {}
+    for key, value in tensors.items():
+        value = value.detach().cpu()
+        place = layout.place(key, value.dim()) if layout is not None else None
+        if place is None:
+            state[key] = value
+        elif place.local is not None:
+            state[key] = _sharded(value, place)
+    return tree, state
+
+
+def _write_state_json(temp: Path, tree: Any, config_text: str | None, world: int) -> None:
+    """``state.json`` (the JSON part, the config, the world size), fsynced."""
+    text = json.dumps({"checkpoint": tree, "config": config_text, "world_size": world}, indent=1)
+    with open(temp / STATE_JSON, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _describe(error: BaseException) -> str:
