@@ -17,7 +17,8 @@ the optional extra ``recframe[parquet]``), chosen by ``format`` (``auto``: by th
 ``.parquet``/``.pq`` is Parquet). Fields are parsed column by column (``recframe.data.table_parse``).
 
 Malformed rows (a CSV row with another number of fields than the header, a CSV row with an unclosed quote:
-``unclosed_quote``, counted on its first line, the lines it ran over read again, a dense value that is not
+``unclosed_quote``, counted on its first line, the lines it ran over read again; a line that is not UTF-8:
+``bad_encoding``; a field longer than ``csv.field_size_limit()``: ``huge_field``; a dense value that is not
 a finite number, a categorical value that is not of its dtype, a bad label) are skipped and counted
 per kind, or stop the run naming file, line (CSV) or row (Parquet) and column (``on_error``).
 
@@ -36,7 +37,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,7 +49,8 @@ from recframe.data.table_parse import Bags, Field, first_bad_value, parse_bags, 
 
 __all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
 
-KINDS = ("short_row", "long_row", "unclosed_quote", "bad_label", "bad_dense", "bad_categorical")
+KINDS = ("short_row", "long_row", "unclosed_quote", "bad_encoding", "huge_field", "bad_label", "bad_dense",
+         "bad_categorical")
 FORMATS = ("auto", "csv", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -76,8 +78,11 @@ def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> li
     """The column names of a table file: a CSV file's first row, or a Parquet file's schema."""
     if table_format(path, fmt) == "parquet":
         return list(import_pyarrow_parquet().read_schema(path).names)
-    with open(path, newline="", encoding="utf-8") as f:
-        return next(csv.reader(f, delimiter=delimiter), [])
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return next(csv.reader(f, delimiter=delimiter), [])
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: the header (line 1) is not UTF-8 ({e.reason}): save the file as UTF-8") from None
 
 
 @dataclass
@@ -120,14 +125,25 @@ class _Lines:
 def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable:
     """The ``wanted`` columns of a CSV file with a header; malformed rows become problems.
 
-    A row of another width than the header is a ``short_row`` or ``long_row``. A row
+    Blank lines are ignored. A row of another width than the header is a ``short_row`` or ``long_row``. A row
     of another width that spans several physical lines has an unclosed quote (``csv`` read on to the next
     quote, or to the end of the file): its first line is an ``unclosed_quote`` and the lines after it are read
-    again as rows, so the good rows among them are kept.
+    again as rows, so the good rows among them are kept. A line that is not UTF-8 is ``bad_encoding``; a field
+    longer than ``csv.field_size_limit()`` is ``huge_field`` (its first line; the lines after it are read again).
     """
     problems: list[tuple[int, str, str]] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        lines = _Lines(enumerate(f, start=1))
+
+    def decoded(f: BinaryIO) -> Iterator[tuple[int, str]]:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append((number, "bad_encoding",
+                                 f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8: "
+                                 "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"))
+
+    with open(path, "rb") as f:
+        lines = _Lines(decoded(f))
         reader = csv.reader(lines, delimiter=delimiter)
         header: list[str] = []
         rows, numbers = [], []
@@ -137,7 +153,14 @@ def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable
                 row = next(reader)
             except StopIteration:
                 break
+            except csv.Error as e:
+                start = lines.taken[0][0] if lines.taken else 0
+                problems.append((start, "huge_field", f"{path}:{start}: {e} (is a quote not closed?)"))
+                lines.pending.extendleft(reversed(lines.taken[1:]))
+                continue
             start, end = lines.taken[0][0], lines.taken[-1][0]
+            if not row:  # a blank line
+                continue
             if not header:
                 header = row
             elif len(row) == len(header):

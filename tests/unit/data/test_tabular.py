@@ -60,8 +60,8 @@ def test_malformed_rows_are_counted_or_stop_the_run(tmp_path: Path) -> None:
     source = TabularSource(str(path), spec, {"c": 10}, batch_size=1, val_fraction=0.5)
     source.setup()
     assert len(source.columns) == 2 and source.columns.dense[:, 0].tolist() == pytest.approx([np.log1p(2.5), 0.0])
-    assert source.skipped.counts == {"short_row": 1, "long_row": 1, "unclosed_quote": 0, "bad_label": 1,
-                                     "bad_dense": 2, "bad_categorical": 0}
+    assert source.skipped.counts == {"short_row": 1, "long_row": 1, "unclosed_quote": 0, "bad_encoding": 0,
+                                     "huge_field": 0, "bad_label": 1, "bad_dense": 2, "bad_categorical": 0}
     assert source.skipped.examples["bad_dense"][0] == f"{path}:3: column x: 'abc' is not a finite number"
     assert source.columns.ids[:, 0].tolist() == [1 + stable_hash("a,b") % 9, 0]  # quoted comma; empty = missing
     with pytest.raises(DataError, match=rf"{path}:3: column x: 'abc' is not a finite number; fix or remove"):
@@ -85,6 +85,28 @@ def test_an_unclosed_quote_is_counted_and_the_rows_after_it_are_kept(tmp_path: P
     assert source.columns.ids[-1, 0] == 1 + stable_hash("two\nlines") % 9  # a closed quote may span lines
     with pytest.raises(DataError, match=rf"{path}:3-14: a quoted field is not closed"):
         TabularSource(str(path), spec, {"c": 10}, batch_size=1, on_error="error").setup()
+
+
+def test_blank_lines_are_ignored_and_bad_bytes_or_huge_fields_name_their_line(tmp_path: Path) -> None:
+    spec = spec_from_config(["x"], ["c"], {}, SpecDefaults())
+    good = "".join(f"1,{i},a{i}\n" for i in range(4)).encode()  # lines 2-5
+    cases = {"blank": (b"\n" + good + b"\n\n", None, ""),
+             "latin1": (good + b"1,2,caf\xe9\n", "bad_encoding",
+                        ":6: byte 0xe9 at column 8 is not UTF-8: save the file as UTF-8"),
+             "huge": (good + b"1,2," + b"a" * 200_000 + b"\n", "huge_field", ":6: field larger than field limit")}
+    for name, (body, kind, message) in cases.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(b"label,x,c\n" + body)
+        source = TabularSource(str(path), spec, {"c": 10}, batch_size=1, val_fraction=0.0)
+        source.setup()
+        assert len(source.columns) == 4 and source.skipped.total == (kind is not None), name
+        strict = TabularSource(str(path), spec, {"c": 10}, batch_size=1, val_fraction=0.0, on_error="error")
+        if kind is None:
+            strict.setup()
+            continue
+        assert source.skipped.counts[kind] == 1 and source.skipped.examples[kind][0].startswith(f"{path}{message}")
+        with pytest.raises(DataError, match=rf"^{path}{message}"):
+            strict.setup()
 
 
 def test_config_names_columns_and_builds() -> None:
