@@ -137,6 +137,9 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
         out.append(Problem("checkpoint.every_n_steps", f"must be >= 0, got {checkpoint.every_n_steps}"))
     if checkpoint.keep_last < 1:
         out.append(Problem("checkpoint.keep_last", f"must keep at least 1 checkpoint, got {checkpoint.keep_last}"))
+    if checkpoint.sigterm_check_every_n_steps < 1:
+        out.append(Problem("checkpoint.sigterm_check_every_n_steps",
+                           f"must be >= 1, got {checkpoint.sigterm_check_every_n_steps}"))
     for key in ("timeout_s", "startup_timeout_s"):
         if cfg.distributed[key] <= 0:
             out.append(Problem(f"distributed.{key}", f"must be > 0 seconds, got {cfg.distributed[key]}",

@@ -134,7 +134,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
     if checkpoints:
         # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint_callback).
-        callbacks.append(StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps))
+        callbacks.append(StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps,
+                                        cfg.checkpoint.sigterm_check_every_n_steps))
     # One checkpoint format for one process and many: DCP folders (recframe.training.checkpoint).
     checkpoint_io = DistributedCheckpointIO(cfg.checkpoint.keep_last, OmegaConf.to_yaml(cfg, resolve=True))
     strategy: Any = "auto"

@@ -3,9 +3,13 @@
 ``StepCheckpoint`` saves ``checkpoints/step-N`` through ``trainer.save_checkpoint`` (on every rank:
 the save is collective, see ``recframe.training.checkpoint``).
 
-SIGTERM (a scheduler's preemption, ``kill``, ``docker stop``): the handler only sets a flag. At
-the next step boundary every rank learns whether any rank got the signal (a one-element
-all-reduce per step), then all of them write a final checkpoint and leave with exit code 143
+SIGTERM (a scheduler's preemption, ``kill``, ``docker stop``): the handler only sets a flag. One
+process acts at the next step boundary. With several ranks, every ``sigterm_check_every_n_steps``
+steps (``checkpoint.sigterm_check_every_n_steps``, default 10) the ranks tell each other whether
+any got the signal (a one-element all-reduce on the group's device; the ``.item()`` waits for the
+GPU, so it is not done every step), all at the same global step; SIGTERM is therefore acted on up
+to that many steps later (at most ``sigterm_check_every_n_steps`` step times: keep it well below
+the scheduler's grace period). Then all of them write a final checkpoint and leave with exit code 143
 (128 + SIGTERM, what a shell reports for a process killed by SIGTERM, so schedulers see a
 termination, not a success). Lightning's own SIGTERM handler is replaced for the duration of
 training: it broadcasts from inside the signal handler (a collective that the other ranks are not
@@ -46,11 +50,16 @@ class StepCheckpoint(pl.Callback):
     Args:
         root: the run's ``checkpoints/`` folder.
         every_n_steps: period in optimizer steps (0: only at the end and on SIGTERM).
+        sigterm_check_every_n_steps: with several ranks, the period (global steps) of the exchange of
+            SIGTERM flags; a SIGTERM is acted on at the next such step.
     """
 
-    def __init__(self, root: Path, every_n_steps: int) -> None:
+    def __init__(self, root: Path, every_n_steps: int, sigterm_check_every_n_steps: int = 10) -> None:
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        if sigterm_check_every_n_steps < 1:
+            raise ValueError(f"sigterm_check_every_n_steps must be >= 1, got {sigterm_check_every_n_steps}")
+        self.sigterm_check_every_n_steps = sigterm_check_every_n_steps
         self.root = root
         self.every_n_steps = every_n_steps
         self.terminate_requested = False
@@ -79,8 +88,8 @@ class StepCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        terminating = self._any_rank_terminating(trainer)
         step = trainer.global_step
+        terminating = self._terminating_at(trainer, step)
         if terminating or (self.every_n_steps and step % self.every_n_steps == 0):
             self.save(trainer)
         if terminating:
@@ -88,6 +97,12 @@ class StepCheckpoint(pl.Callback):
                         SIGTERM_EXIT_CODE)
             self._restore_handler()
             raise Terminated()
+
+    def _terminating_at(self, trainer: pl.Trainer, step: int) -> bool:
+        """Whether to stop at this step: this process's flag alone, or every N steps all ranks' flags."""
+        if trainer.world_size == 1 or not dist.is_initialized():
+            return self.terminate_requested
+        return step % self.sigterm_check_every_n_steps == 0 and self._any_rank_terminating(trainer)
 
     def _any_rank_terminating(self, trainer: pl.Trainer) -> bool:
         if trainer.world_size == 1 or not dist.is_initialized():
