@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,25 +31,39 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
+_HEX = re.compile(r"[0-9a-fA-F]{1,16}")  # as the Criteo reader: 1 to 16 hex digits, nothing else
+_INT = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # a decimal integer; "3.0" too (pandas writes int columns with nulls so)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _hex(text: str) -> int:
+    if not _HEX.fullmatch(text):
+        raise ValueError(f"{text!r} is not 1 to 16 hexadecimal digits")
+    return int(text, 16)
+
+
 def _int(text: str) -> int:
-    try:
-        return int(text) & _U64
-    except ValueError:
-        number = float(text)  # "3.0" (pandas writes integer columns with nulls as floats)
-        if not number.is_integer():
-            raise
-        return int(number) & _U64
+    if not _INT.fullmatch(text):
+        raise ValueError(f"{text!r} is not a decimal integer")
+    number = int(text.partition(".")[0])
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise ValueError(f"{text!r} is out of the int64 range")
+    return number & _U64
 
 
 PARSERS: dict[str, Callable[[str], int]] = {
     "string": stable_hash,
-    "hex": lambda text: int(text, 16) & _U64,
+    "hex": _hex,
     "int": _int,
 }
 
 
 def parse_value(text: str, dtype: str) -> int:
     """The 64-bit value of a categorical field's ``text`` (ValueError if it is not of ``dtype``).
+
+    ``hex``: 1 to 16 hexadecimal digits (as ``recframe.data.criteo``: no ``0x``, sign, space or ``_``).
+    ``int``: an optional sign and decimal digits, optionally followed by ``.`` and zeros, in the int64 range
+    (negative values wrap to 64 bits). ``string``: any text (``stable_hash``).
 
     Example:
         >>> parse_value("68fd1e64", "hex"), parse_value("-1", "int"), parse_value("3.0", "int")
