@@ -13,8 +13,9 @@ Lightning's default is 30 minutes); once the process group is up a ``PeerWatchdo
 (recframe.distributed.watchdog) watches every peer: a rank that dies or stops makes the others
 log ``rank R lost (...); stopping`` and exit with status 1, rank 0 killing the ranks Lightning
 launched. A collective that fails in the training loop ends the same way (``on_exception``);
-Ctrl-C tells the peers it was an interrupt; any other error but ``SystemExit`` (SIGTERM's 143)
-leaves without a goodbye, so the peers stop too once this process is gone.
+Ctrl-C tells the peers it was an interrupt; an exit every rank takes together (``SystemExit``,
+SIGTERM's 143, and the checkpoint errors, which ``checkpoint`` raises on every rank at once) says
+goodbye; any other error leaves without one, so the peers stop too once this process is gone.
 
 Example:
     >>> strategy = ShardedStrategy(timeout_s=300.0, startup_timeout_s=900.0, watchdog=True,
@@ -41,8 +42,13 @@ from recframe.distributed.watchdog import (
     start_watchdog,
 )
 from recframe.training.checkpoint import DistributedCheckpointIO
+from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError
 from recframe.training.checkpoint_layout import ModelLayout
+from recframe.training.checkpoint_safety import UnsafeCheckpointError
 from recframe.training.module import embedding_collections
+
+# Exits every rank takes at the same point: this rank says goodbye, so its peers do not call it lost.
+AGREED_EXITS = (SystemExit, CheckpointWriteError, CheckpointReadError, UnsafeCheckpointError)
 
 
 def embedding_state_names(model: nn.Module) -> list[str]:
@@ -84,11 +90,11 @@ class ShardedStrategy(DDPStrategy):
 
     def on_exception(self, exception: BaseException) -> None:
         super().on_exception(exception)
-        if self.watchdog is not None and not isinstance(exception, SystemExit):
+        if self.watchdog is not None and not isinstance(exception, AGREED_EXITS):
             if isinstance(exception, KeyboardInterrupt):
                 self.watchdog.interrupted_here()  # Ctrl-C: the peers stop without calling this rank lost
             else:
-                self.watchdog.mark_failed()  # leave without a goodbye (SIGTERM's SystemExit(143) says one)
+                self.watchdog.mark_failed()  # leave without a goodbye (an agreed exit says one)
         if is_collective_failure(exception):
             self._stop(self.watchdog.explain(exception, wait_s=3.0) if self.watchdog is not None
                        else describe_failure(exception, self.global_rank, self.timeout_s))
