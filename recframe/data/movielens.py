@@ -158,7 +158,7 @@ class MovieLensSource(InMemorySource):
         ratings, self.num_train = self._ratings(data)
         values = {**user_values(data, ratings.user, self.zip_prefix), **item_values(data, ratings.item)}
         bags = "item_genres" in self.sparse_names
-        width = int((values["item_genres"] >= 0).sum(axis=1).max()) if bags else 1
+        width = max(1, int((values["item_genres"] >= 0).sum(axis=1).max())) if bags else 1  # 1: no item has genres
         ids = np.full((len(ratings), len(self.sparse_names), width), -1, dtype=np.int64)
         for j, name in enumerate(self.sparse_names):
             raw = values[name][:, :width] if name == "item_genres" else values[name]

@@ -171,6 +171,7 @@ class _Attributes:
         self.year = np.full(size, -1, np.int64)
         self.genres = np.full((size, MAX_GENRES), -1, np.int64)
         self.genre_codes: dict[str, int] = {}
+        self.items = np.zeros(size, bool)  # ids of the movie file
 
     def set_user(self, path: Path, line: int, user: int, fields: dict[str, str]) -> None:
         """Set ``user``'s age, gender, occupation and zip code from the text ``fields``."""
@@ -179,6 +180,7 @@ class _Attributes:
             self.text[key][user] = fields[key]
 
     def set_genres(self, item: int, names: list[str]) -> None:
+        self.items[item] = True
         codes = [self.genre_codes.setdefault(g, len(self.genre_codes)) for g in names if g and g != _NO_GENRES]
         self.genres[item, : min(len(codes), MAX_GENRES)] = codes[:MAX_GENRES]
 
@@ -198,11 +200,12 @@ def _read_100k(p: Path) -> MovieLensData:
     movies = _Attributes(max(int(_number(p / "u.item", n, "id", f[0])) for n, f in items) + 1)
     for n, fields in items:
         it = int(fields[0])
+        movies.items[it] = True
         if fields[2]:
             movies.year[it] = _number(p / "u.item", n, "release date", fields[2].rsplit("-", 1)[-1])
         flags = [_number(p / "u.item", n, "genre", f) for f in fields[5:]]
         movies.genres[it, : sum(1 for f in flags if f)] = [g for g, f in enumerate(flags) if f]
-    return _data("100k", ratings, people, movies)
+    return _data("100k", ratings, people, movies, p / "u.item", p / "u.user")
 
 
 def _read_1m(p: Path) -> MovieLensData:
@@ -217,7 +220,7 @@ def _read_1m(p: Path) -> MovieLensData:
     for _, (mid, title, genres) in movies_lines:
         movies.year[int(mid)] = _title_year(title)
         movies.set_genres(int(mid), genres.split("|"))
-    return _data("1m", ratings, people, movies)
+    return _data("1m", ratings, people, movies, p / "movies.dat", p / "users.dat")
 
 
 def _read_latest(p: Path) -> MovieLensData:
@@ -228,7 +231,7 @@ def _read_latest(p: Path) -> MovieLensData:
     for _, (mid, title, genres) in movie_lines:
         movies.year[int(mid)] = _title_year(title)
         movies.set_genres(int(mid), genres.split("|"))
-    return _data("latest", ratings, None, movies)
+    return _data("latest", ratings, None, movies, p / "movies.csv", None)
 
 
 def _read_joined(p: Path) -> MovieLensData:
@@ -241,19 +244,24 @@ def _read_joined(p: Path) -> MovieLensData:
         people.set_user(p, n, u, dict(age=age, gender=gender, occupation=occupation, zip_code=zip_code))
         movies.year[m] = _title_year(title)
         movies.set_genres(m, genres.split("|"))
-    return _data("joined", ratings, people, movies)
+    return _data("joined", ratings, people, movies, p, p)
 
 
-def _data(layout: str, ratings: Ratings, people: _Attributes | None, movies: _Attributes) -> MovieLensData:
-    if len(ratings) and ((ratings.item < 0) | (ratings.item >= movies.size)).any():
-        bad = ratings.item[(ratings.item < 0) | (ratings.item >= movies.size)][0]
-        raise DataError(f"{layout} layout: a rating names item {bad}, absent from the movie file")
+def _data(layout: str, ratings: Ratings, people: _Attributes | None, movies: _Attributes, movie_file: Path,
+          user_file: Path | None) -> MovieLensData:
+    """The data of a layout, once every rating's item is in ``movie_file`` and its user in ``user_file``."""
+    known = np.zeros(len(ratings), bool)
+    inside = (ratings.item >= 0) & (ratings.item < movies.size)
+    known[inside] = movies.items[ratings.item[inside]]
+    if not known.all():
+        raise DataError(f"{layout} layout: a rating names item {ratings.item[~known][0]}, absent from the movie file "
+                        f"{movie_file}: add the movie or remove its ratings")
     if people is not None:
         bad_user = (ratings.user < 0) | (ratings.user >= people.size)
         bad_user |= people.age[np.clip(ratings.user, 0, people.size - 1)] < 0
         if bad_user.any():
             raise DataError(f"{layout} layout: a rating names user {ratings.user[bad_user][0]}, absent from the "
-                            "user file")
+                            f"user file {user_file}: add the user or remove their ratings")
     return MovieLensData(
         layout=layout, ratings=ratings, age=None if people is None else people.age,
         gender=None if people is None else people.text["gender"],

@@ -81,6 +81,19 @@ def test_a_damaged_1m_file_names_its_line(tmp_path: Path) -> None:
         detect_layout(tmp_path)
 
 
+def test_no_genres_at_all_reads_and_a_rating_of_an_unknown_movie_names_the_movie_file(tmp_path: Path) -> None:
+    ml1m = write_1m(tmp_path / "ml-1m")
+    (ml1m / "movies.dat").write_text("".join(f"{m}::{title}::(no genres listed)\n" for m, title, _ in MOVIES),
+                                     encoding="latin-1")
+    source = MovieLensSource(str(ml1m), [], ["user_id", "item_genres"], ROWS, batch_size=2, split="time")
+    source.setup()
+    assert source.columns.ids.shape == (len(RATINGS), 2, 1)
+    assert source.columns.ids[:, 1, 0].tolist() == [-1] * len(RATINGS)  # empty bags, as a genre-less item gets
+    (ml1m / "movies.dat").write_text("1::Toy Story (1995)::Comedy\n4::Untitled::Drama\n", encoding="latin-1")
+    with pytest.raises(DataError, match=rf"names item 2, absent from the movie file {ml1m / 'movies.dat'}: add"):
+        read_movielens(ml1m)  # ids 2 and 3 are below the largest movie id, 4, but not in the file
+
+
 def test_latest_small_counts_half_stars_and_no_user_attributes() -> None:
     path = require(MOVIELENS_LATEST_SMALL)
     data = read_movielens(path)
