@@ -36,16 +36,15 @@ from torch.distributed.checkpoint.planner import ReadItem
 METADATA_FILE = ".metadata"
 
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
-_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 # Every global a DCP .metadata of tensors needs (torch 2.11 and 2.13), and nothing that can run code:
-# data classes, an enum, torch.Size, dtypes, the layout lookup, the path type of checkpoint ids.
+# data classes, an enum, torch.Size, the layout lookup, the path type of checkpoint ids; and any
+# torch dtype (``is_allowed_global``).
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     *((_DCP_METADATA, name) for name in ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata",
                                          "ChunkStorageMetadata", "TensorProperties", "MetadataIndex",
                                          "StorageMeta", "_MEM_FORMAT_ENCODING")),
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
     ("torch", "Size"),
-    *(("torch", dtype) for dtype in _DTYPES),
     ("torch.serialization", "_get_layout"),  # a lookup of layout names (torch.strided, ...)
     ("pathlib", "PosixPath"),
     ("pathlib", "WindowsPath"),
@@ -56,12 +55,23 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
 })
 
 
+def is_allowed_global(module: str, name: str) -> bool:
+    """Whether a pickle may build ``module.name``: one of :data:`ALLOWED_GLOBALS` or a torch dtype (``torch.uint16``).
+
+    Example:
+        >>> is_allowed_global("torch", "complex64"), is_allowed_global("os", "system")
+        (True, False)
+    """
+    return (module, name) in ALLOWED_GLOBALS or (module == "torch" and isinstance(getattr(torch, name, None),
+                                                                                  torch.dtype))
+
+
 class UnsafeCheckpointError(ValueError):
     """A checkpoint file asks for something recframe will not do while loading (it may be crafted)."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds only the globals of :data:`ALLOWED_GLOBALS`.
+    """An unpickler that builds only the globals of :func:`is_allowed_global`.
 
     Args:
         file: the open binary pickle.
@@ -77,7 +87,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in ALLOWED_GLOBALS:
+        if not is_allowed_global(module, name):
             raise UnsafeCheckpointError(
                 f"{self.source} asks to build {module}.{name}, which is not a checkpoint metadata type: refused "
                 f"(the file may be crafted to run code on load; do not load it)")

@@ -127,3 +127,17 @@ def test_a_crafted_export_file_is_refused_and_does_not_run(tmp_path: Path) -> No
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_exported(tmp_path / "model.pt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.complex64, torch.float8_e4m3fn])
+def test_tensors_of_any_dtype_round_trip(tmp_path: Path, dtype: torch.dtype) -> None:
+    value = torch.arange(4).to(dtype)
+    folder = checkpoint.save({"state_dict": {"w": value}}, tmp_path, 1, layout=None, keep_last=1)
+    loaded, _ = checkpoint.load(folder, layout=None)
+    assert loaded["state_dict"]["w"].dtype == dtype
+    assert torch.equal(loaded["state_dict"]["w"].view(torch.uint8), value.view(torch.uint8))
+
+
+def test_torch_names_that_are_not_dtypes_are_refused() -> None:
+    with pytest.raises(UnsafeCheckpointError, match="torch.load"):
+        RestrictedUnpickler(io.BytesIO(b"ctorch\nload\n."), "x").load()
