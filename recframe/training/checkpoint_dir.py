@@ -53,11 +53,6 @@ class CheckpointReadError(ValueError):
     """A checkpoint cannot be loaded: unfinished, damaged, or not of this model (the message says which)."""
 
 
-def step_folder(root: Path, step: int) -> Path:
-    """``<root>/step-<step>``."""
-    return root / f"step-{step}"
-
-
 def new_temp_folder(root: Path, step: int, token: str) -> Path:
     """Create (and return) ``<root>/.tmp-step-<step>-<token>``; ``token``: 8 hex digits, the same on every rank."""
     if not re.fullmatch(r"[0-9a-f]{8}", token):
