@@ -12,10 +12,12 @@ meaning, so a spec lists only what differs. The file, with every key::
     categorical:               # sparse features, one embedding table each (t_<feature>)
       user: {dtype: int, mapping: vocab, vocab_threshold: 2, rows: 100000}
       site: {dtype: hex}       # string (hashed text) | int (decimal) | hex (e.g. Criteo's C1..C26)
-      tags: {separator: "|", rows: 1000}         # multi-hot: a field holds several values
+      tags: {separator: "|", rows: 1000, max_values: 64}  # multi-hot: a field holds several values
 
 ``mapping`` is modulo or vocab (``recframe.data.categorical``); ``rows`` is the table's size
-(null: ``tables.num_embeddings``). Experiment ``tabular`` takes its features and tables from the
+(null: ``tables.num_embeddings``). ``max_values`` (default 64) is the most values a field of the feature may
+hold: a row with more is malformed (``long_bag``: skipped and counted, or an error), since every bag of the
+table is padded to the longest one kept. Experiment ``tabular`` takes its features and tables from the
 spec (``features=from_spec``, ``tables=from_spec`` read it through the ``${feature_spec:FILE,KEY}``
 resolver).
 
@@ -59,6 +61,7 @@ class CategoricalColumnSpec:
     vocab_threshold: int | None = None  # vocab: minimum count in the training rows (null: data.vocab_threshold)
     rows: int | None = None  # rows of its table t_<feature> (null: tables.num_embeddings)
     separator: str | None = None  # multi-hot: splits a field into values ("": one value; null: data's)
+    max_values: int = 64  # the most values a field may hold; a row with more is malformed (long_bag)
 
 
 @dataclass
@@ -112,6 +115,7 @@ class SparseColumn:
     vocab_threshold: int
     separator: str
     rows: int | None = None
+    max_values: int = 64  # a row with more values in this field is malformed (long_bag)
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class FeatureSpec:
                 out.append(f"categorical.{s.feature}.mapping: {s.mapping!r} is not one of {list(MAPPINGS)}")
             if s.vocab_threshold < 1:
                 out.append(f"categorical.{s.feature}.vocab_threshold: must be >= 1, got {s.vocab_threshold}")
+            if s.max_values < 1:
+                out.append(f"categorical.{s.feature}.max_values: must be >= 1, got {s.max_values}")
             if s.rows is not None and s.rows < 2:
                 out.append(f"categorical.{s.feature}.rows: must be >= 2 (row 0 is for missing values), got {s.rows}")
         names = [d.feature for d in self.dense] + [s.feature for s in self.sparse]
@@ -183,7 +189,7 @@ def read_spec_file(path: str | Path) -> Any:
         first = str(error).strip().splitlines()[0]
         raise DataError(f"feature spec {path}: {first}; its keys are label, positive_threshold, dense "
                         f"(column, transform) and categorical (column, dtype, mapping, vocab_threshold, rows, "
-                        "separator): see recframe/data/spec.py") from None
+                        "separator, max_values): see recframe/data/spec.py") from None
 
 
 def load_spec(path: str | Path, defaults: SpecDefaults) -> FeatureSpec:
@@ -205,7 +211,7 @@ def load_spec(path: str | Path, defaults: SpecDefaults) -> FeatureSpec:
                     for n, d in raw.dense.items()),
         sparse=tuple(SparseColumn(str(n), pick(c.column, str(n)), c.dtype, pick(c.mapping, defaults.id_mapping),
                                   pick(c.vocab_threshold, defaults.vocab_threshold),
-                                  pick(c.separator, defaults.multi_value_separator), c.rows)
+                                  pick(c.separator, defaults.multi_value_separator), c.rows, c.max_values)
                      for n, c in raw.categorical.items()),
     )
     problems = spec.problems()

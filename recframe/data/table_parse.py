@@ -152,6 +152,11 @@ def _split(field: Field, separator: str) -> list[str]:
     return [v for v in field.split(separator) if v] if separator else [field]
 
 
+def bag_size(field: Field, separator: str) -> int:
+    """How many values ``field`` holds (its non-empty parts)."""
+    return len(_split(field, separator))
+
+
 def first_bad_value(field: Field, dtype: str, separator: str) -> str:
     """The first value of ``field`` that is not of ``dtype`` ("" if all are)."""
     for text in _split(field, separator):

@@ -19,7 +19,8 @@ the optional extra ``recframe[parquet]``), chosen by ``format`` (``auto``: by th
 Malformed rows (a CSV row with another number of fields than the header, a CSV row with an unclosed quote:
 ``unclosed_quote``, counted on its first line, the lines it ran over read again; a line that is not UTF-8:
 ``bad_encoding``; a field longer than ``csv.field_size_limit()``: ``huge_field``; a dense value that is not
-a finite number, a categorical value that is not of its dtype, a bad label) are skipped and counted
+a finite number, a categorical value that is not of its dtype, a bad label, a field with more values than
+its feature's ``max_values``: ``long_bag``, as bags are padded to the longest one kept) are skipped and counted
 per kind, or stop the run naming file, line (CSV) or row (Parquet) and column (``on_error``).
 
 Example:
@@ -45,12 +46,12 @@ from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary, modulo_ids
 from recframe.data.report import DataError, SkipReport
 from recframe.data.spec import FeatureSpec
-from recframe.data.table_parse import Bags, Field, first_bad_value, parse_bags, parse_floats, stable_hash
+from recframe.data.table_parse import Bags, Field, bag_size, first_bad_value, parse_bags, parse_floats, stable_hash
 
 __all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
 
 KINDS = ("short_row", "long_row", "unclosed_quote", "bad_encoding", "huge_field", "bad_label", "bad_dense",
-         "bad_categorical")
+         "bad_categorical", "long_bag")
 FORMATS = ("auto", "csv", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -260,6 +261,7 @@ class TabularSource(InMemorySource):
         for s in spec.sparse:
             bags.append(parse_bags(raw.fields[s.column], s.dtype, s.separator))
             checks.append(("bad_categorical", s.column, bags[-1].bad, s))
+            checks.append(("long_bag", s.column, bags[-1].lengths > s.max_values, s))
         ok = self._count_problems(raw, checks)
         return labels[ok], dense[ok], [b.take(ok) for b in bags]
 
@@ -272,6 +274,9 @@ class TabularSource(InMemorySource):
             return f"{where}: column {column}: {text!r} is not a label ({rule})"
         if kind == "bad_dense":
             return f"{where}: column {column}: {text!r} is not a finite number"
+        if kind == "long_bag":
+            return (f"{where}: column {column}: {bag_size(text, sparse.separator)} values, more than max_values="
+                    f"{sparse.max_values}: raise categorical.{sparse.feature}.max_values in the feature spec")
         bad = first_bad_value(text, sparse.dtype, sparse.separator)
         return f"{where}: column {column}: {bad!r} is not a {sparse.dtype} value"
 

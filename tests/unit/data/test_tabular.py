@@ -11,7 +11,7 @@ import pytest
 
 from recframe.data.report import DataError
 from recframe.data.sources import CriteoTsvSource
-from recframe.data.spec import SpecDefaults, spec_from_config
+from recframe.data.spec import SpecDefaults, load_spec, spec_from_config
 from recframe.data.tabular import TabularSource, stable_hash
 from tests.shared_data import SHARED_DATA, require
 
@@ -61,7 +61,8 @@ def test_malformed_rows_are_counted_or_stop_the_run(tmp_path: Path) -> None:
     source.setup()
     assert len(source.columns) == 2 and source.columns.dense[:, 0].tolist() == pytest.approx([np.log1p(2.5), 0.0])
     assert source.skipped.counts == {"short_row": 1, "long_row": 1, "unclosed_quote": 0, "bad_encoding": 0,
-                                     "huge_field": 0, "bad_label": 1, "bad_dense": 2, "bad_categorical": 0}
+                                     "huge_field": 0, "bad_label": 1, "bad_dense": 2, "bad_categorical": 0,
+                                     "long_bag": 0}
     assert source.skipped.examples["bad_dense"][0] == f"{path}:3: column x: 'abc' is not a finite number"
     assert source.columns.ids[:, 0].tolist() == [1 + stable_hash("a,b") % 9, 0]  # quoted comma; empty = missing
     with pytest.raises(DataError, match=rf"{path}:3: column x: 'abc' is not a finite number; fix or remove"):
@@ -107,6 +108,24 @@ def test_blank_lines_are_ignored_and_bad_bytes_or_huge_fields_name_their_line(tm
         assert source.skipped.counts[kind] == 1 and source.skipped.examples[kind][0].startswith(f"{path}{message}")
         with pytest.raises(DataError, match=rf"^{path}{message}"):
             strict.setup()
+
+
+def test_a_bag_longer_than_max_values_is_a_counted_malformed_row_not_a_wider_table(tmp_path: Path) -> None:
+    path, spec_path = tmp_path / "t.csv", tmp_path / "spec.yaml"
+    rows = [f"1,{i},t1|t2" for i in range(20)]
+    rows[7] = "1,7," + "|".join(f"g{i}" for i in range(5000))
+    path.write_text("label,x,tags\n" + "\n".join(rows) + "\n")
+    spec_path.write_text('dense: {x: {}}\ncategorical: {tags: {separator: "|", max_values: 3}}\n')
+    spec = load_spec(spec_path, SpecDefaults())
+    source = TabularSource(str(path), spec, {"tags": 100}, batch_size=4, val_fraction=0.0)
+    source.setup()
+    assert source.columns.ids.shape == (19, 1, 2) and source.skipped.counts["long_bag"] == 1
+    assert source.skipped.examples["long_bag"] == [
+        f"{path}:9: column tags: 5000 values, more than max_values=3: raise categorical.tags.max_values in the "
+        "feature spec"]
+    assert spec_from_config([], ["tags"], {}, SpecDefaults()).sparse[0].max_values == 64  # the default
+    with pytest.raises(DataError, match=rf"{path}:9: column tags: 5000 values, more than max_values=3"):
+        TabularSource(str(path), spec, {"tags": 100}, batch_size=4, on_error="error").setup()
 
 
 def test_config_names_columns_and_builds() -> None:
