@@ -368,31 +368,47 @@ def load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict
         raise CheckpointReadError(f"cannot load the checkpoint {folder}: {error}") from error
 
 
+def _empty_state(folder: Path, metadata: Any, layout: ModelLayout | None, rank: int) -> dict[str, Any]:
+    """Empty tensors (table blocks as ShardedTensors) for what this rank loads, checked against the model's shapes."""
+    state: dict[str, Any] = {}
+    for key, meta in metadata.state_dict_metadata.items():
+        if key.startswith("rank") and not key.startswith(f"rank{rank}/"):
+            continue
+        if layout is not None and not layout.holds(key):
+            continue
+        shape = tuple(meta.size)
+        dtype = meta.properties.dtype
+        place = layout.place(key, len(shape)) if layout is not None else None
+        if place is not None and place.global_shape != shape:
+            raise ValueError(f"{folder}: {key} has shape {shape} in the checkpoint, the model's is "
+                             f"{place.global_shape} (another table size?)")
+        if place is None or place.local is None:
+            state[key] = torch.empty(shape, dtype=dtype)
+        else:
+            _, _, sizes = place.shards[place.local]
+            state[key] = _sharded(torch.empty(sizes, dtype=dtype), place)
+    return state
+
+
 def _load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch.distributed.checkpoint as dcp
 
-    read_manifest(folder)
     rank, _ = _rank_world()
-    metadata = read_metadata_file(folder / ".metadata")
-    saved = json.loads((folder / STATE_JSON).read_text())
-    state: dict[str, Any] = {}
+    failure: Exception | None = None
+    try:  # this rank's own checks: a failure here must reach every rank before the collective dcp.load
+        read_manifest(folder)
+        metadata = read_metadata_file(folder / ".metadata")
+        saved = json.loads((folder / STATE_JSON).read_text())
+        with _quiet_sharded_tensor():
+            state = _empty_state(folder, metadata, layout, rank)
+    except (ValueError, OSError, KeyError) as error:
+        failure = error
+    problems = _agree(None if failure is None else f"{type(failure).__name__}: {failure}")
+    if failure is not None:
+        raise failure
+    if problems:
+        raise CheckpointReadError(f"cannot load the checkpoint {folder}: " + "; ".join(problems))
     with _quiet_sharded_tensor():
-        for key, meta in metadata.state_dict_metadata.items():
-            if key.startswith("rank") and not key.startswith(f"rank{rank}/"):
-                continue
-            if layout is not None and not layout.holds(key):
-                continue
-            shape = tuple(meta.size)
-            dtype = meta.properties.dtype
-            place = layout.place(key, len(shape)) if layout is not None else None
-            if place is not None and place.global_shape != shape:
-                raise ValueError(f"{folder}: {key} has shape {shape} in the checkpoint, the model's is "
-                                 f"{place.global_shape} (another table size?)")
-            if place is None or place.local is None:
-                state[key] = torch.empty(shape, dtype=dtype)
-            else:
-                _, _, sizes = place.shards[place.local]
-                state[key] = _sharded(torch.empty(sizes, dtype=dtype), place)
         try:
             dcp.load(state, storage_reader=SafeFileSystemReader(str(folder)), planner=SafeLoadPlanner())
         except CheckpointException as error:

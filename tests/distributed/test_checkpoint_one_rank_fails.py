@@ -1,4 +1,4 @@
-"""A checkpoint write that fails on one rank only (rank 0's disk is full) fails promptly on every rank."""
+"""A checkpoint write or load that fails on one rank only fails promptly on every rank, with the same error."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from recframe.training import checkpoint
-from recframe.training.checkpoint_dir import CheckpointWriteError, find_last
+from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError, find_last
 from tests.distributed.harness import run_workers
 
 pytestmark = pytest.mark.distributed
@@ -53,3 +53,31 @@ def test_only_rank_0_failing_to_write_fails_every_rank_at_once(tmp_path: Path) -
     assert sorted(p.name for p in root.iterdir()) == ["step-2"]
     loaded, _ = checkpoint.load(find_last(root).folder, layout=None)
     assert torch.equal(loaded["state_dict"]["model.w"], torch.full((3,), 2.0))
+
+
+def damaged_on_rank_1_worker(rank: int, world: int, root: str) -> tuple[str, float, str]:
+    folder = checkpoint.save(state(2), Path(root), 2, layout=None, keep_last=1)
+    real_read_manifest = checkpoint.read_manifest
+
+    def damaged(path: Path) -> Any:
+        if rank == 1:
+            raise ValueError(f"{path}: __0_0.distcp has 1 bytes, the manifest says 9 (truncated or damaged)")
+        return real_read_manifest(path)
+
+    checkpoint.read_manifest = damaged  # type: ignore[assignment]  # as if rank 1 saw another copy of the folder
+    start = time.monotonic()
+    try:
+        checkpoint.load(folder, layout=None)
+        return "loaded", time.monotonic() - start, ""
+    except CheckpointReadError as error:
+        return type(error).__name__, time.monotonic() - start, str(error)
+    finally:
+        checkpoint.read_manifest = real_read_manifest  # type: ignore[assignment]
+
+
+def test_a_load_failing_on_rank_1_only_fails_every_rank_at_once(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, 2, damaged_on_rank_1_worker, str(tmp_path / "checkpoints"))
+    for rank, (kind, elapsed, message) in enumerate(results):
+        assert kind == "CheckpointReadError", f"rank {rank}: {kind}"
+        assert elapsed < 20, f"rank {rank} took {elapsed:.1f} s (the group's timeout is 60 s)"
+        assert "step-2" in message and "truncated or damaged" in message
