@@ -29,6 +29,10 @@ FORMAT = "recframe-export/1"
 USAGE = "usage: recframe export ckpt=<run>/checkpoints/step-N out=<file.pt>"
 
 
+class ExportWriteError(RuntimeError):
+    """The export file could not be written (full disk, no permission, a file where a folder should be)."""
+
+
 def _model_from_config(config_text: str, backend: str) -> tuple[nn.Module, DictConfig]:
     from recframe.training.builders import build_model
 
@@ -46,6 +50,7 @@ def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
 
     Raises:
         ValueError: the checkpoint is incomplete, or does not fit the model its config describes.
+        ExportWriteError: ``out`` cannot be written (the message names it; nothing is left half-written).
     """
     from recframe.config.resolve import table_configs
     from recframe.training.checkpoint import load
@@ -67,7 +72,10 @@ def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
                    for t in table_configs(cfg)],
         "state_dict": {k: v.contiguous() for k, v in state.items()},
     }
-    write_atomic(out, lambda f: torch.save(export, f))
+    try:
+        write_atomic(out, lambda f: torch.save(export, f))
+    except OSError as error:
+        raise ExportWriteError(f"cannot write {out}: {type(error).__name__}: {error}") from error
     return export
 
 
@@ -104,6 +112,9 @@ def export_command(args: list[str]) -> int:
         return 2
     try:
         export = export_checkpoint(Path(options["ckpt"]), Path(options["out"]))
+    except ExportWriteError as error:
+        print(f"recframe export: {error}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"recframe export: {options['ckpt']}: {error}", file=sys.stderr)
         return 2

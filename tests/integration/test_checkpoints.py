@@ -99,13 +99,12 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_pat
             break
     unfinished = sorted(root.glob(".tmp-step-*"))
     assert unfinished, "could not kill the process while it wrote a checkpoint"
-    complete = sorted(root.glob("step-*"))
+    complete = sorted(root.glob("step-*"), key=lambda p: int(p.name.removeprefix("step-")))
     assert complete
     rest = run_recframe("train", *common, "trainer.max_steps=3", f"hydra.run.dir={run_dir}", "ckpt_path=last",
                         "checkpoint.every_n_steps=0")
     previous = complete[-1].name
-    if int(previous.removeprefix("step-")) >= 3:  # resumed past max_steps: nothing left to train, fine too
-        assert rest.returncode == 0, rest.stderr[-3000:]
+    assert rest.returncode == 0, rest.stderr[-3000:]  # trains on to step 3, or has nothing left to train
     log = rest.stdout + rest.stderr
     assert "unfinished checkpoint" in log and unfinished[-1].name in log
     assert f"resuming from {root / previous}" in log
@@ -135,11 +134,11 @@ def test_sigterm_writes_a_final_checkpoint_and_exits_143(tmp_path: Path) -> None
     assert group_gone(), "processes left behind"
 
 
-def test_eval_and_export_of_a_checkpoint(tmp_path: Path) -> None:
+def test_eval_and_export_of_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
     from recframe.training.builders import build_datamodule
-    from recframe.training.export import load_exported
+    from recframe.training.export import export_command, load_exported
     from recframe.training.metrics import binary_auc
 
     run_dir = tmp_path / "run"
@@ -164,6 +163,9 @@ def test_eval_and_export_of_a_checkpoint(tmp_path: Path) -> None:
             labels.append(batch.labels.view(-1))
     auc = float(binary_auc(torch.cat(predictions), torch.cat(labels)))
     assert auc == pytest.approx(metrics["val/auc"], abs=1e-6)
+    unwritable = out / "model.pt"  # a file where the folder should be
+    assert export_command([f"ckpt={folder}", f"out={unwritable}"]) == 2
+    assert f"recframe export: cannot write {unwritable}: " in capsys.readouterr().err
 
 
 def test_eval_needs_a_complete_checkpoint(tmp_path: Path) -> None:
