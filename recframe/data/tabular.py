@@ -133,20 +133,22 @@ def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable
     longer than ``csv.field_size_limit()`` is ``huge_field`` (its first line; the lines after it are read again).
     """
     problems: list[tuple[int, str, str]] = []
+    header: list[str] = []
 
     def decoded(f: BinaryIO) -> Iterator[tuple[int, str]]:
         for number, raw in enumerate(f, start=1):
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                problems.append((number, "bad_encoding",
-                                 f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8: "
-                                 "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"))
+                message = (f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8: "
+                           "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+                if not header:  # without the header no row can be read
+                    raise DataError(f"{message} (the header)") from None
+                problems.append((number, "bad_encoding", message))
 
     with open(path, "rb") as f:
         lines = _Lines(decoded(f))
         reader = csv.reader(lines, delimiter=delimiter)
-        header: list[str] = []
         rows, numbers = [], []
         while True:
             lines.taken.clear()

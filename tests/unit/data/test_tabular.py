@@ -108,6 +108,9 @@ def test_blank_lines_are_ignored_and_bad_bytes_or_huge_fields_name_their_line(tm
         assert source.skipped.counts[kind] == 1 and source.skipped.examples[kind][0].startswith(f"{path}{message}")
         with pytest.raises(DataError, match=rf"^{path}{message}"):
             strict.setup()
+    (tmp_path / "h.csv").write_bytes(b"label,x,caf\xe9\n1,2,a\n")
+    with pytest.raises(DataError, match=r"h.csv:1: byte 0xe9 at column 12 is not UTF-8: .* \(the header\)"):
+        TabularSource(str(tmp_path / "h.csv"), spec, {"c": 10}, batch_size=1).setup()
 
 
 def test_a_bag_longer_than_max_values_is_a_counted_malformed_row_not_a_wider_table(tmp_path: Path) -> None:
