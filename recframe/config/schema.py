@@ -154,7 +154,8 @@ class TrainConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 42  # seed of model initialization (and of everything not seeded elsewhere)
     run_dir: str = "${hydra:runtime.output_dir}"  # the run directory; every output goes under it
-    ckpt_path: str | None = None  # train: resume from a checkpoints/step-N folder or "last" (the run dir's newest); eval: the checkpoint
+    # train: resume from a checkpoints/step-N folder or "last" (the run dir's newest); eval: the checkpoint
+    ckpt_path: str | None = None
     bench: BenchConfig = field(default_factory=BenchConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)  # a sharding/ option: planner or fixed plan
     world_size: int | None = None  # ranks to plan for (recframe plan); None: trainer.devices x trainer.num_nodes
