@@ -205,7 +205,7 @@ def train_job(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
 
     from recframe.training.builders import build_datamodule
-    from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError
+    from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError, set_aside_newer
     from recframe.training.checkpoint_safety import UnsafeCheckpointError
     from recframe.training.files import write_json_atomic
 
@@ -216,6 +216,9 @@ def train_job(cfg: DictConfig) -> float | None:
     if cfg.ckpt_path is not None:
         folder, resume_step = checkpoint_folder(cfg.ckpt_path, run_dir, "recframe train")
         ckpt = str(folder)
+        for moved in set_aside_newer(run_dir / "checkpoints", resume_step):
+            log.warning("resuming from step %d: set aside the abandoned run's newer checkpoint as %s",
+                        resume_step, moved)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module, datamodule = _build_module(cfg), build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, resume_step=resume_step)

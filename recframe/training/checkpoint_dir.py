@@ -7,6 +7,7 @@ Layout of ``<run_dir>/checkpoints/``::
       manifest.json              written last: format, step, world size, every file with its size
     step-12/
     .tmp-step-16-3f9a0c1d/       a checkpoint being written (or abandoned by a killed process)
+    abandoned-step-20-5f0e1a2b/  a newer checkpoint of a run that was resumed from an older step (kept, never read)
 
 A save writes everything into a fresh ``.tmp-step-N-<id>`` folder (every rank), then rank 0
 writes ``manifest.json``, fsyncs it, renames the folder to ``step-N`` and fsyncs
@@ -165,6 +166,39 @@ def find_last(root: Path) -> LastCheckpoint:
             continue
         return LastCheckpoint(folder, step, skipped)
     return LastCheckpoint(None, -1, skipped)
+
+
+def set_aside_newer(root: Path, step: int) -> list[Path]:
+    """Rename the checkpoints of steps above ``step`` to ``abandoned-<name>-<id>``; returns the new paths.
+
+    A run resumed from step ``step`` writes its own ``step-M`` folders for later steps: the newer
+    folders of the run it abandons (complete, damaged or unfinished) would otherwise be picked by
+    ``last`` or stop the new run when it reaches their step. They are kept, under a name that
+    ``last`` and pruning never touch, for a person to delete. Safe to call from every rank at once
+    (a folder another rank renamed first is skipped).
+
+    Args:
+        root: the run's ``checkpoints/`` folder (may be missing).
+        step: the step being resumed from.
+
+    Example:
+        >>> set_aside_newer(root, 10)  # doctest: +SKIP
+        [PosixPath('.../checkpoints/abandoned-step-20-5f0e1a2b')]
+    """
+    moved = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        match = STEP_FOLDER.match(entry.name) or TEMP_FOLDER.match(entry.name)
+        if match is None or int(match.group(1)) <= step or not entry.is_dir():
+            continue
+        target = root / f"abandoned-{entry.name.lstrip('.')}-{os.urandom(4).hex()}"
+        try:
+            entry.rename(target)
+        except FileNotFoundError:  # another rank moved it first
+            continue
+        moved.append(target)
+    if moved:
+        _fsync_dir(root)
+    return moved
 
 
 def prune(root: Path, keep: int, current: Path) -> list[Path]:

@@ -13,6 +13,7 @@ from recframe.training.checkpoint_dir import (
     new_temp_folder,
     prune,
     read_manifest,
+    set_aside_newer,
     write_manifest,
 )
 
@@ -112,3 +113,22 @@ def test_prune_counts_only_complete_checkpoints(tmp_path: Path) -> None:
 def test_temp_token_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="8 hex digits"):
         new_temp_folder(tmp_path, 1, "../../x")
+
+
+def test_resuming_sets_the_abandoned_newer_checkpoints_aside(tmp_path: Path) -> None:
+    for step in (5, 10, 15, 20):
+        make_checkpoint(tmp_path, step)
+    (tmp_path / "step-25").mkdir()  # damaged: no manifest
+    new_temp_folder(tmp_path, 30, "0badc0de")  # unfinished
+    (tmp_path / "notes").mkdir()  # a user's folder
+    moved = set_aside_newer(tmp_path, 10)
+    assert sorted(p.name.rsplit("-", 1)[0] for p in moved) == [
+        "abandoned-step-15", "abandoned-step-20", "abandoned-step-25", "abandoned-tmp-step-30-0badc0de"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("abandoned-")) == [
+        "notes", "step-10", "step-5"]
+    assert find_last(tmp_path).folder == tmp_path / "step-10"
+    assert all((p / "manifest.json").is_file() for p in moved if "step-15" in p.name or "step-20" in p.name)
+    assert set_aside_newer(tmp_path, 10) == []  # idempotent: a second rank finds nothing to move
+    make_checkpoint(tmp_path, 15)  # the resumed run writes its own step-15 and keeps going
+    assert find_last(tmp_path).folder == tmp_path / "step-15"
+    assert prune(tmp_path, 1, tmp_path / "step-15") and all(p.is_dir() for p in moved)
