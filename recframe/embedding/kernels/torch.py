@@ -26,13 +26,13 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from recframe.embedding.kernels import DTYPES, GroupSpec
-from recframe.embedding.optimizers import STATE_LAYOUT, new_states, sparse_update
+from recframe.embedding.kernels import GroupSpec
+from recframe.embedding.kernels.stacked import StackedTables
+from recframe.embedding.optimizers import sparse_update
 
 
-class TorchEmbeddingKernel(nn.Module):
+class TorchEmbeddingKernel(StackedTables):
     """One group of same-dim tables in one tensor, looked up with torch ops (see the module docstring).
 
     Args:
@@ -40,32 +40,8 @@ class TorchEmbeddingKernel(nn.Module):
     """
 
     def __init__(self, spec: GroupSpec) -> None:
-        super().__init__()
-        dims = {t.embedding_dim for t in spec.tables}
-        dtypes = {t.weight_dtype for t in spec.tables}
-        if len(dims) != 1 or len(dtypes) != 1:
-            raise ValueError(f"a torch kernel group needs one dim and one weight dtype, got {dims} and {dtypes}")
-        self.spec = spec
-        self.dim = dims.pop()
-        starts = [0]
-        for table in spec.tables:
-            starts.append(starts[-1] + table.num_embeddings)
-        self.table_starts = starts
-        self.num_features = len(spec.feature_tables)
+        super().__init__(spec, "torch")
         self.single_table = len(spec.tables) == 1
-        self.register_buffer(
-            "weight", torch.empty(starts[-1], self.dim, dtype=DTYPES[dtypes.pop()], device=spec.device),
-            persistent=False,
-        )
-        self.state_names = [name for name, _ in STATE_LAYOUT[spec.optimizer.name]]
-        for name, tensor in new_states(spec.optimizer.name, starts[-1], self.dim, spec.device).items():
-            self.register_buffer(name, tensor, persistent=False)
-        self.register_buffer(
-            "feature_row_start",
-            torch.tensor([starts[t] for t in spec.feature_tables], dtype=torch.int64, device=spec.device),
-            persistent=False,
-        )
-        self.step = 0
 
     # ---- the EmbeddingKernel interface --------------------------------------------------------
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
@@ -83,19 +59,6 @@ class TorchEmbeddingKernel(nn.Module):
         rows = self._global_rows(indices, offsets)
         anchor = torch.empty(0, device=self.weight.device, requires_grad=torch.is_grad_enabled())
         return _FusedLookup.apply(anchor, self, rows, offsets, per_sample_weights)
-
-    def table_weight(self, index: int) -> torch.Tensor:
-        return self.weight[self.table_starts[index]:self.table_starts[index + 1]]
-
-    def table_states(self, index: int) -> dict[str, torch.Tensor]:
-        lo, hi = self.table_starts[index], self.table_starts[index + 1]
-        return {name: getattr(self, name)[lo:hi] for name in self.state_names}
-
-    def get_step(self) -> int:
-        return self.step
-
-    def set_step(self, step: int) -> None:
-        self.step = int(step)
 
     # ---- internals ----------------------------------------------------------------------------
     def _global_rows(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

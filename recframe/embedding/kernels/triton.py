@@ -36,11 +36,10 @@ import logging
 from types import ModuleType
 
 import torch
-from torch import nn
 
 from recframe.embedding.config import SparseOptimizer, TableConfig
-from recframe.embedding.kernels import DTYPES, GroupSpec
-from recframe.embedding.optimizers import STATE_LAYOUT
+from recframe.embedding.kernels import GroupSpec
+from recframe.embedding.kernels.stacked import StackedTables
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.de
     return f"triton runs on cuda (or cpu through TRITON_INTERPRET=1) and meta, not {device.type}"
 
 
-class TritonEmbeddingKernel(nn.Module):
+class TritonEmbeddingKernel(StackedTables):
     """One group of same-dim tables in one tensor, looked up and trained by Triton kernels (module docstring).
 
     Args:
@@ -104,38 +103,13 @@ class TritonEmbeddingKernel(nn.Module):
     """
 
     def __init__(self, spec: GroupSpec) -> None:
-        super().__init__()
         reason = unsupported(spec.tables[0], spec.optimizer, spec.device)
         if reason is not None:
             raise ValueError(f"triton embedding backend: {reason}")
-        dims = {t.embedding_dim for t in spec.tables}
-        dtypes = {t.weight_dtype for t in spec.tables}
-        if len(dims) != 1 or len(dtypes) != 1:
-            raise ValueError(f"a triton kernel group needs one dim and one weight dtype, got {dims} and {dtypes}")
-        self.spec = spec
-        self.dim = dims.pop()
+        super().__init__(spec, "triton")
         self.block_dim = 1 << (self.dim - 1).bit_length()  # the power of two >= dim
-        starts = [0]
-        for table in spec.tables:
-            starts.append(starts[-1] + table.num_embeddings)
-        self.table_starts = starts
-        self.num_features = len(spec.feature_tables)
         # Keys are rows of the stacked tables; int32 where they fit: half the bits for the radix sort to pass over.
-        self.key_dtype = torch.int32 if starts[-1] < 2**31 else torch.int64
-        self.register_buffer(
-            "weight", torch.empty(starts[-1], self.dim, dtype=DTYPES[dtypes.pop()], device=spec.device),
-            persistent=False,
-        )
-        self.state_names = [name for name, _ in STATE_LAYOUT[spec.optimizer.name]]
-        for name, rowwise in STATE_LAYOUT[spec.optimizer.name]:
-            shape = (starts[-1],) if rowwise else (starts[-1], self.dim)
-            self.register_buffer(name, torch.zeros(shape, dtype=torch.float32, device=spec.device), persistent=False)
-        self.register_buffer(
-            "feature_row_start",
-            torch.tensor([starts[t] for t in spec.feature_tables], dtype=torch.int64, device=spec.device),
-            persistent=False,
-        )
-        self.step = 0
+        self.key_dtype = torch.int32 if self.table_starts[-1] < 2**31 else torch.int64
         # The autograd input that makes backward run (no gradient flows into it); one per kernel.
         self._anchor = torch.empty(0, device=spec.device, requires_grad=True)
 
@@ -156,19 +130,6 @@ class TritonEmbeddingKernel(nn.Module):
         if per_sample_weights is not None and self.spec.pooled:
             weights = per_sample_weights.float().contiguous()
         return _FusedLookup.apply(self._anchor, self, indices.contiguous(), offsets.contiguous(), weights)
-
-    def table_weight(self, index: int) -> torch.Tensor:
-        return self.weight[self.table_starts[index]:self.table_starts[index + 1]]
-
-    def table_states(self, index: int) -> dict[str, torch.Tensor]:
-        lo, hi = self.table_starts[index], self.table_starts[index + 1]
-        return {name: getattr(self, name)[lo:hi] for name in self.state_names}
-
-    def get_step(self) -> int:
-        return self.step
-
-    def set_step(self, step: int) -> None:
-        self.step = int(step)
 
     # ---- internals ----------------------------------------------------------------------------
     def lookup(self, indices: torch.Tensor, offsets: torch.Tensor,
