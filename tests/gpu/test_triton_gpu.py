@@ -150,3 +150,89 @@ def test_forward_without_autograd_on_cuda(sequence: bool) -> None:
         torch.testing.assert_close(out_a, out_b, **TOL)
     for key, value in plain.state_dict().items():
         assert torch.equal(fused.state_dict()[key], value)
+
+
+def fixed_shape_batch(seed: int, weighted: bool, size: int = 256) -> KeyedJaggedTensor:
+    """The same lengths every seed (so the backward's shape repeats and gets a CUDA graph), new ids and weights."""
+    lengths = torch.randint(0, 6, (4 * size,), generator=torch.Generator().manual_seed(123))
+    g = torch.Generator().manual_seed(seed)
+    rows = {"a": 5000, "b": 5000, "c": 3, "d": 700}
+    per_key = lengths.view(4, size).sum(1).tolist()
+    values = torch.cat([torch.randint(0, rows[k], (n,), generator=g) for k, n in zip(rows, per_key, strict=True)])
+    weights = torch.rand(values.numel(), generator=g) + 0.5 if weighted else None
+    return KeyedJaggedTensor.from_lengths(list(rows), values, lengths, weights=weights).to(torch.device("cuda"))
+
+
+def graphed_and_eager(specs: list[TableConfig], opt: SparseOptimizer, sequence: bool):  # noqa: ANN201
+    cls = EmbeddingCollection if sequence else EmbeddingBagCollection
+    torch.manual_seed(0)
+    graphed = cls(specs, opt, backend="triton", device="cuda")
+    eager = cls(specs, opt, backend="triton", device="cuda")
+    eager.load_state_dict(graphed.state_dict())
+    for kernel in eager.kernels:
+        kernel.graphs.enabled = False
+    assert all(kernel.graphs.enabled for kernel in graphed.kernels)
+    return graphed, eager
+
+
+def train_both(modules: tuple, kjts: list[KeyedJaggedTensor], seed: int, sequence: bool) -> None:
+    for module in modules:
+        total = 0.0
+        for i, kjt in enumerate(kjts):
+            out = module(kjt)
+            generator = torch.Generator("cuda").manual_seed(seed + i)
+            for values in [out[f].values() for f in out] if sequence else [out.values()]:
+                total = total + (values * torch.randn(values.shape, device="cuda", generator=generator)).sum()
+        total.backward()
+
+
+def assert_bitwise_equal(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for key, value in b.state_dict().items():
+        assert torch.equal(a.state_dict()[key], value), key
+    for table, states in b.optimizer_state_dict().items():
+        for name, value in states.items():
+            assert torch.equal(a.optimizer_state_dict()[table][name], value), (table, name)
+
+
+@pytest.mark.parametrize("sequence,weighted", [(False, False), (False, True), (True, False)],
+                         ids=["pooled", "pooled-weighted", "sequence"])
+def test_cuda_graph_backward_equals_eager(sequence: bool, weighted: bool) -> None:
+    """A repeated shape is captured at its second step and replayed after: bit for bit the eager result,
+    also when two forwards of the shape precede one backward (the second runs eagerly)."""
+    specs = tables(pooling="none" if sequence else "sum")
+    graphed, eager = graphed_and_eager(specs, OPTIMIZERS[2], sequence)
+    plain = (EmbeddingCollection if sequence else EmbeddingBagCollection)(specs, OPTIMIZERS[2], backend="torch",
+                                                                          device="cuda")
+    plain.load_state_dict(graphed.state_dict())
+    for step in range(6):
+        kjts = [fixed_shape_batch(step, weighted)] + ([fixed_shape_batch(100 + step, weighted)] if step == 5 else [])
+        train_both((graphed, eager, plain), kjts, seed=10 * step, sequence=sequence)
+        assert_bitwise_equal(graphed, eager)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(graphed.state_dict()[key], value, **TOL)
+    for kernel in graphed.kernels:
+        graphs = [entry.graph for entry in kernel.graphs._entries.values()]
+        assert graphs and all(isinstance(g, torch.cuda.CUDAGraph) for g in graphs)
+
+
+def test_cuda_graphs_follow_moved_storage() -> None:
+    """New weight storage (as after .to()) drops the graphs: that step runs eagerly, later ones are captured again."""
+    graphed, eager = graphed_and_eager(tables(), OPTIMIZERS[1], sequence=False)
+    for step in range(6):
+        if step == 3:
+            for module in (graphed, eager):
+                for kernel in module.kernels:
+                    kernel.weight = kernel.weight.clone()
+                    kernel.momentum1 = kernel.momentum1.clone()
+        train_both((graphed, eager), [fixed_shape_batch(step, weighted=True)], seed=step, sequence=False)
+        assert_bitwise_equal(graphed, eager)
+    for kernel in graphed.kernels:
+        (entry,) = kernel.graphs._entries.values()
+        assert entry.graph is not None and entry.pointers[0] == kernel.weight.data_ptr()
+
+
+def test_step_counting_optimizers_run_eagerly() -> None:
+    """adam's bias correction changes every step (a launch argument): no graphs for it."""
+    ebc = EmbeddingBagCollection(tables(), OPTIMIZERS[5], backend="triton", device="cuda")
+    assert OPTIMIZERS[5].name in ("adam", "rowwise_adam", "lamb")
+    assert not any(kernel.graphs.enabled for kernel in ebc.kernels)

@@ -6,7 +6,9 @@ per bag, the caller folds mean pooling into the weights; sequence: one row per i
 sorts the lookups by row once (``torch.sort``, stable), then two Triton launches sum every row's
 gradients and apply the optimizer to the row in the same kernel: one update per touched row,
 in a fixed order, no atomics, so every run gives the same result (kernel design:
-``triton_kernels.py``). There are no host syncs in a step.
+``triton_kernels.py``). There are no host syncs in a step. A batch shape that repeats (the same
+number of lookups every step, as with one id per feature) gets its backward captured in a CUDA
+graph and replayed: one launch instead of ~10, the same result (``triton_graphs.py``).
 
 Support: optimizers ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam``, ``rowwise_adam`` and ``lamb``
 (with the weight decay of ``recframe.embedding.optimizers``); weights ``fp32``, ``fp16``, ``bf16``
@@ -40,6 +42,8 @@ import torch
 from recframe.embedding.config import SparseOptimizer, TableConfig
 from recframe.embedding.kernels import GroupSpec
 from recframe.embedding.kernels.stacked import StackedTables
+from recframe.embedding.kernels.triton_graphs import BackwardGraphs, Claim, Entry, graphs_allowed
+from recframe.embedding.optimizers import USES_STEP
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,8 @@ class TritonEmbeddingKernel(StackedTables):
         self.key_dtype = torch.int32 if self.table_starts[-1] < 2**31 else torch.int64
         # The autograd input that makes backward run (no gradient flows into it); one per kernel.
         self._anchor = torch.empty(0, device=spec.device, requires_grad=True)
+        self.graphs = BackwardGraphs(enabled=spec.device.type == "cuda" and not _kernels().INTERPRETED
+                                     and spec.optimizer.name not in USES_STEP and graphs_allowed())
 
     # ---- the EmbeddingKernel interface --------------------------------------------------------
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
@@ -129,12 +135,18 @@ class TritonEmbeddingKernel(StackedTables):
         weights = None
         if per_sample_weights is not None and self.spec.pooled:
             weights = per_sample_weights.float().contiguous()
+            if weights.data_ptr() % 16:  # a slice of the batch's weights: aligned, a graph can read it by address
+                weights = weights.clone()
         return _FusedLookup.apply(self._anchor, self, indices.contiguous(), offsets.contiguous(), weights)
 
     # ---- internals ----------------------------------------------------------------------------
-    def lookup(self, indices: torch.Tensor, offsets: torch.Tensor,
-               weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The forward launch: ``(output, keys, grad rows)`` (grad rows: pooled only; see ``triton_kernels``)."""
+    def lookup(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
+               training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Claim | None]:
+        """The forward launch: ``(output, keys, grad rows, claim)`` (grad rows: pooled only; see ``triton_kernels``).
+
+        ``training``: a backward will follow, so a repeated shape writes keys and grad rows into its graph's
+        buffers (``claim`` is then not None).
+        """
         k = _kernels()
         num_ids, num_bags = indices.numel(), offsets.numel() - 1
         if max(num_ids, num_bags) >= 2**31:  # the kernels index lookups and bags with int32
@@ -142,38 +154,66 @@ class TritonEmbeddingKernel(StackedTables):
                              f"{num_bags:,} bags; lower data.batch_size or use tables.backend=torch")
         batch = num_bags // self.num_features
         device = indices.device
-        keys = torch.empty(num_ids, dtype=self.key_dtype, device=device)
+        claim = self.graphs.claim(num_ids, weights is not None, self._new_entry) if training else None
+        if claim is not None:
+            keys, grad_rows = claim.entry.keys, claim.entry.grad_rows
+        else:
+            keys = torch.empty(num_ids, dtype=self.key_dtype, device=device)
+            grad_rows = torch.empty(num_ids, dtype=torch.int32, device=device) if self.spec.pooled else None
         if not self.spec.pooled:
             out = torch.empty(num_ids, self.dim, device=device)
             if num_ids:
                 k.sequence_forward[(-(-num_ids // BLOCK_BAGS),)](
                     indices, offsets, self.feature_row_start, self.weight, out, keys, num_ids, batch,
                     self.num_features, self.dim, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim, num_warps=FORWARD_WARPS)
-            return out, keys, None
+            return out, keys, None, claim
         out = torch.empty(batch, self.num_features * self.dim, device=device)
-        grad_rows = torch.empty(num_ids, dtype=torch.int32, device=device)
         k.pooled_forward[(-(-num_bags // BLOCK_BAGS),)](
             indices, offsets, indices if weights is None else weights, self.feature_row_start, self.weight, out,
             keys, grad_rows, num_bags, batch, self.num_features, self.dim,
             HAS_WEIGHTS=weights is not None, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim, num_warps=FORWARD_WARPS)
-        return out, keys, grad_rows
+        return out, keys, grad_rows, claim
 
     def apply_gradient(self, keys: torch.Tensor, grad_rows: torch.Tensor | None, weights: torch.Tensor | None,
-                       grad_out: torch.Tensor) -> None:
-        """Sort the lookups by row, sum each row's gradients and apply the optimizer (two launches)."""
+                       grad_out: torch.Tensor, claim: Claim | None = None) -> None:
+        """Sort the lookups by row, sum each row's gradients and apply the optimizer (replayed from a graph
+        where the forward claimed one, else launched)."""
         self.step += 1
-        num_lookups = keys.numel()
-        if num_lookups == 0:
+        if keys.numel() == 0:
             return
-        opt, k = self.spec.optimizer, _kernels()
-        sorted_keys, order = torch.sort(keys, stable=True)
         grad = grad_out.float().contiguous()
+        if claim is not None:
+            entry = claim.entry
+            pointers = (self.weight.data_ptr(), *(getattr(self, name).data_ptr() for name in self.state_names))
+            launch = functools.partial(self._update, entry.keys, entry.grad_rows,
+                                       entry.weights_at if weights is not None else None, entry.grad_at, True)
+            if self.graphs.run(claim, grad, weights, pointers, launch):
+                return
+        self._update(keys, grad_rows, weights, grad, False)
+
+    def _new_entry(self, num_lookups: int, weighted: bool) -> Entry:
+        """The static buffers of a shape's graph (``triton_graphs.Entry``)."""
+        device = self.weight.device
+        address = functools.partial(torch.zeros, 1, dtype=torch.int64, device=device)
+        return Entry(keys=torch.empty(num_lookups, dtype=self.key_dtype, device=device),
+                     grad_rows=torch.empty(num_lookups, dtype=torch.int32, device=device) if self.spec.pooled else None,
+                     grad_at=address(), weights_at=address() if weighted else None)
+
+    def _update(self, keys: torch.Tensor, grad_rows: torch.Tensor | None, weights: torch.Tensor | None,
+                grad: torch.Tensor, indirect: bool) -> None:
+        """The backward's launches: sort, partial sums of long segments, sums + optimizer per row.
+
+        ``indirect``: ``weights`` and ``grad`` are int64 tensors holding the addresses (a graph's inputs).
+        """
+        opt, k = self.spec.optimizer, _kernels()
+        num_lookups = keys.numel()
+        sorted_keys, order = torch.sort(keys, stable=True)
         num_blocks = -(-num_lookups // BLOCK_LOOKUPS)
         partials = torch.empty(num_blocks, self.dim, device=keys.device)
         pooled = self.spec.pooled
         dummy = order  # stands for the pointers a configuration does not read
-        common = dict(POOLED=pooled, HAS_WEIGHTS=weights is not None, BLOCK=BLOCK_LOOKUPS, BLOCK_D=self.block_dim,
-                      num_warps=BACKWARD_WARPS)
+        common = dict(POOLED=pooled, HAS_WEIGHTS=weights is not None, INDIRECT=indirect, BLOCK=BLOCK_LOOKUPS,
+                      BLOCK_D=self.block_dim, num_warps=BACKWARD_WARPS)
         sources = (sorted_keys, order, grad_rows if pooled else dummy, dummy if weights is None else weights, grad)
         k.segment_partials[(num_blocks,)](*sources, partials, num_lookups, self.dim, **common)
         decay = "none" if opt.weight_decay == 0 else opt.weight_decay_mode
@@ -192,14 +232,15 @@ class _FusedLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor: torch.Tensor, kernel: TritonEmbeddingKernel, indices: torch.Tensor,  # noqa: ANN001
                 offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        out, keys, grad_rows = kernel.lookup(indices, offsets, weights)
-        ctx.kernel = kernel
-        if ctx.needs_input_grad[0]:
+        training = ctx.needs_input_grad[0]
+        out, keys, grad_rows, claim = kernel.lookup(indices, offsets, weights, training)
+        ctx.kernel, ctx.claim = kernel, claim
+        if training:
             ctx.save_for_backward(keys, grad_rows, weights)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[None, None, None, None, None]:  # noqa: ANN001
         keys, grad_rows, weights = ctx.saved_tensors
-        ctx.kernel.apply_gradient(keys, grad_rows, weights, grad_out)
+        ctx.kernel.apply_gradient(keys, grad_rows, weights, grad_out, ctx.claim)
         return None, None, None, None, None

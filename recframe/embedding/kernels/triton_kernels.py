@@ -96,6 +96,19 @@ def sequence_forward(indices_ptr, offsets_ptr, row_start_ptr, weight_ptr, out_pt
 
 
 @triton.jit
+def _source(ptr, INDIRECT: tl.constexpr):
+    """``ptr``, or with ``INDIRECT`` the fp32 pointer whose address ``ptr`` (an int64 tensor) holds (CUDA graphs).
+
+    The address is 16-byte aligned (the caller checks), as Triton assumes of tensor arguments: told so, the
+    compiler picks the same vector widths and layouts as for a direct pointer, so sums come out bit for bit
+    the same on both paths."""
+    if INDIRECT:
+        return tl.multiple_of(tl.load(ptr).to(tl.pointer_type(tl.float32)), 16)
+    else:
+        return ptr
+
+
+@triton.jit
 def _lookup_grads(order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, position, take, cols, col_ok, dim,
                   POOLED: tl.constexpr, HAS_WEIGHTS: tl.constexpr):
     """The gradients ``[len(position), BLOCK_D]`` of the sorted lookups at ``position`` (zero where not ``take``)."""
@@ -125,9 +138,15 @@ def _round(value, dtype: tl.constexpr):
 
 @triton.jit
 def segment_partials(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, partial_ptr, num_lookups, dim,
-                     POOLED: tl.constexpr, HAS_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+                     POOLED: tl.constexpr, HAS_WEIGHTS: tl.constexpr, INDIRECT: tl.constexpr, BLOCK: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
     """For a block that begins inside a segment started in an earlier block: the sum of that segment's
-    gradients over this block's positions, into ``partial[block]`` (left unwritten for other blocks)."""
+    gradients over this block's positions, into ``partial[block]`` (left unwritten for other blocks).
+
+    With ``INDIRECT``, ``grad_ptr`` and ``weights_ptr`` are int64 tensors holding the addresses (``_source``)."""
+    grad_ptr = _source(grad_ptr, INDIRECT)
+    if HAS_WEIGHTS:
+        weights_ptr = _source(weights_ptr, INDIRECT)
     block = tl.program_id(0)
     first = block * BLOCK
     key = tl.load(keys_ptr + first)
@@ -147,13 +166,16 @@ def segment_partials(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, 
 def update_rows(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, partial_ptr, weight_ptr, state1_ptr,
                 state2_ptr, num_lookups, num_blocks, dim, lr, eps, weight_decay, beta1, beta2, bias1, bias2,
                 OPT: tl.constexpr, DECAY: tl.constexpr, POOLED: tl.constexpr, HAS_WEIGHTS: tl.constexpr,
-                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PARTIALS: tl.constexpr):
+                INDIRECT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PARTIALS: tl.constexpr):
     """Sum the gradients of every segment that starts in this block and apply the optimizer to its row.
 
     ``bias1, bias2`` are ``1 - beta1^t, 1 - beta2^t`` (adam, rowwise_adam, lamb); ``state1/state2``
     are momentum1/momentum2 (per element, or per row for rowwise_adagrad's momentum1 and
-    rowwise_adam's momentum2).
+    rowwise_adam's momentum2). ``INDIRECT``: as in ``segment_partials``.
     """
+    grad_ptr = _source(grad_ptr, INDIRECT)
+    if HAS_WEIGHTS:
+        weights_ptr = _source(weights_ptr, INDIRECT)
     block = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     position = block * BLOCK + offs

@@ -17,9 +17,11 @@ pytest.importorskip("triton")
 
 from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection, SparseOptimizer, TableConfig  # noqa: E402
 from recframe.embedding.kernels import triton as triton_backend  # noqa: E402
+from recframe.embedding.kernels.triton_graphs import BackwardGraphs  # noqa: E402
 from recframe.sparse import KeyedJaggedTensor  # noqa: E402
 
 from .reference import OPTIMIZERS, random_case  # noqa: E402
+from .test_triton_graphs import FakeGraph  # noqa: E402
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
@@ -178,3 +180,47 @@ def test_state_moves_between_triton_and_torch() -> None:
     for key, value in plain.state_dict().items():
         torch.testing.assert_close(fused.state_dict()[key], value, **TOL)
     assert int(fused.optimizer_state_dict()["t0"]["step"]) == int(plain.optimizer_state_dict()["t0"]["step"]) == 4
+
+
+@pytest.mark.parametrize("sequence", [False, True], ids=["pooled", "sequence"])
+def test_graph_path_matches_eager(sequence: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backward through a repeated shape's graph buffers, with the gradient and weights read through
+    their addresses (``INDIRECT``), equals the eager backward bit for bit. The capture is replaced by
+    running the launches again at each replay (CUDA graphs themselves: tests/gpu)."""
+    monkeypatch.setattr(BackwardGraphs, "_capture", lambda self, launch: FakeGraph(launch))
+    pooling = "none" if sequence else "mean"
+    tables = [TableConfig(name="a", num_embeddings=40, embedding_dim=6, feature_names=["f", "g"], pooling=pooling),
+              TableConfig(name="b", num_embeddings=5, embedding_dim=6, feature_names=["h"],
+                          pooling="none" if sequence else "sum")]
+    cls = EmbeddingCollection if sequence else EmbeddingBagCollection
+    opt = OPTIMIZERS[2]  # rowwise_adagrad
+    torch.manual_seed(0)
+    eager = cls(tables, opt, backend="triton")
+    torch.manual_seed(0)
+    graphed = cls(tables, opt, backend="triton")
+    for kernel in graphed.kernels:
+        kernel.graphs = BackwardGraphs(enabled=True)
+    lengths = torch.tensor([2, 0, 3, 1, 1, 4, 0, 2, 5])  # the same shape every step, empty bags included
+    generator = torch.Generator().manual_seed(3)
+
+    def batch() -> KeyedJaggedTensor:
+        values = torch.randint(0, 5, (int(lengths.sum()),), generator=generator)
+        return KeyedJaggedTensor.from_lengths(["f", "g", "h"], values, lengths)
+
+    def loss(module: torch.nn.Module, kjt: KeyedJaggedTensor, grad_seed: int) -> torch.Tensor:
+        out = module(kjt)
+        values = torch.cat([out[f].values() for f in out]) if sequence else out.values()
+        return (values * torch.randn(values.shape, generator=torch.Generator().manual_seed(grad_seed))).sum()
+
+    for step in range(5):
+        kjts = [batch()] if step < 4 else [batch(), batch()]  # last: two forwards of the shape, one backward
+        for module in (eager, graphed):
+            sum(loss(module, kjt, step * 10 + i) for i, kjt in enumerate(kjts)).backward()
+        for key, value in eager.state_dict().items():
+            assert torch.equal(graphed.state_dict()[key], value), (step, key)
+        for table, states in eager.optimizer_state_dict().items():
+            for name, value in states.items():
+                assert torch.equal(graphed.optimizer_state_dict()[table][name], value), (step, table, name)
+    for kernel in graphed.kernels:
+        (entry,) = kernel.graphs._entries.values()
+        assert entry.graph.replays == 3  # steps 2, 3 and the first forward of step 4 (its second ran eagerly)
