@@ -146,6 +146,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         self.gradient_division = gradient_division
         self.feature_names = [f for t in self.tables for f in t.feature_names]
         self.feature_dims = [t.embedding_dim for t in self.tables for _ in t.feature_names]
+        self._layout = KeyedTensor(self.feature_names, self.feature_dims, torch.empty(0, sum(self.feature_dims)))
         feature_index = {f: i for i, f in enumerate(self.feature_names)}
         feature_start = [0]
         for d in self.feature_dims:
@@ -293,7 +294,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
             recip = sizes.clamp(min=1).float().reciprocal().index_select(0, self._mean_col_feature)
             scale_cols = torch.ones_like(values).index_copy(1, self._mean_cols, recip.t())
             values = values * scale_cols
-        return KeyedTensor(self.feature_names, self.feature_dims, values)
+        return self._layout.with_values(values)
 
     def _select(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """The batch with exactly this collection's features, in order."""

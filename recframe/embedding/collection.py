@@ -247,6 +247,7 @@ class EmbeddingBagCollection(_TableCollection):
             else:
                 runs.append((g, lo, hi))
         self._runs = runs
+        self._layout = KeyedTensor(self.feature_names, self.feature_dims, torch.empty(0, sum(self.feature_dims)))
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pool every feature of the tables.
@@ -268,7 +269,7 @@ class EmbeddingBagCollection(_TableCollection):
                 values = outs[g] if (lo, hi) == (0, outs[g].shape[1]) else outs[g][:, lo:hi]
             else:
                 values = torch.cat([outs[g][:, lo:hi] for g, lo, hi in self._runs], dim=1)
-        return KeyedTensor(self.feature_names, self.feature_dims, values)
+        return self._layout.with_values(values)
 
 
 class EmbeddingCollection(_TableCollection):

@@ -45,6 +45,27 @@ class KeyedTensor:
         self._offset_per_key = offsets
         self._index = {k: i for i, k in enumerate(keys)}
 
+    def with_values(self, values: torch.Tensor) -> KeyedTensor:
+        """The same keys and widths around other values, without rebuilding the key tables (a hot path).
+
+        The result shares this one's key lists (treat ``keys()`` and ``length_per_key()`` as read-only).
+
+        Args:
+            values: a tensor with the same width along ``key_dim``.
+
+        Example:
+            >>> layout = KeyedTensor(["a", "b"], [1, 2], torch.zeros(0, 3))
+            >>> layout.with_values(torch.ones(4, 3))["b"].shape
+            torch.Size([4, 2])
+        """
+        if values.shape[self._key_dim] != self._offset_per_key[-1]:
+            raise ValueError(f"KeyedTensor: values have {values.shape[self._key_dim]} columns on dim "
+                             f"{self._key_dim}, but the keys' lengths sum to {self._offset_per_key[-1]}")
+        out = KeyedTensor.__new__(KeyedTensor)
+        out.__dict__.update(self.__dict__)
+        out._values = values
+        return out
+
     @staticmethod
     def from_tensor_list(keys: Sequence[str], tensors: Sequence[torch.Tensor], key_dim: int = 1) -> KeyedTensor:
         """Concatenate one tensor per key along ``key_dim``."""
