@@ -15,14 +15,24 @@ Backends (``--backend``, several allowed):
 - ``triton``: recframe EmbeddingBagCollection on the triton kernels (CUDA);
 - ``torch``: recframe EmbeddingBagCollection on the torch backend;
 - ``nn``: one ``nn.EmbeddingBag(mode="sum", sparse=True)`` per table + ``torch.optim.Adagrad`` on the
-  sparse gradients (step + zero_grad), the plain-PyTorch way.
+  sparse gradients (step + zero_grad), the plain-PyTorch way;
+- ``probe``: the plain-torch rowwise Adagrad of ``../shared/bench/tbe_gpu.py`` (its ``torch_unique``:
+  ``F.embedding_bag`` over ids already offset into one stacked table, then ``unique`` + ``index_add``
+  for the update, no autograd), issue 9's "plain torch", timed beside the others in one process;
+- ``triton-direct``: recframe's triton kernels called as the probe calls its ops: the group's
+  input preparation, the lookup and the fused update, without autograd (``backward`` has a fixed
+  cost of its own, ~75 us on the H200 machine's host, that a training step pays once for the whole
+  model). Needs tables of one dim and pooling (one kernel group).
 
 The default optimizer is ``adagrad`` (exact, per element), the same math as the ``nn`` baseline
 (eps 1e-8 for all); issue 9's numbers use ``--optimizer rowwise_adagrad``. A step is: forward of a
 fixed batch (a KeyedJaggedTensor for recframe; ids are not range-checked unless ``--check-ids``,
 which costs a host sync per step, as the fbgemm probe has none), ``backward`` of a fixed random
 output gradient, and the update. On CPU each step is timed alone and the median reported; on CUDA
-``--steps`` back-to-back steps are timed with CUDA events and the mean reported (as the probe).
+``--steps`` back-to-back steps are timed with CUDA events and the mean reported (as the probe);
+with ``--interleave`` every backend of a shape is built first and blocks of ``--steps`` steps are
+timed round-robin, ``--rounds`` times, and the median block reported (the host of a GPU machine is
+shared too: a host-bound shape moves by 1.5x between runs).
 Reported: ms per step, lookups/s (ids per step / time) and effective GB/s = bytes a perfect kernel
 would move per step / time, with bytes = lookups * dim * w (read rows) + bags * dim * 4 (write
 output) + bags * dim * 4 (read the output gradient) + lookups * dim * w * 2 (read and write rows)
@@ -89,7 +99,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=None,
                         help="issue 9's shapes instead of the grid")
     parser.add_argument("--backend", "--backends", dest="backends", nargs="+", default=["fbgemm", "torch", "nn"],
-                        choices=[*BACKENDS, "nn"], help="backends to time")
+                        choices=[*BACKENDS, "nn", "probe", "triton-direct"], help="backends to time")
     parser.add_argument("--optimizer", default="adagrad", choices=sorted(STATE_FLOATS),
                         help="recframe backends' optimizer (nn always uses torch.optim.Adagrad)")
     parser.add_argument("--weight-dtypes", nargs="+", default=["fp32"], choices=list(WEIGHT_BYTES),
@@ -99,7 +109,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 on cpu, 20 on cuda)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 on cpu, 5 on cuda)")
     parser.add_argument("--interleave", action="store_true",
-                        help="CPU: build every backend of a shape, then time them round-robin (fair on a busy CPU)")
+                        help="build every backend of a shape, then time them round-robin (fair on a busy machine)")
+    parser.add_argument("--rounds", type=int, default=7, help="CUDA --interleave: timed blocks per backend")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip configs estimated to need more memory")
     return parser.parse_args()
@@ -113,6 +124,8 @@ def make_step(backend: str, device: torch.device, shape: Shape, optimizer: str, 
                         for rows, hot in zip(shape.rows, shape.hots, strict=True)])
     lengths = torch.cat([torch.full((batch,), hot, device=device) for hot in shape.hots])
     grad = torch.randn(batch, tables * dim, device=device)
+    if backend == "probe":
+        return probe_step(device, shape, values, lengths)
     if backend == "nn":
         embs = nn.ModuleList(nn.EmbeddingBag(rows, dim, mode="sum", sparse=True) for rows in shape.rows).to(device)
         opt = torch.optim.Adagrad(embs.parameters(), lr=0.01, eps=1e-8)
@@ -128,14 +141,49 @@ def make_step(backend: str, device: torch.device, shape: Shape, optimizer: str, 
         return nn_step
     specs = [TableConfig(name=f"t{t}", num_embeddings=rows, embedding_dim=dim, feature_names=[f"f{t}"],
                          weight_dtype=weight_dtype) for t, rows in enumerate(shape.rows)]
-    ebc = EmbeddingBagCollection(specs, SparseOptimizer(name=optimizer, lr=0.01), backend=backend, device=device,
-                                 check_ids=check_ids)
+    direct = backend == "triton-direct"
+    ebc = EmbeddingBagCollection(specs, SparseOptimizer(name=optimizer, lr=0.01),
+                                 backend="triton" if direct else backend, device=device, check_ids=check_ids)
     kjt = KeyedJaggedTensor.from_lengths([f"f{t}" for t in range(tables)], values, lengths)
+    if direct:
+        (kernel,), (prep,) = ebc.kernels, ebc.inputs
+        grad_out = grad.contiguous()
+
+        def direct_step() -> None:
+            ids, offsets, weights = prep(kjt)
+            _, keys, grad_rows, claim = kernel.lookup(ids, offsets, weights, True)
+            kernel.apply_gradient(keys, grad_rows, weights, grad_out, claim)
+
+        return direct_step
 
     def recframe_step() -> None:
         ebc(kjt).values().backward(grad)
 
     return recframe_step
+
+
+def probe_step(device: torch.device, shape: Shape, values: torch.Tensor,
+               lengths: torch.Tensor) -> Callable[[], None]:
+    """``../shared/bench/tbe_gpu.py``'s ``torch_unique`` step (fwd + exact rowwise Adagrad, lr 0.01, eps 1e-8)."""
+    tables, batch, dim = len(shape.rows), shape.batch, shape.dim
+    weight = torch.randn(sum(shape.rows), dim, device=device) * 0.01
+    state = torch.zeros(sum(shape.rows), device=device)
+    grad = torch.randn(tables * batch, dim, device=device)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), lengths.cumsum(0)])
+    starts = torch.tensor([0, *torch.tensor(shape.rows).cumsum(0)[:-1].tolist()], device=device)
+    rows = values + starts.repeat_interleave(batch).repeat_interleave(lengths)  # ids offset into the stack
+    bag = torch.repeat_interleave(torch.arange(tables * batch, device=device), lengths)
+    lr, eps = 0.01, 1e-8
+
+    def step() -> None:
+        torch.nn.functional.embedding_bag(rows, weight, offsets[:-1], mode="sum")
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        summed = torch.zeros(unique.numel(), dim, device=device).index_add_(0, inverse, grad[bag])
+        new_state = state[unique] + summed.pow(2).mean(1)
+        state[unique] = new_state
+        weight.index_add_(0, unique, -lr * summed / (new_state.sqrt() + eps).unsqueeze(1))
+
+    return step
 
 
 def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
@@ -159,11 +207,23 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
     return statistics.median(times)
 
 
+PLAIN = ("nn", "probe")  # plain-PyTorch baselines: fp32 weights, their own optimizer
+
+
+def state_floats(backend: str, optimizer: str, dim: int) -> int:
+    """Optimizer state floats per looked-up row: nn's Adagrad per element, the probe's rowwise Adagrad one."""
+    return {"nn": dim, "probe": 1}.get(backend, STATE_FLOATS[optimizer](dim))
+
+
+def weight_bytes(backend: str, weight_dtype: str) -> int:
+    return 4 if backend in PLAIN else WEIGHT_BYTES[weight_dtype]
+
+
 def estimate_gb(backend: str, shape: Shape, optimizer: str, weight_dtype: str) -> float:
     """Rough peak memory: tables + optimizer state + a few [lookups, dim] fp32 intermediates in backward."""
-    state = shape.dim if backend == "nn" else STATE_FLOATS[optimizer](shape.dim)
-    width = 4 if backend == "nn" else WEIGHT_BYTES[weight_dtype]
-    intermediates = {"fbgemm": 1, "triton": 0.1, "torch": 3, "nn": 3}[backend]
+    state = state_floats(backend, optimizer, shape.dim)
+    width = weight_bytes(backend, weight_dtype)
+    intermediates = {"fbgemm": 1, "triton": 0.1, "triton-direct": 0.1, "torch": 3, "nn": 3, "probe": 3}[backend]
     lookups = shape.batch * sum(shape.hots)
     return (sum(shape.rows) * (shape.dim * width + state * 4) + intermediates * lookups * shape.dim * 4) / 1e9
 
@@ -180,7 +240,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     shapes = [SHAPES[name] for name in args.shapes] if args.shapes else grid_shapes(args)
     card = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    header = (f"{'device':<6} {'shape':<10} {'backend':<7} {'weights':<7} {'dim':>4} {'ids':>4} {'batch':>6} "
+    header = (f"{'device':<6} {'shape':<10} {'backend':<13} {'weights':<7} {'dim':>4} {'ids':>4} {'batch':>6} "
               f"{'ms/step':>9} {'Mlookups/s':>11} {'GB/s':>7}")
     print(f"optimizer {args.optimizer} (nn: torch.optim.Adagrad), torch {torch.__version__}{card}, "
           f"{torch.get_num_threads()} CPU threads")
@@ -194,14 +254,15 @@ def main() -> None:
         for shape in shapes:
             runs = []  # (prefix, backend, weight_dtype, step) of every backend that can run this shape
             for backend in args.backends:
-                for weight_dtype in args.weight_dtypes if backend != "nn" else ["fp32"]:
+                for weight_dtype in args.weight_dtypes if backend not in PLAIN else ["fp32"]:
                     ids = sum(shape.hots) / len(shape.hots)
-                    prefix = (f"{device.type:<6} {shape.name:<10} {backend:<7} {weight_dtype:<7} {shape.dim:>4} "
+                    prefix = (f"{device.type:<6} {shape.name:<10} {backend:<13} {weight_dtype:<7} {shape.dim:>4} "
                               f"{ids:>4.3g} {shape.batch:>6}")
-                    if backend != "nn":
+                    if backend not in PLAIN:
                         table = TableConfig(name="t", num_embeddings=max(shape.rows), embedding_dim=shape.dim,
                                             feature_names=["f"], weight_dtype=weight_dtype)
-                        reason = BACKENDS[backend].unsupported(table, SparseOptimizer(name=args.optimizer), device)
+                        reason = BACKENDS[backend.removesuffix("-direct")].unsupported(
+                            table, SparseOptimizer(name=args.optimizer), device)
                         if reason is not None:
                             print(f"{prefix}  unavailable: {reason[:70]}")
                             continue
@@ -211,11 +272,12 @@ def main() -> None:
                         continue
                     runs.append((prefix, backend, weight_dtype, need))
             together = sum(need for *_, need in runs)
-            if args.interleave and device.type == "cpu" and together > args.max_gb:
+            if args.interleave and together > args.max_gb:
                 print(f"{shape.name}: timed one backend at a time (together ~{together:.1f} GB > --max-gb)")
-            elif args.interleave and device.type == "cpu":
+            elif args.interleave:
                 steps_of = [make_step(b, device, shape, args.optimizer, w, args.check_ids) for _, b, w, _ in runs]
-                seconds = time_interleaved(steps_of, warmup, steps)
+                seconds = (time_interleaved(steps_of, warmup, steps) if device.type == "cpu"
+                           else time_interleaved_cuda(steps_of, warmup, steps, args.rounds))
                 for (prefix, backend, weight_dtype, _), secs in zip(runs, seconds, strict=True):
                     print(report(prefix, shape, backend, weight_dtype, args.optimizer, secs), flush=True)
                 continue
@@ -246,13 +308,27 @@ def time_interleaved(steps_of: list[Callable[[], None]], warmup: int, steps: int
     return [statistics.median(seen) for seen in times]
 
 
+def time_interleaved_cuda(steps_of: list[Callable[[], None]], warmup: int, steps: int, rounds: int) -> list[float]:
+    """Seconds per step of each step function on CUDA: ``rounds`` blocks of ``steps`` back-to-back steps,
+    timed with CUDA events, taken in turn; the median block of each."""
+    for step in steps_of:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in steps_of]
+    for _ in range(rounds):
+        for step, seen in zip(steps_of, times, strict=True):
+            seen.append(time_steps(step, torch.device("cuda"), 0, steps))
+    return [statistics.median(seen) for seen in times]
+
+
 def report(prefix: str, shape: Shape, backend: str, weight_dtype: str, optimizer: str, seconds: float) -> str:
     """One table row: ms per step, lookups/s and the effective GB/s of a perfect kernel (module docstring)."""
     lookups, bags = shape.batch * sum(shape.hots), shape.batch * len(shape.hots)
-    state = shape.dim if backend == "nn" else STATE_FLOATS[optimizer](shape.dim)
-    width = 4 if backend == "nn" else WEIGHT_BYTES[weight_dtype]
+    state = state_floats(backend, optimizer, shape.dim)
+    width = weight_bytes(backend, weight_dtype)
     moved = 3 * lookups * shape.dim * width + (2 * bags * shape.dim + 2 * lookups * state) * 4
     return f"{prefix} {seconds * 1e3:>9.3f} {lookups / seconds / 1e6:>11.2f} {moved / seconds / 1e9:>7.1f}"
+
 
 if __name__ == "__main__":
     main()
