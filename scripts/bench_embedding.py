@@ -19,6 +19,9 @@ Backends (``--backend``, several allowed):
 - ``probe``: the plain-torch rowwise Adagrad of ``../shared/bench/tbe_gpu.py`` (its ``torch_unique``:
   ``F.embedding_bag`` over ids already offset into one stacked table, then ``unique`` + ``index_add``
   for the update, no autograd), issue 9's "plain torch", timed beside the others in one process;
+- ``probe-autograd``: the same ops behind ``torch.autograd.Function`` (forward: the lookup;
+  backward: the update), stepped with ``backward()`` as the recframe collections are: plain torch
+  in the scope of ``triton``;
 - ``triton-direct``: recframe's triton kernels called as the probe calls its ops: the group's
   input preparation, the lookup and the fused update, without autograd (``backward`` has a fixed
   cost of its own, ~75 us on the H200 machine's host, that a training step pays once for the whole
@@ -99,7 +102,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=None,
                         help="issue 9's shapes instead of the grid")
     parser.add_argument("--backend", "--backends", dest="backends", nargs="+", default=["fbgemm", "torch", "nn"],
-                        choices=[*BACKENDS, "nn", "probe", "triton-direct"], help="backends to time")
+                        choices=[*BACKENDS, "nn", "probe", "probe-autograd", "triton-direct"], help="backends to time")
     parser.add_argument("--optimizer", default="adagrad", choices=sorted(STATE_FLOATS),
                         help="recframe backends' optimizer (nn always uses torch.optim.Adagrad)")
     parser.add_argument("--weight-dtypes", nargs="+", default=["fp32"], choices=list(WEIGHT_BYTES),
@@ -124,8 +127,8 @@ def make_step(backend: str, device: torch.device, shape: Shape, optimizer: str, 
                         for rows, hot in zip(shape.rows, shape.hots, strict=True)])
     lengths = torch.cat([torch.full((batch,), hot, device=device) for hot in shape.hots])
     grad = torch.randn(batch, tables * dim, device=device)
-    if backend == "probe":
-        return probe_step(device, shape, values, lengths)
+    if backend in ("probe", "probe-autograd"):
+        return probe_step(device, shape, values, lengths, autograd=backend == "probe-autograd")
     if backend == "nn":
         embs = nn.ModuleList(nn.EmbeddingBag(rows, dim, mode="sum", sparse=True) for rows in shape.rows).to(device)
         opt = torch.optim.Adagrad(embs.parameters(), lr=0.01, eps=1e-8)
@@ -162,9 +165,10 @@ def make_step(backend: str, device: torch.device, shape: Shape, optimizer: str, 
     return recframe_step
 
 
-def probe_step(device: torch.device, shape: Shape, values: torch.Tensor,
-               lengths: torch.Tensor) -> Callable[[], None]:
-    """``../shared/bench/tbe_gpu.py``'s ``torch_unique`` step (fwd + exact rowwise Adagrad, lr 0.01, eps 1e-8)."""
+def probe_step(device: torch.device, shape: Shape, values: torch.Tensor, lengths: torch.Tensor,
+               autograd: bool) -> Callable[[], None]:
+    """``../shared/bench/tbe_gpu.py``'s ``torch_unique`` step (fwd + exact rowwise Adagrad, lr 0.01, eps 1e-8),
+    called directly or (``autograd``) as the forward and backward of an autograd Function."""
     tables, batch, dim = len(shape.rows), shape.batch, shape.dim
     weight = torch.randn(sum(shape.rows), dim, device=device) * 0.01
     state = torch.zeros(sum(shape.rows), device=device)
@@ -175,15 +179,35 @@ def probe_step(device: torch.device, shape: Shape, values: torch.Tensor,
     bag = torch.repeat_interleave(torch.arange(tables * batch, device=device), lengths)
     lr, eps = 0.01, 1e-8
 
-    def step() -> None:
-        torch.nn.functional.embedding_bag(rows, weight, offsets[:-1], mode="sum")
+    def lookup() -> torch.Tensor:
+        return torch.nn.functional.embedding_bag(rows, weight, offsets[:-1], mode="sum")
+
+    def update(grad_out: torch.Tensor) -> None:
         unique, inverse = torch.unique(rows, return_inverse=True)
-        summed = torch.zeros(unique.numel(), dim, device=device).index_add_(0, inverse, grad[bag])
+        summed = torch.zeros(unique.numel(), dim, device=device).index_add_(0, inverse, grad_out[bag])
         new_state = state[unique] + summed.pow(2).mean(1)
         state[unique] = new_state
         weight.index_add_(0, unique, -lr * summed / (new_state.sqrt() + eps).unsqueeze(1))
 
-    return step
+    class Fused(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, anchor: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+            return lookup()
+
+        @staticmethod
+        def backward(ctx, grad_out: torch.Tensor) -> None:  # noqa: ANN001
+            update(grad_out)
+
+    anchor = torch.empty(0, device=device, requires_grad=True)
+
+    def step() -> None:
+        lookup()
+        update(grad)
+
+    def autograd_step() -> None:
+        Fused.apply(anchor).backward(grad)
+
+    return autograd_step if autograd else step
 
 
 def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
@@ -207,12 +231,12 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
     return statistics.median(times)
 
 
-PLAIN = ("nn", "probe")  # plain-PyTorch baselines: fp32 weights, their own optimizer
+PLAIN = ("nn", "probe", "probe-autograd")  # plain-PyTorch baselines: fp32 weights, their own optimizer
 
 
 def state_floats(backend: str, optimizer: str, dim: int) -> int:
     """Optimizer state floats per looked-up row: nn's Adagrad per element, the probe's rowwise Adagrad one."""
-    return {"nn": dim, "probe": 1}.get(backend, STATE_FLOATS[optimizer](dim))
+    return {"nn": dim, "probe": 1, "probe-autograd": 1}.get(backend, STATE_FLOATS[optimizer](dim))
 
 
 def weight_bytes(backend: str, weight_dtype: str) -> int:
@@ -223,7 +247,8 @@ def estimate_gb(backend: str, shape: Shape, optimizer: str, weight_dtype: str) -
     """Rough peak memory: tables + optimizer state + a few [lookups, dim] fp32 intermediates in backward."""
     state = state_floats(backend, optimizer, shape.dim)
     width = weight_bytes(backend, weight_dtype)
-    intermediates = {"fbgemm": 1, "triton": 0.1, "triton-direct": 0.1, "torch": 3, "nn": 3, "probe": 3}[backend]
+    intermediates = {"fbgemm": 1, "triton": 0.1, "triton-direct": 0.1, "torch": 3, "nn": 3, "probe": 3,
+                     "probe-autograd": 3}[backend]
     lookups = shape.batch * sum(shape.hots)
     return (sum(shape.rows) * (shape.dim * width + state * 4) + intermediates * lookups * shape.dim * 4) / 1e9
 
@@ -240,7 +265,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     shapes = [SHAPES[name] for name in args.shapes] if args.shapes else grid_shapes(args)
     card = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    header = (f"{'device':<6} {'shape':<10} {'backend':<13} {'weights':<7} {'dim':>4} {'ids':>4} {'batch':>6} "
+    header = (f"{'device':<6} {'shape':<10} {'backend':<14} {'weights':<7} {'dim':>4} {'ids':>4} {'batch':>6} "
               f"{'ms/step':>9} {'Mlookups/s':>11} {'GB/s':>7}")
     print(f"optimizer {args.optimizer} (nn: torch.optim.Adagrad), torch {torch.__version__}{card}, "
           f"{torch.get_num_threads()} CPU threads")
@@ -256,7 +281,7 @@ def main() -> None:
             for backend in args.backends:
                 for weight_dtype in args.weight_dtypes if backend not in PLAIN else ["fp32"]:
                     ids = sum(shape.hots) / len(shape.hots)
-                    prefix = (f"{device.type:<6} {shape.name:<10} {backend:<13} {weight_dtype:<7} {shape.dim:>4} "
+                    prefix = (f"{device.type:<6} {shape.name:<10} {backend:<14} {weight_dtype:<7} {shape.dim:>4} "
                               f"{ids:>4.3g} {shape.batch:>6}")
                     if backend not in PLAIN:
                         table = TableConfig(name="t", num_embeddings=max(shape.rows), embedding_dim=shape.dim,
