@@ -15,7 +15,7 @@ How (``BackwardGraphs``, one per kernel):
 - The first backward of an entry runs its launches eagerly through the entry's buffers (which
   also compiles the kernels before the capture), then captures them (thread-local capture mode,
   in the kernel's private memory pool, which its graphs share: they run one at a time and keep
-  nothing); later backwards write the two addresses (one fill launch each) and replay.
+  nothing); later backwards write the addresses that changed (one fill launch each) and replay.
 - An entry belongs to one forward (a ``Claim``) until its backward has run or the forward's
   autograd graph is freed. A second lookup of the same shape before that backward (two
   micro-batches, a shared collection called twice) gets fresh buffers and runs eagerly. A
