@@ -194,9 +194,23 @@ def assert_bitwise_equal(a: torch.nn.Module, b: torch.nn.Module) -> None:
             assert torch.equal(a.optimizer_state_dict()[table][name], value), (table, name)
 
 
+@pytest.fixture
+def replays(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts CUDA graph replays (so a test sees that steps replayed rather than fell back to eager)."""
+    count = [0]
+    replay = torch.cuda.CUDAGraph.replay
+
+    def counting(self) -> None:  # noqa: ANN001
+        count[0] += 1
+        replay(self)
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counting)
+    return count
+
+
 @pytest.mark.parametrize("sequence,weighted", [(False, False), (False, True), (True, False)],
                          ids=["pooled", "pooled-weighted", "sequence"])
-def test_cuda_graph_backward_equals_eager(sequence: bool, weighted: bool) -> None:
+def test_cuda_graph_backward_equals_eager(sequence: bool, weighted: bool, replays: list[int]) -> None:
     """A repeated shape is captured at its second step and replayed after: bit for bit the eager result,
     also when two forwards of the shape precede one backward (the second runs eagerly)."""
     specs = tables(pooling="none" if sequence else "sum")
@@ -213,22 +227,54 @@ def test_cuda_graph_backward_equals_eager(sequence: bool, weighted: bool) -> Non
     for kernel in graphed.kernels:
         graphs = [entry.graph for entry in kernel.graphs._entries.values()]
         assert graphs and all(isinstance(g, torch.cuda.CUDAGraph) for g in graphs)
+    assert replays[0] == 4 * len(graphed.kernels)  # steps 2-5 of every kernel (step 1 captured, step 0 eager)
 
 
-def test_cuda_graphs_follow_moved_storage() -> None:
-    """New weight storage (as after .to()) drops the graphs: that step runs eagerly, later ones are captured again."""
+def test_cuda_graph_reads_each_steps_gradient_and_weights(replays: list[int]) -> None:
+    """New gradient and weight tensors every step (three of each kept alive, so their addresses differ):
+    the replays read them through the addresses written before each replay."""
+    specs = tables()[:1]  # one kernel: 'big', features a and b
+    graphed, eager = graphed_and_eager(specs, OPTIMIZERS[3], sequence=False)  # rowwise_adagrad with l2 decay
+    lengths = torch.randint(0, 6, (2 * 128,), generator=torch.Generator().manual_seed(5)).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    grads = [torch.randn(128, 2 * 64, device="cuda", generator=g) for _ in range(3)]
+    per_id = [torch.rand(int(lengths.sum()), device="cuda", generator=g) + 0.5 for _ in range(3)]
+    addresses = set()
+    for step in range(7):
+        values = torch.randint(0, 5000, (int(lengths.sum()),), device="cuda", generator=g)
+        kjt = KeyedJaggedTensor.from_lengths(["a", "b"], values, lengths, weights=per_id[step % 3])
+        for module in (graphed, eager):
+            (kernel,), (prep,) = module.kernels, module.inputs
+            ids, offsets, weights = prep(kjt)
+            weights = weights.float().contiguous()
+            _, keys, grad_rows, claim = kernel.lookup(ids, offsets, weights, True)
+            kernel.apply_gradient(keys, grad_rows, weights, grads[step % 3], claim)
+        assert_bitwise_equal(graphed, eager)
+        (entry,) = graphed.kernels[0].graphs._entries.values() or [None]
+        if entry is not None:
+            addresses.add(entry.addresses)
+    assert replays[0] == 5 and len(addresses) == 3
+
+
+def test_cuda_graphs_follow_moved_storage_and_a_new_lr(replays: list[int]) -> None:
+    """New weight storage (as after .to()) or a new learning rate drops the graphs: that step runs eagerly,
+    later ones are captured again, and every step equals the eager collection's."""
     graphed, eager = graphed_and_eager(tables(), OPTIMIZERS[1], sequence=False)
-    for step in range(6):
+    for step in range(9):
         if step == 3:
             for module in (graphed, eager):
                 for kernel in module.kernels:
                     kernel.weight = kernel.weight.clone()
                     kernel.momentum1 = kernel.momentum1.clone()
+        if step == 6:  # a schedule changing the lr of both collections' optimizers (each object once)
+            for opt in {id(k.spec.optimizer): k.spec.optimizer for m in (graphed, eager) for k in m.kernels}.values():
+                opt.lr *= 0.5
         train_both((graphed, eager), [fixed_shape_batch(step, weighted=True)], seed=step, sequence=False)
         assert_bitwise_equal(graphed, eager)
     for kernel in graphed.kernels:
         (entry,) = kernel.graphs._entries.values()
-        assert entry.graph is not None and entry.pointers[0] == kernel.weight.data_ptr()
+        assert entry.graph is not None and entry.fingerprint == kernel._fingerprint()
+    assert replays[0] == 3 * len(graphed.kernels)  # steps 2, 5 and 8 replay; 3 and 6 drop; 1, 4 and 7 capture
 
 
 def test_step_counting_optimizers_run_eagerly() -> None:

@@ -6,9 +6,10 @@ per bag, the caller folds mean pooling into the weights; sequence: one row per i
 sorts the lookups by row once (``torch.sort``, stable), then two Triton launches sum every row's
 gradients and apply the optimizer to the row in the same kernel: one update per touched row,
 in a fixed order, no atomics, so every run gives the same result (kernel design:
-``triton_kernels.py``). There are no host syncs in a step. A batch shape that repeats (the same
-number of lookups every step, as with one id per feature) gets its backward captured in a CUDA
-graph and replayed: one launch instead of ~10, the same result (``triton_graphs.py``).
+``triton_kernels.py``). There are no host syncs in a step, but for one per shape when its graph
+is captured: a batch shape that repeats (the same number of lookups every step, as with one id
+per feature) gets its backward captured in a CUDA graph and replayed, one launch instead of ~10,
+the same result (``triton_graphs.py``).
 
 Support: optimizers ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam``, ``rowwise_adam`` and ``lamb``
 (with the weight decay of ``recframe.embedding.optimizers``); weights ``fp32``, ``fp16``, ``bf16``
@@ -154,7 +155,9 @@ class TritonEmbeddingKernel(StackedTables):
                              f"{num_bags:,} bags; lower data.batch_size or use tables.backend=torch")
         batch = num_bags // self.num_features
         device = indices.device
-        claim = self.graphs.claim(num_ids, weights is not None, self._new_entry) if training else None
+        claim = None
+        if training:
+            claim = self.graphs.claim(num_ids, weights is not None, self._fingerprint(), self._new_entry)
         if claim is not None:
             keys, grad_rows = claim.entry.keys, claim.entry.grad_rows
         else:
@@ -184,12 +187,17 @@ class TritonEmbeddingKernel(StackedTables):
         grad = grad_out.float().contiguous()
         if claim is not None:
             entry = claim.entry
-            pointers = (self.weight.data_ptr(), *(getattr(self, name).data_ptr() for name in self.state_names))
             launch = functools.partial(self._update, entry.keys, entry.grad_rows,
                                        entry.weights_at if weights is not None else None, entry.grad_at, True)
-            if self.graphs.run(claim, grad, weights, pointers, launch):
+            if self.graphs.run(claim, grad, weights, self._fingerprint(), launch):
                 return
         self._update(keys, grad_rows, weights, grad, False)
+
+    def _fingerprint(self) -> tuple:
+        """What a captured backward bakes in: the storage's addresses and the optimizer's settings."""
+        opt = self.spec.optimizer
+        return (self.weight.data_ptr(), *(getattr(self, name).data_ptr() for name in self.state_names),
+                opt.lr, opt.eps, opt.weight_decay, opt.weight_decay_mode, tuple(opt.betas))
 
     def _new_entry(self, num_lookups: int, weighted: bool) -> Entry:
         """The static buffers of a shape's graph (``triton_graphs.Entry``)."""

@@ -7,7 +7,7 @@ backward is ~10 launches (the sort's cub kernels and memsets, two Triton launche
 How (``BackwardGraphs``, one per kernel):
 
 - A *shape* is ``(number of lookups, weighted)``. A forward that will be trained (autograd on)
-  asks ``claim``; the ``CAPTURE_AFTER``-th time a shape is seen it gets an ``Entry``: static
+  asks ``claim``; a shape trained twice in a row (by this kernel) gets an ``Entry``: static
   buffers that the forward writes its keys and gradient rows into, and one-element int64 tensors
   that hold the addresses of the output gradient and the per-id weights, which change every
   step: the kernels read them through these (``INDIRECT`` in ``triton_kernels``), written only
@@ -21,8 +21,11 @@ How (``BackwardGraphs``, one per kernel):
   micro-batches, a shared collection called twice) gets fresh buffers and runs eagerly. A
   backward whose entry was claimed again since (a retained graph backpropagated once more after
   another forward) raises instead of reading the newer keys.
-- Graphs hold the addresses of the weight and optimizer states: if those change (``module.to``,
-  a new tensor assigned), every graph is dropped and shapes are captured anew.
+- Graphs hold the addresses of the weight and optimizer states and the optimizer's settings (lr,
+  eps, weight decay, betas): if any changes (``module.to``, a new tensor assigned, a new lr),
+  every graph is dropped, before a forward writes a buffer, and shapes are captured anew.
+- The step that captures synchronizes the device once (per shape); a copied module (deepcopy,
+  pickle) starts without graphs.
 - Inside a caller's own capture (a whole training step graphed by the user) no graph is captured
   or replayed: the eager launches are what that capture records.
 
@@ -30,11 +33,13 @@ Limits: only optimizers without a step count (sgd, adagrad, rowwise_adagrad; ada
 correction changes every step and is a launch argument); at most ``MAX_GRAPHS`` shapes per
 kernel (a stream of ever-new shapes, e.g. multi-hot bags of random sizes, runs eagerly) and
 ``MAX_LOOKUPS`` lookups (above it the GPU work hides the launches; a graph would only pin its
-memory). ``RECFRAME_CUDA_GRAPHS=0`` turns graphs off (for debugging; the results are the same).
+memory); one stream (graphs replay on the stream of the backward; steps that hop between streams
+unsynchronized are not supported). ``RECFRAME_CUDA_GRAPHS=0`` when a kernel is built turns graphs
+off for it (for debugging; the results are the same).
 
 Example:
     >>> graphs = BackwardGraphs(enabled=False)  # on CPU: never claims, every backward is eager
-    >>> graphs.claim(10, False, lambda n, weighted: None) is None
+    >>> graphs.claim(10, False, (), lambda n, weighted: None) is None
     True
 """
 
@@ -50,7 +55,6 @@ import torch
 
 log = logging.getLogger(__name__)
 
-CAPTURE_AFTER = 2  # a shape's backward is captured the second time the shape is trained
 MAX_GRAPHS = 8  # shapes with a graph, per kernel
 MAX_LOOKUPS = 1 << 20  # larger batches run eagerly (GPU-bound: the launches are hidden)
 
@@ -84,7 +88,7 @@ class Entry:
     owner: weakref.ref | None = None  # the live Claim on the buffers, if any
     generation: int = 0  # claims handed out so far
     dropped: bool = False
-    pointers: tuple[int, ...] = field(default=())  # the table storage's addresses when captured
+    fingerprint: tuple = field(default=())  # what the kernel's storage and settings were when the entry was made
     addresses: tuple[int, int] = (0, 0)  # what grad_at and weights_at hold now
 
 
@@ -105,40 +109,58 @@ class BackwardGraphs:
 
     Args:
         enabled: whether this kernel may capture (CUDA, compiled kernels, no step count, not turned off).
+            Setting it to False later stops claims; backwards of claimed forwards still finish.
     """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._entries: dict[tuple[int, bool], Entry] = {}
-        self._seen: dict[tuple[int, bool], int] = {}
+        self._last_shape: tuple[int, bool] | None = None
         self._pool = None
+        self._stream: torch.cuda.Stream | None = None
 
-    def claim(self, num_lookups: int, weighted: bool,
+    def __deepcopy__(self, memo: dict) -> BackwardGraphs:
+        """A copied module (EMA, SWA) starts without graphs: they hold the original's storage, and cannot be copied."""
+        return BackwardGraphs(self.enabled)
+
+    def __getstate__(self) -> dict:
+        return {"enabled": self.enabled}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["enabled"])
+
+    def claim(self, num_lookups: int, weighted: bool, fingerprint: tuple,
               new_entry: Callable[[int, bool], Entry]) -> Claim | None:
         """A claim on the static buffers of this shape, or None (eager: fresh buffers, no graph).
 
         Args:
             num_lookups: ids in the batch.
             weighted: whether the lookups carry per-id weights.
-            new_entry: builds the entry of a shape the first time it is captured.
+            fingerprint: what a graph bakes in: the table storage's addresses and the optimizer's settings;
+                a change drops every graph before the forward writes any buffer.
+            new_entry: builds the entry of a shape the first time it is trained twice in a row.
         """
         if not self.enabled or not 0 < num_lookups <= MAX_LOOKUPS:
             return None
-        shape = (num_lookups, weighted)
+        shape, last = (num_lookups, weighted), self._last_shape
+        self._last_shape = shape
         entry = self._entries.get(shape)
+        if entry is not None and entry.fingerprint != fingerprint:
+            log.info("triton backward graphs dropped: the table storage or optimizer settings changed")
+            self._drop()
+            return None
+        if _capturing():
+            return None  # inside a caller's own CUDA graph capture, the eager launches are what it records
         if entry is None:
-            seen = self._seen.get(shape, 0) + 1
-            if seen < CAPTURE_AFTER or len(self._entries) >= MAX_GRAPHS or _capturing():
-                if len(self._seen) >= 1024:  # ever-new shapes: forget, do not grow
-                    self._seen.clear()
-                self._seen[shape] = seen
-                return None
+            if shape != last or len(self._entries) >= MAX_GRAPHS:
+                return None  # shapes that do not repeat step after step (random bag sizes) stay eager
             entry = self._entries[shape] = new_entry(num_lookups, weighted)
+            entry.fingerprint = fingerprint
         if entry.owner is not None and entry.owner() is not None:
             return None  # its buffers hold another forward's lookups, not yet backpropagated
         return Claim(entry)
 
-    def run(self, claim: Claim, grad: torch.Tensor, weights: torch.Tensor | None, pointers: tuple[int, ...],
+    def run(self, claim: Claim, grad: torch.Tensor, weights: torch.Tensor | None, fingerprint: tuple,
             launch: Callable[[], None]) -> bool:
         """Replay (capturing first if needed) the backward of a claimed forward; False: run it eagerly.
 
@@ -146,7 +168,7 @@ class BackwardGraphs:
             claim: what the forward got from ``claim``.
             grad: the fp32 output gradient (its address goes to the graph).
             weights: the fp32 per-id weights (weighted shapes), else None.
-            pointers: the addresses of the weight and optimizer states now (a change drops every graph).
+            fingerprint: as for ``claim``, now (a change since the forward drops every graph).
             launch: the backward's launches reading the entry's buffers (``INDIRECT``), to capture.
 
         Raises:
@@ -156,14 +178,14 @@ class BackwardGraphs:
         if entry.generation != claim.generation:
             raise RuntimeError(
                 "triton embedding backend: this backward's lookups were overwritten by a later forward of the same "
-                "batch shape (a retained autograd graph backpropagated again after another forward); set "
-                "RECFRAME_CUDA_GRAPHS=0 for this use")
+                "batch shape (a retained autograd graph backpropagated again after another forward); build the "
+                "collection with RECFRAME_CUDA_GRAPHS=0 set for this use")
         entry.owner = None
         grad_address, weights_address = grad.data_ptr(), 0 if weights is None else weights.data_ptr()
         if entry.dropped or grad_address % 16 or weights_address % 16 or _capturing():
             return False  # (the kernels read the addresses as 16-byte aligned, like tensor arguments)
-        if entry.graph is not None and entry.pointers != pointers:
-            log.info("triton backward graphs dropped: the table storage moved; capturing again")
+        if entry.fingerprint != fingerprint:
+            log.info("triton backward graphs dropped: the table storage or optimizer settings changed")
             self._drop()
             return False
         if entry.addresses != (grad_address, weights_address):  # often the same block of the caching allocator
@@ -173,19 +195,25 @@ class BackwardGraphs:
             entry.addresses = (grad_address, weights_address)
         if entry.graph is None:
             launch()  # this step's update, run eagerly; it also compiles the INDIRECT kernels before the capture
-            entry.graph = self._capture(launch)
-            entry.pointers = pointers
+            entry.graph = self._capture(launch, grad.device)
             return True
         entry.graph.replay()
         return True
 
-    def _capture(self, launch: Callable[[], None]) -> torch.cuda.CUDAGraph | None:
+    def _capture(self, launch: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph | None:
+        """The launches captured on a side stream of ``device`` (None, and graphs off, if the capture fails)."""
+        torch.cuda.synchronize(device)  # an earlier asynchronous error surfaces here as itself, not as a failed capture
         try:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
+                self._stream = torch.cuda.Stream(device=device)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                launch()
+            with torch.cuda.stream(self._stream):  # restored on the way out, failed capture or not
+                try:
+                    graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
+                    launch()
+                finally:
+                    graph.capture_end()  # also ends a capture that failed half-begun (the RNG's capture state)
         except Exception as err:  # never fail training for an optimization: run eagerly from now on
             log.warning("triton backward: CUDA graph capture failed (%s: %s); running eagerly", type(err).__name__,
                         err)
@@ -199,4 +227,4 @@ class BackwardGraphs:
             entry.dropped = True
             entry.graph = None
         self._entries.clear()
-        self._seen.clear()
+        self._pool = None  # a pool whose graphs are all freed cannot take a new capture: the next one gets its own

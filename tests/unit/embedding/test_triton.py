@@ -187,7 +187,7 @@ def test_graph_path_matches_eager(sequence: bool, monkeypatch: pytest.MonkeyPatc
     """The backward through a repeated shape's graph buffers, with the gradient and weights read through
     their addresses (``INDIRECT``), equals the eager backward bit for bit. The capture is replaced by
     running the launches again at each replay (CUDA graphs themselves: tests/gpu)."""
-    monkeypatch.setattr(BackwardGraphs, "_capture", lambda self, launch: FakeGraph(launch))
+    monkeypatch.setattr(BackwardGraphs, "_capture", lambda self, launch, device: FakeGraph(launch))
     pooling = "none" if sequence else "mean"
     tables = [TableConfig(name="a", num_embeddings=40, embedding_dim=6, feature_names=["f", "g"], pooling=pooling),
               TableConfig(name="b", num_embeddings=5, embedding_dim=6, feature_names=["h"],
