@@ -301,8 +301,7 @@ def main() -> None:
                 print(f"{shape.name}: timed one backend at a time (together ~{together:.1f} GB > --max-gb)")
             elif args.interleave:
                 steps_of = [make_step(b, device, shape, args.optimizer, w, args.check_ids) for _, b, w, _ in runs]
-                seconds = (time_interleaved(steps_of, warmup, steps) if device.type == "cpu"
-                           else time_interleaved_cuda(steps_of, warmup, steps, args.rounds))
+                seconds = time_interleaved(steps_of, device, warmup, steps, args.rounds)
                 for (prefix, backend, weight_dtype, _), secs in zip(runs, seconds, strict=True):
                     print(report(prefix, shape, backend, weight_dtype, args.optimizer, secs), flush=True)
                 continue
@@ -315,34 +314,23 @@ def main() -> None:
                     torch.cuda.empty_cache()
 
 
-def time_interleaved(steps_of: list[Callable[[], None]], warmup: int, steps: int) -> list[float]:
-    """Median seconds per step of each step function, timed round-robin (one step of each per round).
+def time_interleaved(steps_of: list[Callable[[], None]], device: torch.device, warmup: int, steps: int,
+                     rounds: int) -> list[float]:
+    """Seconds per step of each step function, timed round-robin; the median of its turns.
 
-    On a CPU shared with other jobs, load changes over a run; taking turns spreads it over every
-    backend alike, so their ratio is fair even when the absolute times move.
+    A turn is one step on CPU (``steps`` turns each) and a block of ``steps`` back-to-back steps
+    timed with CUDA events on a GPU (``rounds`` turns each). On a machine shared with other jobs,
+    load changes over a run; taking turns spreads it over every backend alike, so their ratio is
+    fair even when the absolute times move.
     """
     for step in steps_of:
         for _ in range(warmup):
             step()
+    turns, block = (steps, 1) if device.type == "cpu" else (rounds, steps)
     times: list[list[float]] = [[] for _ in steps_of]
-    for _ in range(steps):
+    for _ in range(turns):
         for step, seen in zip(steps_of, times, strict=True):
-            begin = time.perf_counter()
-            step()
-            seen.append(time.perf_counter() - begin)
-    return [statistics.median(seen) for seen in times]
-
-
-def time_interleaved_cuda(steps_of: list[Callable[[], None]], warmup: int, steps: int, rounds: int) -> list[float]:
-    """Seconds per step of each step function on CUDA: ``rounds`` blocks of ``steps`` back-to-back steps,
-    timed with CUDA events, taken in turn; the median block of each."""
-    for step in steps_of:
-        for _ in range(warmup):
-            step()
-    times: list[list[float]] = [[] for _ in steps_of]
-    for _ in range(rounds):
-        for step, seen in zip(steps_of, times, strict=True):
-            seen.append(time_steps(step, torch.device("cuda"), 0, steps))
+            seen.append(time_steps(step, device, 0, block))
     return [statistics.median(seen) for seen in times]
 
 
