@@ -45,6 +45,10 @@ def main() -> None:
         with open(os.path.join(directory, f"child_{rank}"), "w") as f:
             f.write(str(child))
     if scenario == "fail_rank0" and rank == 0:
+        # Fail only once every rank is ready: failing earlier can stop a rank between its watchdog's start
+        # and its ready file, and the test would wait for that file in vain (seen on a busy 2-core machine).
+        while not all(os.path.exists(os.path.join(directory, f"ready_{r}")) for r in range(world)):
+            time.sleep(0.01)
         watchdog.mark_failed()
         sys.exit(3)
     time.sleep(600)
