@@ -156,7 +156,7 @@ class TritonEmbeddingKernel(StackedTables):
         batch = num_bags // self.num_features
         device = indices.device
         claim = None
-        if training:
+        if training and self.graphs.enabled:  # (the fingerprint costs a few data_ptr calls: only when it is used)
             claim = self.graphs.claim(num_ids, weights is not None, self._fingerprint(), self._new_entry)
         if claim is not None:
             keys, grad_rows = claim.entry.keys, claim.entry.grad_rows
