@@ -8,6 +8,12 @@ remainder of each epoch is dropped, the same on every rank (uneven counts would 
 all-to-all of sharded tables). Rows of a batch are read in increasing order (memory maps read
 fewer pages); a batch is the same set of rows whatever the world size divides.
 
+Shuffling by batch (``EpochPlan.by_batch``) permutes the order of the global batches instead:
+global batch ``k`` of an epoch is the contiguous rows ``[j*B*W, (j+1)*B*W)`` with ``j = perm[k]``
+(a permutation of ``batches_per_epoch``), so every batch is a slice, read without a gather (rows
+within a batch keep file order: shuffle the file once beforehand). Without shuffling, batches are
+slices in file order.
+
 Resume: a rank that has consumed ``c`` training batches continues at epoch ``c // batches_per_epoch``,
 batch ``c % batches_per_epoch``. ``EpochLoader`` counts the passes Lightning makes over it, one
 per epoch, and tells the dataset which epoch starts before each pass (its worker processes are
@@ -20,9 +26,9 @@ Example:
     >>> cols = Columns(dense=np.zeros((10, 2), np.float32), ids=np.arange(30).reshape(10, 3) % 4,
     ...                labels=np.zeros(10, np.float32))
     >>> plan = EpochPlan(num_rows=10, batch_size=4, world_size=1, rank=0, shuffle=False, seed=0)
-    >>> plan.batches_per_epoch, plan.rows(epoch=0, batch=1).tolist()
-    (2, [4, 5, 6, 7])
-    >>> make_batch(cols, plan.rows(0, 0), keys=["a", "b", "c"]).sparse_features.values().tolist()[:4]
+    >>> plan.batches_per_epoch, plan.rows(epoch=0, batch=1).tolist(), plan.select(0, 1, plan.order(0))
+    (2, [4, 5, 6, 7], slice(4, 8, None))
+    >>> make_batch(cols, plan.select(0, 0, None), keys=["a", "b", "c"]).sparse_features.values().tolist()[:4]
     [0, 3, 2, 1]
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,6 +45,55 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from recframe.sparse import Batch, KeyedJaggedTensor
 
 IdTransform = Callable[[np.ndarray], np.ndarray]  # [b, F] stored ids -> [b, F] int64 table rows
+Rows = np.ndarray | slice  # a batch's rows: a contiguous slice (read as views) or increasing indices (gathered)
+
+
+def count_rows(rows: Rows) -> int:
+    """How many rows ``rows`` selects (a slice's step must be 1).
+
+    Args:
+        rows: a slice with a start and a stop, or an index array.
+
+    Example:
+        >>> count_rows(slice(8, 12)), count_rows(np.array([1, 5]))
+        (4, 2)
+    """
+    return rows.stop - rows.start if isinstance(rows, slice) else int(rows.size)
+
+
+def pin_here(requested: bool) -> bool:
+    """Whether a batch is written straight into page-locked memory here: when ``requested``, a CUDA
+    device is present, and this is not a DataLoader worker (a worker's batches are pinned by the
+    loader's pin-memory thread; already-pinned tensors pass it without a copy).
+
+    Args:
+        requested: the data config's ``pin_memory``.
+
+    Example:
+        >>> pin_here(False)
+        False
+    """
+    return requested and get_worker_info() is None and torch.cuda.is_available()
+
+
+def to_host(array: np.ndarray, dtype: torch.dtype, pin: bool) -> torch.Tensor:
+    """A new CPU tensor holding ``array`` (cast as ``same_kind`` allows), page-locked when ``pin``.
+
+    Pinned tensors come from torch's caching host allocator: a block is reused only once the
+    copies that read it have finished, so a batch never needs a second copy to be pinned.
+
+    Args:
+        array: the data (any strides: a transposed view is written in the tensor's row-major order).
+        dtype: the tensor's type.
+        pin: page-locked memory (needs CUDA).
+
+    Example:
+        >>> to_host(np.arange(6, dtype=np.int32).reshape(2, 3).T, torch.int64, pin=False).tolist()
+        [[0, 3], [1, 4], [2, 5]]
+    """
+    out = torch.empty(array.shape, dtype=dtype, pin_memory=pin)
+    np.copyto(out.numpy(), array, casting="same_kind")
+    return out
 
 
 @dataclass
@@ -60,30 +116,66 @@ class Columns:
         return int(self.labels.shape[0])
 
 
-def make_batch(columns: Columns, rows: np.ndarray, keys: list[str], id_transform: IdTransform | None = None) -> Batch:
-    """The Batch of ``rows`` (one id per sparse feature per sample).
+def make_batch(columns: Columns, rows: Rows, keys: list[str], id_transform: IdTransform | None = None,
+               pin: bool = False) -> Batch:
+    """The Batch of ``rows`` (one id per sparse feature per sample, or bags padded with -1).
+
+    A slice reads each column as one contiguous block (a view of a memory map); indices gather.
 
     Args:
         columns: the data.
-        rows: row indices (increasing order reads memory maps best).
+        rows: a slice, or row indices (increasing order reads memory maps best).
         keys: the sparse feature names, one per column of ``columns.ids``.
         id_transform: maps stored ids to table rows (None: stored ids are table rows).
+        pin: write the batch into page-locked memory (see ``pin_here``).
     """
-    ids = np.asarray(columns.ids[rows])
+    ids = columns.ids[rows]
     if id_transform is not None:
         ids = id_transform(ids)
-    size = rows.size
+    size = count_rows(rows)
     if ids.ndim == 3:  # bags padded with -1: key-major, then sample, then position
         by_key = ids.transpose(1, 0, 2)
         present = by_key >= 0
-        values = torch.from_numpy(by_key[present].astype(np.int64))
-        lengths = torch.from_numpy(present.sum(axis=2).reshape(-1).astype(np.int64))
-    else:
-        values = torch.from_numpy(np.ascontiguousarray(ids.T, dtype=np.int64).reshape(-1))
-        lengths = torch.ones(len(keys) * size, dtype=torch.int64)
+        values = to_host(by_key[present], torch.int64, pin)
+        lengths = to_host(present.sum(axis=2).reshape(-1), torch.int64, pin)
+    else:  # the transposing copy is the one copy of the ids
+        values = to_host(ids.T, torch.int64, pin).reshape(-1)
+        lengths = torch.ones(len(keys) * size, dtype=torch.int64, pin_memory=pin)
     kjt = KeyedJaggedTensor.from_lengths(keys, values, lengths, stride=size, validate=False)
-    return Batch(dense_features=torch.from_numpy(np.array(columns.dense[rows], dtype=np.float32)),
-                 sparse_features=kjt, labels=torch.from_numpy(np.array(columns.labels[rows], dtype=np.float32)))
+    return Batch(dense_features=to_host(columns.dense[rows], torch.float32, pin), sparse_features=kjt,
+                 labels=to_host(columns.labels[rows], torch.float32, pin))
+
+
+class BatchReader(Protocol):
+    """Reads the Batch of some rows of a data set (picklable, for DataLoader workers)."""
+
+    def __call__(self, rows: Rows) -> Batch:
+        """The Batch of ``rows`` (a slice, or increasing indices)."""
+
+
+@dataclass
+class ColumnsReader:
+    """``make_batch`` over fixed columns, pinned where ``pin_here`` says.
+
+    Args:
+        columns: the data.
+        keys: the sparse feature names.
+        id_transform: maps stored ids to table rows (None: as stored).
+        pin_memory: page-locked batches (in the main process, with CUDA).
+
+    Example:
+        >>> cols = Columns(dense=np.zeros((4, 1), np.float32), ids=np.arange(4)[:, None], labels=np.ones(4))
+        >>> ColumnsReader(cols, ["a"])(slice(1, 3)).sparse_features.values().tolist()
+        [1, 2]
+    """
+
+    columns: Columns
+    keys: list[str]
+    id_transform: IdTransform | None = None
+    pin_memory: bool = False
+
+    def __call__(self, rows: Rows) -> Batch:
+        return make_batch(self.columns, rows, self.keys, self.id_transform, pin=pin_here(self.pin_memory))
 
 
 @dataclass(frozen=True)
@@ -97,6 +189,7 @@ class EpochPlan:
         rank: this rank.
         shuffle: a new permutation every epoch (False: file order every epoch).
         seed: seed of the permutations.
+        by_batch: shuffle permutes the order of contiguous batches, not the rows (every batch a slice).
     """
 
     num_rows: int
@@ -105,42 +198,55 @@ class EpochPlan:
     rank: int
     shuffle: bool
     seed: int
+    by_batch: bool = False
 
     @property
     def batches_per_epoch(self) -> int:
         return self.num_rows // (self.batch_size * self.world_size)
 
-    def permutation(self, epoch: int) -> np.ndarray:
-        """The order of the training rows in ``epoch``."""
+    def order(self, epoch: int) -> np.ndarray | None:
+        """The random order of ``epoch``: of the rows, of the batches (``by_batch``), or None (no shuffle)."""
         if not self.shuffle:
-            return np.arange(self.num_rows, dtype=np.int64)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+            return None
+        rng = np.random.default_rng([self.seed, epoch])
+        return rng.permutation(self.batches_per_epoch if self.by_batch else self.num_rows)
 
-    def rows(self, epoch: int, batch: int, permutation: np.ndarray | None = None) -> np.ndarray:
-        """This rank's rows of ``batch`` in ``epoch``, increasing."""
-        order = self.permutation(epoch) if permutation is None else permutation
-        first = (batch * self.world_size + self.rank) * self.batch_size
-        return np.sort(order[first:first + self.batch_size])
+    def select(self, epoch: int, batch: int, order: np.ndarray | None) -> Rows:
+        """This rank's rows of ``batch`` in ``epoch``: a slice, or (rows shuffled) increasing indices.
+
+        Args:
+            epoch: the epoch.
+            batch: the batch's position in the epoch.
+            order: ``self.order(epoch)`` (drawn once per epoch by the caller).
+        """
+        if order is not None and not self.by_batch:
+            first = (batch * self.world_size + self.rank) * self.batch_size
+            return np.sort(order[first:first + self.batch_size])
+        block = batch if order is None else int(order[batch])
+        first = (block * self.world_size + self.rank) * self.batch_size
+        return slice(first, first + self.batch_size)
+
+    def rows(self, epoch: int, batch: int) -> np.ndarray:
+        """``select`` as row indices, increasing."""
+        rows = self.select(epoch, batch, self.order(epoch))
+        return np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
 
 
 class EpochBatches(IterableDataset):
     """One rank's training batches, one epoch per pass, starting at a resume position.
 
     Args:
-        columns: the data (training rows first).
+        read: reads the Batch of some rows (training rows are ``0 .. plan.num_rows - 1``).
         plan: the epoch plan of this rank.
-        keys: sparse feature names.
         first_batch: training batches this rank consumed before (resume position).
-        id_transform: maps stored ids to table rows (None: as stored).
     """
 
-    def __init__(self, columns: Columns, plan: EpochPlan, keys: list[str], first_batch: int = 0,
-                 id_transform: IdTransform | None = None) -> None:
+    def __init__(self, read: BatchReader, plan: EpochPlan, first_batch: int = 0) -> None:
         super().__init__()
         if plan.batches_per_epoch < 1:
             raise ValueError(f"{plan.num_rows} training rows make no batch of {plan.batch_size} x {plan.world_size} "
                              "ranks; lower data.batch_size or use more data")
-        self.columns, self.plan, self.keys, self.id_transform = columns, plan, keys, id_transform
+        self.read, self.plan = read, plan
         self._next = first_batch  # the position of the next pass's first batch
         self.epoch, self.skip = divmod(first_batch, plan.batches_per_epoch)
 
@@ -155,9 +261,9 @@ class EpochBatches(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        permutation = self.plan.permutation(self.epoch)
+        order = self.plan.order(self.epoch)
         for k in range(self.skip + worker, self.plan.batches_per_epoch, workers):
-            yield make_batch(self.columns, self.plan.rows(self.epoch, k, permutation), self.keys, self.id_transform)
+            yield self.read(self.plan.select(self.epoch, k, order))
 
 
 class EpochLoader(DataLoader):
@@ -184,20 +290,18 @@ class ValBatches(IterableDataset):
     """One rank's part of the validation rows, in order, in batches (the last one smaller).
 
     Args:
-        columns: the data.
+        read: reads the Batch of some rows.
         first_row: the first validation row.
         num_rows: validation rows (all ranks).
         batch_size: samples per batch.
         world_size: ranks.
         rank: this rank.
-        keys: sparse feature names.
-        id_transform: maps stored ids to table rows (None: as stored).
     """
 
-    def __init__(self, columns: Columns, first_row: int, num_rows: int, batch_size: int, world_size: int,
-                 rank: int, keys: list[str], id_transform: IdTransform | None = None) -> None:
+    def __init__(self, read: BatchReader, first_row: int, num_rows: int, batch_size: int, world_size: int,
+                 rank: int) -> None:
         super().__init__()
-        self.columns, self.keys, self.batch_size, self.id_transform = columns, keys, batch_size, id_transform
+        self.read, self.batch_size = read, batch_size
         part = num_rows // world_size
         self.start = first_row + rank * part
         self.stop = self.start + part
@@ -210,8 +314,7 @@ class ValBatches(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for k in range(worker, len(self), workers):
             first = self.start + k * self.batch_size
-            rows = np.arange(first, min(first + self.batch_size, self.stop), dtype=np.int64)
-            yield make_batch(self.columns, rows, self.keys, self.id_transform)
+            yield self.read(slice(first, min(first + self.batch_size, self.stop)))
 
 
 class InMemorySource:
@@ -221,7 +324,8 @@ class InMemorySource:
 
     A subclass sets, by the end of its ``setup()``: ``columns``, ``num_train``, and in ``__init__``:
     ``batch_size``, ``shuffle``, ``seed``, ``keys`` (the KJT keys) and ``id_transform`` (stored ids ->
-    table rows, or None).
+    table rows, or None); optionally ``shuffle_batches`` (shuffle the order of contiguous batches, not
+    the rows) and ``pin_memory`` (page-locked batches).
 
     Example:
         >>> class Tiny(InMemorySource):  # doctest: +SKIP
@@ -235,6 +339,8 @@ class InMemorySource:
     seed: int
     keys: list[str]
     id_transform: IdTransform | None = None
+    shuffle_batches: bool = False
+    pin_memory: bool = False
 
     def setup(self) -> None:
         raise NotImplementedError
@@ -246,12 +352,16 @@ class InMemorySource:
 
     def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
         """This rank's training batches from position ``first_batch`` (batches it consumed)."""
-        columns = self._columns()
-        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed)
-        return EpochBatches(columns, plan, self.keys, first_batch=first_batch, id_transform=self.id_transform)
+        read = self._reader()  # sets up: num_train is known after it
+        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed,
+                         by_batch=self.shuffle_batches)
+        return EpochBatches(read, plan, first_batch=first_batch)
 
     def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
         """This rank's validation batches."""
-        columns = self._columns()
-        return ValBatches(columns, self.num_train, len(columns) - self.num_train, self.batch_size, world_size, rank,
-                          self.keys, id_transform=self.id_transform)
+        read = self._reader()
+        rows = len(read.columns)
+        return ValBatches(read, self.num_train, rows - self.num_train, self.batch_size, world_size, rank)
+
+    def _reader(self) -> ColumnsReader:
+        return ColumnsReader(self._columns(), self.keys, self.id_transform, self.pin_memory)

@@ -14,7 +14,9 @@ A directory written by ``recframe preprocess criteo`` holds, with ``N`` valid ro
   ``num_embeddings: ${feature_map:${data.path},num_embeddings.C1}``.
 
 ``CriteoBinarySource`` reads the arrays with ``np.load(mmap_mode="r")``: a rank touches only the
-pages of its own rows. Vocab ids past a table's size go to the out-of-vocabulary row (they are
+pages of its own rows. With ``shuffle_batches`` (or without shuffling) every batch is a contiguous
+slice of the rows, read as one block per array (no gather); shuffling rows gathers each batch's
+rows by index (``recframe.data.arrays``). Vocab ids past a table's size go to the out-of-vocabulary row (they are
 ordered by count, so the table keeps the most frequent values), as with ``criteo_tsv``.
 
 Example:
@@ -169,16 +171,20 @@ class CriteoBinarySource(InMemorySource):
         seed: seed of the shuffles.
         id_mapping: what the config expects (``modulo`` or ``vocab``): checked against the directory.
         vocab_threshold: ``vocab``: the threshold the directory must have been made with.
+        shuffle_batches: shuffle permutes the order of contiguous batches instead of the rows (slices, no gather).
+        pin_memory: write batches into page-locked memory (with CUDA, in the main process).
     """
 
     def __init__(self, path: str, keys: list[str], table_rows: list[int], batch_size: int, val_fraction: float = 0.1,
-                 shuffle: bool = True, seed: int = 0, id_mapping: str = "modulo", vocab_threshold: int = 1) -> None:
+                 shuffle: bool = True, seed: int = 0, id_mapping: str = "modulo", vocab_threshold: int = 1,
+                 shuffle_batches: bool = False, pin_memory: bool = False) -> None:
         if len(keys) != NUM_SPARSE or len(table_rows) != NUM_SPARSE:
             raise ValueError(f"CriteoBinarySource: Criteo has {NUM_SPARSE} categorical features, got {len(keys)} keys "
                              f"and {len(table_rows)} table sizes")
         self.path, self.keys, self.table_rows = path, list(keys), [int(r) for r in table_rows]
         self.batch_size, self.val_fraction, self.shuffle, self.seed = batch_size, val_fraction, shuffle, seed
         self.id_mapping, self.vocab_threshold = id_mapping, vocab_threshold
+        self.shuffle_batches, self.pin_memory = shuffle_batches, pin_memory
         self.columns: Columns | None = None
         self.feature_map: dict[str, Any] = {}
         self.num_train = 0

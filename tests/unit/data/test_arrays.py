@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from recframe.data.arrays import Columns, EpochBatches, EpochLoader, EpochPlan, ValBatches, make_batch
+from recframe.data.arrays import Columns, ColumnsReader, EpochBatches, EpochLoader, EpochPlan, ValBatches, make_batch
 from recframe.data.categorical import MISSING_ID, OOV_ID, Vocabulary, merge_counts, modulo_ids
 from recframe.data.sources import CriteoTsvSource, split_rows
 
@@ -77,14 +77,40 @@ def labels_of(loader: DataLoader, passes: int) -> list[list[float]]:
     return [[b.dense_features[0, 0].item() for b in loader] for _ in range(passes)]
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_epochs_and_resume_positions(num_workers: int) -> None:
-    data, plan = columns(40), EpochPlan(num_rows=40, batch_size=4, world_size=1, rank=0, shuffle=True, seed=3)
-    straight = labels_of(EpochLoader(EpochBatches(data, plan, ["a"]), batch_size=None, num_workers=num_workers), 3)
+def test_batch_shuffle_permutes_contiguous_batches_the_same_on_every_rank() -> None:
+    world = [EpochPlan(50, 4, 3, r, shuffle=True, seed=1, by_batch=True) for r in range(3)]
+    one = EpochPlan(50, 12, 1, 0, shuffle=True, seed=1, by_batch=True)
+    for epoch in range(2):
+        order = one.order(epoch)
+        assert sorted(order.tolist()) == [0, 1, 2, 3]
+        for k in range(4):
+            parts = [p.select(epoch, k, p.order(epoch)) for p in world]
+            assert all(isinstance(part, slice) for part in parts)
+            assert [(s.start, s.stop) for s in parts] == [(12 * order[k] + 4 * r, 12 * order[k] + 4 * r + 4)
+                                                          for r in range(3)]
+            assert one.select(epoch, k, order) == slice(12 * order[k], 12 * order[k] + 12)
+    assert one.order(0).tolist() != one.order(1).tolist()
+    assert EpochPlan(50, 12, 1, 0, shuffle=False, seed=1).select(3, 1, None) == slice(12, 24)
+
+
+def test_slices_and_indices_make_the_same_batch() -> None:
+    data = columns(10)
+    by_slice, by_index = make_batch(data, slice(2, 6), ["a"]), make_batch(data, np.arange(2, 6), ["a"])
+    for a, b in ((by_slice.dense_features, by_index.dense_features), (by_slice.labels, by_index.labels),
+                 (by_slice.sparse_features.values(), by_index.sparse_features.values())):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("num_workers", "by_batch"), [(0, False), (2, False), (0, True), (2, True)])
+def test_epochs_and_resume_positions(num_workers: int, by_batch: bool) -> None:
+    data = columns(40)
+    plan = EpochPlan(num_rows=40, batch_size=4, world_size=1, rank=0, shuffle=True, seed=3, by_batch=by_batch)
+    read = ColumnsReader(data, ["a"])
+    straight = labels_of(EpochLoader(EpochBatches(read, plan), batch_size=None, num_workers=num_workers), 3)
     flat = [x for epoch in straight for x in epoch]
     assert [len(e) for e in straight] == [10, 10, 10] and straight[0] != straight[1]
     for consumed in (0, 7, 10, 23):  # resume mid-epoch and at an epoch boundary
-        loader = EpochLoader(EpochBatches(data, plan, ["a"], first_batch=consumed), batch_size=None,
+        loader = EpochLoader(EpochBatches(read, plan, first_batch=consumed), batch_size=None,
                              num_workers=num_workers)
         resumed = [x for epoch in labels_of(loader, 3 - consumed // 10) for x in epoch]
         assert resumed == flat[consumed:]
@@ -92,7 +118,7 @@ def test_epochs_and_resume_positions(num_workers: int) -> None:
 
 def test_validation_parts_are_equal_per_rank() -> None:
     data = columns(23)
-    parts = [list(ValBatches(data, first_row=3, num_rows=20, batch_size=3, world_size=3, rank=r, keys=["a"]))
+    parts = [list(ValBatches(ColumnsReader(data, ["a"]), first_row=3, num_rows=20, batch_size=3, world_size=3, rank=r))
              for r in range(3)]
     assert [[b.batch_size for b in p] for p in parts] == [[3, 3]] * 3  # 20 // 3 = 6 rows each, 2 dropped
     rows = [b.dense_features[:, 0].tolist() for p in parts for b in p]
