@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
+
+
+class GenerateOn(str, Enum):
+    """Where synthetic batches are made."""
+
+    auto = "auto"  # on the training device when it is a GPU, else on the host
+    host = "host"  # numpy on the host (DataLoader workers can share the work)
+    device = "device"  # torch on the training device (no workers needed)
 
 
 @dataclass
@@ -15,8 +24,9 @@ class SyntheticDataConfig:
 
     kind: str = "synthetic"  # data source: synthetic
     batch_size: int = 2048  # samples per batch per rank
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes (host generation only)
     pin_memory: bool = False  # page-locked batches (useful with GPUs)
+    generate_on: GenerateOn = GenerateOn.auto  # auto (the GPU when training on one) | host (numpy) | device (torch)
     num_val_batches: int = 10  # batches of the fixed validation set (never seen in training)
     ids_per_feature: list[int] = field(default_factory=lambda: [1])  # ids per sample per sparse feature (one: all)
     zipf_exponent: float = 1.05  # skew of id frequencies (0: uniform)

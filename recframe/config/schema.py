@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
@@ -65,6 +66,7 @@ class DenseOptimConfig:
     beta1: float = 0.9  # first-moment decay (adam, adamw)
     beta2: float = 0.999  # second-moment decay (adam, adamw)
     momentum: float = 0.0  # momentum (sgd)
+    fused: bool = True  # on GPUs, torch's fused kernel where torch has one for the optimizer (else foreach)
 
 
 @dataclass
@@ -87,6 +89,14 @@ class OptimConfig:
     gradient_clip_val: float | None = None  # clip the dense gradients' norm (None: off)
 
 
+class MatmulPrecision(str, Enum):
+    """float32 matrix products on GPUs (torch.set_float32_matmul_precision)."""
+
+    highest = "highest"  # full float32
+    high = "high"  # TF32 tensor cores (10-bit mantissa inputs, float32 accumulation)
+    medium = "medium"  # bf16 tensor cores
+
+
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings (names as in pytorch_lightning.Trainer)."""
@@ -103,6 +113,8 @@ class TrainerConfig:
     enable_progress_bar: bool = True  # Lightning's progress bar
     progress_bar_refresh_steps: int = 10  # redraw the progress bar every N steps (a redraw waits for the GPU)
     deterministic: bool = False  # torch deterministic algorithms
+    matmul_precision: MatmulPrecision = MatmulPrecision.highest  # float32 matmuls: highest | high (TF32) | medium
+    pipeline: bool = True  # GPUs: copy (or make) batch i+1 on a side stream while batch i computes
 
 
 @dataclass

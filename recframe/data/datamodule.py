@@ -9,6 +9,10 @@ unseen batch: for the endless stream that is batch ``consumed``, for finite data
 validation set is fixed and disjoint from training. ``report()`` says what the source read and
 skipped (``metrics.json`` and TensorBoard get it).
 
+On a GPU, synthetic batches are made on the device (``generate_on``: the DataLoader yields only
+batch requests, ``recframe.data.synthetic_device`` makes them), and with ``pipeline`` the next batch
+is copied or made on a side stream while the current step runs (``recframe.training.pipeline``).
+
 Example:
     >>> from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
     >>> source = SyntheticSource(SyntheticCriteo(SyntheticConfig(table_sizes=(100,) * 3), seed=0),
@@ -24,10 +28,14 @@ import logging
 from typing import Any, Protocol
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from recframe.config.data import GenerateOn
 from recframe.data.arrays import EpochBatches, EpochLoader
-from recframe.data.synthetic import SyntheticCriteo, SyntheticDataset, SyntheticRetrieval
+from recframe.data.prefetch import DevicePrefetcher
+from recframe.data.synthetic import BatchRequest, SyntheticCriteo, SyntheticDataset, SyntheticRetrieval
+from recframe.data.synthetic_device import DeviceSynthesizer
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +67,52 @@ class DataSource(Protocol):
 class SyntheticSource:
     """The synthetic generators as a data source: an endless training stream, a fixed validation set.
 
+    Criteo-shaped batches can be made on the training device (``generate_on``); the datasets then
+    yield ``BatchRequest``s and ``make`` turns one into a batch there. Retrieval batches are made on
+    the host.
+
     Args:
         generator: makes batch ``i`` from ``(seed, i)``.
         batch_size: samples per batch per rank.
         num_val_batches: batches in the validation set (per rank).
+        generate_on: where batches are made.
     """
 
-    def __init__(self, generator: SyntheticCriteo | SyntheticRetrieval, batch_size: int, num_val_batches: int) -> None:
+    def __init__(self, generator: SyntheticCriteo | SyntheticRetrieval, batch_size: int, num_val_batches: int,
+                 generate_on: GenerateOn = GenerateOn.host) -> None:
         self.generator = generator
         self.batch_size = batch_size
         self.num_val_batches = num_val_batches
+        self.generate_on = GenerateOn(generate_on)
+        self._synthesizers: dict[torch.device, DeviceSynthesizer] = {}
+        self._on_device = False
 
     def setup(self) -> None:
         pass
 
+    def place(self, device: torch.device) -> bool:
+        """Decide, for a run on ``device``, whether batches are made there; returns the decision."""
+        auto_device = self.generate_on == GenerateOn.auto and device.type == "cuda"
+        wanted = self.generate_on == GenerateOn.device or auto_device
+        self._on_device = wanted and isinstance(self.generator, SyntheticCriteo)
+        return self._on_device
+
+    def make(self, request: BatchRequest, device: torch.device) -> Any:
+        """The batch of a request, made on ``device``."""
+        synthesizer = self._synthesizers.get(device)
+        if synthesizer is None:
+            assert isinstance(self.generator, SyntheticCriteo), "only Criteo-shaped batches are made on a device"
+            synthesizer = self._synthesizers[device] = DeviceSynthesizer(self.generator, device)
+        return synthesizer.batch(request.index, request.batch_size)
+
     def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
         return SyntheticDataset(self.generator, self.batch_size, num_batches=None, rank=rank, world_size=world_size,
-                                first_batch=first_batch)
+                                first_batch=first_batch, requests=self._on_device)
 
     def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
         return SyntheticDataset(self.generator, self.batch_size, num_batches=self.num_val_batches, rank=rank,
-                                world_size=world_size, first_batch=VALIDATION_FIRST_BATCH // world_size)
+                                world_size=world_size, first_batch=VALIDATION_FIRST_BATCH // world_size,
+                                requests=self._on_device)
 
     def report(self) -> dict[str, float]:
         return {}
@@ -95,15 +128,19 @@ class RecDataModule(pl.LightningDataModule):
         source: where batches come from.
         num_workers: DataLoader worker processes.
         pin_memory: page-locked batches for faster copies to a GPU.
+        pipeline: on a GPU, copy (or make) the next batch on a side stream while the current step runs.
     """
 
-    def __init__(self, source: DataSource, num_workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(self, source: DataSource, num_workers: int = 0, pin_memory: bool = False,
+                 pipeline: bool = True) -> None:
         super().__init__()
         self.source = source
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.pipeline = pipeline
         self.train_batches_consumed = 0
         self._ready = False
+        self._requests = False
 
     @property
     def generator(self) -> SyntheticCriteo | SyntheticRetrieval:
@@ -116,6 +153,32 @@ class RecDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _place_source(self) -> None:
+        """Synthetic sources: decide whether batches are made on the training device (logged once)."""
+        if not isinstance(self.source, SyntheticSource):
+            return
+        device = self._device()
+        requests = self.source.place(device)
+        if requests and not self._requests and self._rank_and_world()[0] == 0:
+            unused = f"; data.num_workers={self.num_workers} is not needed" if self.num_workers else ""
+            log.info("synthetic batches are made on %s%s", device, unused)
+        self._requests = requests
+
+    def materialize(self, item: Any, device: torch.device) -> Any:
+        """A loader's item as a batch on ``device``: a request is made there, a host batch is copied."""
+        if isinstance(item, BatchRequest):
+            assert isinstance(self.source, SyntheticSource)
+            return self.source.make(item, device)
+        return item.to(device, non_blocking=device.type == "cuda")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Lightning's hook: batches of the prefetching pipeline are already there; others are copied or made."""
+        return self.materialize(batch, device)
+
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
@@ -125,19 +188,28 @@ class RecDataModule(pl.LightningDataModule):
         if summary and self._rank_and_world()[0] == 0:
             log.info("%s", summary)
 
-    def _loader(self, dataset: IterableDataset) -> DataLoader:
+    def _loader(self, dataset: IterableDataset) -> DataLoader | DevicePrefetcher:
         if isinstance(dataset, EpochBatches):  # workers start per epoch, after the epoch is known
-            return EpochLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory)
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+            loader: DataLoader = EpochLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                                             pin_memory=self.pin_memory)
+        else:
+            workers = 0 if self._requests else self.num_workers  # requests cost nothing to make
+            loader = DataLoader(dataset, batch_size=None, num_workers=workers,
+                                pin_memory=self.pin_memory and not self._requests, persistent_workers=workers > 0)
+        device = self._device()
+        if self.pipeline and device.type == "cuda":
+            return DevicePrefetcher(loader, device, self.materialize)
+        return loader
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DevicePrefetcher:
         self.setup()
+        self._place_source()
         rank, world = self._rank_and_world()
         return self._loader(self.source.train_dataset(rank, world, self.train_batches_consumed))
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DevicePrefetcher:
         self.setup()
+        self._place_source()
         rank, world = self._rank_and_world()
         return self._loader(self.source.val_dataset(rank, world))
 

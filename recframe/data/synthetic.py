@@ -394,6 +394,19 @@ class SyntheticRetrieval:
         )
 
 
+@dataclass(frozen=True)
+class BatchRequest:
+    """A synthetic batch to be made where it is consumed: its global index and size.
+
+    Args:
+        index: the global batch number (``SyntheticCriteo.batch``'s ``index``).
+        batch_size: samples in the batch.
+    """
+
+    index: int
+    batch_size: int
+
+
 class SyntheticDataset(IterableDataset):
     """A reproducible sequence of synthetic batches, split over ranks and DataLoader workers.
 
@@ -409,6 +422,8 @@ class SyntheticDataset(IterableDataset):
         world_size: number of ranks.
         first_batch: this rank's position to start from (batches it already consumed), so that a
             resumed run continues with the next unseen batch.
+        requests: yield ``BatchRequest``s (index and size) instead of batches, for a consumer that
+            makes them on the training device (``recframe.data.synthetic_device``).
 
     Example:
         >>> gen = SyntheticCriteo(SyntheticConfig(table_sizes=(10,)), seed=0)
@@ -424,6 +439,7 @@ class SyntheticDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         first_batch: int = 0,
+        requests: bool = False,
     ) -> None:
         super().__init__()
         if (batch_size < 1 or (num_batches is not None and num_batches < 0) or not 0 <= rank < world_size
@@ -436,14 +452,18 @@ class SyntheticDataset(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.first_batch = first_batch
+        self.requests = requests
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | BatchRequest]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         k = worker
         while self.num_batches is None or k < self.num_batches:
-            position = self.first_batch + k
-            yield self.generator.batch(self.rank + self.world_size * position, self.batch_size)
+            index = self.rank + self.world_size * (self.first_batch + k)
+            if self.requests:
+                yield BatchRequest(index, self.batch_size)
+            else:
+                yield self.generator.batch(index, self.batch_size)
             k += num_workers
 
     def __len__(self) -> int:

@@ -115,15 +115,19 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
                   resume_step: int = 0, checkpoints: bool = True):  # noqa: ANN201 (pl.Trainer, imported lazily)
     """The Lightning Trainer of a run: logger, callbacks, atomic checkpoints."""
     import pytorch_lightning as pl
+    import torch
     from pytorch_lightning.callbacks import TQDMProgressBar
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from recframe.config.schema import MatmulPrecision
     from recframe.training.callbacks import ConfigToTensorBoard, TableStats, Throughput
     from recframe.training.checkpoint import DistributedCheckpointIO
     from recframe.training.checkpoint_callback import StepCheckpoint
 
     t = cfg.trainer
     world = t.devices * t.num_nodes
+    # float32 matmuls of the dense towers: full float32, TF32 ("high") or bf16 ("medium") on GPUs
+    torch.set_float32_matmul_precision(MatmulPrecision(t.matmul_precision).value)
     callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps)]
     if t.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.progress_bar_refresh_steps))

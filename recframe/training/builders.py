@@ -12,8 +12,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
+from recframe.config.data import GenerateOn
 from recframe.config.resolve import sparse_optimizer, table_configs, tasks
-from recframe.data.datamodule import RecDataModule
+from recframe.data.datamodule import DataSource, RecDataModule
 from recframe.embedding.config import TableConfig
 from recframe.training.objectives import CTRObjective, Objective, RetrievalObjective
 
@@ -116,7 +117,7 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, on_error=data.on_error,
             max_examples=data.max_reported_errors, pad_short_rows=data.pad_short_rows,
         )
-        return RecDataModule(source, num_workers=data.num_workers, pin_memory=data.pin_memory)
+        return _datamodule(cfg, source)
     elif data.kind == "criteo_binary":
         from recframe.data.binary import CriteoBinarySource
 
@@ -125,7 +126,7 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
             id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold,
         )
-        return RecDataModule(binary, num_workers=data.num_workers, pin_memory=data.pin_memory)
+        return _datamodule(cfg, binary)
     elif data.kind == "movielens":
         from recframe.data.movielens import MovieLensSource
 
@@ -135,7 +136,7 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             shuffle=data.shuffle, seed=data.seed, vocab_threshold=data.vocab_threshold,
             positive_rating=data.positive_rating, zip_prefix=data.zip_prefix,
         )
-        return RecDataModule(movielens, num_workers=data.num_workers, pin_memory=data.pin_memory)
+        return _datamodule(cfg, movielens)
     elif data.kind == "movielens_retrieval":
         from recframe.data.movielens_retrieval import MovieLensRetrievalSource
 
@@ -144,7 +145,7 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             history_length=data.history_length, shuffle=data.shuffle, seed=data.seed,
             vocab_threshold=data.vocab_threshold, zip_prefix=data.zip_prefix,
         )
-        return RecDataModule(retrieval, num_workers=data.num_workers, pin_memory=data.pin_memory)
+        return _datamodule(cfg, retrieval)
     elif data.kind == "tabular":
         from recframe.config.data import tabular_spec
         from recframe.data.tabular import TabularSource
@@ -154,8 +155,15 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             delimiter=data.delimiter, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
             on_error=data.on_error, max_examples=data.max_reported_errors,
         )
-        return RecDataModule(tabular, num_workers=data.num_workers, pin_memory=data.pin_memory)
+        return _datamodule(cfg, tabular)
     else:
         raise ValueError(f"data.kind={data.kind!r} is unknown")
-    return RecDataModule(SyntheticSource(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches),
-                         num_workers=data.num_workers, pin_memory=data.pin_memory)
+    generate_on = data.generate_on if data.kind == "synthetic" else GenerateOn.host
+    return _datamodule(cfg, SyntheticSource(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches,
+                                            generate_on=generate_on))
+
+
+def _datamodule(cfg: DictConfig, source: DataSource) -> RecDataModule:
+    """A data module around ``source`` with the run's loader and pipeline settings."""
+    return RecDataModule(source, num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory,
+                         pipeline=cfg.trainer.pipeline)

@@ -66,25 +66,41 @@ def embedding_collections(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if is_embedding_parameter(m)}
 
 
-def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+def _fused_kernel_exists(name: str, device: torch.device) -> bool:
+    """Whether torch has a fused kernel for optimizer ``name`` on ``device`` (fused Adagrad: CPU only, in some)."""
+    op = {"adagrad": "_fused_adagrad_", "adam": "_fused_adam_", "adamw": "_fused_adamw_", "sgd": "_fused_sgd_"}[name]
+    key = {"cuda": "CUDA", "cpu": "CPU"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", key)
+
+
+def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
+                          device: torch.device | None = None) -> torch.optim.Optimizer:
     """The torch optimizer named by ``optim.dense``.
+
+    On a GPU, with ``optim.dense.fused``, torch's fused kernel (one launch for all parameters) where
+    torch has one for the optimizer, else its multi-tensor (foreach) kernels. On the CPU, torch's default.
 
     Args:
         params: dense parameters.
         optim: the optimizer settings.
+        device: where the parameters live (None: the CPU).
     """
     cfg = optim.dense
+    if cfg.name not in DENSE_OPTIMIZERS:
+        raise ValueError(f"optim.dense.name={cfg.name!r} is unknown; choose one of {list(DENSE_OPTIMIZERS)}")
+    kernel: dict[str, Any] = {}
+    if device is not None and device.type == "cuda":
+        fused = cfg.fused and _fused_kernel_exists(cfg.name, device)
+        kernel = {"fused": True} if fused else {"foreach": True}
     if cfg.name == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps)
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps, **kernel)
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                weight_decay=cfg.weight_decay)
+                                weight_decay=cfg.weight_decay, **kernel)
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                 weight_decay=cfg.weight_decay)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optim.dense.name={cfg.name!r} is unknown; choose one of {list(DENSE_OPTIMIZERS)}")
+                                 weight_decay=cfg.weight_decay, **kernel)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kernel)
 
 
 class RecModule(pl.LightningModule):
@@ -150,7 +166,7 @@ class RecModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         assert self.model is not None
-        optimizer = build_dense_optimizer(dense_parameters(self.model), self.optim)
+        optimizer = build_dense_optimizer(dense_parameters(self.model), self.optim, self.device)
         scheduler = build_scheduler(optimizer, self.optim.schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

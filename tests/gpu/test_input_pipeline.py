@@ -1,0 +1,69 @@
+"""The input side on a GPU: synthetic batches made on the device, the side-stream prefetcher, pipelined == plain."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recframe.data.prefetch import DevicePrefetcher
+from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
+from recframe.data.synthetic_device import DeviceSynthesizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from integration.helpers import TINY, run_recframe, scalars  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+CUDA = torch.device("cuda")
+MLPERF_BAGS = (3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1)
+
+
+def test_cuda_batches_follow_the_host_hidden_model_and_repeat() -> None:
+    config = SyntheticConfig(table_sizes=(4_000_000,) * 26, ids_per_feature=MLPERF_BAGS, num_tasks=2)
+    generator = SyntheticCriteo(config, seed=5)
+    maker = DeviceSynthesizer(generator, CUDA)
+    batch, logits = maker.batch_and_logits(index=11, batch_size=1024)
+    again = maker.batch(11, 1024)
+    assert torch.equal(batch.sparse_features.values(), again.sparse_features.values())
+    assert torch.equal(batch.labels, again.labels)
+    on_host = batch.to(torch.device("cpu"))
+    torch.testing.assert_close(logits.cpu(), generator.hidden_logits(on_host).float(), atol=2e-4, rtol=1e-4)
+
+
+def test_fixed_bag_batches_are_made_without_a_host_sync() -> None:
+    config = SyntheticConfig(table_sizes=(100_000,) * 26, ids_per_feature=MLPERF_BAGS)
+    maker = DeviceSynthesizer(SyntheticCriteo(config, seed=0), CUDA)
+    maker.batch(0, 512)  # builds the per-size layout (host work, once)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batch = maker.batch(1, 512)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert batch.sparse_features.length_per_key() == [512 * n for n in MLPERF_BAGS]
+
+
+def test_prefetcher_copies_pinned_batches_on_a_side_stream() -> None:
+    generator = SyntheticCriteo(SyntheticConfig(table_sizes=(1000,) * 4), seed=0)
+    host = [generator.batch(i, 256).pin_memory() for i in range(5)]
+    moved = list(DevicePrefetcher(host, CUDA, lambda b, d: b.to(d, non_blocking=True)))
+    for h, m in zip(host, moved, strict=True):
+        assert m.labels.device.type == "cuda"
+        assert torch.equal(m.sparse_features.values().cpu(), h.sparse_features.values())
+        assert torch.equal(m.dense_features.cpu(), h.dense_features)
+
+
+@pytest.mark.parametrize("data", [["data.generate_on=device"], ["data.generate_on=host", "data.pin_memory=true"]],
+                         ids=["made_on_gpu", "copied_from_pinned"])
+def test_pipelined_training_equals_the_plain_step(tmp_path: Path, data: list[str]) -> None:
+    losses = {}
+    for pipeline in ("true", "false"):
+        run_dir = tmp_path / pipeline
+        done = run_recframe("train", "+experiment=dlrm", *TINY, *data, "trainer.accelerator=gpu",
+                            "trainer.max_steps=12", "trainer.val_check_interval=6", f"trainer.pipeline={pipeline}",
+                            f"hydra.run.dir={run_dir}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        losses[pipeline] = [v for _, v in scalars(run_dir)["train/loss"]]
+    assert len(losses["true"]) == 12 and losses["true"] == losses["false"]
