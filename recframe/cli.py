@@ -40,7 +40,8 @@ COMMANDS: dict[str, Command] = {
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", "recframe.training.app:plan_command"),
     "preprocess": Command("convert raw data to recframe's binary layout: recframe preprocess criteo --input FILE... "
-                          "--output DIR", "recframe.data.preprocess:preprocess_command"),
+                          "--output DIR; MLPerf's multi-hot layout: recframe preprocess multihot --input DIR "
+                          "--output DIR2", "recframe.data.preprocess:preprocess_command"),
     "bench": Command("time the real training path and print one JSON line of samples/s",
                      "recframe.training.app:bench_command"),
 }

@@ -83,6 +83,23 @@ class CriteoBinaryDataConfig:
     seed: int = 1234  # seed of the per-epoch shuffles
     id_mapping: str = "modulo"  # must match the directory: modulo (raw or --hash-size) | vocab (--vocab-threshold)
     vocab_threshold: int = 1  # vocab: the --vocab-threshold the directory was made with (checked)
+    shuffle_batches: bool = False  # shuffle: permute the order of contiguous batches (slices) instead of the rows
+
+
+@dataclass
+class CriteoMultiHotDataConfig:
+    """A directory of ``recframe preprocess multihot``: MLPerf DLRM-DCNv2's layout (recframe.data.multihot)."""
+
+    kind: str = "criteo_multihot"  # data source: criteo_multihot
+    path: str = MISSING  # the directory with dense.npy, labels.npy, sparse_C<i>.npy and feature_map.json
+    batch_size: int = 8192  # samples per batch per rank (contiguous rows)
+    num_workers: int = 0  # DataLoader worker processes (started per epoch; one core reads > 2M samples/s)
+    pin_memory: bool = False  # page-locked batches, written there directly (useful with GPUs)
+    val_fraction: float = 0.05  # the last fraction of rows (file order) is the validation set
+    shuffle: bool = True  # permute the order of the contiguous training batches every epoch (rows keep file order)
+    seed: int = 1234  # seed of the per-epoch batch orders
+    ids_per_feature: list[int] = field(default_factory=list)  # bag size per sparse feature, checked against the
+    # directory (mlperf_dcnv2 sets MLPerf's); empty: the directory's
 
 
 @dataclass
@@ -150,7 +167,8 @@ class TabularDataConfig:
     max_reported_errors: int = 5  # malformed rows described (file:line: column) per kind in the log
 
 
-FILE_KINDS = ("criteo_tsv", "criteo_binary", "movielens", "movielens_retrieval", "tabular")  # kinds with data.path
+FILE_KINDS = ("criteo_tsv", "criteo_binary", "criteo_multihot", "movielens", "movielens_retrieval",
+              "tabular")  # kinds with data.path
 
 
 def _feature_map_value(directory: str, key: str) -> Any:
@@ -195,8 +213,8 @@ def file_data_problems(cfg: Any) -> list[Any]:
     out: list[Problem] = []
     if OmegaConf.is_missing(data, "path"):
         example = {"criteo_tsv": "/path/to/train.txt", "criteo_binary": "/path/to/preprocessed_dir",
-                   "movielens": "/path/to/ml-100k", "movielens_retrieval": "/path/to/ml-100k",
-                   "tabular": "/path/to/table.csv"}[data.kind]
+                   "criteo_multihot": "/path/to/multihot_dir", "movielens": "/path/to/ml-100k",
+                   "movielens_retrieval": "/path/to/ml-100k", "tabular": "/path/to/table.csv"}[data.kind]
         noun = "file" if data.kind in ("criteo_tsv", "tabular") else "directory"
         out.append(Problem("data.path", "is not set", f"give the {noun}: data.path={example}"))
     elif data.kind == "criteo_binary" and not (Path(data.path) / "feature_map.json").is_file():
@@ -207,6 +225,8 @@ def file_data_problems(cfg: Any) -> list[Any]:
                            "check the path; relative paths start from where recframe runs"))
     if data.kind.startswith("movielens"):
         return out + _movielens_problems(cfg)
+    if data.kind == "criteo_multihot":
+        return out + _multihot_problems(cfg)
     if not 0.0 < data.val_fraction < 1.0:
         out.append(Problem("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}"))
     if data.kind == "tabular":
@@ -224,6 +244,44 @@ def file_data_problems(cfg: Any) -> list[Any]:
         out.append(Problem("features", f"data={data.kind} has 13 dense and 26 sparse features (Criteo), the features "
                            f"config has {dense} and {sparse}", "use features=criteo"))
     return out + _table_problems(cfg)
+
+
+def _multihot_problems(cfg: Any) -> list[Any]:
+    """``criteo_multihot``: the directory's feature counts, bag sizes and table sizes against the config."""
+    from omegaconf import OmegaConf
+
+    from recframe.config.compose import Problem
+    from recframe.config.resolve import table_configs
+    from recframe.data.multihot import load_multihot_feature_map
+    from recframe.data.report import DataError
+
+    data, out = cfg.data, []
+    if not 0.0 < data.val_fraction < 1.0:
+        out.append(Problem("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}"))
+    if OmegaConf.is_missing(data, "path"):
+        return out
+    try:
+        fm = load_multihot_feature_map(data.path)
+    except DataError as error:
+        return [*out, Problem("data.path", str(error))]
+    dense, sparse = list(cfg.features.dense), list(cfg.features.sparse)
+    if (len(dense), len(sparse)) != (len(fm["dense_names"]), len(fm["sparse_names"])):
+        return [*out, Problem("features", f"{data.path} has {len(fm['dense_names'])} dense and "
+                              f"{len(fm['sparse_names'])} sparse features, the features config {len(dense)} and "
+                              f"{len(sparse)}", "use features=mlperf_dcnv2 (or criteo)")]
+    if list(data.ids_per_feature) and list(data.ids_per_feature) != fm["bag_sizes"]:
+        out.append(Problem("data.ids_per_feature", f"{list(data.ids_per_feature)} differ from the bag sizes of "
+                           f"{data.path}: {fm['bag_sizes']}", f"set data.ids_per_feature={fm['bag_sizes']} or "
+                           "make the directory with matching --bag-sizes"))
+    rows = dict(zip(sparse, fm["num_embeddings"].values(), strict=True))
+    small = {t.name: (t.num_embeddings, max(rows[f] for f in t.feature_names)) for t in table_configs(cfg)
+             if t.num_embeddings < max(rows[f] for f in t.feature_names)}
+    if small and cfg.tables.id_policy != "modulo":
+        some = ", ".join(f"{name} has {r} rows, ids < {ids}" for name, (r, ids) in list(small.items())[:3])
+        out.append(Problem("tables.id_policy", f"ids of {data.path} go past {len(small)} tables ({some}"
+                           f"{', ...' if len(small) > 3 else ''})", "add tables.id_policy=modulo (ids past a table "
+                           "wrap around), or give the tables the directory's num_embeddings"))
+    return out
 
 
 def _table_problems(cfg: Any) -> list[Any]:

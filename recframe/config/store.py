@@ -31,6 +31,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("data", "synthetic_retrieval_schema"): data.SyntheticRetrievalDataConfig,
     ("data", "criteo_tsv_schema"): data.CriteoTsvDataConfig,
     ("data", "criteo_binary_schema"): data.CriteoBinaryDataConfig,
+    ("data", "criteo_multihot_schema"): data.CriteoMultiHotDataConfig,
     ("data", "movielens_schema"): data.MovieLensDataConfig,
     ("data", "movielens_retrieval_schema"): data.MovieLensRetrievalDataConfig,
     ("data", "tabular_schema"): data.TabularDataConfig,

@@ -272,13 +272,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def preprocess_command(args: list[str]) -> int:
-    """``recframe preprocess criteo ...``: returns the exit code (1: a data error, 2: bad arguments)."""
+    """``recframe preprocess criteo|multihot ...``: returns the exit code (1: a data error, 2: bad arguments)."""
     if not args or args[0] in ("-h", "--help"):
         print("usage: recframe preprocess criteo --input FILE... --output DIR [--vocab-threshold N | --hash-size N]\n"
-              "`recframe preprocess criteo --help` shows every option.", file=sys.stderr if not args else sys.stdout)
+              "       recframe preprocess multihot (--input CRITEO_BINARY_DIR | --synthetic ROWS) --output DIR\n"
+              "`recframe preprocess criteo --help` (or multihot --help) shows every option.",
+              file=sys.stderr if not args else sys.stdout)
         return 0 if args else 2
+    if args[0] == "multihot":
+        from recframe.data.multihot_preprocess import multihot_command
+
+        return multihot_command(args[1:])
     if args[0] != "criteo":
-        print(f"recframe preprocess: unknown data set {args[0]!r}; known: criteo", file=sys.stderr)
+        print(f"recframe preprocess: unknown data set {args[0]!r}; known: criteo, multihot", file=sys.stderr)
         return 2
     ns = _parser().parse_args(args[1:])
     problems = [f"--input {p}: no such file" for p in ns.input if "://" not in p and not os.path.isfile(p)]

@@ -124,9 +124,19 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
         binary = CriteoBinarySource(
             str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
             batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
-            id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold,
+            id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, shuffle_batches=data.shuffle_batches,
+            pin_memory=data.pin_memory,
         )
         return _datamodule(cfg, binary)
+    elif data.kind == "criteo_multihot":
+        from recframe.data.multihot import CriteoMultiHotSource
+
+        multihot = CriteoMultiHotSource(
+            str(data.path), keys=list(cfg.features.sparse), batch_size=data.batch_size, val_fraction=data.val_fraction,
+            shuffle=data.shuffle, seed=data.seed, pin_memory=data.pin_memory,
+            bag_sizes=list(data.ids_per_feature) or None,
+        )
+        return _datamodule(cfg, multihot)
     elif data.kind == "movielens":
         from recframe.data.movielens import MovieLensSource
 
