@@ -66,11 +66,8 @@ def embedding_collections(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if is_embedding_parameter(m)}
 
 
-def _fused_kernel_exists(name: str, device: torch.device) -> bool:
-    """Whether torch has a fused kernel for optimizer ``name`` on ``device`` (fused Adagrad: CPU only, in some)."""
-    op = {"adagrad": "_fused_adagrad_", "adam": "_fused_adam_", "adamw": "_fused_adamw_", "sgd": "_fused_sgd_"}[name]
-    key = {"cuda": "CUDA", "cpu": "CPU"}.get(device.type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", key)
+# torch's optimizers with a fused CUDA implementation (torch 2.11: Adagrad's fused kernel is CPU-only)
+FUSED_ON_CUDA = ("adam", "adamw", "sgd")
 
 
 def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
@@ -90,7 +87,7 @@ def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
         raise ValueError(f"optim.dense.name={cfg.name!r} is unknown; choose one of {list(DENSE_OPTIMIZERS)}")
     kernel: dict[str, Any] = {}
     if device is not None and device.type == "cuda":
-        fused = cfg.fused and _fused_kernel_exists(cfg.name, device)
+        fused = cfg.fused and cfg.name in FUSED_ON_CUDA
         kernel = {"fused": True} if fused else {"foreach": True}
     if cfg.name == "adagrad":
         return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps, **kernel)
