@@ -217,8 +217,8 @@ class EmbeddingBagCollection(_TableCollection):
             ``fbgemm``, ``triton`` or ``torch`` (see ``kernels/select.py``).
         device: where the tables live (default: torch's default device, so cpu, or the GPU inside
             Lightning's ``configure_model`` or any ``with torch.device(...)`` block).
-        check_ids: raise on ids outside a table's range (tables with id_policy ``error``). Costs a
-            host sync per batch; False trusts the ids (see ``recframe.embedding.ids``).
+        check_ids: raise on ids outside a table's range (tables with id_policy ``error``); on CUDA an
+            asynchronous device-side assert, no host sync; False trusts the ids (see ``recframe.embedding.ids``).
 
     Example:
         >>> ebc = EmbeddingBagCollection(

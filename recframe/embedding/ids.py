@@ -1,7 +1,8 @@
 """Turn one group's slice of a KeyedJaggedTensor into kernel inputs: id policy, id check, mean weights.
 
 Per table, ``id_policy`` says what happens to an id outside ``[0, num_embeddings)``:
-``error`` raises a ValueError naming the feature, the table, the id and the sample (unless the
+``error`` raises a ValueError naming the feature, the table, the id and the sample (on CUDA a
+device-side assert, without a host sync: see ``GroupInput._check_range``; unless the
 collection was built with ``check_ids=False``, which trusts the ids: the torch backend then
 does no check at all and fbgemm only its own, cheaper one without names); ``modulo`` replaces
 every id by ``id mod num_embeddings`` (Python's sign convention, so negative ids land in range).
@@ -36,7 +37,7 @@ class GroupInput(nn.Module):
         rows: ``num_embeddings`` of each feature's table.
         id_policies: ``error`` or ``modulo`` for each feature (its table's policy).
         pooling: ``sum``, ``mean`` or ``none`` (sequence: weights are not used).
-        check_ids: whether ``error`` features are checked (a host sync per batch).
+        check_ids: whether ``error`` features are checked (no host sync: see ``_check_range``).
     """
 
     def __init__(self, features: list[str], tables: list[str], rows: list[int], id_policies: list[str],
@@ -74,9 +75,7 @@ class GroupInput(nn.Module):
                 hashed = self.feature_modulo.repeat_interleave(per_feature, output_size=ids.numel())
                 ids = torch.where(hashed, torch.remainder(ids, limit), ids)
             if self.check:
-                bad = (ids < 0) | (ids >= limit)
-                if bool(bad.any()):
-                    raise self._id_error(ids, bad, offsets, batch)
+                self._check_range(ids, limit, offsets, batch)
         if self.pooling == "none":
             return ids, offsets, None
         weights = kjt.weights_or_none()
@@ -85,6 +84,21 @@ class GroupInput(nn.Module):
             counts = lengths.repeat_interleave(lengths, output_size=ids.numel())
             weights = (1.0 if weights is None else weights.float()) / counts.float()
         return ids, offsets, weights
+
+    def _check_range(self, ids: torch.Tensor, limit: torch.Tensor, offsets: torch.Tensor, batch: int) -> None:
+        """Stop the step when an id is outside its table, without a host sync on an accelerator.
+
+        ``torch._assert_async`` raises at once on CPU (then the ValueError names the feature, id and
+        sample); on CUDA it is a device-side assert queued before the lookup: the step stops with
+        "device-side assert triggered" before any kernel reads out of range (no crash deep inside a
+        kernel, no silent wrong data), and the host never waits. For the detailed message on a GPU run,
+        check the ids where the data is loaded, or rerun the batch on CPU.
+        """
+        bad = (ids < 0) | (ids >= limit)
+        try:
+            torch._assert_async(~bad.any(), f"an id is outside its table's range (features {self.features})")
+        except RuntimeError as err:  # raised here only where the assert runs on the host (CPU)
+            raise self._id_error(ids, bad, offsets, batch) from err
 
     def _id_error(self, ids: torch.Tensor, bad: torch.Tensor, offsets: torch.Tensor, batch: int) -> ValueError:
         position = int(torch.nonzero(bad)[0])
