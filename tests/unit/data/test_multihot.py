@@ -108,8 +108,8 @@ def test_ranks_split_each_shuffled_batch_and_resume_where_they_stopped(multi_hot
     data = source(multi_hot, batch_size=4)  # 150 train rows, 2 ranks: 18 global batches of 8 per epoch
     dense = np.asarray(open_multihot(multi_hot).dense)
 
-    def starts(rank: int, world: int, first_batch: int, passes: int) -> list[int]:
-        loader = EpochLoader(data.train_dataset(rank, world, first_batch), batch_size=None)
+    def starts(rank: int, world: int, first_batch: int, passes: int, workers: int = 0) -> list[int]:
+        loader = EpochLoader(data.train_dataset(rank, world, first_batch), batch_size=None, num_workers=workers)
         return [start_of(b.dense_features, dense) for _ in range(passes) for b in loader]
 
     rank0, rank1 = starts(0, 2, 0, 1), starts(1, 2, 0, 1)
@@ -118,6 +118,7 @@ def test_ranks_split_each_shuffled_batch_and_resume_where_they_stopped(multi_hot
     assert len(starts(0, 1, 0, 1)) == 37  # one rank, batch 4: 37 batches
     straight = starts(1, 2, 0, 3)
     assert straight[:18] != straight[18:36]  # a new order every epoch
+    assert starts(1, 2, 0, 2, workers=2) == straight[:36]
     for consumed in (5, 18, 29):  # mid-epoch and at an epoch boundary
         assert starts(1, 2, consumed, 3 - consumed // 18) == straight[consumed:]
     parts = [list(data.val_dataset(r, 2)) for r in range(2)]
