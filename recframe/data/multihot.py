@@ -17,9 +17,9 @@ pages): the 26 blocks are concatenated into the KJT's values (int32, page-locked
 and nothing is done per sample or per id in Python (``scripts/bench_data.py`` measures it).
 Shuffling permutes the order of the contiguous batches every epoch (``EpochPlan.by_batch``); rows
 within a batch keep file order, so shuffle the rows once when the directory is made (MLPerf's
-training days are pre-shuffled). Ids are not checked at read time: they are checked when written,
-and a table smaller than the directory's ``num_embeddings`` needs ``tables.id_policy=modulo``
-(``recframe train`` says so before it starts).
+training days are pre-shuffled). Ids are not checked at read time: they are rows of the
+directory's ``num_embeddings`` by construction, and a table smaller than that needs
+``tables.id_policy=modulo`` (``recframe train`` says so before it starts).
 
 Example:
     >>> source = CriteoMultiHotSource("mlperf_mh/", keys=[f"cat_{i}" for i in range(26)],
@@ -50,7 +50,12 @@ ID_DTYPE = np.int32
 MLPERF_BAG_SIZES = (3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1)
 MLPERF_NUM_EMBEDDINGS = (40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209,
                          11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36)
-_REMAKE = "make it again with: recframe preprocess multihot --input CRITEO_BINARY_DIR --output {dir}"
+
+
+def _make_it(directory: str | Path, again: bool = True) -> str:
+    """The fix for a missing or damaged directory: the command that makes it."""
+    return (f"make it{' again' if again else ''} with: recframe preprocess multihot --input CRITEO_BINARY_DIR "
+            f"--output {directory}")
 
 
 def sparse_file(name: str) -> str:
@@ -79,29 +84,29 @@ def load_multihot_feature_map(directory: str | Path) -> dict[str, Any]:
     """
     path = Path(directory) / FEATURE_MAP
     if not path.is_file():
-        raise DataError(f"{path}: not found; " + _REMAKE.format(dir=directory).replace("again ", ""))
+        raise DataError(f"{path}: not found; " + _make_it(directory, again=False))
     with path.open() as f:
         feature_map = json.load(f)
     if feature_map.get("format") == ONE_HOT_FORMAT:
         raise DataError(f"{path}: a one-hot criteo_binary directory; use data=criteo_binary, or make the multi-hot "
                         f"layout from it: recframe preprocess multihot --input {directory} --output NEW_DIR")
     if feature_map.get("format") != FORMAT or feature_map.get("version") != VERSION:
-        raise DataError(f"{path}: not a {FORMAT} version {VERSION} feature map; " + _REMAKE.format(dir=directory))
+        raise DataError(f"{path}: not a {FORMAT} version {VERSION} feature map; " + _make_it(directory))
     return feature_map
 
 
 def _open_array(path: Path, shape: tuple[int, ...], dtype: type, directory: str | Path) -> np.ndarray:
     """A file's memory map, as a plain ndarray view, checked against the feature map (shape, type, size)."""
     if not path.is_file():
-        raise DataError(f"{path}: missing from the directory; " + _REMAKE.format(dir=directory))
+        raise DataError(f"{path}: missing from the directory; " + _make_it(directory))
     try:
         array = np.load(path, mmap_mode="r")
     except ValueError as error:  # a file shorter than its header says
         raise DataError(f"{path}: cannot be read ({error}): the file is truncated or damaged; "
-                        + _REMAKE.format(dir=directory)) from error
+                        + _make_it(directory)) from error
     if array.shape != shape or array.dtype != np.dtype(dtype):
         raise DataError(f"{path}: holds {array.dtype} {list(array.shape)}, but {FEATURE_MAP} says "
-                        f"{np.dtype(dtype)} {list(shape)}; " + _REMAKE.format(dir=directory))
+                        f"{np.dtype(dtype)} {list(shape)}; " + _make_it(directory))
     return np.asarray(array)  # a view of the same pages without np.memmap's per-slice overhead
 
 
