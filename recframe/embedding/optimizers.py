@@ -85,7 +85,8 @@ def sparse_update(
         opt: the optimizer spec.
         weight: ``[num_rows, D]`` table storage (any float dtype); updated in place.
         states: the optimizer states of the same rows (see ``new_states``); updated in place.
-        rows: 1-D int64 ids of the rows to update, each at most once.
+        rows: 1-D int64 ids of the rows to update, each at most once, except a scratch row that belongs to
+            no table (``StackedTables``): it may repeat, and what lands there is meaningless.
         grad: ``[len(rows), D]`` fp32 summed gradient of each row; overwritten (it holds the update).
         step: the step count ``t`` (>= 1) used by the bias corrections.
     """

@@ -33,9 +33,12 @@ class StackedTables(nn.Module):
     Args:
         spec: the group; its tables must share one dim and one weight dtype.
         backend: the backend's name, for the error message.
+        scratch_rows: rows allocated after the tables (in the weight and the states) that belong to
+            no table: a kernel may send updates it has to discard there, so that their number need
+            not be known on the host.
     """
 
-    def __init__(self, spec: GroupSpec, backend: str) -> None:
+    def __init__(self, spec: GroupSpec, backend: str, scratch_rows: int = 0) -> None:
         super().__init__()
         dims = {t.embedding_dim for t in spec.tables}
         dtypes = {t.weight_dtype for t in spec.tables}
@@ -49,11 +52,11 @@ class StackedTables(nn.Module):
         self.table_starts = starts
         self.num_features = len(spec.feature_tables)
         self.register_buffer(
-            "weight", torch.empty(starts[-1], self.dim, dtype=DTYPES[dtypes.pop()], device=spec.device),
+            "weight", torch.empty(starts[-1] + scratch_rows, self.dim, dtype=DTYPES[dtypes.pop()], device=spec.device),
             persistent=False,
         )
         self.state_names = [name for name, _ in STATE_LAYOUT[spec.optimizer.name]]
-        for name, tensor in new_states(spec.optimizer.name, starts[-1], self.dim, spec.device).items():
+        for name, tensor in new_states(spec.optimizer.name, starts[-1] + scratch_rows, self.dim, spec.device).items():
             self.register_buffer(name, tensor, persistent=False)
         self.register_buffer(
             "feature_row_start",

@@ -4,7 +4,9 @@ All tables of a group have the same dim (the grouping policy guarantees it) and 
 ``[total_rows, dim]`` tensor, so a group is one ``embedding_bag`` forward and one sparse update,
 whatever its number of tables. Backward never builds a dense table gradient: it sums the per-id
 gradients into one row each (sort, then ``index_add_`` or a CSR product), then ``optimizers.sparse_update``
-applies the step to those rows only. Runs on any device and dtype; everything is vectorized.
+applies the step to those rows only. Runs on any device and dtype; everything is vectorized, and a
+step never waits on the host: sizes come from the number of lookups, not from the number of
+distinct rows (see ``TorchEmbeddingKernel.apply_gradient``).
 
 Example:
     >>> import torch
@@ -40,7 +42,8 @@ class TorchEmbeddingKernel(StackedTables):
     """
 
     def __init__(self, spec: GroupSpec) -> None:
-        super().__init__(spec, "torch")
+        super().__init__(spec, "torch", scratch_rows=1)
+        self.scratch_row = self.table_starts[-1]  # where backward sends the slots of no touched row
         self.single_table = len(spec.tables) == 1
 
     # ---- the EmbeddingKernel interface --------------------------------------------------------
@@ -84,14 +87,20 @@ class TorchEmbeddingKernel(StackedTables):
 
     def apply_gradient(self, rows: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
                        grad_out: torch.Tensor) -> None:
-        """Sum the gradient of every lookup into its row, then apply the optimizer to those rows."""
+        """Sum the gradient of every lookup into its row, then apply the optimizer to those rows.
+
+        No host sync: the number of touched rows is data, so everything is sized by the number of
+        lookups ``n`` (from shapes). Slot ``s`` holds the ``s``-th touched row (in row order) and the
+        sum of its gradients; the slots past the last touched row hold the scratch row and a zero
+        gradient, and their update lands in the scratch row, which no table reads.
+        """
         self.step += 1
         if rows.numel() == 0:
             return
-        # Lookups sorted by row (stable: duplicates keep their order, so the sums are reproducible);
-        # sort + unique_consecutive is much faster than torch.unique(return_inverse=True) on CPU.
+        # Lookups sorted by row (stable: duplicates keep their order, so the sums are reproducible).
         sorted_rows, order = rows.sort(stable=True)
-        unique_rows, counts = torch.unique_consecutive(sorted_rows, return_counts=True)
+        slot = touched_slots(sorted_rows)
+        slot_rows = torch.full_like(sorted_rows, self.scratch_row).index_copy_(0, slot, sorted_rows)
         if self.spec.pooled:
             batch = (offsets.numel() - 1) // self.num_features
             bags = self.num_features * batch
@@ -105,49 +114,56 @@ class TorchEmbeddingKernel(StackedTables):
         else:
             source, grad_source = order, grad_out.float()
         scale = None if weights is None else weights.index_select(0, order).float()
-        grad_rows = sum_rows(grad_source, source, scale, counts, sparse_matmul=grad_source.is_cuda)
+        grad_rows = sum_rows(grad_source, source, scale, slot, sparse_matmul=grad_source.is_cuda)
         states = {name: getattr(self, name) for name in self.state_names}
-        sparse_update(self.spec.optimizer, self.weight, states, unique_rows, grad_rows, self.step)
+        sparse_update(self.spec.optimizer, self.weight, states, slot_rows, grad_rows, self.step)
 
 
-def sum_rows(grad_source: torch.Tensor, source: torch.Tensor, scale: torch.Tensor | None, counts: torch.Tensor,
+def touched_slots(sorted_rows: torch.Tensor) -> torch.Tensor:
+    """For each lookup (sorted by row), the index of its row among the distinct rows: ``[0, 0, 1, 2, 2, ...]``.
+
+    Computed on the device (a row starts where it differs from its predecessor), without a host sync.
+
+    Args:
+        sorted_rows: 1-D sorted rows, at least one.
+    """
+    starts = torch.ones_like(sorted_rows, dtype=torch.int64)
+    torch.ne(sorted_rows[1:], sorted_rows[:-1], out=starts[1:])
+    return starts.cumsum_(0).sub_(1)
+
+
+def sum_rows(grad_source: torch.Tensor, source: torch.Tensor, scale: torch.Tensor | None, slot: torch.Tensor,
              sparse_matmul: bool) -> torch.Tensor:
-    """Per touched row, the sum of its lookups' gradients: ``out[u] = sum_i scale_i * grad_source[source_i]``.
+    """Per slot, the sum of its lookups' gradients: ``out[u] = sum_{i: slot_i = u} scale_i * grad_source[source_i]``.
 
-    The lookups ``i`` of row ``u`` are consecutive (sorted by row), ``counts[u]`` of them. With
-    ``sparse_matmul`` this is one CSR matrix product (no ``[lookups, dim]`` intermediate: about 4x
-    faster on CUDA); otherwise a gather and an ``index_add_`` (faster on CPU).
+    The lookups ``i`` of a slot are consecutive (sorted by row), and there are as many slots as
+    lookups (the slots that no lookup fills get zeros): every size comes from shapes, none from the
+    data. With ``sparse_matmul`` this is one CSR matrix product (no ``[lookups, dim]`` intermediate:
+    about 4x faster on CUDA); otherwise a gather and an ``index_add_`` (faster on CPU).
 
     Args:
         grad_source: ``[sources, dim]`` fp32 gradients (of bags, or of ids for sequences).
         source: for each lookup (in row order), its row in ``grad_source``.
         scale: per-lookup weight (in row order) or None for 1.
-        counts: lookups per touched row.
+        slot: for each lookup (in row order), its slot, non-decreasing (``touched_slots``).
         sparse_matmul: use the CSR product.
 
     Returns:
-        ``[len(counts), dim]`` fp32.
+        ``[len(slot), dim]`` fp32.
     """
-    unique, device = counts.numel(), grad_source.device
-    if unique == source.numel():  # no row looked up twice: the sums are the gradients themselves
-        grad_ids = grad_source.index_select(0, source)
-        return grad_ids if scale is None else grad_ids.mul_(scale.unsqueeze(1))
-    # cuSPARSE refuses a CSR matrix with more entries than cells (a hot row looked up several times
-    # in one bag of a tiny table): sum those with index_add_.
-    if sparse_matmul and source.numel() <= unique * grad_source.shape[0]:
-        crow = torch.zeros(unique + 1, dtype=torch.int64, device=device)
-        torch.cumsum(counts, dim=0, out=crow[1:])
-        values = scale if scale is not None else torch.ones(source.numel(), device=device)
+    slots, device = slot.numel(), grad_source.device
+    if sparse_matmul:  # (as many rows as entries: never more entries than cells, which cuSPARSE refuses)
+        crow = torch.searchsorted(slot, torch.arange(slots + 1, device=device))
+        values = scale if scale is not None else torch.ones(slots, device=device)
         with warnings.catch_warnings():  # "sparse CSR support is in beta", once per process
             warnings.simplefilter("ignore", UserWarning)
-            matrix = torch.sparse_csr_tensor(crow, source, values, size=(unique, grad_source.shape[0]),
+            matrix = torch.sparse_csr_tensor(crow, source, values, size=(slots, grad_source.shape[0]),
                                              check_invariants=False)
         return matrix @ grad_source
-    segment = torch.arange(unique, device=device).repeat_interleave(counts, output_size=source.numel())
     grad_ids = grad_source.index_select(0, source)
     if scale is not None:
         grad_ids.mul_(scale.unsqueeze(1))
-    return torch.zeros(unique, grad_source.shape[1], device=device).index_add_(0, segment, grad_ids)
+    return torch.zeros(slots, grad_source.shape[1], device=device).index_add_(0, slot, grad_ids)
 
 
 class _FusedLookup(torch.autograd.Function):

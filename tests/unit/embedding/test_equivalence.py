@@ -130,8 +130,8 @@ def test_auto_mixes_backends_per_table_and_matches_torch() -> None:
 @pytest.mark.parametrize("max_count", [1, 4])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_row_sums_by_sparse_matmul_equal_index_add(weighted: bool, max_count: int) -> None:
-    """Both ways of summing lookups into rows (CSR product on CUDA, gather + index_add_ on CPU, a plain
-    gather when no row repeats) equal a Python sum."""
+    """Both ways of summing lookups into slots (CSR product on CUDA, gather + index_add_ on CPU) equal a
+    Python sum; the slots past the last touched row are zero."""
     generator = torch.Generator().manual_seed(0)
     counts = torch.randint(1, max_count + 1, (50,), generator=generator)
     source = torch.randint(0, 30, (int(counts.sum()),), generator=generator)
@@ -141,6 +141,9 @@ def test_row_sums_by_sparse_matmul_equal_index_add(weighted: bool, max_count: in
         sum((1.0 if scale is None else float(scale[i])) * grad_source[source[i]] for i in range(lo, hi))
         for lo, hi in zip((counts.cumsum(0) - counts).tolist(), counts.cumsum(0).tolist(), strict=True)
     ])
+    slot = torch.arange(counts.numel()).repeat_interleave(counts)
     for sparse_matmul in (False, True):
-        out = sum_rows(grad_source, source, scale, counts, sparse_matmul=sparse_matmul)
-        torch.testing.assert_close(out, expected, **TOL)
+        out = sum_rows(grad_source, source, scale, slot, sparse_matmul=sparse_matmul)
+        assert out.shape == (source.numel(), 8)
+        torch.testing.assert_close(out[:counts.numel()], expected, **TOL)
+        assert not out[counts.numel():].any()
