@@ -95,8 +95,9 @@ class GroupInput(nn.Module):
         check the ids where the data is loaded, or rerun the batch on CPU.
         """
         bad = (ids < 0) | (ids >= limit)
+        message = f"recframe: an id is outside its table's range (features {self.features})"
         try:
-            torch._assert_async(~bad.any(), f"an id is outside its table's range (features {self.features})")
+            torch._assert_async(~bad.any(), message[:250])  # CUDA takes messages of under 255 characters
         except RuntimeError as err:  # raised here only where the assert runs on the host (CPU)
             raise self._id_error(ids, bad, offsets, batch) from err
 
