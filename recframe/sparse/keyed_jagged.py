@@ -97,7 +97,9 @@ class KeyedJaggedTensor:
         offsets: ``[len(keys) * stride + 1]`` bag boundaries.
         stride: batch size; inferred from lengths/offsets when there is at least one key.
         validate: check the structure and raise a ValueError naming the problem; turn off on hot paths.
-        length_per_key: ids per key when already known (saves a host sync); checked when validating.
+        length_per_key: ids per key when already known; checked when validating. Splitting or permuting
+            keys needs it: without it the first ``length_per_key()`` call reads the lengths on the host (a
+            device sync). Data with fixed bag sizes knows it from shapes (``bag size * stride`` per key).
     """
 
     def __init__(
@@ -132,16 +134,18 @@ class KeyedJaggedTensor:
     @staticmethod
     def from_lengths(keys: Sequence[str], values: torch.Tensor, lengths: torch.Tensor,
                      weights: torch.Tensor | None = None, stride: int | None = None,
-                     validate: bool = True) -> KeyedJaggedTensor:
+                     validate: bool = True, length_per_key: list[int] | None = None) -> KeyedJaggedTensor:
         """Build from key-major bag sizes (see the class docstring for Args)."""
-        return KeyedJaggedTensor(keys, values, weights=weights, lengths=lengths, stride=stride, validate=validate)
+        return KeyedJaggedTensor(keys, values, weights=weights, lengths=lengths, stride=stride, validate=validate,
+                                 length_per_key=length_per_key)
 
     @staticmethod
     def from_offsets(keys: Sequence[str], values: torch.Tensor, offsets: torch.Tensor,
                      weights: torch.Tensor | None = None, stride: int | None = None,
-                     validate: bool = True) -> KeyedJaggedTensor:
+                     validate: bool = True, length_per_key: list[int] | None = None) -> KeyedJaggedTensor:
         """Build from key-major bag boundaries (see the class docstring for Args)."""
-        return KeyedJaggedTensor(keys, values, weights=weights, offsets=offsets, stride=stride, validate=validate)
+        return KeyedJaggedTensor(keys, values, weights=weights, offsets=offsets, stride=stride, validate=validate,
+                                 length_per_key=length_per_key)
 
     @staticmethod
     def from_jt_dict(jts: dict[str, JaggedTensor]) -> KeyedJaggedTensor:

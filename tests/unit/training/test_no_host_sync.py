@@ -102,3 +102,21 @@ def test_the_detector_sees_a_host_read_in_a_step(monkeypatch: pytest.MonkeyPatch
     reads = host_reads_of_a_step("dlrm", "torch").reads
     assert [r.what for r in reads] == ["aten._local_scalar_dense (item/int/float/bool of a tensor)"]
     assert "loss_read_on_host" in reads[0].where
+
+
+def test_split_into_kernel_groups_reads_nothing_given_length_per_key() -> None:
+    """Tables of two dims make two kernel groups: the batch is permuted and split by key, which needs the
+    ids per key; a KJT that carries them (fixed bag sizes: from shapes) costs no host read, one without
+    them reads its lengths once."""
+    from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+    from recframe.sparse import KeyedJaggedTensor
+
+    tables = [TableConfig(name="a", num_embeddings=10, embedding_dim=4, feature_names=["f0"]),
+              TableConfig(name="b", num_embeddings=10, embedding_dim=8, feature_names=["f1"])]
+    ebc = EmbeddingBagCollection(tables, SparseOptimizer(name="rowwise_adagrad"), backend="torch")
+    for hint, expected in (([4, 4], []), (None, ["Tensor.tolist"])):
+        kjt = KeyedJaggedTensor.from_lengths(["f1", "f0"], torch.arange(8) % 10, torch.full((4,), 2),
+                                             validate=False, length_per_key=hint)
+        with HostReadDetector() as detector:
+            ebc(kjt).values().sum().backward()
+        assert [read.what for read in detector.reads] == expected, detector.report()
