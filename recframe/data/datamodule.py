@@ -141,6 +141,7 @@ class RecDataModule(pl.LightningDataModule):
         self.train_batches_consumed = 0
         self._ready = False
         self._requests = False
+        self.device: torch.device | None = None  # the training device outside a Trainer (a plain loop)
 
     @property
     def generator(self) -> SyntheticCriteo | SyntheticRetrieval:
@@ -155,7 +156,9 @@ class RecDataModule(pl.LightningDataModule):
 
     def _device(self) -> torch.device:
         trainer = self.trainer
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return self.device if self.device is not None else torch.device("cpu")
 
     def _place_source(self) -> None:
         """Synthetic sources: decide whether batches are made on the training device (logged once)."""
