@@ -12,7 +12,8 @@ How: a ``TorchDispatchMode`` sees every aten op (also those called by C++ and in
 so it catches ``aten._local_scalar_dense`` (what ``.item()``, ``int()``, ``float()``, ``bool()``
 and C++-internal ``item()`` calls become) and the data-dependent ops by name; a
 ``TorchFunctionMode`` catches the reads that copy memory without dispatching an op
-(``tolist``, ``numpy``, ``__array__``, ``cpu``). Not reported:
+(``tolist``, ``numpy``, ``__array__``, ``cpu``), and tensors made from Python data for a device
+(``torch.tensor(data, device=...)``: on a GPU a blocking host-to-device copy). Not reported:
 
 - the launches of Triton's CPU interpreter (it copies the arguments to numpy; a GPU launch passes
   pointers);
@@ -71,6 +72,12 @@ HOST_COPY_METHODS = {
     torch.Tensor.numpy: "Tensor.numpy",
     torch.Tensor.__array__: "Tensor.__array__",
     torch.Tensor.cpu: "Tensor.cpu (a device-to-host copy on a GPU)",
+}
+
+# Tensors made from Python data on the step's device: on a GPU, a blocking copy from pageable host memory.
+HOST_DATA_FACTORIES = {
+    torch.tensor: "torch.tensor(data, device=...) (a blocking host-to-device copy on a GPU)",
+    torch.as_tensor: "torch.as_tensor(data, device=...) (a blocking host-to-device copy on a GPU)",
 }
 
 
@@ -148,6 +155,8 @@ class _FunctionWatch(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
         what = HOST_COPY_METHODS.get(func)
+        if what is None and func in HOST_DATA_FACTORIES and kwargs.get("device") is not None:
+            what = HOST_DATA_FACTORIES[func]
         if what is not None:
             self.detector._record(what, args)
         return func(*args, **kwargs)

@@ -67,13 +67,16 @@ def check_tasks(tasks: Sequence[Task]) -> tuple[Task, ...]:
     return tasks
 
 
-def multi_task_loss(logits: torch.Tensor, labels: torch.Tensor, tasks: Sequence[Task]) -> TaskLosses:
+def multi_task_loss(logits: torch.Tensor, labels: torch.Tensor, tasks: Sequence[Task],
+                    weights: torch.Tensor | None = None) -> TaskLosses:
     """Weighted sum of per-task binary cross-entropies (with logits).
 
     Args:
         logits: ``[batch]`` for one task or ``[batch, len(tasks)]``.
         labels: the same shape as ``logits`` (``[batch, 1]`` is also accepted for one task); values in [0, 1].
         tasks: the tasks, in column order.
+        weights: the tasks' weights as a tensor on the logits' device (None: made from ``tasks``, which
+            on a GPU is a blocking host-to-device copy: a training step passes them, kept on the device).
 
     Returns:
         The total and the per-task losses.
@@ -94,8 +97,14 @@ def multi_task_loss(logits: torch.Tensor, labels: torch.Tensor, tasks: Sequence[
         )
     per_column = F.binary_cross_entropy_with_logits(logits2, labels2.to(logits2.dtype), reduction="none").mean(0)
     per_task = {t.name: per_column[i] for i, t in enumerate(tasks)}
-    weights = torch.tensor([t.weight for t in tasks], dtype=per_column.dtype, device=per_column.device)
-    return TaskLosses(total=(per_column * weights).sum(), per_task=per_task)
+    if weights is None:
+        weights = task_weights(tasks, per_column.device)
+    return TaskLosses(total=(per_column * weights.to(per_column.dtype)).sum(), per_task=per_task)
+
+
+def task_weights(tasks: Sequence[Task], device: torch.device | None = None) -> torch.Tensor:
+    """The tasks' loss weights, a float32 ``[len(tasks)]`` tensor."""
+    return torch.tensor([t.weight for t in tasks], dtype=torch.float32, device=device)
 
 
 class MultiTaskHead(nn.Module):
@@ -116,6 +125,8 @@ class MultiTaskHead(nn.Module):
         self.tasks = check_tasks(tasks)
         self.in_features = in_features
         self.linear = nn.Linear(in_features, len(self.tasks))
+        # moved with the module, never saved: the loss reads no host data in a step
+        self.register_buffer("task_weights", task_weights(self.tasks), persistent=False)
 
     @property
     def num_tasks(self) -> int:
@@ -127,7 +138,7 @@ class MultiTaskHead(nn.Module):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:
         """The weighted multi-task loss of ``logits`` against ``labels`` (see ``multi_task_loss``)."""
-        return multi_task_loss(logits, labels, self.tasks)
+        return multi_task_loss(logits, labels, self.tasks, self.task_weights)
 
 
 def shape_logits(logits: torch.Tensor, num_tasks: int) -> torch.Tensor:

@@ -81,6 +81,29 @@ def complete_cumsum(lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
+_KEY_ORDERS: dict[tuple[tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def key_order_tensor(order: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``order`` as a tensor on ``device``, made once per (order, dtype, device).
+
+    A tensor made from a Python list on a GPU is a blocking copy from pageable memory; a step that
+    permutes keys the same way every batch pays it once.
+
+    Args:
+        order: key indices.
+        dtype: int32 or int64.
+        device: where the tensor is used.
+    """
+    key = (tuple(order), dtype, torch.device(device))
+    tensor = _KEY_ORDERS.get(key)
+    if tensor is None:
+        if len(_KEY_ORDERS) >= 1024:  # many distinct orders: a cache no longer helps, keep memory bounded
+            _KEY_ORDERS.clear()
+        tensor = _KEY_ORDERS[key] = torch.tensor(order, dtype=dtype, device=device)
+    return tensor
+
+
 def permute_key_blocks(
     order: list[int],
     lengths: torch.Tensor,
@@ -105,12 +128,13 @@ def permute_key_blocks(
     num_keys = len(offset_per_key) - 1
     out_total = sum(offset_per_key[i + 1] - offset_per_key[i] for i in order)
     if active_backend() == "fbgemm" and num_keys > 0 and len(order) > 0 and stride > 0:
-        index = torch.tensor(order, dtype=torch.int32, device=lengths.device)
+        index = key_order_tensor(order, torch.int32, lengths.device)
         out_lengths, out_values, out_weights = torch.ops.fbgemm.permute_2D_sparse_data(
             index, lengths.view(num_keys, stride), values, weights, out_total
         )
         return out_lengths.reshape(-1), out_values, out_weights
-    out_lengths = lengths.view(num_keys, stride)[order].reshape(-1)
+    out_lengths = lengths.view(num_keys, stride).index_select(0, key_order_tensor(order, torch.int64,
+                                                                                   lengths.device)).reshape(-1)
     slices = [slice(offset_per_key[i], offset_per_key[i + 1]) for i in order]
     out_values = torch.cat([values[s] for s in slices]) if slices else values[:0]
     out_weights = None

@@ -107,13 +107,15 @@ def test_the_detector_sees_a_host_read_in_a_step(monkeypatch: pytest.MonkeyPatch
 def test_split_into_kernel_groups_reads_nothing_given_length_per_key() -> None:
     """Tables of two dims make two kernel groups: the batch is permuted and split by key, which needs the
     ids per key; a KJT that carries them (fixed bag sizes: from shapes) costs no host read, one without
-    them reads its lengths once."""
+    them reads its lengths once. Per-layout constants (the key order on the device) are made at the first
+    batch of a layout, before the detector watches."""
     from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
     from recframe.sparse import KeyedJaggedTensor
 
     tables = [TableConfig(name="a", num_embeddings=10, embedding_dim=4, feature_names=["f0"]),
               TableConfig(name="b", num_embeddings=10, embedding_dim=8, feature_names=["f1"])]
     ebc = EmbeddingBagCollection(tables, SparseOptimizer(name="rowwise_adagrad"), backend="torch")
+    ebc(KeyedJaggedTensor.from_lengths(["f1", "f0"], torch.arange(8) % 10, torch.full((4,), 2)))
     for hint, expected in (([4, 4], []), (None, ["Tensor.tolist"])):
         kjt = KeyedJaggedTensor.from_lengths(["f1", "f0"], torch.arange(8) % 10, torch.full((4,), 2),
                                              validate=False, length_per_key=hint)
