@@ -64,12 +64,26 @@ def test_batches_are_well_formed_and_reproducible(config: SyntheticConfig) -> No
     assert kjt.length_per_key() == lengths.sum(1).tolist() and int(lengths.sum()) == kjt.values().numel()
     bags = torch.tensor(config.bag_sizes())[:, None]
     assert bool((lengths <= bags).all()) and (config.variable_lengths or bool((lengths == bags).all()))
-    for key, rows in zip(kjt.keys(), config.table_sizes):
+    for key, rows in zip(kjt.keys(), config.table_sizes, strict=True):
         ids = kjt[key].values()
         assert ids.numel() == 0 or (int(ids.min()) >= 0 and int(ids.max()) < rows)
     assert torch.equal(a.sparse_features.values(), b.sparse_features.values()) and torch.equal(a.labels, b.labels)
     assert torch.equal(a.dense_features, b.dense_features)
     assert not torch.equal(a.dense_features, other.dense_features)
+
+
+def test_a_batch_is_the_same_whatever_was_made_before_it() -> None:
+    generator = SyntheticCriteo(MULTI_HOT, seed=2)
+    first = DeviceSynthesizer(generator, CPU)
+    assert first.chunk_size(64) == 8 and first.chunk_size(200_000) == 1
+    in_order = [first.batch(i, 64) for i in range(20)]
+    other = DeviceSynthesizer(generator, CPU)
+    for i in (17, 3, 9, 8, 0, 19):  # resumed at i, out of order, across chunk boundaries
+        b = other.batch(i, 64)
+        assert torch.equal(b.sparse_features.values(), in_order[i].sparse_features.values()), i
+        assert torch.equal(b.labels, in_order[i].labels) and torch.equal(b.dense_features, in_order[i].dense_features)
+    distinct = {tuple(b.dense_features[0].tolist()) for b in in_order}
+    assert len(distinct) == 20  # every batch of a chunk is its own draw
 
 
 def test_device_batches_have_the_host_batches_distributions() -> None:
@@ -85,7 +99,7 @@ def test_device_batches_have_the_host_batches_distributions() -> None:
         ids = torch.cat([b.sparse_features["cat_0"].values() for b in batches]).float()
         return float(labels.mean()), float(dense.mean()), float(dense.std()), float((ids == 0).float().mean())
 
-    for h, d in zip(stats(host), stats(device)):
+    for h, d in zip(stats(host), stats(device), strict=True):
         assert abs(h - d) < 0.02 * max(1.0, abs(h)), (stats(host), stats(device))
 
 
