@@ -5,7 +5,9 @@ device of their inputs, split sizes are host lists, and only ``all_to_all_single
 splits) and ``broadcast`` are used, both of which gloo and NCCL implement.
 
 - :func:`all_to_all_1d`: an uneven all-to-all of a flat tensor, no autograd (the ids, lengths
-  and per-id weights of the input dist carry no gradient).
+  and per-id weights of the input dist carry no gradient); :func:`start_all_to_all_1d` launches
+  the same with ``async_op=True`` and returns torch.distributed's ``Work`` with the output buffer
+  (read the buffer only after ``Work.wait()``).
 - :class:`PooledAllToAll`: the output dist, an autograd Function. Forward: each rank's pooled
   model-parallel outputs for the whole global batch ``[world * B, D_r]`` are cut into ``world``
   row blocks and block ``s`` goes to rank ``s`` (a partial sum of a row-split table travels like
@@ -49,10 +51,37 @@ def all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits: list[
     Returns:
         1-D tensor of ``sum(recv_splits)`` entries, rank 0's first; same dtype and device as ``send``.
     """
-    out = torch.empty(sum(recv_splits), dtype=send.dtype, device=send.device)
-    dist.all_to_all_single(out, send.contiguous(), output_split_sizes=list(recv_splits),
-                           input_split_sizes=list(send_splits), group=group)
+    out, work = start_all_to_all_1d(send, send_splits, recv_splits, group)
+    work.wait()
     return out
+
+
+def start_all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
+                        group: dist.ProcessGroup | None) -> tuple[torch.Tensor, dist.Work]:
+    """Launch :func:`all_to_all_1d` asynchronously: the output buffer and the collective's ``Work``.
+
+    The buffer holds the result once ``work.wait()`` returned (on CUDA: the current stream waits
+    for the collective; on gloo: the host waits). Every rank must launch its collectives in the
+    same order, as for the blocking call.
+
+    Args:
+        send: 1-D tensor; its entries for rank 0 first, then rank 1, ...
+        send_splits: entries for each rank (sum = ``send.numel()``).
+        recv_splits: entries from each rank (what they send to this one).
+        group: the process group (None = the default group).
+
+    Returns:
+        ``(out, work)``: the 1-D output of ``sum(recv_splits)`` entries and the collective's Work.
+
+    Example (inside a process group of one):
+        >>> out, work = start_all_to_all_1d(torch.arange(3), [3], [3], None)  # doctest: +SKIP
+        >>> work.wait(); out.tolist()  # doctest: +SKIP
+        [0, 1, 2]
+    """
+    out = torch.empty(sum(recv_splits), dtype=send.dtype, device=send.device)
+    work = dist.all_to_all_single(out, send.contiguous(), output_split_sizes=list(recv_splits),
+                                  input_split_sizes=list(send_splits), group=group, async_op=True)
+    return out, work
 
 
 class PooledAllToAll(torch.autograd.Function):

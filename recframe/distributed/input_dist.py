@@ -20,6 +20,12 @@ One call, for the whole collection (all tables, all features):
    and gets a KeyedJaggedTensor of its local features for the global batch: stride
    ``world * B``, sample ``s * B + b`` being sample ``b`` of rank ``s``.
 
+The call can be split in two, to overlap the ids' transfer with other work (the pipelined
+training step): ``InputDist.start(kjt)`` runs steps 1 and 2 up to launching the ids and weights
+all-to-alls (``async_op=True``) and returns a ``PendingInput``; its ``wait()`` waits for them and
+does step 3. ``InputDist(kjt)`` is ``start(kjt).wait()``: the same collectives, in the same order,
+with the same results.
+
 Every rank must pass the same local batch size ``B`` (the lengths all-to-all has static sizes).
 The routing tables (buffers) describe all ranks' slots, so they are identical on every rank.
 
@@ -44,7 +50,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from recframe.distributed.comms import all_to_all_1d
+from recframe.distributed.comms import all_to_all_1d, start_all_to_all_1d
 from recframe.distributed.faults import fault_point
 from recframe.embedding.ids import GroupInput
 from recframe.sparse import KeyedJaggedTensor, ops
@@ -140,7 +146,71 @@ class InputDist(nn.Module):
             KeyedJaggedTensor with keys ``local_features``, stride ``world_size * B``, int64
             lengths and ids, fp32 weights if any rank sent weights, else none.
         """
+        return self.start(kjt).wait()
+
+    def start(self, kjt: KeyedJaggedTensor) -> PendingInput:
+        """Check and bucketize the ids, exchange the lengths, and launch the ids (and weights) all-to-all.
+
+        Collective: every rank calls it, in the same order relative to its other collectives. The
+        lengths all-to-all completes here (its result sizes the ids' transfer: one host read); the
+        ids and weights all-to-alls are in flight when it returns.
+
+        Args:
+            kjt: the rank's batch with exactly the collection's features, in order (stride ``B``).
+
+        Returns:
+            The input dist in flight; ``wait()`` gives what ``forward`` returns.
+
+        Example:
+            >>> pending = route.start(kjt)  # doctest: +SKIP
+            >>> ...  # other work while the ids travel
+            >>> local = pending.wait()  # doctest: +SKIP
+        """
         world, batch, device = self.world_size, kjt.stride(), kjt.device()
+        values, weights, lengths = self._bucketize(kjt)
+        num_slots = len(self.slot_rank)
+        per_rank = torch.zeros(world, dtype=torch.int64, device=device).index_add_(
+            0, self.slot_rank, lengths.view(num_slots, batch).sum(dim=1)) if num_slots else None
+        send_ids = per_rank.tolist() if per_rank is not None else [0] * world
+
+        # 1. lengths, each destination's block led by a "sender has weights" flag.
+        flag = torch.full((1,), 1 if weights is not None else 0, dtype=torch.int64, device=device)
+        pieces, start = [], 0
+        for count in self.slots_per_rank:
+            pieces += [flag, lengths[start * batch:(start + count) * batch]]
+            start += count
+        own = len(self.local_features)
+        recv = all_to_all_1d(torch.cat(pieces), [1 + c * batch for c in self.slots_per_rank],
+                             [1 + own * batch] * world, self.group).view(world, 1 + own * batch)
+        recv_lengths = recv[:, 1:]
+        counts = recv_lengths.reshape(world, own, batch).sum(dim=2)  # [source, local feature]
+        host = torch.cat([recv[:, 0], counts.reshape(-1)]).tolist()
+        any_weights = any(host[:world])
+        counts_host = host[world:]
+        recv_ids = [sum(counts_host[s * own:(s + 1) * own]) for s in range(world)]
+
+        fault_point("input_dist")  # failure tests only (RECFRAME_FAULT); a no-op otherwise
+
+        # 2. ids, 3. weights (only if some rank has them; the others send ones): launched, not awaited.
+        recv_values, values_work = start_all_to_all_1d(values, send_ids, recv_ids, self.group)
+        weights_in_flight = None
+        if any_weights:
+            send_weights = weights if weights is not None else torch.ones(values.numel(), device=device)
+            weights_in_flight = start_all_to_all_1d(send_weights, send_ids, recv_ids, self.group)
+        return PendingInput(self.local_features, batch, world, recv_lengths.reshape(-1), counts_host,
+                            (recv_values, values_work), weights_in_flight)
+
+    def _bucketize(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Step 1: checked (or hashed) ids sorted by ``(slot, sample)``, their weights, the lengths per slot.
+
+        Args:
+            kjt: the rank's batch with exactly the collection's features, in order (stride ``B``).
+
+        Returns:
+            ``(values, weights, lengths)``: ids in each slot's own row numbers, fp32 weights (or
+            None), and ``[slots * B]`` int64 lengths.
+        """
+        batch, device = kjt.stride(), kjt.device()
         num_slots = len(self.slot_rank)
         if batch > 0:
             ids, _, weights = self.ids(kjt)
@@ -175,42 +245,54 @@ class InputDist(nn.Module):
         values = local_ids.index_select(0, order)
         weights = None if weights is None else weights.index_select(0, order)
         lengths = torch.bincount(key_sorted, minlength=num_slots * batch) if batch > 0 else key_sorted.new_zeros(0)
-        per_rank = torch.zeros(world, dtype=torch.int64, device=device).index_add_(
-            0, self.slot_rank, lengths.view(num_slots, batch).sum(dim=1)) if num_slots else None
-        send_ids = per_rank.tolist() if per_rank is not None else [0] * world
+        return values, weights, lengths
 
-        # 1. lengths, each destination's block led by a "sender has weights" flag.
-        flag = torch.full((1,), 1 if weights is not None else 0, dtype=torch.int64, device=device)
-        pieces, start = [], 0
-        for count in self.slots_per_rank:
-            pieces += [flag, lengths[start * batch:(start + count) * batch]]
-            start += count
-        own = len(self.local_features)
-        recv = all_to_all_1d(torch.cat(pieces), [1 + c * batch for c in self.slots_per_rank],
-                             [1 + own * batch] * world, self.group).view(world, 1 + own * batch)
-        recv_lengths = recv[:, 1:]
-        counts = recv_lengths.reshape(world, own, batch).sum(dim=2)  # [source, local feature]
-        host = torch.cat([recv[:, 0], counts.reshape(-1)]).tolist()
-        any_weights = any(host[:world])
-        counts_host = host[world:]
-        recv_ids = [sum(counts_host[s * own:(s + 1) * own]) for s in range(world)]
 
-        fault_point("input_dist")  # failure tests only (RECFRAME_FAULT); a no-op otherwise
+class PendingInput:
+    """An input dist in flight: the received lengths, and the ids (and weights) all-to-alls launched.
 
-        # 2. ids, 3. weights (only if some rank has them; the others send ones).
-        recv_values = all_to_all_1d(values, send_ids, recv_ids, self.group)
+    Made by ``InputDist.start``; ``wait()`` finishes it.
+
+    Args:
+        local_features: this rank's local features (the keys of the result).
+        batch: the local batch size ``B`` of every rank.
+        world: the number of ranks.
+        recv_lengths: ``[world * len(local_features) * B]`` lengths, in ``(source rank, feature)`` blocks.
+        counts: the number of ids of each ``(source rank, feature)`` block (host integers).
+        values: the ids' output buffer and its all-to-all's Work.
+        weights: the weights' output buffer and Work, or None when no rank sent weights.
+
+    Example:
+        >>> local = route.start(kjt).wait()  # doctest: +SKIP
+    """
+
+    def __init__(self, local_features: list[str], batch: int, world: int, recv_lengths: torch.Tensor,
+                 counts: list[int], values: tuple[torch.Tensor, dist.Work],
+                 weights: tuple[torch.Tensor, dist.Work] | None) -> None:
+        self.local_features, self.batch, self.world = local_features, batch, world
+        self.recv_lengths, self.counts = recv_lengths, counts
+        self._values, self._weights = values, weights
+
+    def wait(self) -> KeyedJaggedTensor:
+        """Wait for the ids and weights, reorder the blocks by feature; this rank's local KeyedJaggedTensor.
+
+        Returns:
+            KeyedJaggedTensor with keys ``local_features``, stride ``world * B`` (see ``InputDist.forward``).
+        """
+        recv_values, work = self._values
+        work.wait()
         recv_weights = None
-        if any_weights:
-            send_weights = weights if weights is not None else torch.ones(values.numel(), device=device)
-            recv_weights = all_to_all_1d(send_weights, send_ids, recv_ids, self.group)
-
+        if self._weights is not None:
+            recv_weights, weights_work = self._weights
+            weights_work.wait()
+        world, own, batch, counts = self.world, len(self.local_features), self.batch, self.counts
         # (source, feature) blocks -> (feature, source): one key per local feature, stride world * B.
         block_offsets = [0]
-        for n in counts_host:
+        for n in counts:
             block_offsets.append(block_offsets[-1] + n)
         order_blocks = [s * own + f for f in range(own) for s in range(world)]
         out_lengths, out_values, out_weights = ops.permute_key_blocks(
-            order_blocks, recv_lengths.reshape(-1), recv_values, recv_weights, batch, block_offsets)
-        per_key = [sum(counts_host[s * own + f] for s in range(world)) for f in range(own)]
+            order_blocks, self.recv_lengths, recv_values, recv_weights, batch, block_offsets)
+        per_key = [sum(counts[s * own + f] for s in range(world)) for f in range(own)]
         return KeyedJaggedTensor(self.local_features, out_values, weights=out_weights, lengths=out_lengths,
                                  stride=world * batch, validate=False, length_per_key=per_key)

@@ -15,6 +15,10 @@ Semantics:
 - Per step: one input dist (``input_dist.py``: all-to-all of lengths, ids, per-id weights), the
   local lookups on the global batch, one output all-to-all (``comms.PooledAllToAll``), and in
   backward one all-to-all of the gradients.
+- Pipelining: ``prefetch(features)`` starts a batch's input dist early (the ids all-to-all then
+  travels while the current batch computes) and ``forward(features)`` with the same
+  KeyedJaggedTensor object finishes it instead of starting one (see ``prefetch`` for the order of
+  collectives that keeps the ranks in step).
 - Loss scaling: with ``gradient_division`` (default) the gradients reaching every shard are
   divided by the world size. With a per-rank mean loss (and DDP averaging the dense gradients)
   the updates then equal those of one process training the unsharded model on the
@@ -70,10 +74,16 @@ from torch import nn
 from recframe.distributed.comms import PooledAllToAll, broadcast_
 from recframe.distributed.input_dist import InputDist, Slot
 from recframe.distributed.plan import ShardingPlan
+from recframe.distributed.prefetch_queue import Prefetched, PrefetchQueue
 from recframe.distributed.types import LocalShard, ShardSpec
 from recframe.embedding.collection import EmbeddingBagCollection
 from recframe.embedding.config import SparseOptimizer, TableConfig, check_tables
 from recframe.sparse import KeyedJaggedTensor, KeyedTensor
+
+# Input dists started by ``prefetch`` and not yet consumed, at most (the oldest is finished and dropped):
+# a pipelined Lightning run holds batch i (consumed by step i), i + 1 (held by Lightning's fetcher) and
+# i + 2 (started when i + 1 was handed out).
+MAX_PREFETCHED = 3
 
 
 def table_shards(table: TableConfig, placement_type: str, ranks: list[int], bounds: list[tuple[int, int]],
@@ -222,6 +232,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         self._local = local
         self._local_counts = [len(ebc.feature_names) for _, _, ebc in local]
         self._orders: dict[tuple[str, ...], list[int] | None] = {}
+        self._prefetched = PrefetchQueue(MAX_PREFETCHED)
         self.sync_replicas()
 
     # ---- construction from an unsharded collection ------------------------------------------------
@@ -270,9 +281,13 @@ class ShardedEmbeddingBagCollection(nn.Module):
         Returns:
             ``[B, sum of dims]`` fp32, keys = feature names in table order (as the unsharded collection).
         """
-        kjt = self._select(features)
+        started = self._prefetched.take(features)
+        if started is not None:
+            kjt, local = started.selected, started.pending.wait()
+        else:
+            kjt = self._select(features)
+            local = self.input_dist(kjt)
         batch, world = kjt.stride(), self.world_size
-        local = self.input_dist(kjt)
         parts = local.split(self._local_counts) if self._local else []
         mp, dp = [], []
         for (is_dp, _, ebc), part in zip(self._local, parts, strict=True):
@@ -295,6 +310,56 @@ class ShardedEmbeddingBagCollection(nn.Module):
             scale_cols = torch.ones_like(values).index_copy(1, self._mean_cols, recip.t())
             values = values * scale_cols
         return self._layout.with_values(values)
+
+    # ---- pipelining: the input dist of a later batch started early ---------------------------------
+    def prefetch(self, features: KeyedJaggedTensor) -> None:
+        """Start the input dist of a batch that a later ``forward(features)`` (same object) will finish.
+
+        The lengths all-to-all runs now and the ids (and weights) all-to-alls are launched
+        asynchronously; ``forward`` of the same KeyedJaggedTensor object then only waits for them.
+        A ``forward`` of any other batch (validation) starts and finishes its own input dist and
+        leaves the started ones alone; a ``forward`` of a prefetched batch finishes and drops the
+        ones started before it (skipped batches). At most ``MAX_PREFETCHED`` are kept: starting
+        one more finishes and drops the oldest. ``drop_prefetched()`` finishes and drops them all.
+
+        Order of collectives (why the ranks stay in step): ``prefetch``, ``forward`` and backward
+        are collective, and every rank calls them in the same program order, from its main
+        thread. The pipeline driver (``recframe.data.prefetch.DevicePrefetcher`` with the
+        training module's callback) calls ``prefetch`` for a later batch at one point of the loop,
+        the same on every rank: when the loader hands out a batch, i.e. between two steps, never
+        inside a forward or backward. So with batch ``j`` started while step ``i`` is ahead
+        (``j = i + 1``, or ``i + 2`` behind Lightning's own one-batch fetch), every rank issues:
+        batch ``j``'s lengths all-to-all and its ids (weights) all-to-alls, then step ``i``'s
+        input dist (or only the wait for it), output all-to-all, the backward all-to-all and
+        DDP's gradient all-reduces, then batch ``j + 1``'s input all-to-alls, and so on: one
+        sequence on every rank. ``async_op`` only defers a collective's *completion*, never the
+        order in which it is issued, and the process group matches collectives by that order
+        (gloo by a tag counted per issued collective, NCCL by its one stream per communicator).
+        Each wait (the host read of the received lengths in ``start``, ``PendingInput.wait``)
+        is for a collective that every rank has already issued, so none can deadlock. Skipping a
+        ``prefetch`` is harmless for the order only when every rank skips it (the driver is the
+        same code on every rank, and ``forward`` then starts the input dist itself, in order).
+
+        Args:
+            features: the rank's batch (as for ``forward``; keys in any order, extra keys ignored).
+
+        Example:
+            >>> sharded.prefetch(next_batch.sparse_features)  # doctest: +SKIP
+            >>> loss(sharded(batch.sparse_features)).backward()  # doctest: +SKIP
+            >>> out = sharded(next_batch.sparse_features)  # only waits for the ids started above  # doctest: +SKIP
+        """
+        selected = self._select(features)
+        self._prefetched.add(Prefetched(features, selected, self.input_dist.start(selected)))
+
+    def drop_prefetched(self) -> None:
+        """Finish and forget every started input dist (end of training or of an epoch).
+
+        It issues no collective: it waits for the ones already launched, which every rank launched.
+
+        Example:
+            >>> sharded.drop_prefetched()  # doctest: +SKIP
+        """
+        self._prefetched.drop()
 
     def _select(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """The batch with exactly this collection's features, in order."""

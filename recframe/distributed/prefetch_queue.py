@@ -1,0 +1,80 @@
+"""The input dists a sharded collection started ahead of their forward (the pipelined step).
+
+``ShardedEmbeddingBagCollection.prefetch(features)`` starts a batch's input dist and puts it here,
+keyed by the identity of the batch's KeyedJaggedTensor (held, so its id cannot be reused by another
+object); ``forward(features)`` takes it back. Batches are consumed in the order they were started,
+so taking one finishes and drops the ones started before it (batches that were skipped). The queue
+is bounded: adding past ``limit`` finishes and drops the oldest. Finishing means waiting for the
+collectives already launched (every rank launched the same ones), never launching new ones.
+
+Example:
+    >>> queue = PrefetchQueue(limit=3)
+    >>> queue.take(kjt) is None  # nothing started for this batch  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+
+from recframe.distributed.input_dist import PendingInput
+from recframe.sparse import KeyedJaggedTensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Prefetched:
+    """An input dist started ahead of its forward.
+
+    Args:
+        features: the batch's KeyedJaggedTensor as given to ``prefetch`` (held: its id cannot be reused).
+        selected: the collection's features of it, in order (what the input dist was started on).
+        pending: the input dist in flight.
+    """
+
+    features: KeyedJaggedTensor
+    selected: KeyedJaggedTensor
+    pending: PendingInput
+
+
+class PrefetchQueue:
+    """Started input dists in start order, at most ``limit`` of them.
+
+    Args:
+        limit: how many may wait for their forward; adding one more finishes and drops the oldest.
+
+    Example:
+        >>> queue = PrefetchQueue(limit=3)
+        >>> queue.add(Prefetched(kjt, kjt, route.start(kjt)))  # doctest: +SKIP
+        >>> queue.take(kjt).pending.wait()  # doctest: +SKIP
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"PrefetchQueue: limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._started: deque[Prefetched] = deque()
+
+    def __len__(self) -> int:
+        return len(self._started)
+
+    def add(self, started: Prefetched) -> None:
+        """Keep a started input dist; past ``limit``, finish and drop the oldest."""
+        self._started.append(started)
+        while len(self._started) > self.limit:
+            self._started.popleft().pending.wait()
+
+    def take(self, features: KeyedJaggedTensor) -> Prefetched | None:
+        """The started input dist of this very object (removed; the older ones finished and dropped), or None."""
+        if not any(p.features is features for p in self._started):
+            return None
+        while True:
+            started = self._started.popleft()
+            if started.features is features:
+                return started
+            started.pending.wait()
+
+    def drop(self) -> None:
+        """Finish and drop every started input dist."""
+        while self._started:
+            self._started.popleft().pending.wait()
