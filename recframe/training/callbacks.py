@@ -14,14 +14,14 @@ import pytorch_lightning as pl
 import torch
 
 from recframe.sparse import Batch
-from recframe.training.module import embedding_collections, host_scalar
+from recframe.training.module import embedding_collections, host_scalar, is_logging_step
 
 
 class Throughput(pl.Callback):
     """Logs ``perf/samples_per_s`` (all ranks together; also on the progress bar) and ``perf/step_ms``.
 
     Measured over a sliding window of steps, from the end of one training batch to the end of the
-    next, so data loading, the step and logging are all included.
+    next, so data loading, the step and logging are all included; logged at logging steps only.
 
     Args:
         window: number of steps in the window.
@@ -34,7 +34,7 @@ class Throughput(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Batch, batch_idx: int) -> None:
         self._ends.append((time.perf_counter(), batch.batch_size * trainer.world_size))
-        if len(self._ends) < 2:
+        if len(self._ends) < 2 or not is_logging_step(trainer):
             return
         elapsed = self._ends[-1][0] - self._ends[0][0]
         samples = sum(n for _, n in list(self._ends)[1:])

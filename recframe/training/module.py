@@ -26,6 +26,7 @@ from recframe.config.schema import OptimConfig
 from recframe.sparse import Batch
 from recframe.training.objectives import Objective, training_loss
 from recframe.training.schedule import build_scheduler
+from recframe.training.step_scalars import StepScalars
 
 DENSE_OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
@@ -37,6 +38,14 @@ def host_scalar(value: float) -> torch.Tensor:
     memory that waits for every queued GPU kernel, every step. A CPU tensor stays on the host.
     """
     return torch.tensor(float(value))
+
+
+def is_logging_step(trainer: pl.Trainer) -> bool:
+    """Whether the current training step writes its logged scalars (every ``trainer.log_every_n_steps``).
+
+    The same test Lightning's own callbacks (LearningRateMonitor, ThroughputMonitor) make before logging.
+    """
+    return trainer._logger_connector.should_update_logs
 
 
 def is_embedding_parameter(module: nn.Module) -> bool:
@@ -125,6 +134,7 @@ class RecModule(pl.LightningModule):
         self.optim = optim
         self.model: nn.Module | None = None
         self.val_metrics = objective.make_metrics()
+        self.step_scalars = StepScalars()
 
     def configure_model(self) -> None:
         if self.model is None:
@@ -141,14 +151,28 @@ class RecModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         assert self.model is not None
         total, parts = training_loss(self.model, batch)
-        self.log("train/loss", total, prog_bar=True, batch_size=batch.batch_size)
-        for name, value in parts.items():
-            self.log(f"train/loss_{name}", value, batch_size=batch.batch_size)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            self.log("optim/lr_dense", host_scalar(scheduler.get_last_lr()[0]), batch_size=batch.batch_size)
-        self.log("optim/lr_sparse", host_scalar(self.optim.sparse.lr), batch_size=batch.batch_size)
+        # The losses stay on the device; a logging step's window mean reaches TensorBoard (at that step)
+        # and the progress bar once it arrived on the host: no step waits for the GPU (StepScalars).
+        self.step_scalars.add({"train/loss": total, **{f"train/loss_{name}": v for name, v in parts.items()}})
+        if is_logging_step(self.trainer):
+            self.step_scalars.close(self.global_step)
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                self.log("optim/lr_dense", host_scalar(scheduler.get_last_lr()[0]), batch_size=batch.batch_size)
+            self.log("optim/lr_sparse", host_scalar(self.optim.sparse.lr), batch_size=batch.batch_size)
+        self._write_step_scalars(wait=False)
         return total
+
+    def on_train_end(self) -> None:
+        self._write_step_scalars(wait=True)
+
+    def _write_step_scalars(self, wait: bool) -> None:
+        """Hand the windows whose means reached the host to TensorBoard (at their step) and the progress bar."""
+        for step, values in self.step_scalars.ready(wait=wait):
+            if self.logger is not None:
+                self.logger.log_metrics(values, step=step)
+            if not wait:  # (the progress bar takes values inside a step only)
+                self.log("train/loss", host_scalar(values["train/loss"]), prog_bar=True, logger=False)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         assert self.model is not None

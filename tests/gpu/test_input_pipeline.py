@@ -11,6 +11,7 @@ import torch
 from recframe.data.prefetch import DevicePrefetcher
 from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
 from recframe.data.synthetic_device import DeviceSynthesizer
+from recframe.training.step_scalars import StepScalars
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from integration.helpers import TINY, run_recframe, scalars  # noqa: E402
@@ -67,3 +68,44 @@ def test_pipelined_training_equals_the_plain_step(tmp_path: Path, data: list[str
         assert done.returncode == 0, done.stderr[-3000:]
         losses[pipeline] = [v for _, v in scalars(run_dir)["train/loss"]]
     assert len(losses["true"]) == 12 and losses["true"] == losses["false"]
+
+
+def test_cuda_windows_arrive_without_a_sync() -> None:
+    scalars = StepScalars()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for loss in (1.0, 3.0):
+            scalars.add({"train/loss": torch.full((), loss, device="cuda")})
+        scalars.close(step=1)
+        early = scalars.ready()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert early + scalars.ready(wait=True) == [(1, {"train/loss": 2.0})]
+
+
+def test_training_steps_do_not_synchronize(tmp_path: Path) -> None:
+    """Steps after the first few (the triton backward captures its graph at a shape's second step, with a
+    device synchronize) run under the sync debug mode "error": logging steps included."""
+    import pytorch_lightning as pl
+
+    from recframe.config.compose import compose_config
+    from recframe.training.app import _build_module, build_trainer
+    from recframe.training.builders import build_datamodule
+
+    class NoSync(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+            if trainer.global_step >= 4:
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+            torch.cuda.set_sync_debug_mode("default")
+
+    cfg = compose_config(["+experiment=dlrm", *TINY, "trainer.accelerator=gpu", "trainer.max_steps=16",
+                          "trainer.log_every_n_steps=5", "logger.table_stats_every_n_steps=0",
+                          "trainer.limit_val_batches=0", f"run_dir={tmp_path}"])
+    trainer = build_trainer(cfg, tmp_path, extra_callbacks=[NoSync()], checkpoints=False)
+    try:
+        trainer.fit(_build_module(cfg), datamodule=build_datamodule(cfg))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer.global_step == 16
