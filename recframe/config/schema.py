@@ -114,7 +114,8 @@ class TrainerConfig:
     progress_bar_refresh_steps: int = 10  # redraw the progress bar every N steps (a redraw waits for the GPU)
     deterministic: bool = False  # torch deterministic algorithms
     matmul_precision: MatmulPrecision = MatmulPrecision.highest  # float32 matmuls: highest | high (TF32) | medium
-    pipeline: bool = True  # GPUs: copy (or make) batch i+1 on a side stream while batch i computes
+    pipeline: bool = True  # batch i+1 under batch i: GPU copy on a side stream; input all-to-all with >1 rank
+    compile_dense: bool = False  # torch.compile the dense towers, interaction and head (not the embeddings)
 
 
 @dataclass

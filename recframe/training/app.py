@@ -199,9 +199,9 @@ def _build_module(cfg: DictConfig):  # noqa: ANN202 (RecModule, imported lazily)
     if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
         return RecModule(build_model=lambda: build_model(cfg, embedding_device="meta"),
                          objective=build_objective(cfg), optim=cfg.optim, seed=cfg.seed,
-                         shard=make_sharder(cfg, Path(cfg.run_dir)))
+                         shard=make_sharder(cfg, Path(cfg.run_dir)), compile_dense=cfg.trainer.compile_dense)
     return RecModule(build_model=lambda: build_model(cfg), objective=build_objective(cfg), optim=cfg.optim,
-                     seed=cfg.seed)
+                     seed=cfg.seed, compile_dense=cfg.trainer.compile_dense)
 
 
 def train_job(cfg: DictConfig) -> float | None:
