@@ -12,8 +12,6 @@ on the device by then). torch.optim's ``step`` counters stay on the host in a GP
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -24,6 +22,7 @@ from recframe.training.builders import build_datamodule, build_model
 from recframe.training.module import build_dense_optimizer, dense_parameters
 from recframe.training.objectives import training_loss
 from tests.sync_detector import HostReadDetector
+from tests.unit.models.conftest import one_thread  # noqa: F401 (autouse: small steps run single-threaded)
 
 BATCH = 64
 TRITON_BATCH = 8  # the interpreter is slow
@@ -42,12 +41,6 @@ TRITON = pytest.param("triton", marks=pytest.mark.skipif(not _triton_interpreted
                                                           "interpreter (TRITON_INTERPRET=1, tests/conftest.py)"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> None:
