@@ -11,7 +11,10 @@ skipped (``metrics.json`` and TensorBoard get it).
 
 On a GPU, synthetic batches are made on the device (``generate_on``: the DataLoader yields only
 batch requests, ``recframe.data.synthetic_device`` makes them), and with ``pipeline`` the next batch
-is copied or made on a side stream while the current step runs (``recframe.training.pipeline``).
+is copied or made on a side stream while the current step runs (``recframe.data.prefetch``). The
+training side may register a callback for the next training batch (``on_train_batch_ready``: a
+sharded model starts its input all-to-all there); with ``pipeline`` the training loader then looks
+one batch ahead on every device and calls it. This module knows nothing of what the callback does.
 
 Example:
     >>> from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
@@ -33,9 +36,10 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from recframe.config.data import GenerateOn
 from recframe.data.arrays import EpochBatches, EpochLoader
-from recframe.data.prefetch import DevicePrefetcher
+from recframe.data.prefetch import DevicePrefetcher, OnReady
 from recframe.data.synthetic import BatchRequest, SyntheticCriteo, SyntheticDataset, SyntheticRetrieval
 from recframe.data.synthetic_device import DeviceSynthesizer
+from recframe.sparse import Batch
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,9 @@ class RecDataModule(pl.LightningDataModule):
         source: where batches come from.
         num_workers: DataLoader worker processes.
         pin_memory: page-locked batches for faster copies to a GPU.
-        pipeline: on a GPU, copy (or make) the next batch on a side stream while the current step runs.
+        pipeline: on a GPU, copy (or make) the next batch on a side stream while the current step runs;
+            on any device, run the callback registered by ``on_train_batch_ready`` on the next
+            training batch while the current step runs.
     """
 
     def __init__(self, source: DataSource, num_workers: int = 0, pin_memory: bool = False,
@@ -142,6 +148,7 @@ class RecDataModule(pl.LightningDataModule):
         self._ready = False
         self._requests = False
         self.device: torch.device | None = None  # the training device outside a Trainer (a plain loop)
+        self._train_batch_ready: OnReady | None = None
 
     @property
     def generator(self) -> SyntheticCriteo | SyntheticRetrieval:
@@ -171,11 +178,31 @@ class RecDataModule(pl.LightningDataModule):
             log.info("synthetic batches are made on %s%s", device, unused)
         self._requests = requests
 
+    def on_train_batch_ready(self, callback: OnReady | None) -> None:
+        """Register what to run on each training batch one step ahead, on the device (with ``pipeline``).
+
+        Loaders made afterwards call it (``train_dataloader``); validation batches never reach it.
+
+        Args:
+            callback: called with the next training batch while the current one is trained on;
+                None removes it.
+
+        Example:
+            >>> dm.on_train_batch_ready(lambda batch: print(batch.batch_size))  # doctest: +SKIP
+        """
+        self._train_batch_ready = callback
+
     def materialize(self, item: Any, device: torch.device) -> Any:
-        """A loader's item as a batch on ``device``: a request is made there, a host batch is copied."""
+        """A loader's item as a batch on ``device``: a request is made there, a host batch is copied.
+
+        A Batch already on ``device`` (materialized by the prefetching pipeline) is returned as it
+        is: the same object, as a callback saw it.
+        """
         if isinstance(item, BatchRequest):
             assert isinstance(self.source, SyntheticSource)
             return self.source.make(item, device)
+        if isinstance(item, Batch) and item.labels.device == device:
+            return item
         return item.to(device, non_blocking=device.type == "cuda")
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -191,7 +218,7 @@ class RecDataModule(pl.LightningDataModule):
         if summary and self._rank_and_world()[0] == 0:
             log.info("%s", summary)
 
-    def _loader(self, dataset: IterableDataset) -> DataLoader | DevicePrefetcher:
+    def _loader(self, dataset: IterableDataset, on_ready: OnReady | None = None) -> DataLoader | DevicePrefetcher:
         if isinstance(dataset, EpochBatches):  # workers start per epoch, after the epoch is known
             loader: DataLoader = EpochLoader(dataset, batch_size=None, num_workers=self.num_workers,
                                              pin_memory=self.pin_memory)
@@ -200,15 +227,16 @@ class RecDataModule(pl.LightningDataModule):
             loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                                 pin_memory=self.pin_memory and not self._requests, persistent_workers=workers > 0)
         device = self._device()
-        if self.pipeline and device.type == "cuda":
-            return DevicePrefetcher(loader, device, self.materialize)
+        if self.pipeline and (device.type == "cuda" or on_ready is not None):
+            return DevicePrefetcher(loader, device, self.materialize, on_ready)
         return loader
 
     def train_dataloader(self) -> DataLoader | DevicePrefetcher:
         self.setup()
         self._place_source()
         rank, world = self._rank_and_world()
-        return self._loader(self.source.train_dataset(rank, world, self.train_batches_consumed))
+        return self._loader(self.source.train_dataset(rank, world, self.train_batches_consumed),
+                            self._train_batch_ready)
 
     def val_dataloader(self) -> DataLoader | DevicePrefetcher:
         self.setup()

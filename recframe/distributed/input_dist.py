@@ -285,6 +285,11 @@ class PendingInput:
         if self._weights is not None:
             recv_weights, weights_work = self._weights
             weights_work.wait()
+        if recv_values.is_cuda:  # started on another stream (the prefetcher's): the allocator must wait for this one
+            stream = torch.cuda.current_stream(recv_values.device)
+            for t in (self.recv_lengths, recv_values, recv_weights):
+                if t is not None:
+                    t.record_stream(stream)
         world, own, batch, counts = self.world, len(self.local_features), self.batch, self.counts
         # (source, feature) blocks -> (feature, source): one key per local feature, stride world * B.
         block_offsets = [0]

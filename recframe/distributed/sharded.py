@@ -284,6 +284,8 @@ class ShardedEmbeddingBagCollection(nn.Module):
         started = self._prefetched.take(features)
         if started is not None:
             kjt, local = started.selected, started.pending.wait()
+            if kjt.device().type == "cuda":  # selected on the prefetcher's stream, read on this one
+                kjt.record_stream(torch.cuda.current_stream(kjt.device()))
         else:
             kjt = self._select(features)
             local = self.input_dist(kjt)

@@ -5,7 +5,8 @@ calls it once the process group is up). This strategy then wraps the model in DD
 embedding parameter and buffer ignored: DDP all-reduces only the dense gradients, and it does not
 broadcast rank 0's table shards over the other ranks' (which hold different rows). The tables are
 updated by their fused optimizers inside the backward pass, through the sharded modules' own
-collectives.
+collectives. The pipelined step (``recframe.training.pipeline``) is attached here: with
+``trainer.pipeline`` each next training batch's input all-to-all starts under the current step.
 
 Failures: the ranks wait ``distributed.startup_timeout_s`` for each other to start (process
 startup, CUDA initialization), then every collective gets ``distributed.timeout_s`` (gloo's and
@@ -29,6 +30,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import pytorch_lightning as pl
 import torch.distributed as dist
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
@@ -46,6 +48,7 @@ from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWrit
 from recframe.training.checkpoint_layout import ModelLayout
 from recframe.training.checkpoint_safety import UnsafeCheckpointError
 from recframe.training.module import embedding_collections
+from recframe.training.pipeline import attach_input_pipeline, drop_started_input_dists
 
 # Exits every rank takes at the same point: this rank says goodbye, so its peers do not call it lost.
 AGREED_EXITS = (SystemExit, CheckpointWriteError, CheckpointReadError, UnsafeCheckpointError)
@@ -84,6 +87,14 @@ class ShardedStrategy(DDPStrategy):
         dist.distributed_c10d._set_pg_timeout(timedelta(seconds=self.timeout_s))
         if self.watch and self.watchdog is None:
             self.watchdog = start_watchdog(self.timeout_s, on_lost=self._stop)
+
+    def setup(self, trainer: pl.Trainer) -> None:
+        super().setup(trainer)
+        attach_input_pipeline(self.lightning_module.model, trainer.datamodule)
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        drop_started_input_dists(self.lightning_module.model)
 
     def _stop(self, message: str) -> None:
         exit_now(message, children=list(getattr(self.launcher, "procs", ())))

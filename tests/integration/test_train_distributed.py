@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import run_recframe
+from tests.integration.helpers import TINY, run_recframe, scalars
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]
 
@@ -55,3 +55,19 @@ def test_torchrun_ranks_share_one_run_directory(tmp_path: Path) -> None:
     runs = list((tmp_path / "outputs" / "torchrun").iterdir())
     assert len(runs) == 1, runs
     assert json.loads((runs[0] / "metrics.json").read_text())["val/num_samples"] == 2 * 2 * 64
+
+
+@pytest.mark.slow
+def test_pipelined_step_gives_the_unpipelined_losses(tmp_path: Path) -> None:
+    """trainer.pipeline=true (the next batch's input all-to-all under the current step) == false, bit for bit."""
+    losses = {}
+    for pipeline in ("true", "false"):
+        run_dir = tmp_path / pipeline
+        result = run_recframe("train", "+experiment=dlrm", *TINY, "model.bottom_mlp=[16,8]", "model.top_mlp=[16]",
+                              "tables.embedding_dim=8", "trainer.devices=2", "sharding=row_wise",
+                              "trainer.max_steps=8", "trainer.val_check_interval=3", f"trainer.pipeline={pipeline}",
+                              f"hydra.run.dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        losses[pipeline] = scalars(run_dir)["train/loss"]
+    assert [step for step, _ in losses["true"]] == list(range(8)), losses["true"]
+    assert losses["true"] == losses["false"]
