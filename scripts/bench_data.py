@@ -11,6 +11,10 @@ Prints one table, comparable run to run: rows/s (or samples/s) in all, and per c
 - ``multihot``: ``CriteoMultiHotSource`` over a directory of ``recframe preprocess multihot
   --synthetic`` with MLPerf's bag sizes (214 ids per sample), batch ``--multihot-batch-size``
   (8192), batch-shuffled epochs: the first pass (pages mapped on first touch) and the passes after.
+- ``synthetic``: ``SyntheticCriteo.batch`` (the CPU generator: Zipf ids, hidden-model labels) for
+  MLPerf's bag sizes (214 ids/sample) over 26 tables of 4M rows at zipf 0 and 1.05, batch
+  ``--multihot-batch-size``, and the one-hot dlrm shape (26 x 100,000, zipf 1.05), batch
+  ``--batch-size``: the best of ``--synthetic-batches`` batches.
 
 The input is a Criteo TSV file repeated ``--repeat`` times (default: the Kaggle sample in
 ../shared/data, else random Criteo-like lines).
@@ -18,6 +22,7 @@ The input is a Criteo TSV file repeated ``--repeat`` times (default: the Kaggle 
 Example:
     $ python scripts/bench_data.py --repeat 20 --workers 2
     $ taskset -c 0 python scripts/bench_data.py --stages multihot   # the multi-hot loader on one core
+    $ taskset -c 0 python scripts/bench_data.py --stages synthetic  # the synthetic generator on one core
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from recframe.data.multihot import MLPERF_BAG_SIZES, MLPERF_NUM_EMBEDDINGS, Crit
 from recframe.data.multihot_preprocess import synthetic_blocks, write_multihot  # noqa: E402
 from recframe.data.preprocess import Options, preprocess_criteo  # noqa: E402
 from recframe.data.sources import CriteoTsvSource  # noqa: E402
+from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo_kaggle_dac_sample" / "train_examples.txt"
 KEYS = [f"cat_{i}" for i in range(26)]
-STAGES = ("parse", "preprocess", "loader", "multihot")
+STAGES = ("parse", "preprocess", "loader", "multihot", "synthetic")
 
 
 def random_tsv(rows: int, seed: int = 0) -> bytes:
@@ -93,6 +99,31 @@ def bench_multihot(tmp: Path, rows: int, batch_size: int, passes: int) -> list[t
     return [(f"{name}, first pass", 1, first, "samples/s"), (f"{name}, later passes", 1, later, "samples/s")]
 
 
+def bench_synthetic(multihot_batch: int, onehot_batch: int, batches: int) -> list[tuple[str, int, float, str]]:
+    """``SyntheticCriteo.batch``: the best of ``batches`` batches (indices 0, 1, ...) per shape."""
+    shapes = (
+        (f"synthetic MLPerf bags ({sum(MLPERF_BAG_SIZES)} ids/sample), 26 x 4M rows, zipf 0, batch {multihot_batch}",
+         SyntheticConfig(table_sizes=(4_000_000,) * 26, ids_per_feature=MLPERF_BAG_SIZES, zipf_exponent=0.0),
+         multihot_batch),
+        (f"synthetic MLPerf bags ({sum(MLPERF_BAG_SIZES)} ids/sample), 26 x 4M rows, zipf 1.05, batch "
+         f"{multihot_batch}",
+         SyntheticConfig(table_sizes=(4_000_000,) * 26, ids_per_feature=MLPERF_BAG_SIZES, zipf_exponent=1.05),
+         multihot_batch),
+        (f"synthetic dlrm one-hot, 26 x 100,000 rows, zipf 1.05, batch {onehot_batch}",
+         SyntheticConfig(table_sizes=(100_000,) * 26), onehot_batch),
+    )
+    results = []
+    for name, config, batch_size in shapes:
+        gen = SyntheticCriteo(config, seed=0)
+        best = float("inf")
+        for index in range(batches):
+            start = time.perf_counter()
+            gen.batch(index, batch_size)
+            best = min(best, time.perf_counter() - start)
+        results.append((name, 1, batch_size / best, "samples/s"))
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--input", default=str(SAMPLE) if SAMPLE.is_file() else "", help="a Criteo TSV file")
@@ -105,6 +136,7 @@ def main() -> None:
     p.add_argument("--multihot-rows", type=int, default=8192 * 40, help="rows of the multi-hot directory")
     p.add_argument("--multihot-batch-size", type=int, default=8192, help="multi-hot loader batch size")
     p.add_argument("--multihot-passes", type=int, default=3, help="passes timed after the first")
+    p.add_argument("--synthetic-batches", type=int, default=5, help="synthetic batches timed per shape (best kept)")
     args = p.parse_args()
 
     import torch
@@ -154,6 +186,9 @@ def main() -> None:
             results.append((name, 1, bench_loader(source, args.batch_size, batches), "samples/s"))
     if "multihot" in args.stages:
         results.extend(bench_multihot(tmp, args.multihot_rows, args.multihot_batch_size, args.multihot_passes))
+
+    if "synthetic" in args.stages:
+        results.extend(bench_synthetic(args.multihot_batch_size, args.batch_size, args.synthetic_batches))
 
     width = max(len(r[0]) for r in results)
     print(f"{'stage':<{width}}  {'procs':>5}  {'total':>12}  {'per core':>12}  unit")

@@ -70,7 +70,11 @@ def zipf_ids(u: np.ndarray, num_rows: np.ndarray | int, exponent: float) -> np.n
         exponent: the Zipf exponent ``s >= 0``.
     """
     rows = np.asarray(num_rows, dtype=np.int64)
-    dtype = np.float32 if int(rows.max(initial=1)) < 2**24 else np.float64
+    return _zipf_ids_in(u, rows, exponent, np.float32 if int(rows.max(initial=1)) < 2**24 else np.float64)
+
+
+def _zipf_ids_in(u: np.ndarray, rows: np.ndarray, exponent: float, dtype: type) -> np.ndarray:
+    """``zipf_ids`` computed in ``dtype``: a subset of the tables gets the numbers of all of them."""
     u = u.astype(dtype, copy=False)
     m = (rows + 1).astype(dtype)
     if abs(exponent - 1.0) < 1e-9:
@@ -164,6 +168,40 @@ class SyntheticConfig:
         return tuple(int(n) for n in self.ids_per_feature)
 
 
+@dataclass(frozen=True)
+class _Features:
+    """Some sparse features: their indices (ascending) and how to index ``[F, ...]`` arrays with them.
+
+    Args:
+        ids: the features' indices, ascending, ``[g]``.
+        index: a slice for a run of consecutive features (indexing gives views), else ``ids``.
+    """
+
+    ids: np.ndarray
+    index: slice | np.ndarray
+
+
+def _features(ids: np.ndarray) -> _Features:
+    """``_Features`` of the ascending indices ``ids`` (at least one)."""
+    run = ids.size > 0 and int(ids[-1]) - int(ids[0]) + 1 == ids.size
+    return _Features(ids, slice(int(ids[0]), int(ids[-1]) + 1) if run else ids)
+
+
+@dataclass(frozen=True)
+class _Bags:
+    """Bags of some sparse features, padded to one size ``n``.
+
+    Args:
+        features: which features.
+        ids: ``[g, B, n]``; position ``k`` of a bag counts when ``k < lengths``.
+        lengths: bag sizes ``[g, B]`` (at most ``n``).
+    """
+
+    features: _Features
+    ids: np.ndarray
+    lengths: np.ndarray
+
+
 class SyntheticCriteo:
     """Generator of Criteo-shaped ``Batch``es with labels from a hidden model (see the module docstring).
 
@@ -191,35 +229,53 @@ class SyntheticCriteo:
         self._dense_sigma = rng.uniform(0.5, 1.2, size=c.num_dense_features)
         self._beta = rng.standard_normal((c.num_tasks, c.num_dense_features))
         self._salts = rng.integers(0, 2**63, size=(c.num_tasks, c.num_sparse_features), dtype=np.int64).astype(_U64)
+        # the features of each bag size: ids and hashes are computed a group at a time
+        self._bag_groups = [_features(np.flatnonzero(self._bag_sizes == n)) for n in np.unique(self._bag_sizes)]
 
     @property
     def feature_names(self) -> list[str]:
         return self.config.feature_names()
 
     # ---- the hidden model -------------------------------------------------------------------------
-    def _logits(self, z: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def _bag_means(self, task: int, bags: _Bags) -> np.ndarray:
+        """Task ``task``'s four hash uniforms averaged over each bag of ``bags``: ``[g, B, 4]`` float32.
+
+        Summed position by position from the first, then divided by the bag size (by 1 for an empty
+        bag): the float32 numbers of the padded generator, whose extra terms were zeros (``x + 0 == x``)
+        and which divided full bags of size 1 by 1 (exact) or not at all.
+        """
+        num_g, batch, bag = bags.ids.shape
+        if bag == 0:
+            return np.zeros((num_g, batch, 4), np.float32)
+        u = _hash_uniforms(bags.ids, self._salts[task][bags.features.index][:, None, None])  # [g, B, n, 4]
+        full = bool((bags.lengths == bag).all())
+        if not full:
+            u *= (np.arange(bag) < bags.lengths[:, :, None])[..., None].astype(np.float32)
+        means = u[:, :, 0].copy()
+        for k in range(1, bag):  # a loop beats ndarray.sum over a middle axis
+            means += u[:, :, k]
+        if bag > 1 or not full:
+            means /= np.maximum(bags.lengths, 1)[..., None].astype(np.float32)
+        return means
+
+    def _logits(self, z: np.ndarray, groups: list[_Bags], batch: int) -> np.ndarray:
         """Hidden logits ``[B, T]``.
 
         Args:
             z: the standard normals behind the dense features, ``[B, n_dense]``.
-            ids: padded ids ``[F, B, max_bag]``; position ``k`` of a bag counts when ``k < lengths``.
-            lengths: bag sizes ``[F, B]``.
+            groups: every sparse feature's bags, once, in groups of features padded to one size.
+            batch: the batch size ``B``.
         """
         c = self.config
-        num_f, batch, max_bag = ids.shape
-        full = bool((lengths == max_bag).all())
-        mask = None if full else (np.arange(max_bag) < lengths[:, :, None])[..., None].astype(np.float32)
-        denom = np.float32(max_bag) if full else np.maximum(lengths, 1)[..., None].astype(np.float32)
+        num_f = c.num_sparse_features
         out = np.empty((batch, c.num_tasks), dtype=np.float64)
         for t in range(c.num_tasks):
-            u = _hash_uniforms(ids, self._salts[t][:, None, None])  # [F, B, max_bag, 4]
-            if mask is not None:
-                u *= mask
-            means = u[:, :, 0].copy() if max_bag else np.zeros((num_f, batch, 4), np.float32)
-            for k in range(1, max_bag):  # a loop beats ndarray.sum over a middle axis
-                means += u[:, :, k]
-            if max_bag > 1 or mask is not None:
-                means /= denom
+            if len(groups) == 1:  # every feature, in order
+                means = self._bag_means(t, groups[0])
+            else:
+                means = np.empty((num_f, batch, 4), np.float32)
+                for bags in groups:
+                    means[bags.features.index] = self._bag_means(t, bags)
             # column 0: first-order weight; columns 1-3: the latent vector of the pairwise term
             total = means.sum(axis=0)  # [B, 4]
             squares = (means * means).sum(axis=0)  # [B, 4]
@@ -244,18 +300,36 @@ class SyntheticCriteo:
         z = (np.log(np.maximum(raw, 1e-300)) - self._dense_mu) / self._dense_sigma
         num_f, batch_size = c.num_sparse_features, kjt.stride()
         lengths = kjt.lengths().numpy().astype(np.int64).reshape(num_f, batch_size)
-        flat = lengths.reshape(-1)
-        max_bag = int(flat.max(initial=0))
-        ids = np.zeros((num_f * batch_size, max_bag), dtype=np.int64)
-        segment = np.repeat(np.arange(flat.size), flat)
-        starts = np.cumsum(flat) - flat
-        ids[segment, np.arange(segment.size) - starts[segment]] = kjt.values().numpy()
-        logits = torch.from_numpy(self._logits(z, ids.reshape(num_f, batch_size, max_bag), lengths))
+        per_key = lengths.sum(axis=1)
+        bounds = np.concatenate([[0], np.cumsum(per_key)])
+        values = kjt.values().numpy()
+        longest = lengths.max(axis=1, initial=0)
+        groups = []
+        for bag in np.unique(longest):  # features padded to the longest bag among them in this batch
+            features = np.flatnonzero(longest == bag)
+            ids = np.zeros((features.size, batch_size, int(bag)), dtype=np.int64)
+            ids[np.arange(bag) < lengths[features][:, :, None]] = np.concatenate(
+                [values[bounds[f]:bounds[f + 1]] for f in features])
+            groups.append(_Bags(_features(features), ids, lengths[features]))
+        logits = torch.from_numpy(self._logits(z, groups, batch_size))
         return logits.squeeze(1) if c.num_tasks == 1 else logits
 
     # ---- batches ------------------------------------------------------------------------------------
     def batch(self, index: int, batch_size: int) -> Batch:
         """Batch number ``index`` (a pure function of seed, index and batch size).
+
+        Args:
+            index: the batch number (any int >= 0).
+            batch_size: samples in the batch.
+        """
+        return self.batch_and_logits(index, batch_size)[0]
+
+    def batch_and_logits(self, index: int, batch_size: int) -> tuple[Batch, torch.Tensor]:
+        """Batch number ``index`` and the hidden logits ``[B, T]`` (float64) its labels were drawn from.
+
+        The uniforms behind the ids are drawn ``[F, B, max_bag]`` (one stream for every bag-size
+        mix), but ids and hashes are computed only on each feature's own ``bag_size`` slots: features
+        of one bag size at a time (``[g, B, n]``), 214 ids a sample at MLPerf's bags, not 2,600.
 
         Args:
             index: the batch number (any int >= 0).
@@ -270,20 +344,35 @@ class SyntheticCriteo:
 
         max_bag = int(self._bag_sizes.max()) if num_f else 0
         u = rng.random((num_f, b, max_bag), dtype=self._uniform_dtype)
-        ids = zipf_ids(u, self._table_sizes[:, None, None], c.zipf_exponent)
-        uniform_bags = bool((self._bag_sizes == max_bag).all())
         if c.variable_lengths:
             lengths = rng.integers(1, self._bag_sizes[:, None] + 1, size=(num_f, b))
         else:
             lengths = np.broadcast_to(self._bag_sizes[:, None], (num_f, b)).copy()
         if c.empty_bag_probability > 0.0:
             lengths[rng.random((num_f, b)) < c.empty_bag_probability] = 0
-        if uniform_bags and not c.variable_lengths and c.empty_bag_probability == 0.0:
-            values = ids.reshape(-1)
-        else:
-            values = ids[np.arange(max_bag) < lengths[:, :, None]]
+        fixed = not c.variable_lengths and c.empty_bag_probability == 0.0
 
-        logits = self._logits(z, ids, lengths)
+        groups, pieces = [], [np.empty(0, np.int64)] * num_f
+        as_drawn = fixed and len(self._bag_groups) == 1  # every feature, in order: the ids are the values
+        for features in self._bag_groups:
+            bag = int(self._bag_sizes[features.index][0])
+            # a copy of the group's slots (a view for a run of features with bag == max_bag)
+            slots = np.ascontiguousarray(u[features.index, :, :bag])
+            ids = _zipf_ids_in(slots, self._table_sizes[features.index][:, None, None], c.zipf_exponent,
+                               self._uniform_dtype)
+            bags = _Bags(features, ids, lengths[features.index])
+            groups.append(bags)
+            if as_drawn:
+                continue
+            keep = None if fixed else np.arange(bag) < bags.lengths[:, :, None]
+            for i, f in enumerate(features.ids):
+                pieces[f] = ids[i].reshape(-1) if keep is None else ids[i][keep[i]]
+        if as_drawn:
+            values = groups[0].ids.reshape(-1)
+        else:
+            values = np.concatenate(pieces) if num_f else np.empty(0, np.int64)
+
+        logits = self._logits(z, groups, b)
         labels = (rng.random(logits.shape) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         kjt = KeyedJaggedTensor.from_lengths(
             self.feature_names,
@@ -293,11 +382,12 @@ class SyntheticCriteo:
             validate=False,
         )
         label_tensor = torch.from_numpy(labels)
-        return Batch(
+        batch = Batch(
             dense_features=torch.from_numpy(dense.astype(np.float32)),
             sparse_features=kjt,
             labels=label_tensor.squeeze(1) if c.num_tasks == 1 else label_tensor,
         )
+        return batch, torch.from_numpy(logits)
 
 
 @dataclass(frozen=True)

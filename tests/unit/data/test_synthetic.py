@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from recframe.data.multihot import MLPERF_BAG_SIZES, MLPERF_NUM_EMBEDDINGS
 from recframe.data.synthetic import (
     SyntheticConfig,
     SyntheticCriteo,
     SyntheticDataset,
     SyntheticRetrieval,
     SyntheticRetrievalConfig,
+    _hash_uniforms,
     zipf_ids,
 )
 from recframe.sparse import Batch, KeyedJaggedTensor
@@ -232,3 +234,131 @@ def test_retrieval_pairs_follow_the_hidden_clusters() -> None:
     _assert_same(batch, SyntheticRetrieval(config, seed=0).batch(0, 4000))
     catalog = gen.item_catalog()
     assert catalog.stride() == 200 and torch.equal(catalog["item_id"].values(), torch.arange(200))
+
+
+# ---- the multi-hot generator against the padded one it replaced (issue 14) -------------------------
+def _reference_logits(gen: SyntheticCriteo, z: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The hidden model as first written: hashes and bag sums over padded ids ``[F, B, max_bag]``."""
+    c = gen.config
+    num_f, batch, max_bag = ids.shape
+    full = bool((lengths == max_bag).all())
+    mask = None if full else (np.arange(max_bag) < lengths[:, :, None])[..., None].astype(np.float32)
+    denom = np.float32(max_bag) if full else np.maximum(lengths, 1)[..., None].astype(np.float32)
+    out = np.empty((batch, c.num_tasks), dtype=np.float64)
+    for t in range(c.num_tasks):
+        u = _hash_uniforms(ids, gen._salts[t][:, None, None])
+        if mask is not None:
+            u *= mask
+        means = u[:, :, 0].copy() if max_bag else np.zeros((num_f, batch, 4), np.float32)
+        for k in range(1, max_bag):
+            means += u[:, :, k]
+        if max_bag > 1 or mask is not None:
+            means /= denom
+        total = means.sum(axis=0)
+        squares = (means * means).sum(axis=0)
+        first = total[:, 0] / math.sqrt(max(num_f, 1))
+        pairs = 0.5 * ((total[:, 1:] * total[:, 1:]).sum(-1) - squares[:, 1:].sum(-1))
+        pairs = pairs / math.sqrt(max(3 * num_f * (num_f - 1) / 2, 1))
+        dense = z @ gen._beta[t] / math.sqrt(max(c.num_dense_features, 1)) if c.num_dense_features else 0.0
+        out[:, t] = c.dense_weight * dense + c.sparse_weight * first + c.pairwise_weight * pairs
+    if c.num_tasks > 1:
+        rho = c.task_correlation
+        out[:, 1:] = math.sqrt(rho) * out[:, :1] + math.sqrt(1.0 - rho) * out[:, 1:]
+    return c.base_logit + c.signal_strength * out
+
+
+def _reference_batch(gen: SyntheticCriteo, index: int, batch_size: int) -> tuple[Batch, torch.Tensor]:
+    """``SyntheticCriteo.batch`` as first written (every draw and hash on ``[F, B, max_bag]``), logits ``[B, T]``."""
+    c = gen.config
+    rng = np.random.default_rng([gen.seed, 1, index, batch_size])
+    num_f, b = c.num_sparse_features, batch_size
+    z = rng.standard_normal((b, c.num_dense_features))
+    raw = np.exp(z * gen._dense_sigma + gen._dense_mu)
+    dense = np.log1p(raw) if c.dense_log1p else raw
+    max_bag = int(gen._bag_sizes.max()) if num_f else 0
+    u = rng.random((num_f, b, max_bag), dtype=gen._uniform_dtype)
+    ids = zipf_ids(u, gen._table_sizes[:, None, None], c.zipf_exponent)
+    uniform_bags = bool((gen._bag_sizes == max_bag).all())
+    if c.variable_lengths:
+        lengths = rng.integers(1, gen._bag_sizes[:, None] + 1, size=(num_f, b))
+    else:
+        lengths = np.broadcast_to(gen._bag_sizes[:, None], (num_f, b)).copy()
+    if c.empty_bag_probability > 0.0:
+        lengths[rng.random((num_f, b)) < c.empty_bag_probability] = 0
+    if uniform_bags and not c.variable_lengths and c.empty_bag_probability == 0.0:
+        values = ids.reshape(-1)
+    else:
+        values = ids[np.arange(max_bag) < lengths[:, :, None]]
+    logits = _reference_logits(gen, z, ids, lengths)
+    labels = (rng.random(logits.shape) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    kjt = KeyedJaggedTensor.from_lengths(gen.feature_names, torch.from_numpy(values),
+                                         torch.from_numpy(lengths.reshape(-1)), stride=b, validate=False)
+    label_tensor = torch.from_numpy(labels)
+    batch = Batch(dense_features=torch.from_numpy(dense.astype(np.float32)), sparse_features=kjt,
+                  labels=label_tensor.squeeze(1) if c.num_tasks == 1 else label_tensor)
+    return batch, torch.from_numpy(logits)
+
+
+def _reference_hidden_logits(gen: SyntheticCriteo, batch: Batch) -> torch.Tensor:
+    """``SyntheticCriteo.hidden_logits`` as first written: the KJT back to padded ids ``[F, B, max_bag]``."""
+    c = gen.config
+    kjt = batch.sparse_features
+    dense = batch.dense_features.double().numpy()
+    raw = np.expm1(dense) if c.dense_log1p else dense
+    z = (np.log(np.maximum(raw, 1e-300)) - gen._dense_mu) / gen._dense_sigma
+    num_f, batch_size = c.num_sparse_features, kjt.stride()
+    lengths = kjt.lengths().numpy().astype(np.int64).reshape(num_f, batch_size)
+    flat = lengths.reshape(-1)
+    max_bag = int(flat.max(initial=0))
+    ids = np.zeros((num_f * batch_size, max_bag), dtype=np.int64)
+    segment = np.repeat(np.arange(flat.size), flat)
+    starts = np.cumsum(flat) - flat
+    ids[segment, np.arange(segment.size) - starts[segment]] = kjt.values().numpy()
+    logits = torch.from_numpy(_reference_logits(gen, z, ids.reshape(num_f, batch_size, max_bag), lengths))
+    return logits.squeeze(1) if c.num_tasks == 1 else logits
+
+
+EQUIVALENCE_CONFIGS = {
+    "mlperf_bags": SyntheticConfig(table_sizes=MLPERF_NUM_EMBEDDINGS, ids_per_feature=MLPERF_BAG_SIZES),
+    "mlperf_bags_4m_uniform": SyntheticConfig(table_sizes=(4_000_000,) * 26, ids_per_feature=MLPERF_BAG_SIZES,
+                                              zipf_exponent=0.0),
+    "variable_and_empty_3_tasks": SyntheticConfig(
+        num_dense_features=4, table_sizes=(50, 7, 1000, 3, 2**25, 20), ids_per_feature=(4, 1, 7, 2, 4, 1),
+        variable_lengths=True, empty_bag_probability=0.3, num_tasks=3, zipf_exponent=1.0),
+    "empty_bags_fixed_sizes": SyntheticConfig(table_sizes=(30, 40, 50), ids_per_feature=(3, 1, 5),
+                                              empty_bag_probability=0.5, num_tasks=2, zipf_exponent=0.5),
+    "all_bags_empty": SyntheticConfig(num_dense_features=0, table_sizes=(9, 9), ids_per_feature=(2, 3),
+                                      empty_bag_probability=1.0),
+    "one_hot": SyntheticConfig(table_sizes=(100_000,) * 26),
+    "uniform_multi_hot": SyntheticConfig(table_sizes=(100, 200, 300), ids_per_feature=3, num_tasks=3),
+    "variable_one_size": SyntheticConfig(table_sizes=(100, 200), ids_per_feature=(5, 5), variable_lengths=True),
+    "no_sparse": SyntheticConfig(table_sizes=(), num_tasks=2),
+}
+
+
+@pytest.mark.parametrize("name", list(EQUIVALENCE_CONFIGS))
+def test_grouped_generator_is_bit_identical_to_the_padded_one(name: str) -> None:
+    """Batches, labels and hidden logits are the numbers the padded generator made (seed, index, size)."""
+    config = EQUIVALENCE_CONFIGS[name]
+    gen = SyntheticCriteo(config, seed=11)
+    for index, batch_size in ((0, 64), (5, 33), (2, 1)):
+        got, got_logits = gen.batch_and_logits(index, batch_size)
+        want, want_logits = _reference_batch(gen, index, batch_size)
+        _assert_same(got, want)
+        _assert_same(gen.batch(index, batch_size), want)
+        assert got.labels.shape == want.labels.shape and got.sparse_features.stride() == batch_size
+        assert got_logits.shape == (batch_size, config.num_tasks) and got_logits.dtype == torch.float64
+        assert torch.equal(got_logits, want_logits)  # the labels' own logits, from the exact normals
+        # from the batch alone (dense values rounded to float32): the padded model's logits too
+        assert torch.equal(gen.hidden_logits(got), _reference_hidden_logits(gen, got))
+
+
+def test_hidden_logits_of_batches_with_other_bag_sizes() -> None:
+    """A batch whose bags are longer or shorter than the generator's own gets the padded model's logits."""
+    keys = dict(table_sizes=(60, 70, 80), num_tasks=2)
+    gen = SyntheticCriteo(SyntheticConfig(ids_per_feature=(1, 2, 3), **keys), seed=4)
+    for ids_per_feature in ((6, 1, 2), (1, 2, 3)):
+        other = SyntheticCriteo(SyntheticConfig(ids_per_feature=ids_per_feature, variable_lengths=True,
+                                                empty_bag_probability=0.2, **keys), seed=5)
+        batch = other.batch(1, 40)
+        assert torch.equal(gen.hidden_logits(batch), _reference_hidden_logits(gen, batch))
