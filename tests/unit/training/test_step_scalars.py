@@ -28,4 +28,4 @@ def test_an_empty_window_is_not_a_value_and_added_tensors_are_not_changed() -> N
     scalars.add({"train/loss": loss})
     scalars.add({"train/loss": loss})
     scalars.close(step=1)
-    assert float(loss) == 0.5 and scalars.ready() == [(1, {"train/loss": 0.5})]
+    assert float(loss.detach()) == 0.5 and scalars.ready() == [(1, {"train/loss": 0.5})]
