@@ -4,10 +4,9 @@ from recframe.data.synthetic import (
     SyntheticConfig,
     SyntheticCriteo,
     SyntheticDataset,
-    SyntheticRetrieval,
-    SyntheticRetrievalConfig,
     zipf_ids,
 )
+from recframe.data.synthetic_retrieval import SyntheticRetrieval, SyntheticRetrievalConfig
 
 __all__ = [
     "SyntheticConfig",

@@ -37,8 +37,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from recframe.config.data import GenerateOn
 from recframe.data.arrays import EpochBatches, EpochLoader
 from recframe.data.prefetch import DevicePrefetcher, OnReady
-from recframe.data.synthetic import BatchRequest, SyntheticCriteo, SyntheticDataset, SyntheticRetrieval
+from recframe.data.synthetic import BatchRequest, SyntheticCriteo, SyntheticDataset
 from recframe.data.synthetic_device import DeviceSynthesizer
+from recframe.data.synthetic_retrieval import SyntheticRetrieval
 from recframe.sparse import Batch
 
 log = logging.getLogger(__name__)

@@ -83,7 +83,7 @@ def build_objective(cfg: DictConfig) -> Objective:
 
 def build_datamodule(cfg: DictConfig) -> RecDataModule:
     """The data module of ``cfg.data``."""
-    from recframe.data import synthetic
+    from recframe.data import synthetic, synthetic_retrieval
     from recframe.data.datamodule import SyntheticSource
 
     data = cfg.data
@@ -103,8 +103,8 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
             seed=data.seed,
         )
     elif data.kind == "synthetic_retrieval":
-        generator = synthetic.SyntheticRetrieval(
-            synthetic.SyntheticRetrievalConfig(num_users=data.num_users, num_items=data.num_items,
+        generator = synthetic_retrieval.SyntheticRetrieval(
+            synthetic_retrieval.SyntheticRetrievalConfig(num_users=data.num_users, num_items=data.num_items,
                                                num_clusters=data.num_clusters, history_length=data.history_length),
             seed=data.seed,
         )

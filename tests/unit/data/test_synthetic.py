@@ -14,11 +14,10 @@ from recframe.data.synthetic import (
     SyntheticConfig,
     SyntheticCriteo,
     SyntheticDataset,
-    SyntheticRetrieval,
-    SyntheticRetrievalConfig,
     _hash_uniforms,
     zipf_ids,
 )
+from recframe.data.synthetic_retrieval import SyntheticRetrieval, SyntheticRetrievalConfig
 from recframe.sparse import Batch, KeyedJaggedTensor
 
 

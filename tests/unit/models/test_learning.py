@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo, SyntheticRetrieval, SyntheticRetrievalConfig
+from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
+from recframe.data.synthetic_retrieval import SyntheticRetrieval, SyntheticRetrievalConfig
 from recframe.embedding import TableConfig
 from recframe.models import DLRM, DLRM_DCN, DeepFM, Task, TwoTower, WideDeep, recall_at_k
 
