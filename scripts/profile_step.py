@@ -5,7 +5,7 @@ them on that device, and times each phase twice: on the host (the Python and lau
 phase, without waiting for the GPU) and on the device (CUDA events around the phase's kernels).
 Then it runs `recframe bench` with the same overrides: its ms/step minus the loop's is the
 framework's share (Lightning's loop, hooks, logging, callbacks). With --trace it also prints
-torch.profiler's top operators by host time. Prints one markdown table.
+torch.profiler's top operators by host time (and, on a GPU, by device time). Prints one markdown table.
 
     python scripts/profile_step.py +experiment=dlrm trainer.accelerator=gpu data.zipf_exponent=0
     python scripts/profile_step.py --trace +experiment=mlperf_dcnv2 tables.row_cap=4000000 trainer.accelerator=gpu
@@ -71,7 +71,8 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
     device = torch.device("cuda" if cuda else "cpu")
     torch.set_float32_matmul_precision(MatmulPrecision(cfg.trainer.matmul_precision).value)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
+    with device:  # built where it trains, as Lightning's configure_model does: the same embedding backend (auto)
+        model = build_model(cfg)
     optimizer = build_dense_optimizer(dense_parameters(model), cfg.optim, device)
     datamodule = build_datamodule(cfg)
     datamodule.device = device  # batches made (or copied) as in a training run on that device
@@ -87,7 +88,10 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
             clock = PhaseClock(cuda)
             start = time.perf_counter()
             if trace:
-                profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if cuda:
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                profiler = torch.profiler.profile(activities=activities)
                 profiler.__enter__()
         with clock.phase("data"):
             batch = datamodule.materialize(next(loader), device)
@@ -105,7 +109,10 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
         report_syncs(model, optimizer, datamodule, loader, device)
     if profiler is not None:
         profiler.__exit__(None, None, None)
-        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+        averages = profiler.key_averages()
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+        if cuda:  # the kernels by device time: where the GPU's share of a step goes
+            print(averages.table(sort_by="self_device_time_total", row_limit=30), file=sys.stderr)
     out = {"loop_ms": round(wall, 3), "batch_size": cfg.data.batch_size}
     for p in PHASES:
         out[f"{p}_host_ms"] = round(1000 * clock.host[p] / steps, 3)
@@ -151,7 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--trace", action="store_true", help="print torch.profiler's top host operators")
+    parser.add_argument("--trace", action="store_true",
+                        help="print torch.profiler's top operators (host, and device time on a GPU)")
     parser.add_argument("--no-bench", action="store_true", help="skip the `recframe bench` row")
     parser.add_argument("overrides", nargs="+", help="recframe overrides (+experiment=dlrm trainer.accelerator=gpu)")
     args = parser.parse_args()
