@@ -92,7 +92,7 @@ def checkpoint_folder(ckpt_path: str, run_dir: Path, command: str) -> tuple[Path
     ``last``: the newest complete ``step-N`` of the run directory; newer unfinished ones (a process
     stopped while writing them) are passed over, saying so.
     """
-    from recframe.training.checkpoint_dir import find_last, read_manifest
+    from recframe.training.checkpoint.folder import find_last, read_manifest
 
     if ckpt_path == "last":
         last = find_last(run_dir / "checkpoints")
@@ -121,8 +121,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
 
     from recframe.config.schema import MatmulPrecision
     from recframe.training.callbacks import ConfigToTensorBoard, TableStats, Throughput
-    from recframe.training.checkpoint import DistributedCheckpointIO
-    from recframe.training.checkpoint_callback import StepCheckpoint
+    from recframe.training.checkpoint.callback import StepCheckpoint
+    from recframe.training.checkpoint.plugin import DistributedCheckpointIO
 
     t = cfg.trainer
     world = t.devices * t.num_nodes
@@ -137,7 +137,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
                                    purge_step=resume_step or None)
         callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
     if checkpoints:
-        # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint_callback).
+        # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint.callback).
         callbacks.append(StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps,
                                         cfg.checkpoint.sigterm_check_every_n_steps))
     # One checkpoint format for one process and many: DCP folders (recframe.training.checkpoint).
@@ -209,8 +209,8 @@ def train_job(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
 
     from recframe.training.builders import build_datamodule
-    from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError, set_aside_newer
-    from recframe.training.checkpoint_safety import UnsafeCheckpointError
+    from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError, set_aside_newer
+    from recframe.training.checkpoint.safety import UnsafeCheckpointError
     from recframe.training.files import write_json_atomic
 
     run_dir = Path(cfg.run_dir)

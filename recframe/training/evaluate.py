@@ -34,8 +34,8 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
 
     from recframe.training.app import _build_module, _check_plan, _use_torchrun_world, build_trainer, checkpoint_folder
     from recframe.training.builders import build_datamodule
-    from recframe.training.checkpoint_dir import CheckpointReadError
-    from recframe.training.checkpoint_safety import UnsafeCheckpointError
+    from recframe.training.checkpoint.folder import CheckpointReadError
+    from recframe.training.checkpoint.safety import UnsafeCheckpointError
     from recframe.training.files import write_json_atomic
 
     if cfg.ckpt_path is None:

@@ -53,7 +53,7 @@ def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
         ExportWriteError: ``out`` cannot be written (the message names it; nothing is left half-written).
     """
     from recframe.config.resolve import table_configs
-    from recframe.training.checkpoint import load
+    from recframe.training.checkpoint.reader import load
     from recframe.training.files import write_atomic
 
     checkpoint, saved = load(folder, layout=None)
@@ -91,7 +91,7 @@ def load_exported(path: str | Path, backend: str = "auto") -> tuple[nn.Module, D
         >>> list(cfg.features.sparse)[:2]  # doctest: +SKIP
         ['cat_0', 'cat_1']
     """
-    from recframe.training.checkpoint_safety import safe_torch_load
+    from recframe.training.checkpoint.safety import safe_torch_load
 
     export = safe_torch_load(path)
     if not isinstance(export, dict) or export.get("format") != FORMAT:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from recframe.training import checkpoint
-from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError, find_last
+from recframe.training.checkpoint import reader, writer
+from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError, find_last
 from tests.distributed.harness import run_workers
 
 pytestmark = pytest.mark.distributed
@@ -23,23 +23,23 @@ def state(step: int) -> dict[str, Any]:
 
 
 def full_disk_worker(rank: int, world: int, root: str) -> tuple[str, float, str]:
-    checkpoint.save(state(2), Path(root), 2, layout=None, keep_last=1)
+    writer.save(state(2), Path(root), 2, layout=None, keep_last=1)
     real_open = builtins.open
 
     def full_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if rank == 0 and str(path).endswith(checkpoint.STATE_JSON) and "w" in mode:
+        if rank == 0 and str(path).endswith(writer.STATE_JSON) and "w" in mode:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, mode, *args, **kwargs)
 
-    checkpoint.open = full_open  # type: ignore[attr-defined]  # the name save() looks up in its module
+    writer.open = full_open  # type: ignore[attr-defined]  # the name save() looks up in its module
     start = time.monotonic()
     try:
-        checkpoint.save(state(4), Path(root), 4, layout=None, keep_last=1)
+        writer.save(state(4), Path(root), 4, layout=None, keep_last=1)
         return "saved", time.monotonic() - start, ""
     except CheckpointWriteError as error:
         return type(error).__name__, time.monotonic() - start, str(error)
     finally:
-        del checkpoint.open  # type: ignore[attr-defined]
+        del writer.open  # type: ignore[attr-defined]
 
 
 def test_only_rank_0_failing_to_write_fails_every_rank_at_once(tmp_path: Path) -> None:
@@ -51,28 +51,28 @@ def test_only_rank_0_failing_to_write_fails_every_rank_at_once(tmp_path: Path) -
         assert f"step 4 into {root}" in message and "rank 0: OSError" in message and "No space left" in message
         assert f"{root / 'step-2'}, is intact" in message
     assert sorted(p.name for p in root.iterdir()) == ["step-2"]
-    loaded, _ = checkpoint.load(find_last(root).folder, layout=None)
+    loaded, _ = reader.load(find_last(root).folder, layout=None)
     assert torch.equal(loaded["state_dict"]["model.w"], torch.full((3,), 2.0))
 
 
 def damaged_on_rank_1_worker(rank: int, world: int, root: str) -> tuple[str, float, str]:
-    folder = checkpoint.save(state(2), Path(root), 2, layout=None, keep_last=1)
-    real_read_manifest = checkpoint.read_manifest
+    folder = writer.save(state(2), Path(root), 2, layout=None, keep_last=1)
+    real_read_manifest = reader.read_manifest
 
     def damaged(path: Path) -> Any:
         if rank == 1:
             raise ValueError(f"{path}: __0_0.distcp has 1 bytes, the manifest says 9 (truncated or damaged)")
         return real_read_manifest(path)
 
-    checkpoint.read_manifest = damaged  # type: ignore[assignment]  # as if rank 1 saw another copy of the folder
+    reader.read_manifest = damaged  # type: ignore[assignment]  # as if rank 1 saw another copy of the folder
     start = time.monotonic()
     try:
-        checkpoint.load(folder, layout=None)
+        reader.load(folder, layout=None)
         return "loaded", time.monotonic() - start, ""
     except CheckpointReadError as error:
         return type(error).__name__, time.monotonic() - start, str(error)
     finally:
-        checkpoint.read_manifest = real_read_manifest  # type: ignore[assignment]
+        reader.read_manifest = real_read_manifest  # type: ignore[assignment]
 
 
 def test_a_load_failing_on_rank_1_only_fails_every_rank_at_once(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.sharded import ShardedEmbeddingBagCollection
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
 from recframe.sparse import KeyedJaggedTensor
-from recframe.training import checkpoint
+from recframe.training.checkpoint.reader import load
+from recframe.training.checkpoint.writer import save
 from recframe.training.checkpoint_layout import ModelLayout
 from tests.distributed.harness import run_workers
 
@@ -104,7 +105,7 @@ def save_worker(rank: int, world: int, root: str) -> tuple[torch.Tensor, torch.T
         train_step(model, step, rank, world)
     state = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
              "sparse_optimizer": {"emb": model.emb.optimizer_state_dict()}, "global_step": 3}
-    checkpoint.save(state, Path(root), 3, ModelLayout.of(model, "model.", rank), keep_last=1)
+    save(state, Path(root), 3, ModelLayout.of(model, "model.", rank), keep_last=1)
     before = outputs(model, rank, world)
     train_step(model, 3, rank, world)
     return before, outputs(model, rank, world)
@@ -112,7 +113,7 @@ def save_worker(rank: int, world: int, root: str) -> tuple[torch.Tensor, torch.T
 
 def load_worker(rank: int, world: int, root: str) -> tuple[torch.Tensor, torch.Tensor]:
     model = sharded_model(table_wise_plan(world), seed=2)  # other values: all must come from the checkpoint
-    loaded, _ = checkpoint.load(Path(root) / "step-3", ModelLayout.of(model, "model.", rank))
+    loaded, _ = load(Path(root) / "step-3", ModelLayout.of(model, "model.", rank))
     model.load_state_dict({k.removeprefix("model."): v for k, v in loaded["state_dict"].items()})
     model.emb.load_optimizer_state_dict(loaded["sparse_optimizer"]["emb"])
     before = outputs(model, rank, world)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recframe.training.checkpoint_dir import write_manifest
+from recframe.training.checkpoint.folder import write_manifest
 from tests.integration.helpers import run_recframe
 from tests.unit.training.test_checkpoint_safety import Payload
 
@@ -200,10 +200,10 @@ def test_two_rank_row_wise_checkpoint_evaluates_equally_on_one_and_three_ranks(t
 def test_a_crafted_checkpoint_is_refused_by_eval_and_runs_nothing(tmp_path: Path) -> None:
     import torch
 
-    from recframe.training import checkpoint
+    from recframe.training.checkpoint.writer import save
 
-    folder = checkpoint.save({"state_dict": {"model.w": torch.zeros(2)}, "global_step": 4}, tmp_path / "ck", 4,
-                             layout=None, keep_last=1)
+    folder = save({"state_dict": {"model.w": torch.zeros(2)}, "global_step": 4}, tmp_path / "ck", 4,
+                  layout=None, keep_last=1)
     marker = tmp_path / "pwned"
     (folder / ".metadata").write_bytes(pickle.dumps(Payload(marker)))  # a pickle payload, and a manifest to match
     (folder / "manifest.json").unlink()

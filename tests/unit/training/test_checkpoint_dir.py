@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recframe.training.checkpoint_dir import (
+from recframe.training.checkpoint.folder import (
     commit,
     find_last,
     new_temp_folder,

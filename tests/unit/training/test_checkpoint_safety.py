@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from recframe.training import checkpoint
-from recframe.training.checkpoint_dir import write_manifest
-from recframe.training.checkpoint_safety import (
+from recframe.training.checkpoint.folder import write_manifest
+from recframe.training.checkpoint.reader import load
+from recframe.training.checkpoint.safety import (
     RestrictedUnpickler,
     SafeLoadPlanner,
     UnsafeCheckpointError,
     read_metadata_file,
 )
+from recframe.training.checkpoint.tree import decode, encode
+from recframe.training.checkpoint.writer import save
 
 
 class Payload:
@@ -34,7 +36,7 @@ class Payload:
 def small_checkpoint(root: Path) -> Path:
     state = {"state_dict": {"model.w": torch.arange(6.0).view(2, 3)}, "global_step": 3, "loops": {"a": (1, 2)},
              "sparse_optimizer": {"emb": {"t": {"momentum1": torch.ones(4)}}}}
-    return checkpoint.save(state, root, 3, layout=None, keep_last=2, config_text="x: 1")
+    return save(state, root, 3, layout=None, keep_last=2, config_text="x: 1")
 
 
 def refresh_manifest(folder: Path) -> None:
@@ -45,7 +47,7 @@ def refresh_manifest(folder: Path) -> None:
 
 def test_a_real_checkpoint_round_trips(tmp_path: Path) -> None:
     folder = small_checkpoint(tmp_path)
-    loaded, saved = checkpoint.load(folder, layout=None)
+    loaded, saved = load(folder, layout=None)
     assert torch.equal(loaded["state_dict"]["model.w"], torch.arange(6.0).view(2, 3))
     assert torch.equal(loaded["sparse_optimizer"]["emb"]["t"]["momentum1"], torch.ones(4))
     assert loaded["global_step"] == 3 and loaded["loops"] == {"a": (1, 2)}
@@ -59,7 +61,7 @@ def test_pickle_payload_in_metadata_is_refused_and_does_not_run(tmp_path: Path) 
     (folder / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
     refresh_manifest(folder)
     with pytest.raises(UnsafeCheckpointError, match="posix.system|os.system"):
-        checkpoint.load(folder, layout=None)
+        load(folder, layout=None)
     assert not marker.exists()
 
 
@@ -74,7 +76,7 @@ def test_pickled_value_in_the_checkpoint_is_refused_and_does_not_run(tmp_path: P
     (folder / "state.json").write_text(json.dumps({"checkpoint": {"x": {"__tensor__": "evil"}}, "config": None}))
     refresh_manifest(folder)
     with pytest.raises(UnsafeCheckpointError, match="'evil' is a pickled value"):
-        checkpoint.load(folder, layout=None)
+        load(folder, layout=None)
     assert not marker.exists()
 
 
@@ -112,11 +114,11 @@ def test_restricted_unpickler_builds_only_allowed_globals() -> None:
 def test_only_tensors_and_json_values_are_saved() -> None:
     tensors: dict[str, torch.Tensor] = {}
     tree = {"a": [1, 2.5, None, "s", (3, torch.ones(1))], 7: {"b": True}}
-    encoded = checkpoint.encode(tree, "", tensors)
+    encoded = encode(tree, "", tensors)
     assert list(tensors) == ["a/4/1"]
-    assert checkpoint.decode(json.loads(json.dumps(encoded)), tensors) == tree
+    assert decode(json.loads(json.dumps(encoded)), tensors) == tree
     with pytest.raises(TypeError, match="checkpoint entry x/obj is a .*Payload"):
-        checkpoint.encode({"x": {"obj": Payload(Path("never"))}}, "", {})
+        encode({"x": {"obj": Payload(Path("never"))}}, "", {})
 
 
 def test_a_crafted_export_file_is_refused_and_does_not_run(tmp_path: Path) -> None:
@@ -132,8 +134,8 @@ def test_a_crafted_export_file_is_refused_and_does_not_run(tmp_path: Path) -> No
 @pytest.mark.parametrize("dtype", [torch.uint16, torch.complex64, torch.float8_e4m3fn])
 def test_tensors_of_any_dtype_round_trip(tmp_path: Path, dtype: torch.dtype) -> None:
     value = torch.arange(4).to(dtype)
-    folder = checkpoint.save({"state_dict": {"w": value}}, tmp_path, 1, layout=None, keep_last=1)
-    loaded, _ = checkpoint.load(folder, layout=None)
+    folder = save({"state_dict": {"w": value}}, tmp_path, 1, layout=None, keep_last=1)
+    loaded, _ = load(folder, layout=None)
     assert loaded["state_dict"]["w"].dtype == dtype
     assert torch.equal(loaded["state_dict"]["w"].view(torch.uint8), value.view(torch.uint8))
 

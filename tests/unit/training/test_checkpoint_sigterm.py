@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from recframe.training import checkpoint_callback
-from recframe.training.checkpoint_callback import StepCheckpoint, Terminated
+from recframe.training.checkpoint import callback as checkpoint_callback
+from recframe.training.checkpoint.callback import StepCheckpoint, Terminated
 
 
 def test_flags_are_exchanged_every_n_steps_and_a_sigterm_stops_at_the_next_exchange(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recframe.training.checkpoint_dir import CheckpointReadError, CheckpointWriteError
-from recframe.training.checkpoint_safety import UnsafeCheckpointError
+from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError
+from recframe.training.checkpoint.safety import UnsafeCheckpointError
 from recframe.training.strategy import ShardedStrategy
 
 
