@@ -14,8 +14,9 @@ from torch import nn
 
 from recframe.config.data import GenerateOn
 from recframe.config.resolve import sparse_optimizer, table_configs, tasks
-from recframe.data.datamodule import DataSource, RecDataModule
+from recframe.data.source import DataSource
 from recframe.embedding.config import TableConfig
+from recframe.training.datamodule import RecDataModule
 from recframe.training.objectives import CTRObjective, Objective, RetrievalObjective
 
 
@@ -84,7 +85,7 @@ def build_objective(cfg: DictConfig) -> Objective:
 def build_datamodule(cfg: DictConfig) -> RecDataModule:
     """The data module of ``cfg.data``."""
     from recframe.data import synthetic, synthetic_retrieval
-    from recframe.data.datamodule import SyntheticSource
+    from recframe.data.source import SyntheticSource
 
     data = cfg.data
     rows = {f: t.num_embeddings for t in table_configs(cfg) for f in t.feature_names}

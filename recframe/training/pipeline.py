@@ -24,9 +24,9 @@ from typing import Any
 
 from torch import nn
 
-from recframe.data.datamodule import RecDataModule
 from recframe.distributed.sharded import ShardedEmbeddingBagCollection
 from recframe.sparse import Batch
+from recframe.training.datamodule import RecDataModule
 
 
 def sharded_collections(model: nn.Module) -> list[ShardedEmbeddingBagCollection]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from recframe.data.datamodule import RecDataModule, SyntheticSource
 from recframe.data.prefetch import DevicePrefetcher
+from recframe.data.source import SyntheticSource
 from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
 from recframe.sparse import Batch
+from recframe.training.datamodule import RecDataModule
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from recframe.config.data import GenerateOn
-from recframe.data.datamodule import RecDataModule, SyntheticSource
 from recframe.data.prefetch import DevicePrefetcher
+from recframe.data.source import SyntheticSource
 from recframe.data.synthetic import (
     BatchRequest,
     SyntheticConfig,
@@ -18,6 +18,7 @@ from recframe.data.synthetic import (
     zipf_ids,
 )
 from recframe.data.synthetic_device import DeviceSynthesizer, hash_uniforms
+from recframe.training.datamodule import RecDataModule
 
 CPU = torch.device("cpu")
 MULTI_HOT = SyntheticConfig(num_dense_features=5, table_sizes=(50, 1000, 7, 30_000), ids_per_feature=(1, 3, 2, 9))
