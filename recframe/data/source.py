@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import IterableDataset
 
 from recframe.config.data import GenerateOn
-from recframe.data.synthetic import BatchRequest, SyntheticCriteo, SyntheticDataset
+from recframe.data.synthetic import SyntheticCriteo
+from recframe.data.synthetic_dataset import BatchRequest, SyntheticDataset
 from recframe.data.synthetic_device import DeviceSynthesizer
 from recframe.data.synthetic_retrieval import SyntheticRetrieval
 

@@ -1,4 +1,4 @@
-"""Synthetic data with a planted signal: Criteo-shaped click batches, and the dataset of any generator.
+"""Synthetic data with a planted signal: Criteo-shaped click batches.
 
 ``SyntheticCriteo`` makes batches like Criteo's: ``num_dense_features`` lognormal floats (log1p'd
 by default, as the Criteo loader does) and sparse features whose ids follow a Zipf law over each
@@ -15,8 +15,9 @@ where ``z_j`` is the standard normal behind dense feature ``j``, ``w_tf(id)`` a 
 Per-id weights come from a hash of (seed, task, feature, id), so tables of any size cost no memory.
 Tasks after the first share ``task_correlation`` of task 0's signal. ``label ~ Bernoulli(sigmoid(logit))``.
 
-``SyntheticDataset`` streams the batches of a generator (this one, or
-``recframe.data.synthetic_retrieval.SyntheticRetrieval``'s retrieval pairs) over ranks and workers.
+``recframe.data.synthetic_dataset.SyntheticDataset`` streams the batches of a generator (this one,
+or ``recframe.data.synthetic_retrieval.SyntheticRetrieval``'s retrieval pairs) over ranks and workers;
+the hashes and the Zipf law are ``recframe.data.synthetic_hash``'s.
 
 Batch ``i`` depends only on (seed, i): reproducible, whatever the order, the worker or the rank.
 
@@ -30,63 +31,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
+from recframe.data.synthetic_hash import U64, hash_uniforms, zipf_ids_in
 from recframe.sparse import Batch, KeyedJaggedTensor
-
-if TYPE_CHECKING:
-    from recframe.data.synthetic_retrieval import SyntheticRetrieval
-
-_U64 = np.uint64
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: a bijective, well-mixed hash of uint64 values (vectorized)."""
-    x = x + _U64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
-def _hash_uniforms(ids: np.ndarray, salt: np.ndarray | np.uint64) -> np.ndarray:
-    """Four independent uniforms in [-sqrt(3), sqrt(3)) (variance 1) per id: shape ``[*ids.shape, 4]``."""
-    h = _mix64(ids.astype(_U64) ^ salt)
-    parts = h.view(np.uint16).reshape(*ids.shape, 4).astype(np.float32)
-    return parts * np.float32(2.0 * math.sqrt(3.0) / 65536.0) - np.float32(math.sqrt(3.0))
-
-
-def zipf_ids(u: np.ndarray, num_rows: np.ndarray | int, exponent: float) -> np.ndarray:
-    """Map uniforms ``u`` in [0, 1) to ids in ``[0, num_rows)`` with ``P(id = k) ~ (k + 1) ** -exponent``.
-
-    Inverse CDF of the continuous power law on ``[1, num_rows + 1)``, floored: O(1) memory for any
-    table size. ``exponent = 0`` is uniform. Computed in float32 (8x faster) when every table has
-    fewer than 2**24 rows, else in float64 so that every id stays reachable.
-
-    Args:
-        u: uniforms, any shape.
-        num_rows: table size(s), broadcast against ``u``.
-        exponent: the Zipf exponent ``s >= 0``.
-    """
-    rows = np.asarray(num_rows, dtype=np.int64)
-    return _zipf_ids_in(u, rows, exponent, np.float32 if int(rows.max(initial=1)) < 2**24 else np.float64)
-
-
-def _zipf_ids_in(u: np.ndarray, rows: np.ndarray, exponent: float, dtype: type) -> np.ndarray:
-    """``zipf_ids`` computed in ``dtype``: a subset of the tables gets the numbers of all of them."""
-    u = u.astype(dtype, copy=False)
-    m = (rows + 1).astype(dtype)
-    if abs(exponent - 1.0) < 1e-9:
-        x = np.exp(u * np.log(m))
-    else:
-        a = dtype(1.0 - exponent)
-        x = (dtype(1.0) + u * (m**a - dtype(1.0))) ** (dtype(1.0) / a)
-    return np.minimum(x.astype(np.int64) - 1, rows - 1).clip(min=0)
 
 
 @dataclass(frozen=True)
@@ -232,7 +183,7 @@ class SyntheticCriteo:
         self._dense_mu = rng.uniform(-0.5, 1.5, size=c.num_dense_features)
         self._dense_sigma = rng.uniform(0.5, 1.2, size=c.num_dense_features)
         self._beta = rng.standard_normal((c.num_tasks, c.num_dense_features))
-        self._salts = rng.integers(0, 2**63, size=(c.num_tasks, c.num_sparse_features), dtype=np.int64).astype(_U64)
+        self._salts = rng.integers(0, 2**63, size=(c.num_tasks, c.num_sparse_features), dtype=np.int64).astype(U64)
         # the features of each bag size: ids and hashes are computed a group at a time
         self._bag_groups = [_features(np.flatnonzero(self._bag_sizes == n)) for n in np.unique(self._bag_sizes)]
 
@@ -251,7 +202,7 @@ class SyntheticCriteo:
         num_g, batch, bag = bags.ids.shape
         if bag == 0:
             return np.zeros((num_g, batch, 4), np.float32)
-        u = _hash_uniforms(bags.ids, self._salts[task][bags.features.index][:, None, None])  # [g, B, n, 4]
+        u = hash_uniforms(bags.ids, self._salts[task][bags.features.index][:, None, None])  # [g, B, n, 4]
         full = bool((bags.lengths == bag).all())
         if not full:
             u *= (np.arange(bag) < bags.lengths[:, :, None])[..., None].astype(np.float32)
@@ -362,7 +313,7 @@ class SyntheticCriteo:
             bag = int(self._bag_sizes[features.index][0])
             # a copy of the group's slots (a view for a run of features with bag == max_bag)
             slots = np.ascontiguousarray(u[features.index, :, :bag])
-            ids = _zipf_ids_in(slots, self._table_sizes[features.index][:, None, None], c.zipf_exponent,
+            ids = zipf_ids_in(slots, self._table_sizes[features.index][:, None, None], c.zipf_exponent,
                                self._uniform_dtype)
             bags = _Bags(features, ids, lengths[features.index])
             groups.append(bags)
@@ -392,81 +343,3 @@ class SyntheticCriteo:
             labels=label_tensor.squeeze(1) if c.num_tasks == 1 else label_tensor,
         )
         return batch, torch.from_numpy(logits)
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """A synthetic batch to be made where it is consumed: its global index and size.
-
-    Args:
-        index: the global batch number (``SyntheticCriteo.batch``'s ``index``).
-        batch_size: samples in the batch.
-    """
-
-    index: int
-    batch_size: int
-
-
-class SyntheticDataset(IterableDataset):
-    """A reproducible sequence of synthetic batches, split over ranks and DataLoader workers.
-
-    Rank ``r`` of ``world_size`` yields the global batches ``r, r + world_size, ...``; its DataLoader
-    workers share them round-robin. Iterating again yields the same batches. Use it with
-    ``DataLoader(dataset, batch_size=None)``: the items are already batches.
-
-    Args:
-        generator: a ``SyntheticCriteo`` or ``SyntheticRetrieval``.
-        batch_size: samples per batch.
-        num_batches: batches this rank yields per pass; None for an endless stream.
-        rank: this process's rank.
-        world_size: number of ranks.
-        first_batch: this rank's position to start from (batches it already consumed), so that a
-            resumed run continues with the next unseen batch.
-        requests: yield ``BatchRequest``s (index and size) instead of batches, for a consumer that
-            makes them on the training device (``recframe.data.synthetic_device``).
-
-    Example:
-        >>> gen = SyntheticCriteo(SyntheticConfig(table_sizes=(10,)), seed=0)
-        >>> len(list(SyntheticDataset(gen, batch_size=4, num_batches=3)))
-        3
-    """
-
-    def __init__(
-        self,
-        generator: SyntheticCriteo | SyntheticRetrieval,
-        batch_size: int,
-        num_batches: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-        first_batch: int = 0,
-        requests: bool = False,
-    ) -> None:
-        super().__init__()
-        if (batch_size < 1 or (num_batches is not None and num_batches < 0) or not 0 <= rank < world_size
-                or first_batch < 0):
-            raise ValueError(f"SyntheticDataset: got batch_size={batch_size}, num_batches={num_batches}, "
-                             f"rank={rank}, world_size={world_size}, first_batch={first_batch}")
-        self.generator = generator
-        self.batch_size = batch_size
-        self.num_batches = num_batches
-        self.rank = rank
-        self.world_size = world_size
-        self.first_batch = first_batch
-        self.requests = requests
-
-    def __iter__(self) -> Iterator[Batch | BatchRequest]:
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        k = worker
-        while self.num_batches is None or k < self.num_batches:
-            index = self.rank + self.world_size * (self.first_batch + k)
-            if self.requests:
-                yield BatchRequest(index, self.batch_size)
-            else:
-                yield self.generator.batch(index, self.batch_size)
-            k += num_workers
-
-    def __len__(self) -> int:
-        if self.num_batches is None:
-            raise TypeError("an endless SyntheticDataset has no length")
-        return self.num_batches

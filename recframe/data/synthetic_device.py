@@ -51,7 +51,7 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def mix64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finalizer on int64 tensors: the same bits as ``recframe.data.synthetic._mix64`` on uint64.
+    """splitmix64's finalizer on int64 tensors: the same bits as ``recframe.data.synthetic_hash.mix64`` on uint64.
 
     Args:
         x: int64 tensor (uint64 bit patterns); additions and products wrap around as in uint64.
@@ -63,7 +63,7 @@ def mix64(x: torch.Tensor) -> torch.Tensor:
 
 
 def hash_uniforms(ids: torch.Tensor, salt: torch.Tensor) -> torch.Tensor:
-    """Four uniforms in [-sqrt(3), sqrt(3)) per id, bit for bit those of ``synthetic._hash_uniforms``.
+    """Four uniforms in [-sqrt(3), sqrt(3)) per id, bit for bit those of ``synthetic_hash.hash_uniforms``.
 
     Args:
         ids: int64 ids ``[N]``.
@@ -182,7 +182,7 @@ class DeviceSynthesizer:
         return layout
 
     def _zipf(self, u: torch.Tensor, layout: _Layout) -> torch.Tensor:
-        """``synthetic.zipf_ids`` on the device: uniforms in [0, 1) (``[..., N]``) to ids of each slot's table."""
+        """``synthetic_hash.zipf_ids`` on the device: uniforms in [0, 1) (``[..., N]``) to ids of each slot's table."""
         s = self.config.zipf_exponent
         if abs(s - 1.0) < 1e-9:
             x = torch.exp(u * layout.zipf_scale)

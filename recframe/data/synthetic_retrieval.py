@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recframe.data.synthetic import _U64, _mix64, zipf_ids
+from recframe.data.synthetic_hash import U64, mix64, zipf_ids
 from recframe.sparse import Batch, KeyedJaggedTensor
 
 
@@ -73,11 +73,11 @@ class SyntheticRetrieval:
     def __init__(self, config: SyntheticRetrievalConfig, seed: int = 0) -> None:
         self.config = config
         self.seed = seed
-        self._cluster_salt = _U64(np.random.default_rng([seed, 0xC1]).integers(0, 2**63))
+        self._cluster_salt = U64(np.random.default_rng([seed, 0xC1]).integers(0, 2**63))
 
     def user_cluster(self, users: np.ndarray) -> np.ndarray:
         """The hidden cluster of each user."""
-        return (_mix64(users.astype(_U64) ^ self._cluster_salt) % _U64(self.config.num_clusters)).astype(np.int64)
+        return (mix64(users.astype(U64) ^ self._cluster_salt) % U64(self.config.num_clusters)).astype(np.int64)
 
     def _items_of(self, clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config

@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from recframe.data.arrays import EpochBatches, EpochLoader
 from recframe.data.prefetch import DevicePrefetcher, OnReady
 from recframe.data.source import DataSource, SyntheticSource
-from recframe.data.synthetic import BatchRequest, SyntheticCriteo
+from recframe.data.synthetic import SyntheticCriteo
+from recframe.data.synthetic_dataset import BatchRequest
 from recframe.data.synthetic_retrieval import SyntheticRetrieval
 from recframe.sparse import Batch
 

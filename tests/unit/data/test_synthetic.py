@@ -10,13 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from recframe.data.multihot import MLPERF_BAG_SIZES, MLPERF_NUM_EMBEDDINGS
-from recframe.data.synthetic import (
-    SyntheticConfig,
-    SyntheticCriteo,
-    SyntheticDataset,
-    _hash_uniforms,
-    zipf_ids,
-)
+from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
+from recframe.data.synthetic_dataset import SyntheticDataset
+from recframe.data.synthetic_hash import hash_uniforms, zipf_ids
 from recframe.data.synthetic_retrieval import SyntheticRetrieval, SyntheticRetrievalConfig
 from recframe.sparse import Batch, KeyedJaggedTensor
 
@@ -245,7 +241,7 @@ def _reference_logits(gen: SyntheticCriteo, z: np.ndarray, ids: np.ndarray, leng
     denom = np.float32(max_bag) if full else np.maximum(lengths, 1)[..., None].astype(np.float32)
     out = np.empty((batch, c.num_tasks), dtype=np.float64)
     for t in range(c.num_tasks):
-        u = _hash_uniforms(ids, gen._salts[t][:, None, None])
+        u = hash_uniforms(ids, gen._salts[t][:, None, None])
         if mask is not None:
             u *= mask
         means = u[:, :, 0].copy() if max_bag else np.zeros((num_f, batch, 4), np.float32)

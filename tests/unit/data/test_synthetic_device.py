@@ -9,15 +9,11 @@ import torch
 from recframe.config.data import GenerateOn
 from recframe.data.prefetch import DevicePrefetcher
 from recframe.data.source import SyntheticSource
-from recframe.data.synthetic import (
-    BatchRequest,
-    SyntheticConfig,
-    SyntheticCriteo,
-    SyntheticDataset,
-    _hash_uniforms,
-    zipf_ids,
-)
+from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
+from recframe.data.synthetic_dataset import BatchRequest, SyntheticDataset
 from recframe.data.synthetic_device import DeviceSynthesizer, hash_uniforms
+from recframe.data.synthetic_hash import hash_uniforms as host_hash_uniforms
+from recframe.data.synthetic_hash import zipf_ids
 from recframe.training.datamodule import RecDataModule
 
 CPU = torch.device("cpu")
@@ -29,7 +25,7 @@ VARIABLE = SyntheticConfig(num_dense_features=3, table_sizes=(100, 200, 300), id
 def test_hash_uniforms_are_the_host_generators_bit_for_bit() -> None:
     ids = np.random.default_rng(0).integers(0, 2**63 - 1, size=4096)
     salt = np.uint64(0xDEADBEEF12345678)
-    host = _hash_uniforms(ids, salt)
+    host = host_hash_uniforms(ids, salt)
     device = hash_uniforms(torch.from_numpy(ids), torch.tensor(int(salt) - (1 << 64)))
     np.testing.assert_array_equal(device.numpy(), host)
 
