@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,7 +147,13 @@ def _describe(override: str, error: Exception, base: DictConfig | None) -> Probl
         return Problem(key, "no such key", _key_suggestion(key, base) or f"to add a new key use +{key}={value}")
     cause = error.__cause__ or error.__context__
     detail = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else text
-    return Problem(key, detail)
+    return Problem(key, detail, _choice_suggestion(detail))
+
+
+def _choice_suggestion(detail: str) -> str:
+    """``did you mean 'row_wise'?`` for OmegaConf's ``Invalid value 'rowwise', expected one of [...]`` (Enum fields)."""
+    found = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]$", detail)
+    return _suggest(found.group(1), found.group(2).split(", ")) if found else ""
 
 
 def _try_compose(overrides: list[str], config_name: str) -> tuple[DictConfig | None, Exception | None]:

@@ -22,6 +22,7 @@ from omegaconf import MISSING
 
 from recframe.config.sharding import ShardingConfig
 from recframe.embedding.config import SparseOptimizer
+from recframe.vocab import Backend, IdPolicy, Pooling, WeightDtype
 
 
 @dataclass
@@ -34,12 +35,17 @@ class FeaturesConfig:
 
 @dataclass
 class TableSpec:
-    """One embedding table; unset sizes come from the table set's defaults."""
+    """One entry of ``tables.specs``: the config form of ``recframe.embedding.config.TableConfig``.
 
-    features: list[str] = MISSING  # the sparse features looked up in this table (shared table: several)
+    ``recframe.config.resolve.table_configs`` turns it into a TableConfig: the name is its key in
+    ``specs``, unset sizes come from the table set (capped at ``row_cap``), and ``weight_dtype`` and
+    ``id_policy`` are the set's (TablesConfig), the same for every table of a run.
+    """
+
+    features: list[str] = MISSING  # the sparse features looked up in this table (TableConfig.feature_names)
     num_embeddings: int | None = None  # rows; None: tables.num_embeddings
     embedding_dim: int | None = None  # columns; None: tables.embedding_dim
-    pooling: str = "sum"  # sum | mean | none (sequence feature, EmbeddingCollection)
+    pooling: Pooling = Pooling.sum  # sum | mean | none (sequence feature, EmbeddingCollection)
 
 
 @dataclass
@@ -48,9 +54,9 @@ class TablesConfig:
 
     num_embeddings: int = 100_000  # default rows per table
     embedding_dim: int = 64  # default embedding dim
-    weight_dtype: str = "fp32"  # storage dtype of table weights: fp32 | fp16 | bf16
-    backend: str = "auto"  # kernel backend: auto | fbgemm | triton | torch
-    id_policy: str = "error"  # ids outside [0, rows): error (names feature and table) | modulo
+    weight_dtype: WeightDtype = WeightDtype.fp32  # storage dtype of table weights: fp32 | fp16 | bf16
+    backend: Backend = Backend.auto  # kernel backend: auto | fbgemm | triton | torch
+    id_policy: IdPolicy = IdPolicy.error  # ids outside [0, rows): error (names feature and table) | modulo
     row_cap: int | None = None  # cap every table at this many rows, to fit a small machine (None: no cap)
     specs: dict[str, TableSpec] = field(default_factory=dict)  # table name -> spec
 

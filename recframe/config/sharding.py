@@ -11,6 +11,8 @@ Example:
     >>> cfg = OmegaConf.structured(ShardingConfig)
     >>> cfg.type, cfg.topology.reserved_fraction
     ('auto', 0.1)
+    >>> OmegaConf.merge(cfg, {"type": "row_wise"}).type is ShardingMode.row_wise
+    True
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-SHARDING_CHOICES = ("auto", "table_wise", "row_wise", "column_wise", "data_parallel", "table_row_wise", "manual")
+from recframe.vocab import Backend, ShardingMode, ShardingType, TopologyDevice
 
 
 @dataclass
 class TableConstraintConfig:
     """What the planner may do with one table."""
 
-    sharding_types: list[str] = field(default_factory=list)  # allowed sharding types (empty: any the planner likes)
+    sharding_types: list[ShardingType] = field(default_factory=list)  # allowed sharding types (empty: any)
     ranks: list[int] | None = None  # pinned ranks: the table's shards go only to these ranks (None: any rank)
     ids_per_sample: float | None = None  # ids per sample over the table's features; None: data.ids_per_feature, else 1
 
@@ -35,17 +37,17 @@ class TableConstraintConfig:
 class ManualPlacementConfig:
     """One table's placement in a manual plan (recframe.distributed.plan.TablePlacement)."""
 
-    sharding_type: str = MISSING  # data_parallel | table_wise | row_wise | column_wise | table_row_wise
+    sharding_type: ShardingType = MISSING  # table_wise | row_wise | column_wise | table_row_wise | data_parallel
     ranks: list[int] = MISSING  # the ranks holding the shards, in shard order (data_parallel: the replicas)
     shard_sizes: list[int] | None = None  # rows (row splits) or columns (column_wise) per shard; None: even
-    compute_kernel: str = "auto"  # kernel backend of the local shards: auto | fbgemm | triton | torch
+    compute_kernel: Backend = Backend.auto  # kernel backend of the local shards: auto | fbgemm | triton | torch
 
 
 @dataclass
 class TopologyConfig:
     """Ranks, memory and bandwidths the planner assumes (GB = 1e9 bytes)."""
 
-    device: str = "auto"  # where tables live (memory detection, lookup bandwidth): auto (the trainer's) | cuda | cpu
+    device: TopologyDevice = TopologyDevice.auto  # where tables live (memory, lookup bandwidth): auto | cuda | cpu
     memory_per_rank_gb: float | None = None  # memory per rank; None: detected (GPU total, else host RAM / local ranks)
     reserved_fraction: float = 0.1  # share of each rank's memory kept for dense model, activations and buffers
     local_world_size: int | None = None  # ranks per node; None: trainer.devices, or world_size when that is set
@@ -59,7 +61,7 @@ class TopologyConfig:
 class ShardingConfig:
     """How embedding tables are sharded (configs/sharding/)."""
 
-    type: str = "auto"  # auto (planner) | table_wise | row_wise | column_wise | data_parallel | table_row_wise | manual
+    type: ShardingMode = ShardingMode.auto  # auto (planner) | a ShardingType for every table | manual (``tables``)
     constraints: dict[str, TableConstraintConfig] = field(default_factory=dict)  # table name -> constraint
     tables: dict[str, ManualPlacementConfig] = field(default_factory=dict)  # type=manual: table name -> placement
     topology: TopologyConfig = field(default_factory=TopologyConfig)  # memory and bandwidths per rank

@@ -17,9 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from recframe.config.compose import Problem
 from recframe.config.data import FILE_KINDS, file_data_problems
 from recframe.config.resolve import sparse_optimizer, table_configs
-from recframe.config.sharding import SHARDING_CHOICES
-from recframe.distributed.plan import SHARDING_TYPES
 from recframe.distributed.planner.from_config import manual_plan, planned_world
+from recframe.vocab import Pooling, ShardingMode
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "64-true")
 DATA_OF_MODEL = {"two_tower": ("synthetic_retrieval", "movielens_retrieval")}  # models that need these data kinds
@@ -63,7 +62,7 @@ def _check_features_and_tables(cfg: DictConfig) -> list[Problem]:
 def _check_model(cfg: DictConfig) -> list[Problem]:
     out: list[Problem] = []
     model, tables = cfg.model, table_configs(cfg)
-    dims = {t.name: t.embedding_dim for t in tables if t.pooling != "none"}
+    dims = {t.name: t.embedding_dim for t in tables if t.pooling != Pooling.none}
     if model.name in SAME_DIM_MODELS and len(set(dims.values())) > 1:
         common = max(set(dims.values()), key=list(dims.values()).count)
         odd = {n: d for n, d in dims.items() if d != common}
@@ -148,29 +147,22 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
 
 
 def _check_sharding(cfg: DictConfig) -> list[Problem]:
-    """The sharding config names existing tables and valid types; a manual plan is complete and valid."""
+    """The sharding config names existing tables; a manual plan is complete and valid (types: the schema's Enums)."""
     out: list[Problem] = []
     s, tables = cfg.sharding, {t.name: t for t in table_configs(cfg)}
     world, _ = planned_world(cfg)
-    if s.type not in SHARDING_CHOICES:
-        out.append(Problem("sharding.type", f"unknown sharding type {s.type!r}",
-                           _close(s.type, list(SHARDING_CHOICES))))
     if world < 1:
         out.append(Problem("world_size", f"must be >= 1, got {world}"))
     for name, c in s.constraints.items():
         key = f"sharding.constraints.{name}"
         if name not in tables:
             out.append(Problem(key, f"unknown table {name!r}", _close(str(name), list(tables))))
-        for kind in c.sharding_types:
-            if kind not in SHARDING_TYPES:
-                out.append(Problem(f"{key}.sharding_types", f"unknown sharding type {kind!r}",
-                                   _close(kind, list(SHARDING_TYPES))))
         if c.ranks is not None and (not c.ranks or not all(0 <= r < world for r in c.ranks)):
             out.append(Problem(f"{key}.ranks", f"pinned ranks must be a non-empty list of ranks in [0, {world}), "
                                f"got {list(c.ranks)}", "plan for more ranks with world_size=N"))
         if c.ids_per_sample is not None and c.ids_per_sample <= 0:
             out.append(Problem(f"{key}.ids_per_sample", f"must be > 0, got {c.ids_per_sample}"))
-    if s.type == "manual":
+    if s.type == ShardingMode.manual:
         shapes = {n: (t.num_embeddings, t.embedding_dim) for n, t in tables.items()}
         top = max((r for p in s.tables.values() for r in p.ranks), default=0)
         if top >= world:
@@ -187,8 +179,6 @@ def _check_sharding(cfg: DictConfig) -> list[Problem]:
             out.append(Problem(f"sharding.topology.{key}", f"must be > 0, got {t[key]}"))
     if not 0 <= t.reserved_fraction < 1:
         out.append(Problem("sharding.topology.reserved_fraction", f"must be in [0, 1), got {t.reserved_fraction}"))
-    if t.device not in ("auto", "cuda", "cpu"):
-        out.append(Problem("sharding.topology.device", f"unknown device {t.device!r}; choose auto, cuda or cpu"))
     if cfg.tables.row_cap is not None and cfg.tables.row_cap < 1:
         out.append(Problem("tables.row_cap", f"must be >= 1 (or null: no cap), got {cfg.tables.row_cap}"))
     return out

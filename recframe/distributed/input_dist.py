@@ -16,9 +16,10 @@ One call, for the whole collection (all tables, all features):
    one header entry saying whether the sender has per-id weights), one of the ids (sizes from
    the lengths: one host sync), and one of the per-id weights when any rank has weights (a rank
    without weights sends ones, so ranks never disagree on the collectives they call).
-3. The receiver reorders the blocks from ``(source rank, feature)`` to ``(feature, source rank)``
-   and gets a KeyedJaggedTensor of its local features for the global batch: stride
-   ``world * B``, sample ``s * B + b`` being sample ``b`` of rank ``s``.
+3. The receiver reorders the blocks from ``(source rank, feature)`` to ``(feature, source rank)``,
+   its features in ``receive_order`` (the order its local lookups take them in, so that they need
+   no reorder of their own), and gets a KeyedJaggedTensor of its local features for the global
+   batch: stride ``world * B``, sample ``s * B + b`` being sample ``b`` of rank ``s``.
 
 The call can be split in two, to overlap the ids' transfer with other work (the pipelined
 training step): ``InputDist.start(kjt)`` runs steps 1 and 2 up to launching the ids and weights
@@ -35,7 +36,7 @@ Example (one process, world of 1; table ``t`` of 10 rows row-split in one shard)
     >>> store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
     >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     >>> route = InputDist(["f"], ["t"], [10], ["modulo"], [Slot(rank=0, feature=0, row_start=0, row_end=10,
-    ...                   row_split=True)], world_size=1, rank=0, group=None, check_ids=True)
+    ...                   row_split=True)], world_size=1, rank=0, group=None, check_ids=True, receive_order=[0])
     >>> local = route(KeyedJaggedTensor.from_lengths(["f"], torch.tensor([3, 12, 5]), torch.tensor([2, 1])))
     >>> local.keys(), local.values().tolist(), local.lengths().tolist()
     (['f'], [3, 2, 5], [2, 1])
@@ -54,6 +55,7 @@ from recframe.distributed.comms import all_to_all_1d, start_all_to_all_1d
 from recframe.distributed.faults import fault_point
 from recframe.embedding.ids import GroupInput
 from recframe.sparse import KeyedJaggedTensor, ops
+from recframe.vocab import IdPolicy, Pooling
 
 
 @dataclass(frozen=True)
@@ -88,19 +90,25 @@ class InputDist(nn.Module):
         rank: this rank in ``group``.
         group: the process group (None = the default group).
         check_ids: raise on out-of-range ids of ``error`` tables, before they are sent.
+        receive_order: the order of this rank's local features in the result, as positions among
+            this rank's slots (a permutation of ``range(its slots)``).
     """
 
-    def __init__(self, features: list[str], tables: list[str], rows: list[int], id_policies: list[str],
+    def __init__(self, features: list[str], tables: list[str], rows: list[int], id_policies: list[IdPolicy],
                  slots: list[Slot], world_size: int, rank: int, group: dist.ProcessGroup | None,
-                 check_ids: bool) -> None:
+                 check_ids: bool, receive_order: list[int]) -> None:
         super().__init__()
         num_features = len(features)
         if [s.rank for s in slots] != sorted(s.rank for s in slots):
             raise ValueError("slots must be ordered by destination rank")
         self.features, self.world_size, self.rank, self.group = list(features), world_size, rank, group
-        self.ids = GroupInput(list(features), list(tables), list(rows), list(id_policies), "sum", check_ids)
+        self.ids = GroupInput(list(features), list(tables), list(rows), list(id_policies), Pooling.sum, check_ids)
         self.slots_per_rank = [sum(1 for s in slots if s.rank == r) for r in range(world_size)]
         self.local_features = [features[s.feature] for s in slots if s.rank == rank]
+        if sorted(receive_order) != list(range(len(self.local_features))):
+            raise ValueError(f"receive_order {receive_order} is not an order of this rank's "
+                             f"{len(self.local_features)} slots")
+        self.receive_order = list(receive_order)
         per_feature: list[list[int]] = [[] for _ in range(num_features)]
         for k, slot in enumerate(slots):
             per_feature[slot.feature].append(k)
@@ -197,8 +205,8 @@ class InputDist(nn.Module):
         if any_weights:
             send_weights = weights if weights is not None else torch.ones(values.numel(), device=device)
             weights_in_flight = start_all_to_all_1d(send_weights, send_ids, recv_ids, self.group)
-        return PendingInput(self.local_features, batch, world, recv_lengths.reshape(-1), counts_host,
-                            (recv_values, values_work), weights_in_flight)
+        return PendingInput(self.local_features, self.receive_order, batch, world, recv_lengths.reshape(-1),
+                            counts_host, (recv_values, values_work), weights_in_flight)
 
     def _bucketize(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Step 1: checked (or hashed) ids sorted by ``(slot, sample)``, their weights, the lengths per slot.
@@ -254,7 +262,8 @@ class PendingInput:
     Made by ``InputDist.start``; ``wait()`` finishes it.
 
     Args:
-        local_features: this rank's local features (the keys of the result).
+        local_features: this rank's local features, in slot order.
+        receive_order: the result's keys, as positions in ``local_features``.
         batch: the local batch size ``B`` of every rank.
         world: the number of ranks.
         recv_lengths: ``[world * len(local_features) * B]`` lengths, in ``(source rank, feature)`` blocks.
@@ -266,15 +275,15 @@ class PendingInput:
         >>> local = route.start(kjt).wait()  # doctest: +SKIP
     """
 
-    def __init__(self, local_features: list[str], batch: int, world: int, recv_lengths: torch.Tensor,
-                 counts: list[int], values: tuple[torch.Tensor, dist.Work],
+    def __init__(self, local_features: list[str], receive_order: list[int], batch: int, world: int,
+                 recv_lengths: torch.Tensor, counts: list[int], values: tuple[torch.Tensor, dist.Work],
                  weights: tuple[torch.Tensor, dist.Work] | None) -> None:
-        self.local_features, self.batch, self.world = local_features, batch, world
+        self.local_features, self.receive_order, self.batch, self.world = local_features, receive_order, batch, world
         self.recv_lengths, self.counts = recv_lengths, counts
         self._values, self._weights = values, weights
 
     def wait(self) -> KeyedJaggedTensor:
-        """Wait for the ids and weights, reorder the blocks by feature; this rank's local KeyedJaggedTensor.
+        """Wait for the ids and weights, reorder the blocks by feature (``receive_order``): the local KeyedJaggedTensor.
 
         Returns:
             KeyedJaggedTensor with keys ``local_features``, stride ``world * B`` (see ``InputDist.forward``).
@@ -295,9 +304,10 @@ class PendingInput:
         block_offsets = [0]
         for n in counts:
             block_offsets.append(block_offsets[-1] + n)
-        order_blocks = [s * own + f for f in range(own) for s in range(world)]
+        order_blocks = [s * own + f for f in self.receive_order for s in range(world)]
         out_lengths, out_values, out_weights = ops.permute_key_blocks(
             order_blocks, self.recv_lengths, recv_values, recv_weights, batch, block_offsets)
-        per_key = [sum(counts[s * own + f] for s in range(world)) for f in range(own)]
-        return KeyedJaggedTensor(self.local_features, out_values, weights=out_weights, lengths=out_lengths,
-                                 stride=world * batch, validate=False, length_per_key=per_key)
+        per_key = [sum(counts[s * own + f] for s in range(world)) for f in self.receive_order]
+        return KeyedJaggedTensor([self.local_features[f] for f in self.receive_order], out_values,
+                                 weights=out_weights, lengths=out_lengths, stride=world * batch, validate=False,
+                                 length_per_key=per_key)

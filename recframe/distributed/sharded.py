@@ -24,29 +24,14 @@ Semantics:
   the updates then equal those of one process training the unsharded model on the
   concatenation of all ranks' batches with a mean loss.
 
-Sharding types (``recframe.distributed.plan``):
-
-- ``table_wise``: the owner looks up the table for the global batch; blocks go back by all-to-all.
-- ``row_wise``: ids go to the shard holding their row; each shard pools its ids into partial
-  sums that travel back in the output all-to-all and are added on the sample's rank (the
-  reduce-scatter of row-wise sharding). Mean pooling: shards pool sums and the sample's rank
-  divides by the bag's full size after the reduction (an empty bag gives zeros). Exact for every
-  optimizer whose state is per row or per element.
-- ``column_wise``: every shard gets all ids of the feature and pools its columns; the blocks are
-  concatenated. Exact for element-wise optimizers (sgd, adagrad, adam). NOT exact for
-  ``rowwise_adagrad`` / ``rowwise_adam`` (each shard's per-row state is the mean over its own
-  columns, not over the whole row) nor ``lamb`` (its trust ratio uses row norms): those train,
-  but differ from the unsharded table.
-- ``table_row_wise``: row-wise over the ranks of one node; ``local_world_size`` consecutive
-  ranks stand for a node (on one machine, a configured local world size). Communication is the
-  same flat all-to-all as row_wise (no hierarchical intra/inter-node split yet).
-- ``data_parallel``: every rank holds the whole table (placement ranks = all ranks). Its ids
-  ride the input all-to-all to every replica, so each replica looks up the global batch; its
-  rank's rows are its output; in backward the rank's gradient rows are sent to every replica
-  inside the backward all-to-all (an all-gather), so every replica applies the same update of the
-  global batch with its fused optimizer, and replicas stay identical without a dense all-reduce.
-  They are broadcast from group rank 0 at construction; ``sync_replicas()`` repeats that (on
-  GPUs non-deterministic kernels may let replicas drift by rounding).
+Sharding types: each has a rule object in ``recframe.distributed.sharding`` (its shards, its
+slot kind, how its outputs combine, its cost terms, the optimizers it trains exactly); the
+engine here asks the rules and never compares types. Construction: ``layout.ShardLayout`` (the
+shards and the routing, the same on every rank), this rank's local collections (one per
+replicated?/compute kernel), ``input_dist.InputDist`` (its slots; the received features come in
+the local collections' own kernel-group order, so the key reorder happens once, in the input
+dist) and ``output_dist.OutputDist`` (the output all-to-all, the combination of the blocks, and
+the one place where mean tables of row splits are divided by the bag size).
 
 Checkpoints: ``state_dict()`` holds ``"<table>.weight"`` for each table with a shard on this
 rank (the shard's rows and columns only); ``local_shards()`` says where each one sits in its
@@ -64,15 +49,14 @@ Use, inside an initialized process group (gloo or NCCL), on every rank with the 
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from recframe.distributed.comms import PooledAllToAll, broadcast_
-from recframe.distributed.input_dist import InputDist, Slot
+from recframe.distributed.comms import broadcast_
+from recframe.distributed.input_dist import InputDist
+from recframe.distributed.layout import ShardLayout
+from recframe.distributed.output_dist import OutputDist
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.prefetch_queue import Prefetched, PrefetchQueue
 from recframe.distributed.types import LocalShard, ShardSpec
@@ -86,40 +70,13 @@ from recframe.sparse import KeyedJaggedTensor, KeyedTensor
 MAX_PREFETCHED = 3
 
 
-def table_shards(table: TableConfig, placement_type: str, ranks: list[int], bounds: list[tuple[int, int]],
-                 world_size: int) -> list[ShardSpec]:
-    """The shards of one table (data_parallel: one full replica per rank of the world)."""
-    rows, cols = table.num_embeddings, table.embedding_dim
-    if placement_type == "data_parallel":
-        return [ShardSpec(table.name, placement_type, r, 0, rows, 0, cols) for r in range(world_size)]
-    if placement_type == "table_wise":
-        return [ShardSpec(table.name, placement_type, ranks[0], 0, rows, 0, cols)]
-    if placement_type == "column_wise":
-        return [ShardSpec(table.name, placement_type, r, 0, rows, lo, hi) for r, (lo, hi) in zip(ranks, bounds,
-                                                                                              strict=True)]
-    return [ShardSpec(table.name, placement_type, r, lo, hi, 0, cols) for r, (lo, hi) in zip(ranks, bounds,
-                                                                                         strict=True)]
+def _shapes(tables: list[TableConfig]) -> dict[str, tuple[int, int]]:
+    return {t.name: (t.num_embeddings, t.embedding_dim) for t in tables}
 
 
-def plan_problems(tables: list[TableConfig], plan: ShardingPlan, world_size: int,
-                  local_world_size: int | None) -> list[str]:
-    """Every reason the plan cannot shard these tables on ``world_size`` ranks (the plan may place more tables)."""
-    out = []
-    if plan.world_size != world_size:
-        out.append(f"the sharding plan is for {plan.world_size} ranks but the process group has {world_size}")
-    shapes = {t.name: (t.num_embeddings, t.embedding_dim) for t in tables}
-    sub = ShardingPlan(plan.world_size, {n: p for n, p in plan.tables.items() if n in shapes})
-    out += sub.problems(shapes)
-    for name, placement in sub.tables.items():
-        if placement.sharding_type == "data_parallel" and sorted(placement.ranks) != list(range(world_size)):
-            out.append(f"table {name!r} (data_parallel): ranks must be all {world_size} ranks, got {placement.ranks}")
-        if placement.sharding_type == "table_row_wise":
-            if local_world_size is None or local_world_size < 1:
-                out.append(f"table {name!r} (table_row_wise) needs local_world_size (ranks per node)")
-            elif len({r // local_world_size for r in placement.ranks}) > 1:
-                out.append(f"table {name!r} (table_row_wise): ranks {placement.ranks} span several nodes of "
-                           f"{local_world_size} ranks; list ranks of one node")
-    return out
+def _group_order(collection: EmbeddingBagCollection) -> list[str]:
+    """The features of a collection in its kernel groups' order (the order its lookup takes them in)."""
+    return [f for plan in collection.plans for i in plan.table_indices for f in collection.tables[i].feature_names]
 
 
 class ShardedEmbeddingBagCollection(nn.Module):
@@ -144,9 +101,9 @@ class ShardedEmbeddingBagCollection(nn.Module):
                  process_group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
                  check_ids: bool = True, local_world_size: int | None = None, gradient_division: bool = True) -> None:
         super().__init__()
-        problems = check_tables(list(tables), optimizer, sequence=False)
         world, rank = dist.get_world_size(process_group), dist.get_rank(process_group)
-        problems += plan_problems(list(tables), plan, world, local_world_size)
+        problems = check_tables(list(tables), optimizer, sequence=False)
+        problems += plan.group_problems(_shapes(list(tables)), world, local_world_size)
         if problems:
             raise ValueError(f"cannot shard the embedding tables ({len(problems)} problems):\n  "
                              + "\n  ".join(problems))
@@ -154,83 +111,23 @@ class ShardedEmbeddingBagCollection(nn.Module):
         self.group, self.world_size, self.rank = process_group, world, rank
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.gradient_division = gradient_division
-        self.feature_names = [f for t in self.tables for f in t.feature_names]
-        self.feature_dims = [t.embedding_dim for t in self.tables for _ in t.feature_names]
-        self._layout = KeyedTensor(self.feature_names, self.feature_dims, torch.empty(0, sum(self.feature_dims)))
-        feature_index = {f: i for i, f in enumerate(self.feature_names)}
-        feature_start = [0]
-        for d in self.feature_dims:
-            feature_start.append(feature_start[-1] + d)
-
-        # Shards, then each rank's local collections: one per (data_parallel?, compute kernel).
-        self.shards: dict[str, list[ShardSpec]] = {}
-        groups: list[dict[tuple[bool, str], list[tuple[ShardSpec, TableConfig]]]] = [{} for _ in range(world)]
-        for table in self.tables:
-            p = plan.tables[table.name]
-            specs = table_shards(table, p.sharding_type, p.ranks,
-                                 p.shard_bounds(table.num_embeddings, table.embedding_dim), world)
-            self.shards[table.name] = specs
-            for spec in specs:
-                groups[spec.rank].setdefault((p.sharding_type == "data_parallel", p.compute_kernel), []).append(
-                    (spec, _shard_table(table, spec)))
-        for r in range(world):  # model-parallel collections first, then data-parallel ones
-            groups[r] = {k: groups[r][k] for k in sorted(groups[r], key=lambda k: k[0])}
-
-        slots, mp_dims = [], []
-        for r in range(world):
-            width = 0
-            for (dp, _), members in groups[r].items():
-                for spec, shard in members:
-                    for f in shard.feature_names:
-                        slots.append(Slot(r, feature_index[f], spec.row_start if spec.row_split else 0,
-                                          spec.row_end if spec.row_split else shard.num_embeddings, spec.row_split))
-                        width += 0 if dp else shard.embedding_dim
-            mp_dims.append(width)
-        self.mp_dims = mp_dims
-        self.input_dist = InputDist(self.feature_names, [t.name for t in self.tables for _ in t.feature_names],
-                                    [t.num_embeddings for t in self.tables for _ in t.feature_names],
-                                    [t.id_policy for t in self.tables for _ in t.feature_names],
-                                    slots, world, rank, process_group, check_ids).to(self.device)
-
-        # Output columns: rank 0's model-parallel blocks, rank 1's, ..., then this rank's data-parallel ones.
-        dst: list[int] = []
-        blocks = [(r, False) for r in range(world)] + [(rank, True)]
-        for r, want_dp in blocks:
-            for (dp, _), members in groups[r].items():
-                if dp != want_dp:
-                    continue
-                for spec, shard in members:
-                    for f in shard.feature_names:
-                        lo = feature_start[feature_index[f]] + spec.col_start
-                        dst.extend(range(lo, lo + shard.embedding_dim))
-        total = feature_start[-1]
-        self._permutation = len(dst) == total and sorted(dst) == list(range(total))
-        inverse = [0] * total
-        if self._permutation:
-            for c, d in enumerate(dst):
-                inverse[d] = c
-        # Plain tensors, not buffers: they differ between ranks (DDP would broadcast buffers from rank 0).
-        self._dst = torch.tensor(dst, dtype=torch.int64, device=self.device)
-        self._gather = torch.tensor(inverse, dtype=torch.int64, device=self.device)
-        self._identity = self._permutation and dst == list(range(total))
-        # Row-split mean tables: divide after the reduction by each bag's full size.
-        mean_features = [feature_index[f] for t in self.tables
-                         if t.pooling == "mean" and plan.tables[t.name].sharding_type in ("row_wise", "table_row_wise")
-                         for f in t.feature_names]
-        mean_cols = [c for i in mean_features for c in range(feature_start[i], feature_start[i + 1])]
-        mean_col_feature = [k for k, i in enumerate(mean_features) for _ in range(self.feature_dims[i])]
-        self._mean_features = torch.tensor(mean_features, dtype=torch.int64, device=self.device)
-        self._mean_cols = torch.tensor(mean_cols, dtype=torch.int64, device=self.device)
-        self._mean_col_feature = torch.tensor(mean_col_feature, dtype=torch.int64, device=self.device)
-
+        layout = ShardLayout(self.tables, plan, world)
+        self.shards: dict[str, list[ShardSpec]] = layout.shards
+        self.feature_names, self.feature_dims = layout.feature_names, layout.feature_dims
+        self._empty = KeyedTensor(self.feature_names, self.feature_dims, torch.empty(0, sum(self.feature_dims)))
         # This rank's local collections, held outside the module tree (see the module docstring).
-        local = []
-        for (dp, kernel), members in groups[rank].items():
-            ebc = EmbeddingBagCollection([shard for _, shard in members], optimizer, backend=kernel,
-                                         device=self.device, check_ids=False)
-            local.append((dp, [spec for spec, _ in members], ebc))
-        self._local = local
-        self._local_counts = [len(ebc.feature_names) for _, _, ebc in local]
+        self._local = [(g.replicated, g.specs, EmbeddingBagCollection(g.tables, optimizer, backend=g.kernel,
+                                                                       device=self.device, check_ids=False))
+                       for g in layout.groups[rank]]
+        self._local_counts = [len(ebc.feature_names) for _, _, ebc in self._local]
+        by_slot = [f for _, _, ebc in self._local for f in ebc.feature_names]
+        self.input_dist = InputDist(
+            self.feature_names, [t.name for t in self.tables for _ in t.feature_names],
+            [t.num_embeddings for t in self.tables for _ in t.feature_names],
+            [t.id_policy for t in self.tables for _ in t.feature_names], layout.slots(), world, rank, process_group,
+            check_ids, [by_slot.index(f) for _, _, ebc in self._local for f in _group_order(ebc)]).to(self.device)
+        self.output_dist = OutputDist(layout, rank, process_group, self.device,
+                                      1.0 / world if gradient_division else 1.0)
         self._orders: dict[tuple[str, ...], list[int] | None] = {}
         self._prefetched = PrefetchQueue(MAX_PREFETCHED)
         self.sync_replicas()
@@ -289,29 +186,11 @@ class ShardedEmbeddingBagCollection(nn.Module):
         else:
             kjt = self._select(features)
             local = self.input_dist(kjt)
-        batch, world = kjt.stride(), self.world_size
         parts = local.split(self._local_counts) if self._local else []
         mp, dp = [], []
-        for (is_dp, _, ebc), part in zip(self._local, parts, strict=True):
-            (dp if is_dp else mp).append(ebc(part).values())
-        rows = world * batch
-        mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(rows, 0, device=self.device)
-        dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(rows, 0, device=self.device)
-        anchor = torch.empty(0, device=self.device, requires_grad=torch.is_grad_enabled())
-        scale = 1.0 / world if self.gradient_division else 1.0
-        wide = PooledAllToAll.apply(anchor, mp_out, dp_out, batch, self.mp_dims, self.rank, self.group, scale)
-        if self._identity:
-            values = wide
-        elif self._permutation:
-            values = wide.index_select(1, self._gather)
-        else:  # row-split partial sums: add every shard's block into the feature's columns
-            values = wide.new_zeros(batch, len(self._gather)).index_add(1, self._dst, wide)
-        if self._mean_features.numel() and batch > 0:
-            sizes = kjt.lengths().view(len(self.feature_names), batch).index_select(0, self._mean_features)
-            recip = sizes.clamp(min=1).float().reciprocal().index_select(0, self._mean_col_feature)
-            scale_cols = torch.ones_like(values).index_copy(1, self._mean_cols, recip.t())
-            values = values * scale_cols
-        return self._layout.with_values(values)
+        for (replicated, _, ebc), part in zip(self._local, parts, strict=True):
+            (dp if replicated else mp).append(ebc(part).values())
+        return self._empty.with_values(self.output_dist(mp, dp, kjt.stride(), kjt.lengths()))
 
     # ---- pipelining: the input dist of a later batch started early ---------------------------------
     def prefetch(self, features: KeyedJaggedTensor) -> None:
@@ -442,15 +321,6 @@ class ShardedEmbeddingBagCollection(nn.Module):
         return f"rank={self.rank}/{self.world_size}, tables={kinds}"
 
 
-def _shard_table(table: TableConfig, spec: ShardSpec) -> TableConfig:
-    """The TableConfig of one shard: its block's size, the table's init scale, trusted ids, sum for row-split means."""
-    rows, cols = spec.sizes
-    scale = table.init_scale if table.init_scale is not None else 1.0 / math.sqrt(table.num_embeddings)
-    pooling = "sum" if spec.row_split and table.pooling == "mean" else table.pooling
-    return dataclasses.replace(table, num_embeddings=rows, embedding_dim=cols, pooling=pooling, init_scale=scale,
-                               id_policy="error", feature_names=list(table.feature_names))
-
-
 def _block(value: torch.Tensor, spec: ShardSpec) -> torch.Tensor:
     """The shard's block of a table-shaped tensor: rows of any per-row tensor, columns of ``[rows, dim]`` ones.
 
@@ -487,8 +357,7 @@ def shard_model(model: nn.Module, plan: ShardingPlan, process_group: dist.Proces
     found = [(name, m) for name, m in model.named_modules(remove_duplicate=False)
              if isinstance(m, EmbeddingBagCollection)]
     tables = [t for _, m in {id(m): (n, m) for n, m in found}.values() for t in m.tables]
-    world = dist.get_world_size(process_group)
-    problems = plan_problems(tables, plan, world, local_world_size)
+    problems = plan.group_problems(_shapes(tables), dist.get_world_size(process_group), local_world_size)
     names = {t.name for t in tables}
     problems += [f"the sharding plan places {n!r}, which is not a table of the model" for n in plan.tables
                  if n not in names]

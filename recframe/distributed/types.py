@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from recframe.vocab import ShardingType
+
 
 @dataclass(frozen=True)
 class ShardSpec:
@@ -19,7 +21,7 @@ class ShardSpec:
 
     Args:
         table: the table's name.
-        sharding_type: the table's sharding type (see ``recframe.distributed.plan``).
+        sharding_type: the table's sharding type (its rule: ``recframe.distributed.sharding``).
         rank: the rank holding the shard, in the process group.
         row_start: first row of the block.
         row_end: end of the rows (exclusive).
@@ -28,7 +30,7 @@ class ShardSpec:
     """
 
     table: str
-    sharding_type: str
+    sharding_type: ShardingType
     rank: int
     row_start: int
     row_end: int
@@ -44,10 +46,6 @@ class ShardSpec:
     def sizes(self) -> tuple[int, int]:
         """``(rows, columns)`` of the block."""
         return (self.row_end - self.row_start, self.col_end - self.col_start)
-
-    @property
-    def row_split(self) -> bool:
-        return self.sharding_type in ("row_wise", "table_row_wise")
 
 
 @dataclass

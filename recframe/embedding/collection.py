@@ -40,12 +40,13 @@ from recframe.embedding.kernels import GroupSpec
 from recframe.embedding.kernels.select import BACKENDS, plan_groups
 from recframe.embedding.optimizers import USES_STEP
 from recframe.sparse import JaggedTensor, KeyedJaggedTensor, KeyedTensor
+from recframe.vocab import Backend, Init
 
 
 class _TableCollection(nn.Module):
     """Grouping, kernels, id handling, initialization and per-table state of both collections."""
 
-    def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, backend: str,
+    def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, backend: Backend,
                  device: torch.device | str | None, check_ids: bool, sequence: bool) -> None:
         super().__init__()
         problems = check_tables(list(tables), optimizer, sequence)
@@ -108,9 +109,9 @@ class _TableCollection(nn.Module):
             view = self._weight(index)
             scale = table.init_scale if table.init_scale is not None else 1.0 / math.sqrt(table.num_embeddings)
             target = view if view.dtype == torch.float32 else torch.empty(view.shape, device=view.device)
-            if table.init == "uniform":
+            if table.init == Init.uniform:
                 target.uniform_(-scale, scale)
-            elif table.init == "normal":
+            elif table.init == Init.normal:
                 target.normal_(0.0, scale)
             else:
                 target.zero_()
@@ -228,7 +229,7 @@ class EmbeddingBagCollection(_TableCollection):
         torch.Size([10, 4])
     """
 
-    def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, backend: str = "auto",
+    def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, backend: Backend = Backend.auto,
                  device: torch.device | str | None = None, check_ids: bool = True) -> None:
         super().__init__(tables, optimizer, backend, device, check_ids, sequence=False)
         self.feature_dims = [t.embedding_dim for t in self.tables for _ in t.feature_names]
@@ -296,7 +297,7 @@ class EmbeddingCollection(_TableCollection):
         (torch.Size([3, 4]), [2, 1])
     """
 
-    def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, backend: str = "auto",
+    def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, backend: Backend = Backend.auto,
                  device: torch.device | str | None = None, check_ids: bool = True) -> None:
         super().__init__(tables, optimizer, backend, device, check_ids, sequence=True)
         self.feature_dims = [t.embedding_dim for t in self.tables for _ in t.feature_names]

@@ -1,8 +1,8 @@
 """Table and sparse-optimizer specs: plain dataclasses, usable as Hydra structured configs.
 
-Fields use only str/int/float/bool/list/Optional/nested dataclasses, so OmegaConf can type-check
-them; the allowed values of the string fields are listed in the module constants below and
-checked by :func:`check_tables` (every problem reported at once, with the table name).
+Fields use only the vocabulary's Enums (``recframe.vocab``), int/float/bool/list/Optional and
+nested dataclasses, so OmegaConf can type-check them; a plain string works wherever a member does
+(``pooling="mean"``), and :func:`check_tables` reports every unknown value at once, with the table name.
 
 Example:
     >>> opt = SparseOptimizer(name="rowwise_adagrad", lr=0.05)
@@ -15,16 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-POOLINGS = ("sum", "mean", "none")
-WEIGHT_DTYPES = ("fp32", "fp16", "bf16")
-INITS = ("uniform", "normal", "zeros")
-ID_POLICIES = ("error", "modulo")
-OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam", "rowwise_adam", "lamb")
-WEIGHT_DECAY_MODES = ("l2", "decoupled")
+from recframe.vocab import IdPolicy, Init, OptimizerName, Pooling, WeightDecayMode, WeightDtype
+
 # Optimizers whose fused kernels (fbgemm's included) have no weight decay at all.
-NO_WEIGHT_DECAY = ("sgd", "adagrad")
+NO_WEIGHT_DECAY = frozenset({OptimizerName.sgd, OptimizerName.adagrad})
 # Optimizers whose weight decay is the decoupled kind only (see recframe.embedding.optimizers).
-DECOUPLED_ONLY = ("adam", "rowwise_adam", "lamb")
+DECOUPLED_ONLY = frozenset({OptimizerName.adam, OptimizerName.rowwise_adam, OptimizerName.lamb})
 
 
 @dataclass
@@ -46,34 +42,31 @@ class SparseOptimizer:
         [0.9, 0.99]
     """
 
-    name: str = "rowwise_adagrad"  # one of OPTIMIZERS
+    name: OptimizerName = OptimizerName.rowwise_adagrad  # sgd | adagrad | rowwise_adagrad | adam | rowwise_adam | lamb
     lr: float = 0.01  # learning rate
     eps: float = 1e-8  # denominator epsilon (fbgemm's default)
     weight_decay: float = 0.0  # weight decay coefficient; 0 = none
-    weight_decay_mode: str = "decoupled"  # "l2" (rowwise_adagrad only) or "decoupled"
+    weight_decay_mode: WeightDecayMode = WeightDecayMode.decoupled  # l2 (rowwise_adagrad only) | decoupled
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # [beta1, beta2] of adam/rowwise_adam/lamb
 
     def problems(self) -> list[str]:
         """Every inconsistency of this optimizer spec, as readable sentences (empty when valid)."""
         out: list[str] = []
-        if self.name not in OPTIMIZERS:
-            out.append(f"optimizer name {self.name!r} is unknown; choose one of {list(OPTIMIZERS)}")
+        out += filter(None, [OptimizerName.problem("optimizer name", self.name)])
         if not self.lr >= 0:
             out.append(f"optimizer lr must be >= 0, got {self.lr}")
         if not self.eps >= 0:
             out.append(f"optimizer eps must be >= 0, got {self.eps}")
-        if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
-            out.append(f"optimizer weight_decay_mode {self.weight_decay_mode!r} is unknown; "
-                       f"choose one of {list(WEIGHT_DECAY_MODES)}")
+        out += filter(None, [WeightDecayMode.problem("optimizer weight_decay_mode", self.weight_decay_mode)])
         if self.weight_decay < 0:
             out.append(f"optimizer weight_decay must be >= 0, got {self.weight_decay}")
         elif self.weight_decay > 0:
             if self.name in NO_WEIGHT_DECAY:
-                out.append(f"optimizer {self.name!r} has no weight decay (fbgemm's fused {self.name} has "
+                out.append(f"optimizer '{self.name}' has no weight decay (fbgemm's fused {self.name} has "
                            "none); set weight_decay=0 or use rowwise_adagrad/adam/rowwise_adam/lamb")
-            elif self.name in DECOUPLED_ONLY and self.weight_decay_mode != "decoupled":
-                out.append(f"optimizer {self.name!r} supports only weight_decay_mode='decoupled', "
-                           f"got {self.weight_decay_mode!r}")
+            elif self.name in DECOUPLED_ONLY and self.weight_decay_mode != WeightDecayMode.decoupled:
+                out.append(f"optimizer '{self.name}' supports only weight_decay_mode='decoupled', "
+                           f"got '{self.weight_decay_mode}'")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             out.append(f"optimizer betas must be two numbers in [0, 1), got {list(self.betas)}")
         return out
@@ -109,11 +102,11 @@ class TableConfig:
     num_embeddings: int = 0  # rows
     embedding_dim: int = 0  # row width
     feature_names: list[str] = field(default_factory=list)  # features served by this table
-    pooling: str = "sum"  # "sum" | "mean" | "none" (sequence)
-    init: str = "uniform"  # "uniform" | "normal" | "zeros"
+    pooling: Pooling = Pooling.sum  # sum | mean | none (sequence)
+    init: Init = Init.uniform  # uniform | normal | zeros
     init_scale: float | None = None  # None = 1/sqrt(num_embeddings)
-    weight_dtype: str = "fp32"  # "fp32" | "fp16" | "bf16" storage dtype
-    id_policy: str = "error"  # "error" | "modulo" for ids outside [0, num_embeddings)
+    weight_dtype: WeightDtype = WeightDtype.fp32  # fp32 | fp16 | bf16 storage dtype
+    id_policy: IdPolicy = IdPolicy.error  # error | modulo for ids outside [0, num_embeddings)
     optimizer: SparseOptimizer | None = None  # None = the collection's optimizer
 
     def problems(self) -> list[str]:
@@ -128,16 +121,12 @@ class TableConfig:
             out.append(f"{where}: embedding_dim must be > 0, got {self.embedding_dim}")
         if not self.feature_names:
             out.append(f"{where}: feature_names is empty; a table serves at least one feature")
-        if self.pooling not in POOLINGS:
-            out.append(f"{where}: pooling {self.pooling!r} is unknown; choose one of {list(POOLINGS)}")
-        if self.init not in INITS:
-            out.append(f"{where}: init {self.init!r} is unknown; choose one of {list(INITS)}")
+        out += [f"{where}: {p}" for p in (Pooling.problem("pooling", self.pooling),
+                                          Init.problem("init", self.init)) if p is not None]
         if self.init_scale is not None and self.init_scale < 0:
             out.append(f"{where}: init_scale must be >= 0, got {self.init_scale}")
-        if self.weight_dtype not in WEIGHT_DTYPES:
-            out.append(f"{where}: weight_dtype {self.weight_dtype!r} is unknown; choose one of {list(WEIGHT_DTYPES)}")
-        if self.id_policy not in ID_POLICIES:
-            out.append(f"{where}: id_policy {self.id_policy!r} is unknown; choose one of {list(ID_POLICIES)}")
+        out += [f"{where}: {p}" for p in (WeightDtype.problem("weight_dtype", self.weight_dtype),
+                                          IdPolicy.problem("id_policy", self.id_policy)) if p is not None]
         if self.optimizer is not None:
             out.extend(f"{where}: {p}" for p in self.optimizer.problems())
         return out
@@ -171,9 +160,9 @@ def check_tables(tables: list[TableConfig], optimizer: SparseOptimizer, sequence
                 out.append(f"feature {feature!r} is served by tables {feature_owner[feature]!r} and "
                            f"{table.name!r}; a feature belongs to one table")
             feature_owner.setdefault(feature, table.name)
-        if sequence and table.pooling != "none":
-            out.append(f"table {table.name!r}: EmbeddingCollection needs pooling='none', got {table.pooling!r}")
-        if not sequence and table.pooling == "none":
+        if sequence and table.pooling != Pooling.none:
+            out.append(f"table {table.name!r}: EmbeddingCollection needs pooling='none', got '{table.pooling}'")
+        if not sequence and table.pooling == Pooling.none:
             out.append(f"table {table.name!r}: pooling='none' (sequence) belongs in an EmbeddingCollection")
     return out
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from recframe.sparse import KeyedJaggedTensor
+from recframe.vocab import IdPolicy, Pooling
 
 
 class GroupInput(nn.Module):
@@ -40,14 +41,14 @@ class GroupInput(nn.Module):
         check_ids: whether ``error`` features are checked (no host sync: see ``_check_range``).
     """
 
-    def __init__(self, features: list[str], tables: list[str], rows: list[int], id_policies: list[str],
-                 pooling: str, check_ids: bool) -> None:
+    def __init__(self, features: list[str], tables: list[str], rows: list[int], id_policies: list[IdPolicy],
+                 pooling: Pooling, check_ids: bool) -> None:
         super().__init__()
         self.features = features
         self.tables = tables
         self.rows = rows
         self.pooling = pooling
-        modulo = [p == "modulo" for p in id_policies]
+        modulo = [p == IdPolicy.modulo for p in id_policies]
         self.all_modulo = all(modulo)
         self.any_modulo = any(modulo)
         self.check = check_ids and not self.all_modulo
@@ -76,10 +77,10 @@ class GroupInput(nn.Module):
                 ids = torch.where(hashed, torch.remainder(ids, limit), ids)
             if self.check:
                 self._check_range(ids, limit, offsets, batch)
-        if self.pooling == "none":
+        if self.pooling == Pooling.none:
             return ids, offsets, None
         weights = kjt.weights_or_none()
-        if self.pooling == "mean":
+        if self.pooling == Pooling.mean:
             lengths = offsets.diff()
             counts = lengths.repeat_interleave(lengths, output_size=ids.numel())
             weights = (1.0 if weights is None else weights.float()) / counts.float()

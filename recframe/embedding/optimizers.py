@@ -38,21 +38,22 @@ from __future__ import annotations
 import torch
 
 from recframe.embedding.config import SparseOptimizer
+from recframe.vocab import OptimizerName, WeightDecayMode
 
 # For each optimizer: its state names and whether each state is one value per row (True) or per element.
-STATE_LAYOUT: dict[str, tuple[tuple[str, bool], ...]] = {
-    "sgd": (),
-    "adagrad": (("momentum1", False),),
-    "rowwise_adagrad": (("momentum1", True),),
-    "adam": (("momentum1", False), ("momentum2", False)),
-    "rowwise_adam": (("momentum1", False), ("momentum2", True)),
-    "lamb": (("momentum1", False), ("momentum2", False)),
+STATE_LAYOUT: dict[OptimizerName, tuple[tuple[str, bool], ...]] = {
+    OptimizerName.sgd: (),
+    OptimizerName.adagrad: (("momentum1", False),),
+    OptimizerName.rowwise_adagrad: (("momentum1", True),),
+    OptimizerName.adam: (("momentum1", False), ("momentum2", False)),
+    OptimizerName.rowwise_adam: (("momentum1", False), ("momentum2", True)),
+    OptimizerName.lamb: (("momentum1", False), ("momentum2", False)),
 }
 # Optimizers whose update depends on the step count (bias correction); their state dict has "step".
-USES_STEP = ("adam", "rowwise_adam", "lamb")
+USES_STEP = frozenset({OptimizerName.adam, OptimizerName.rowwise_adam, OptimizerName.lamb})
 
 
-def new_states(name: str, rows: int, dim: int, device: torch.device) -> dict[str, torch.Tensor]:
+def new_states(name: OptimizerName, rows: int, dim: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Zero-initialized fp32 optimizer states for ``rows`` rows of width ``dim``.
 
     Args:
@@ -92,7 +93,7 @@ def sparse_update(
     """
     if rows.numel() == 0:
         return
-    needs_rows = weight.dtype != torch.float32 or opt.weight_decay > 0 or opt.name == "lamb"
+    needs_rows = weight.dtype != torch.float32 or opt.weight_decay > 0 or opt.name == OptimizerName.lamb
     w = weight.index_select(0, rows).float() if needs_rows else None
     delta = _DELTAS[opt.name](opt, w, states, rows, grad, step)
     if w is None:
@@ -137,7 +138,7 @@ def _mean_square(g: torch.Tensor) -> torch.Tensor:
 
 def _rowwise_adagrad(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor],
                      rows: torch.Tensor, g: torch.Tensor, step: int) -> torch.Tensor:
-    l2 = opt.weight_decay > 0 and opt.weight_decay_mode == "l2"
+    l2 = opt.weight_decay > 0 and opt.weight_decay_mode == WeightDecayMode.l2
     m = states["momentum1"].index_select(0, rows).add_(_mean_square(g + opt.weight_decay * w if l2 else g))
     states["momentum1"].index_copy_(0, rows, m)
     k = (opt.lr / m.sqrt_().add_(opt.eps)).unsqueeze(1)
@@ -166,7 +167,7 @@ def _adam_direction(opt: SparseOptimizer, states: dict[str, torch.Tensor], rows:
 
 def _adam(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.Tensor], rows: torch.Tensor,
           g: torch.Tensor, step: int) -> torch.Tensor:
-    direction = _adam_direction(opt, states, rows, g, step, rowwise_m2=opt.name == "rowwise_adam")
+    direction = _adam_direction(opt, states, rows, g, step, rowwise_m2=opt.name == OptimizerName.rowwise_adam)
     if w is not None:
         direction.add_(w, alpha=opt.weight_decay)
     return direction.mul_(-opt.lr)
@@ -181,10 +182,10 @@ def _lamb(opt: SparseOptimizer, w: torch.Tensor | None, states: dict[str, torch.
 
 
 _DELTAS = {
-    "sgd": _sgd,
-    "adagrad": _adagrad,
-    "rowwise_adagrad": _rowwise_adagrad,
-    "adam": _adam,
-    "rowwise_adam": _adam,
-    "lamb": _lamb,
+    OptimizerName.sgd: _sgd,
+    OptimizerName.adagrad: _adagrad,
+    OptimizerName.rowwise_adagrad: _rowwise_adagrad,
+    OptimizerName.adam: _adam,
+    OptimizerName.rowwise_adam: _adam,
+    OptimizerName.lamb: _lamb,
 }

@@ -16,7 +16,8 @@ Per tensor kind:
   ``recframe.distributed.sharded``); the first column shard's is saved and every column shard
   loads it.
 - scalars (``step`` of adam-like optimizers): the same on every shard, saved once.
-- data_parallel tables: every rank holds the whole table; saved once.
+- replicated (data_parallel) tables, as their sharding rule says (``ShardingRule.replicated``):
+  every rank holds the whole table; saved once.
 
 Example:
     >>> layout = ModelLayout.of(model, prefix="model.", rank=0)  # doctest: +SKIP
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from recframe.distributed.sharding import rule_for
 from recframe.distributed.types import ShardSpec
 
 WEIGHT = "weight"
@@ -114,9 +116,8 @@ class ModelLayout:
             for table in collection.tables:
                 specs = tuple(collection.shards[table.name])
                 local = next((s for s in specs if s.rank == rank), None)
-                replicated = specs[0].sharding_type == "data_parallel"
                 tables[(path, table.name)] = TableShards(table.num_embeddings, table.embedding_dim, specs, local,
-                                                         replicated)
+                                                         rule_for(specs[0].sharding_type).replicated)
         return ModelLayout(tables, prefix)
 
     def table_of(self, key: str) -> TableShards | None:

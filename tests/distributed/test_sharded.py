@@ -17,12 +17,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from recframe.distributed import ShardedEmbeddingBagCollection, ShardingPlan, TablePlacement, shard_model
-from recframe.distributed.plan import SHARDING_TYPES
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
 from recframe.models.deepfm import DeepFM
 from recframe.models.heads import Task
 from recframe.models.towers import wide_tables
 from recframe.sparse import Batch, KeyedJaggedTensor
+from recframe.vocab import ShardingType
 from tests.distributed.harness import run_workers
 
 BATCH = 4  # samples per rank
@@ -104,7 +104,7 @@ def plans(world: int) -> dict[str, tuple[ShardingPlan, int]]:
     lws = 2 if world > 1 else 1  # world 3: nodes {0, 1} and {2}
     names = [t.name for t in make_tables()]
     out = {kind: (ShardingPlan(world, {n: placement(kind, i, world, lws) for i, n in enumerate(names)}), lws)
-           for kind in SHARDING_TYPES}
+           for kind in ShardingType}
     kinds = ["row_wise", "table_wise", "column_wise", "data_parallel", "table_row_wise"]
     out["mixed"] = (ShardingPlan(world, {n: placement(kinds[i], i, world, lws) for i, n in enumerate(names)}), lws)
     others = list(range(1, world)) or [0]  # rank 0 holds no table at all when world > 1

@@ -32,6 +32,9 @@ bandwidth depending on the peer's node:
 Estimated time of a rank = lookup bytes / lookup bandwidth + intra bytes / intra bandwidth + inter
 bytes / inter bandwidth (no overlap assumed). It ranks options; it does not predict step times.
 
+Each sharding type's rule (``recframe.distributed.sharding``) adds its own terms to a ``CostSheet``
+(``add_cost``) from the sheet's primitives below; ``option_cost`` only asks the rule.
+
 Example:
     >>> from recframe.distributed.plan import TablePlacement
     >>> from recframe.distributed.planner.topology import Topology, format_bytes
@@ -48,16 +51,18 @@ from dataclasses import dataclass
 
 from recframe.distributed.plan import TablePlacement
 from recframe.distributed.planner.topology import Topology, format_bytes
+from recframe.vocab import OptimizerName, WeightDtype
 
 ID_BYTES = 8  # int64 ids in the input all-to-all
 LENGTH_BYTES = 4  # int32 bag lengths
 OUTPUT_BYTES = 4  # fp32 pooled embeddings and their gradients
 GRAD_BYTES = 4  # fp32 dense gradient of a data_parallel table
 STATE_BYTES = 4  # fp32 optimizer state
-WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+WEIGHT_BYTES = {WeightDtype.fp32: 4, WeightDtype.fp16: 2, WeightDtype.bf16: 2}
 # Optimizer state values per row of a shard with c columns.
-STATE_PER_ROW = {"sgd": lambda c: 0, "adagrad": lambda c: c, "rowwise_adagrad": lambda c: 1,
-                 "adam": lambda c: 2 * c, "rowwise_adam": lambda c: c + 1, "lamb": lambda c: 2 * c}
+STATE_PER_ROW = {OptimizerName.sgd: lambda c: 0, OptimizerName.adagrad: lambda c: c,
+                 OptimizerName.rowwise_adagrad: lambda c: 1, OptimizerName.adam: lambda c: 2 * c,
+                 OptimizerName.rowwise_adam: lambda c: c + 1, OptimizerName.lamb: lambda c: 2 * c}
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,8 @@ class TableWorkload:
     dim: int
     num_features: int
     ids_per_sample: float
-    weight_dtype: str = "fp32"
-    optimizer: str = "rowwise_adagrad"
+    weight_dtype: WeightDtype = WeightDtype.fp32
+    optimizer: OptimizerName = OptimizerName.rowwise_adagrad
     pooled: bool = True
 
     def state_row_bytes(self, cols: int) -> int:
@@ -124,8 +129,18 @@ class OptionCost:
         return [a + b for a, b in zip(self.lookup_s, self.comm_s, strict=True)]
 
 
-class _Traffic:
-    """Bytes each rank sends + receives, split by whether the peer is on the same node."""
+class Traffic:
+    """Bytes each rank sends + receives, split by whether the peer is on the same node.
+
+    Args:
+        topo: the ranks and their nodes.
+
+    Example:
+        >>> traffic = Traffic(Topology(2, 1, 10**9))
+        >>> traffic.pair(0, 1, 100.0)
+        >>> traffic.intra, traffic.inter
+        ([0.0, 0.0], [100.0, 100.0])
+    """
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
@@ -164,6 +179,63 @@ def _lookup_bytes(t: TableWorkload, ids: float, update_ids: float, rows: int, co
     return ids * row_bytes + 2 * min(update_ids, rows) * (row_bytes + t.state_row_bytes(cols))
 
 
+class CostSheet:
+    """One table's memory, lookup bytes and traffic per rank, filled in by its sharding rule's ``add_cost``.
+
+    Args:
+        table: the table's workload.
+        topo: the ranks and bandwidths.
+        batch_size: samples per rank per step ``B``.
+
+    Example:
+        >>> sheet = CostSheet(TableWorkload("t", 1000, 16, 1, 2.0), Topology(2, 2, 10**9), batch_size=10)
+        >>> sheet.shard(1, 1000, 16, sheet.ids_all, sheet.ids_all)
+        >>> sheet.memory
+        [0, 68000]
+    """
+
+    def __init__(self, table: TableWorkload, topo: Topology, batch_size: int) -> None:
+        self.table, self.topo, self.batch_size = table, topo, batch_size
+        self.ids_all = batch_size * topo.world_size * table.ids_per_sample  # ids of the global batch ``G L``
+        self.outputs = table.num_features if table.pooled else table.ids_per_sample  # output rows per sample
+        self.memory = [0] * topo.world_size
+        self.lookup = [0.0] * topo.world_size
+        self.traffic = Traffic(topo)
+
+    def shard(self, rank: int, rows: int, cols: int, ids: float, update_ids: float) -> None:
+        """A ``rows x cols`` shard on ``rank`` that looks up ``ids`` ids and updates the rows of ``update_ids``."""
+        self.memory[rank] = self.table.shard_bytes(rows, cols)
+        self.lookup[rank] = _lookup_bytes(self.table, ids, update_ids, rows, cols)
+
+    def replica(self, rank: int) -> None:
+        """A whole replica on ``rank`` with its dense gradient; it looks up its own samples' ids, updates all ranks'."""
+        t = self.table
+        self.memory[rank] = t.memory_bytes + t.rows * t.dim * GRAD_BYTES
+        self.lookup[rank] = _lookup_bytes(t, self.batch_size * t.ids_per_sample, self.ids_all, t.rows, t.dim)
+
+    def input_dist(self, rank: int, ids_per_sample: float) -> None:
+        """Every rank sends the shard on ``rank`` ``ids_per_sample`` ids (and the lengths) per sample."""
+        t = self.table
+        self.traffic.every_rank_with([rank], self.batch_size * (ids_per_sample * ID_BYTES + t.num_features
+                                                                * LENGTH_BYTES))
+
+    def output_all_to_all(self, rank: int, cols: int) -> None:
+        """The shard on ``rank`` exchanges ``cols`` columns of output rows (and their gradients) with every rank."""
+        self.traffic.every_rank_with([rank], 2 * self.batch_size * self.outputs * cols * OUTPUT_BYTES)
+
+    def output_node_reduce(self, shards: list[int]) -> None:
+        """Partial sums reduced inside the shards' node, then sent to the other nodes by one shard each."""
+        _table_row_wise_output(self.traffic, self.topo, shards,
+                               2 * self.batch_size * self.outputs * self.table.dim * OUTPUT_BYTES)
+
+    def gradient_all_reduce(self, ranks: list[int]) -> None:
+        """The table's dense fp32 gradient all-reduced over ``ranks`` (reduce-scatter + all-gather)."""
+        t = self.table
+        allreduce = 4 * (len(ranks) - 1) / len(ranks) * t.rows * t.dim * GRAD_BYTES
+        for r in ranks:
+            (self.traffic.intra if self.topo.num_nodes == 1 else self.traffic.inter)[r] += allreduce
+
+
 def option_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, batch_size: int) -> OptionCost:
     """Memory and estimated time on every rank of table ``t`` placed as ``placement``.
 
@@ -173,34 +245,12 @@ def option_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, bat
         topo: the ranks and bandwidths.
         batch_size: samples per rank per step ``B``.
     """
-    world, kind, ranks = topo.world_size, placement.sharding_type, list(placement.ranks)
-    big_b, ids_all = batch_size, batch_size * world * t.ids_per_sample
-    outputs = t.num_features if t.pooled else t.ids_per_sample  # output rows per sample
-    memory, lookup = [0] * world, [0.0] * world
-    traffic = _Traffic(topo)
-    if kind == "data_parallel":
-        for r in ranks:
-            memory[r] = t.memory_bytes + t.rows * t.dim * GRAD_BYTES
-            lookup[r] = _lookup_bytes(t, big_b * t.ids_per_sample, ids_all, t.rows, t.dim)
-        allreduce = 4 * (len(ranks) - 1) / len(ranks) * t.rows * t.dim * GRAD_BYTES
-        for r in ranks:
-            (traffic.intra if topo.num_nodes == 1 else traffic.inter)[r] += allreduce
-    else:
-        for r, (start, end) in zip(ranks, placement.shard_bounds(t.rows, t.dim), strict=True):
-            rows, cols = (t.rows, end - start) if kind == "column_wise" else (end - start, t.dim)
-            ids = ids_all if kind in ("table_wise", "column_wise") else ids_all * rows / t.rows
-            memory[r] = t.shard_bytes(rows, cols)
-            lookup[r] = _lookup_bytes(t, ids, ids, rows, cols)
-            ids_sent = t.ids_per_sample if kind in ("table_wise", "column_wise") else t.ids_per_sample * rows / t.rows
-            traffic.every_rank_with([r], big_b * (ids_sent * ID_BYTES + t.num_features * LENGTH_BYTES))
-            if kind != "table_row_wise":
-                traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)
-        if kind == "table_row_wise":
-            _table_row_wise_output(traffic, topo, ranks, 2 * big_b * outputs * t.dim * OUTPUT_BYTES)
-    return OptionCost(placement, memory, [b / topo.lookup_bw for b in lookup], traffic.seconds())
+    sheet = CostSheet(t, topo, batch_size)
+    placement.rule.add_cost(sheet, list(placement.ranks), placement.shard_bounds(t.rows, t.dim))
+    return OptionCost(placement, sheet.memory, [b / topo.lookup_bw for b in sheet.lookup], sheet.traffic.seconds())
 
 
-def _table_row_wise_output(traffic: _Traffic, topo: Topology, shards: list[int], per_rank: float) -> None:
+def _table_row_wise_output(traffic: Traffic, topo: Topology, shards: list[int], per_rank: float) -> None:
     """Reduce inside the shards' node, then send each rank's sums across nodes from one shard."""
     for s in shards:
         for peer in shards:

@@ -23,6 +23,7 @@ from recframe.distributed.planner.planner import Planner, TableConstraint
 from recframe.distributed.planner.report import PlanReport
 from recframe.distributed.planner.topology import topology_from_config
 from recframe.embedding.config import TableConfig, table_optimizer
+from recframe.vocab import Pooling, ShardingMode
 
 
 def planned_world(cfg: DictConfig) -> tuple[int, int]:
@@ -59,7 +60,7 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
                else sum(per_feature[f] for f in t.feature_names))
         out.append(TableWorkload(name=t.name, rows=t.num_embeddings, dim=t.embedding_dim,
                                  num_features=len(t.feature_names), ids_per_sample=ids, weight_dtype=t.weight_dtype,
-                                 optimizer=table_optimizer(t, default_opt).name, pooled=t.pooling != "none"))
+                                 optimizer=table_optimizer(t, default_opt).name, pooled=t.pooling != Pooling.none))
     return out
 
 
@@ -95,7 +96,7 @@ def make_plan(cfg: DictConfig, world_size: int, local_world_size: int,
     planner = Planner(topology, batch_size=cfg.data.batch_size, data_parallel_max_rows=s.data_parallel_max_rows,
                       min_column_shard_dim=s.min_column_shard_dim, compute_kernel=cfg.tables.backend)
     workloads = table_workloads(cfg, tables)
-    if s.type == "manual":
+    if s.type == ShardingMode.manual:
         result = planner.check(manual_plan(cfg, world_size), workloads)
     else:
         result = planner.plan(workloads, constraints(cfg), sharding_type=s.type)

@@ -3,23 +3,24 @@
 Greedy: tables are taken largest first (memory with optimizer state); for each, every candidate
 placement allowed by the constraints is costed (``cost.option_cost``) and the one that fits every
 rank's memory and gives the smallest most-loaded-rank cost wins (ties: the least loaded touched
-rank, then the smallest total cost, then the lower memory peak, then the order of ``TYPE_ORDER``).
+rank, then the smallest total cost, then the lower memory peak, then ``ShardingType``'s order).
 A table that fits nowhere, or whose constraint allows no placement, is collected; after all tables
 one PlanningError names each such table with its size and the memory available.
 
-Candidates per table, over its pool of ranks (pinned ranks, else all):
+Candidates per table, over its pool of ranks (pinned ranks, else all), come from each sharding
+type's rule (``ShardingRule.candidates`` in ``recframe.distributed.sharding``):
 
 - ``table_wise``: each rank of the pool.
 - ``row_wise``: all ranks of the pool, rows split evenly (auto: at least two ranks); a table with
   fewer rows than ranks goes to its least-loaded ranks, one row each.
 - ``column_wise``: the least-loaded ``n`` ranks of the pool for ``n`` in 2, 4, 8, ... and the pool
   size, with at least ``min_column_shard_dim`` columns per shard (a fixed ``column_wise``: the whole
-  pool, up to one rank per column); auto never column-shards a table whose optimizer keeps per-row
-  state (rowwise_adagrad, rowwise_adam, lamb): it would not train like the unsharded table.
-- ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
-  ``data_parallel_max_rows`` rows and only with several ranks.
+  pool, up to one rank per column); auto never column-shards a table whose optimizer it does not
+  train exactly (rowwise_adagrad, rowwise_adam, lamb: ``ShardingRule.is_exact``).
 - ``table_row_wise``: the pool's ranks of one node (at most one per row), for each node; auto: only
   with several nodes.
+- ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
+  ``data_parallel_max_rows`` rows and only with several ranks.
 
 Allowed types come from the table's constraint if it lists any, else from a fixed
 ``sharding.type``, else all five (the auto limits above apply only then).
@@ -41,12 +42,9 @@ from recframe.config.sharding import ShardingConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import OptionCost, TableWorkload, option_cost
 from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
-
-TYPE_ORDER = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
-# Optimizers whose state or update uses a whole row (a per-row accumulator, LAMB's row norms): split
-# by columns they train differently from the unsharded table, so ``auto`` never column-shards them
-# (a constraint or a fixed ``sharding=column_wise`` still can, knowingly).
-ROW_STATE_OPTIMIZERS = ("rowwise_adagrad", "rowwise_adam", "lamb")
+from recframe.distributed.sharding import rule_for
+from recframe.distributed.sharding.base import PlacementQuery
+from recframe.vocab import Backend, ShardingMode, ShardingType
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class TableConstraint:
         ranks: the ranks its shards may go to (None: any).
     """
 
-    sharding_types: tuple[str, ...] = ()
+    sharding_types: tuple[ShardingType, ...] = ()
     ranks: tuple[int, ...] | None = None
 
 
@@ -86,7 +84,7 @@ class Planner:
     def __init__(self, topology: Topology, batch_size: int,
                  data_parallel_max_rows: int = ShardingConfig.data_parallel_max_rows,
                  min_column_shard_dim: int = ShardingConfig.min_column_shard_dim,
-                 compute_kernel: str = "auto") -> None:
+                 compute_kernel: Backend = Backend.auto) -> None:
         self.topo = topology
         self.batch_size = batch_size
         self.data_parallel_max_rows = data_parallel_max_rows
@@ -94,13 +92,14 @@ class Planner:
         self.compute_kernel = compute_kernel
 
     def plan(self, tables: list[TableWorkload], constraints: dict[str, TableConstraint] | None = None,
-             sharding_type: str = "auto") -> PlanResult:
+             sharding_type: ShardingMode = ShardingMode.auto) -> PlanResult:
         """Place every table; raises PlanningError naming each table that cannot be placed.
 
         Args:
             tables: the tables.
             constraints: table name -> constraint (tables not named: unconstrained).
-            sharding_type: ``auto`` or one sharding type for every table without listed types.
+            sharding_type: ``auto`` or one sharding type for every table without listed types (``manual``
+                is ``check``'s).
         """
         constraints = constraints or {}
         world, cap = self.topo.world_size, self.topo.usable_memory_bytes
@@ -118,7 +117,7 @@ class Planner:
                 new = [a + b for a, b in zip(load, cost.seconds, strict=True)]
                 peak = max(u + m for u, m in zip(used, cost.memory, strict=True))
                 score = (max(new), max(new[r] for r in placement.ranks), sum(new), peak,
-                         TYPE_ORDER.index(placement.sharding_type))
+                         list(ShardingType).index(placement.sharding_type))
                 if best is None or score < best[0]:
                     best = (score, cost)
             if best is None:
@@ -161,55 +160,32 @@ class Planner:
                                 + ". Move tables to other ranks, shard them, or give more memory.")
         return PlanResult(plan, costs, source, {t.name: t for t in tables})
 
-    def _candidates(self, t: TableWorkload, constraint: TableConstraint, sharding_type: str,
+    def _candidates(self, t: TableWorkload, constraint: TableConstraint, sharding_type: ShardingMode,
                     load: list[float]) -> tuple[list[TablePlacement], list[str]]:
-        """Placements allowed for ``t``, and for each allowed type that yields none, why."""
+        """Placements allowed for ``t`` (each type's rule proposes its own), and for each allowed type that yields
+        none, why."""
         world, topo = self.topo.world_size, self.topo
         pool = sorted({r for r in constraint.ranks if 0 <= r < world}) if constraint.ranks is not None \
             else list(range(world))
-        fixed = sharding_type != "auto" and not constraint.sharding_types
+        fixed = sharding_type != ShardingMode.auto and not constraint.sharding_types
         explicit = bool(constraint.sharding_types) or fixed
-        types = constraint.sharding_types or ((sharding_type,) if fixed else TYPE_ORDER)
+        types = constraint.sharding_types or ((ShardingType(sharding_type),) if fixed else tuple(ShardingType))
         if not pool:
             return [], [f"none of the pinned ranks {list(constraint.ranks or [])} is in the world of {world}"]
-        by_load = sorted(pool, key=lambda r: (load[r], r))
+        query = PlacementQuery(rows=t.rows, dim=t.dim, optimizer=t.optimizer, pool=pool,
+                               by_load=sorted(pool, key=lambda r: (load[r], r)), world_size=world,
+                               nodes=[topo.node_ranks(node) for node in range(topo.num_nodes)], explicit=explicit,
+                               fixed=fixed, data_parallel_max_rows=self.data_parallel_max_rows,
+                               min_column_shard_dim=self.min_column_shard_dim)
         out: list[TablePlacement] = []
         reasons: list[str] = []
-
-        def add(kind: str, ranks: list[int]) -> None:
-            out.append(TablePlacement(kind, ranks, compute_kernel=self.compute_kernel))
-
         for kind in types:
-            before = (len(out), len(reasons))
-            if kind == "table_wise":
-                for r in pool:
-                    add(kind, [r])
-            elif kind == "row_wise" and (explicit or len(pool) > 1):
-                add(kind, pool if t.rows >= len(pool) else sorted(by_load[:t.rows]))
-            elif kind == "column_wise" and (explicit or t.optimizer not in ROW_STATE_OPTIMIZERS):
-                for n in self._column_counts(t.dim, len(pool), fixed, explicit):
-                    add(kind, sorted(by_load[:n]))
-            elif kind == "data_parallel" and explicit and len(pool) < world:
-                reasons.append(f"data_parallel needs every rank but the table is pinned to ranks {pool}")
-            elif kind == "data_parallel" and len(pool) == world and (
-                    explicit or (world > 1 and t.rows <= self.data_parallel_max_rows)):
-                add(kind, pool)
-            elif kind == "table_row_wise" and (explicit or topo.num_nodes > 1):
-                for node in range(topo.num_nodes):
-                    ranks = [r for r in topo.node_ranks(node) if r in pool][:t.rows]
-                    if ranks:
-                        add(kind, ranks)
-            if explicit and (len(out), len(reasons)) == before:
+            found, why = rule_for(kind).candidates(query)
+            out += [TablePlacement(kind, ranks, compute_kernel=self.compute_kernel) for ranks in found]
+            reasons += why
+            if explicit and not found and not why:
                 reasons.append(f"{kind} has no placement on ranks {pool}")
         return out, reasons
-
-    def _column_counts(self, dim: int, pool: int, fixed: bool, explicit: bool) -> list[int]:
-        """Numbers of column shards to try."""
-        if fixed:
-            return [min(pool, dim)]
-        counts = {n for n in (2**k for k in range(1, pool.bit_length())) if n <= pool} | ({pool} if pool > 1 else set())
-        counts = {n for n in counts if dim // n >= self.min_column_shard_dim}
-        return sorted(counts) if counts or not explicit else [min(pool, dim)]
 
     def _why(self, t: TableWorkload, placements: list[TablePlacement], reasons: list[str], used: list[int]) -> str:
         cap = self.topo.usable_memory_bytes

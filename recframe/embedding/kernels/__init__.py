@@ -27,8 +27,9 @@ from typing import Protocol
 import torch
 
 from recframe.embedding.config import SparseOptimizer, TableConfig
+from recframe.vocab import WeightDtype
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {WeightDtype.fp32: torch.float32, WeightDtype.fp16: torch.float16, WeightDtype.bf16: torch.bfloat16}
 
 
 @dataclass(frozen=True)

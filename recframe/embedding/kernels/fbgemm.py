@@ -48,20 +48,22 @@ from torch import nn
 from recframe.embedding.config import SparseOptimizer, TableConfig
 from recframe.embedding.kernels import GroupSpec
 from recframe.embedding.optimizers import STATE_LAYOUT
+from recframe.vocab import OptimizerName, WeightDtype
+from recframe.vocab import WeightDecayMode as Decay  # fbgemm has a WeightDecayMode too
 
 log = logging.getLogger(__name__)
 
 # recframe optimizer name -> fbgemm EmbOptimType member name.
 OPTIM_TYPES = {
-    "sgd": "EXACT_SGD",
-    "adagrad": "EXACT_ADAGRAD",
-    "rowwise_adagrad": "EXACT_ROWWISE_ADAGRAD",
-    "adam": "ADAM",
-    "rowwise_adam": "PARTIAL_ROWWISE_ADAM",
-    "lamb": "LAMB",
+    OptimizerName.sgd: "EXACT_SGD",
+    OptimizerName.adagrad: "EXACT_ADAGRAD",
+    OptimizerName.rowwise_adagrad: "EXACT_ROWWISE_ADAGRAD",
+    OptimizerName.adam: "ADAM",
+    OptimizerName.rowwise_adam: "PARTIAL_ROWWISE_ADAM",
+    OptimizerName.lamb: "LAMB",
 }
-CPU_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
-WEIGHT_DTYPES = ("fp32", "fp16")
+CPU_OPTIMIZERS = (OptimizerName.sgd, OptimizerName.adagrad, OptimizerName.rowwise_adagrad)
+WEIGHT_DTYPES = (WeightDtype.fp32, WeightDtype.fp16)
 
 
 @functools.cache
@@ -90,13 +92,13 @@ def unsupported(table: TableConfig, optimizer: SparseOptimizer, device: torch.de
     if device.type not in ("cpu", "cuda"):
         return f"fbgemm runs on cpu and cuda, not {device.type}"
     if device.type == "cpu" and optimizer.name not in CPU_OPTIMIZERS:
-        return (f"fbgemm's fused CPU kernel supports only {list(CPU_OPTIMIZERS)}, "
-                f"not {optimizer.name!r} (it is on CUDA)")
+        return (f"fbgemm's fused CPU kernel supports only {[str(n) for n in CPU_OPTIMIZERS]}, "
+                f"not '{optimizer.name}' (it is on CUDA)")
     if device.type == "cpu" and optimizer.weight_decay > 0:
         return ("fbgemm-gpu-cpu's CPU rowwise_adagrad ignores weight_decay (measured with 1.8: its updates "
                 "equal the no-decay formula)")
     if table.weight_dtype not in WEIGHT_DTYPES:
-        return f"fbgemm supports weight_dtype {list(WEIGHT_DTYPES)}, not {table.weight_dtype!r}"
+        return f"fbgemm supports weight_dtype {[str(d) for d in WEIGHT_DTYPES]}, not '{table.weight_dtype}'"
     if table.embedding_dim % 4:
         return f"fbgemm needs embedding_dim to be a multiple of 4, got {table.embedding_dim}"
     return None
@@ -126,7 +128,8 @@ def concurrent_parts(spec: GroupSpec, threads: int) -> list[range]:
     """
     features = len(spec.feature_tables)
     shared = len(set(spec.feature_tables)) < features
-    parallel_in_fbgemm = (spec.optimizer.name == "rowwise_adagrad" and spec.tables[0].weight_dtype == "fp32"
+    parallel_in_fbgemm = (spec.optimizer.name == OptimizerName.rowwise_adagrad
+                          and spec.tables[0].weight_dtype == WeightDtype.fp32
                           and not shared)
     if spec.device.type != "cpu" or not spec.pooled or threads < 2 or features < 2 or parallel_in_fbgemm:
         return [range(features)]
@@ -208,11 +211,11 @@ class FbgemmEmbeddingKernel(nn.Module):
                   tbe.hash_size_cumsum, tbe.total_hash_size_bits, indices, offsets, PoolingMode.SUM.value, weights,
                   False)  # stochastic rounding off, as the TBE is built
         output = SparseType.FP32.as_int()
-        if opt.name == "sgd":
+        if opt.name == OptimizerName.sgd:
             torch.ops.fbgemm.split_embedding_backward_codegen_sgd_cpu(*common, tbe.learning_rate_tensor, output)
             return
         momentum = (tbe.momentum1_host, tbe.momentum1_placements, tbe.momentum1_offsets, tbe.learning_rate_tensor)
-        if opt.name == "adagrad":
+        if opt.name == OptimizerName.adagrad:
             torch.ops.fbgemm.split_embedding_backward_codegen_adagrad_cpu(*common, *momentum, opt.eps, output)
         else:  # rowwise_adagrad: no weight decay on CPU (see unsupported), no max norm
             torch.ops.fbgemm.split_embedding_backward_codegen_rowwise_adagrad_cpu(
@@ -254,9 +257,9 @@ def _build_tbe(spec: GroupSpec) -> nn.Module:
     location = EmbeddingLocation.HOST if on_cpu else EmbeddingLocation.DEVICE
     compute = ComputeDevice.CPU if on_cpu else ComputeDevice.CUDA
     decay_mode = WeightDecayMode.NONE
-    if opt.name == "rowwise_adagrad" and opt.weight_decay > 0:
-        decay_mode = WeightDecayMode.L2 if opt.weight_decay_mode == "l2" else WeightDecayMode.DECOUPLE
-    precision = {"fp32": SparseType.FP32, "fp16": SparseType.FP16}[spec.tables[0].weight_dtype]
+    if opt.name == OptimizerName.rowwise_adagrad and opt.weight_decay > 0:
+        decay_mode = WeightDecayMode.L2 if opt.weight_decay_mode == Decay.l2 else WeightDecayMode.DECOUPLE
+    precision = {WeightDtype.fp32: SparseType.FP32, WeightDtype.fp16: SparseType.FP16}[spec.tables[0].weight_dtype]
     return SplitTableBatchedEmbeddingBagsCodegen(
         [(t.num_embeddings, t.embedding_dim, location, compute) for t in spec.tables],
         feature_table_map=list(spec.feature_tables),

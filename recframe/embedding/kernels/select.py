@@ -1,6 +1,7 @@
 """Backend choice per table and the grouping policy (which tables share one kernel).
 
-Backends, in ``auto``'s order of preference (adding one is one entry of ``BACKENDS``):
+Backends (``recframe.vocab.Backend``), in ``auto``'s order of preference (adding one is a member of
+``Backend`` and one entry of ``BACKENDS``):
 
 ============  ==========================================  ========================================
 backend       optimizers                                   limits
@@ -46,13 +47,14 @@ from torch import nn
 
 from recframe.embedding.config import SparseOptimizer, TableConfig, table_optimizer
 from recframe.embedding.kernels import GroupSpec
+from recframe.vocab import Backend, Pooling
 
 log = logging.getLogger("recframe.embedding")
 
 
 @dataclass(frozen=True)
-class Backend:
-    """A kernel backend.
+class KernelBackend:
+    """What a kernel backend can run and how it builds a kernel.
 
     Args:
         name: its name in configs.
@@ -62,7 +64,7 @@ class Backend:
         auto_devices: the device types on which ``auto`` may pick it; None: any device.
     """
 
-    name: str
+    name: Backend
     unsupported: Callable[[TableConfig, SparseOptimizer, torch.device], str | None]
     mixes_dims: bool
     build: Callable[[GroupSpec], nn.Module]
@@ -99,11 +101,12 @@ def _build_torch(spec: GroupSpec) -> nn.Module:
     return TorchEmbeddingKernel(spec)
 
 
-BACKENDS: dict[str, Backend] = {
-    "fbgemm": Backend("fbgemm", _fbgemm_unsupported, mixes_dims=True, build=_build_fbgemm),
-    "triton": Backend("triton", _triton_unsupported, mixes_dims=False, build=_build_triton, auto_devices=("cuda",)),
-    "torch": Backend("torch", lambda table, optimizer, device: None, mixes_dims=False, build=_build_torch,
-                     auto_devices=None),
+BACKENDS: dict[Backend, KernelBackend] = {
+    Backend.fbgemm: KernelBackend(Backend.fbgemm, _fbgemm_unsupported, mixes_dims=True, build=_build_fbgemm),
+    Backend.triton: KernelBackend(Backend.triton, _triton_unsupported, mixes_dims=False, build=_build_triton,
+                                  auto_devices=("cuda",)),
+    Backend.torch: KernelBackend(Backend.torch, lambda table, optimizer, device: None, mixes_dims=False,
+                                 build=_build_torch, auto_devices=None),
 }
 _logged: set[str] = set()
 
@@ -118,13 +121,13 @@ class GroupPlan:
         optimizer: the optimizer they share.
     """
 
-    backend: str
+    backend: Backend
     table_indices: list[int]
     optimizer: SparseOptimizer
 
 
 def choose_backend(table: TableConfig, optimizer: SparseOptimizer, device: torch.device,
-                   requested: str) -> tuple[str | None, list[str]]:
+                   requested: Backend) -> tuple[Backend | None, list[str]]:
     """The backend for one table and the reasons the preferred ones were passed over.
 
     Args:
@@ -139,7 +142,7 @@ def choose_backend(table: TableConfig, optimizer: SparseOptimizer, device: torch
     # A meta-device collection (built without memory, to be sharded) chooses as on the CPU.
     kind = "cpu" if device.type == "meta" else device.type
     names = ([name for name, b in BACKENDS.items() if b.auto_devices is None or kind in b.auto_devices]
-             if requested == "auto" else [requested])
+             if requested == Backend.auto else [Backend(requested)])
     reasons = []
     for name in names:
         reason = BACKENDS[name].unsupported(table, optimizer, device)
@@ -150,7 +153,7 @@ def choose_backend(table: TableConfig, optimizer: SparseOptimizer, device: torch
 
 
 def plan_groups(tables: list[TableConfig], optimizer: SparseOptimizer, device: torch.device,
-                requested: str) -> list[GroupPlan]:
+                requested: Backend) -> list[GroupPlan]:
     """Choose each table's backend and group the tables (policy in the module docstring).
 
     Args:
@@ -162,8 +165,8 @@ def plan_groups(tables: list[TableConfig], optimizer: SparseOptimizer, device: t
     Raises:
         ValueError: for an unknown backend, or listing every table the named backend cannot run.
     """
-    if requested != "auto" and requested not in BACKENDS:
-        raise ValueError(f"unknown embedding backend {requested!r}; choose 'auto' or one of {list(BACKENDS)}")
+    if Backend.problem("embedding backend", requested) is not None:
+        raise ValueError(f"unknown embedding backend {str(requested)!r}; choose one of {Backend.choices()}")
     groups: dict[tuple, GroupPlan] = {}
     errors: list[str] = []
     passed_over: dict[str, list[str]] = {}
@@ -176,12 +179,12 @@ def plan_groups(tables: list[TableConfig], optimizer: SparseOptimizer, device: t
             continue
         if reasons:
             passed_over.setdefault(f"{'; '.join(reasons)} -> {backend}", []).append(table.name)
-        mixed = BACKENDS[backend].mixes_dims and table.pooling != "none"
+        mixed = BACKENDS[backend].mixes_dims and table.pooling != Pooling.none
         key = (backend, table.pooling, table.weight_dtype, _optimizer_key(opt),
                None if mixed else table.embedding_dim)
         groups.setdefault(key, GroupPlan(backend, [], opt)).table_indices.append(index)
     if errors:
-        raise ValueError(f"embedding backend {requested!r} cannot run these tables "
+        raise ValueError(f"embedding backend '{requested}' cannot run these tables "
                          "(use backend='auto' or 'torch'):\n  " + "\n  ".join(errors))
     plans = list(groups.values())
     summary = ", ".join(f"{p.backend}[{','.join(tables[i].name for i in p.table_indices)}]({p.optimizer.name})"

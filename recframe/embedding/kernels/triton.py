@@ -224,7 +224,7 @@ class TritonEmbeddingKernel(StackedTables):
                       BLOCK_D=self.block_dim, num_warps=BACKWARD_WARPS)
         sources = (sorted_keys, order, grad_rows if pooled else dummy, dummy if weights is None else weights, grad)
         k.segment_partials[(num_blocks,)](*sources, partials, num_lookups, self.dim, **common)
-        decay = "none" if opt.weight_decay == 0 else opt.weight_decay_mode
+        decay = None if opt.weight_decay == 0 else opt.weight_decay_mode
         b1, b2 = opt.betas
         states = [getattr(self, name) for name in self.state_names] + [self.weight] * (2 - len(self.state_names))
         k.update_rows[(num_blocks,)](

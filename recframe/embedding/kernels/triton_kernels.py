@@ -39,13 +39,16 @@ import os
 import triton
 import triton.language as tl
 
+from recframe.vocab import OptimizerName, WeightDecayMode
+
 # Whether these kernels were built for Triton's CPU interpreter (decided when this module is imported).
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # Optimizer codes (the OPT constexpr of update_rows).
-OPTIMIZER_CODES = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 2, "adam": 3, "rowwise_adam": 4, "lamb": 5}
-# Weight decay codes (the DECAY constexpr): none, l2 (added to the gradient), decoupled (shrinks the weight).
-DECAY_CODES = {"none": 0, "l2": 1, "decoupled": 2}
+OPTIMIZER_CODES = {OptimizerName.sgd: 0, OptimizerName.adagrad: 1, OptimizerName.rowwise_adagrad: 2,
+                   OptimizerName.adam: 3, OptimizerName.rowwise_adam: 4, OptimizerName.lamb: 5}
+# Weight decay codes (the DECAY constexpr): none (None), l2 (added to the gradient), decoupled (shrinks the weight).
+DECAY_CODES = {None: 0, WeightDecayMode.l2: 1, WeightDecayMode.decoupled: 2}
 
 
 @triton.jit

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from recframe.config.compose import compose_config
+from recframe.config.compose import compose_config, find_problems
 from recframe.config.resolve import table_configs
 from recframe.config.sharding import TopologyConfig
 from recframe.config.validate import validate
@@ -249,11 +249,14 @@ def test_report_prints_every_table_and_rank_and_round_trips() -> None:
 
 
 def test_validation_names_bad_sharding_settings() -> None:
-    cfg = dlrm("+sharding.constraints={t_cat_O: {sharding_types: [row_wse], ranks: [3]}}", "sharding.type=rowwise")
-    keys = {p.key: p for p in validate(cfg)}
+    typos = find_problems(["+experiment=dlrm", "+sharding.constraints={t_cat_0: {sharding_types: [row_wse]}}",
+                           "sharding.type=rowwise"])  # sharding types are Enums: wrong ones fail at composition
+    keys = {p.key: p for p in typos}
     assert keys["sharding.type"].hint == "did you mean 'row_wise'?"
+    assert "row_wse" in keys["+sharding.constraints"].message and keys["+sharding.constraints"].hint
+    cfg = dlrm("+sharding.constraints={t_cat_O: {sharding_types: [row_wise], ranks: [3]}}")
+    keys = {p.key: p for p in validate(cfg)}
     assert "unknown table 't_cat_O'" in keys["sharding.constraints.t_cat_O"].message
-    assert "row_wse" in keys["sharding.constraints.t_cat_O.sharding_types"].message
     assert "[0, 1)" in keys["sharding.constraints.t_cat_O.ranks"].message
     manual = validate(dlrm("sharding=manual_example", "world_size=2", "~sharding.tables.t_cat_3"))
     assert [(p.key, p.message) for p in manual] == [("sharding.tables", "table 't_cat_3' has no placement in the "

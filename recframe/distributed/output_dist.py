@@ -1,0 +1,104 @@
+"""OutputDist: the pooled outputs of the local shards back to the samples' ranks, combined per feature.
+
+One ``comms.PooledAllToAll`` sends every rank's model-parallel blocks (and keeps the rank's rows
+of the data-parallel ones); then the received columns land in the collection's output as each
+sharding rule combines them (``ShardingRule.combine``): ``concat`` blocks are moved to their
+columns (a permutation, or nothing when they already are in place), ``add`` blocks (partial sums
+of row splits) are added into their feature's columns. Mean tables whose shards pooled partial
+sums are divided by each bag's full size here, after the addition, and nowhere else.
+
+Example:
+    >>> from recframe.distributed.layout import ShardLayout
+    >>> from recframe.distributed.plan import ShardingPlan, TablePlacement
+    >>> from recframe.embedding.config import TableConfig
+    >>> tables = [TableConfig(name="t", num_embeddings=10, embedding_dim=2, feature_names=["f"], pooling="mean")]
+    >>> layout = ShardLayout(tables, ShardingPlan(2, {"t": TablePlacement("row_wise", [0, 1])}), world_size=2)
+    >>> out = OutputDist(layout, rank=0, group=None, device=torch.device("cpu"), grad_scale=0.5)
+    >>> wide = torch.tensor([[1.0, 2.0, 3.0, 4.0]])  # two partial sums of one sample's bag of 2 ids
+    >>> out.combine(wide, lengths=torch.tensor([2])).tolist()
+    [[2.0, 3.0]]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from recframe.distributed.comms import PooledAllToAll
+from recframe.distributed.layout import ShardLayout
+
+
+class OutputDist:
+    """The output all-to-all of one rank and the combination of its blocks (see the module docstring).
+
+    Its index tensors differ between ranks, so they are plain attributes, not buffers (DDP would
+    broadcast buffers from rank 0).
+
+    Args:
+        layout: the collection's shard layout.
+        rank: this rank in ``group``.
+        group: the process group (None = the default group).
+        device: where the outputs are.
+        grad_scale: factor of the gradients sent back (``1 / world`` for mean losses, else 1).
+    """
+
+    def __init__(self, layout: ShardLayout, rank: int, group: dist.ProcessGroup | None, device: torch.device,
+                 grad_scale: float) -> None:
+        self.rank, self.group, self.device, self.grad_scale = rank, group, device, grad_scale
+        self.mp_dims = layout.mp_dims()
+        self.num_features = len(layout.feature_names)
+        dst = layout.output_columns(rank)
+        total = layout.feature_start[-1]
+        self.permutation = len(dst) == total and sorted(dst) == list(range(total))
+        self.identity = self.permutation and dst == list(range(total))
+        inverse = [0] * total
+        if self.permutation:
+            for column, target in enumerate(dst):
+                inverse[target] = column
+        self._dst = torch.tensor(dst, dtype=torch.int64, device=device)
+        self._gather = torch.tensor(inverse, dtype=torch.int64, device=device)
+        means = layout.partial_mean_features()
+        starts, dims = layout.feature_start, layout.feature_dims
+        self._mean_features = torch.tensor(means, dtype=torch.int64, device=device)
+        self._mean_cols = torch.tensor([c for i in means for c in range(starts[i], starts[i + 1])], dtype=torch.int64,
+                                       device=device)
+        self._mean_col_feature = torch.tensor([k for k, i in enumerate(means) for _ in range(dims[i])],
+                                              dtype=torch.int64, device=device)
+
+    def __call__(self, mp: list[torch.Tensor], dp: list[torch.Tensor], batch: int,
+                 lengths: torch.Tensor) -> torch.Tensor:
+        """Exchange the local lookups' outputs and combine them into this rank's ``[B, sum of dims]`` output.
+
+        Args:
+            mp: the model-parallel local collections' outputs, ``[world * B, width]`` each, in local order.
+            dp: the data-parallel ones, likewise.
+            batch: the local batch size ``B``.
+            lengths: the rank's bag sizes ``[features * B]``, in the collection's feature order.
+        """
+        rows = len(self.mp_dims) * batch
+        mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(rows, 0, device=self.device)
+        dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(rows, 0, device=self.device)
+        anchor = torch.empty(0, device=self.device, requires_grad=torch.is_grad_enabled())
+        wide = PooledAllToAll.apply(anchor, mp_out, dp_out, batch, self.mp_dims, self.rank, self.group,
+                                    self.grad_scale)
+        return self.combine(wide, lengths)
+
+    def combine(self, wide: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The received ``[B, columns]`` blocks as the collection's output columns (see the module docstring).
+
+        Args:
+            wide: what the output all-to-all gave this rank.
+            lengths: the rank's bag sizes ``[features * B]``, in the collection's feature order.
+        """
+        batch = wide.shape[0]
+        if self.identity:
+            values = wide
+        elif self.permutation:
+            values = wide.index_select(1, self._gather)
+        else:  # row-split partial sums: add every shard's block into the feature's columns
+            values = wide.new_zeros(batch, len(self._gather)).index_add(1, self._dst, wide)
+        if self._mean_features.numel() and batch > 0:
+            sizes = lengths.view(self.num_features, batch).index_select(0, self._mean_features)
+            recip = sizes.clamp(min=1).float().reciprocal().index_select(0, self._mean_col_feature)
+            values = values * torch.ones_like(values).index_copy(1, self._mean_cols, recip.t())
+        return values

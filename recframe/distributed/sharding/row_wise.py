@@ -1,0 +1,69 @@
+"""row_wise: contiguous blocks of rows, one per rank; each id goes to the shard holding its row.
+
+Each shard pools its own ids into partial sums, which travel back in the output all-to-all and
+are added on the sample's rank (a reduce-scatter); a mean table's shards pool sums and the sum is
+divided by the bag's full size after the addition. Exact for every optimizer: each row's state
+lives whole on one shard.
+
+Example:
+    >>> [(s.rank, s.offsets, s.sizes) for s in ROW_WISE.shards("t", 5, 8, [1, 0], [(0, 3), (3, 5)], 2)]
+    [(1, (0, 0), (3, 8)), (0, (3, 0), (2, 8))]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from recframe.distributed.sharding.base import Axis, Combine, PlacementQuery, ShardingRule
+from recframe.vocab import ShardingType
+
+if TYPE_CHECKING:
+    from recframe.distributed.planner.cost import CostSheet
+
+
+def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]], output_each: bool) -> None:
+    """Cost terms of row blocks: ids spread evenly over the rows, so a shard of ``R_s`` rows serves ``R_s / R`` of them.
+
+    Args:
+        sheet: the table's cost sheet.
+        ranks: the shards' ranks.
+        bounds: the shards' rows.
+        output_each: each shard exchanges its partial sums with every rank (row_wise); False: the
+            caller adds the output terms (table_row_wise reduces inside the node first).
+
+    Example:
+        >>> add_row_shards(sheet, [0, 1], [(0, 500), (500, 1000)], output_each=True)  # doctest: +SKIP
+    """
+    t = sheet.table
+    for rank, (start, end) in zip(ranks, bounds, strict=True):
+        rows = end - start
+        ids = sheet.ids_all * rows / t.rows
+        sheet.shard(rank, rows, t.dim, ids, ids)
+        sheet.input_dist(rank, t.ids_per_sample * rows / t.rows)
+        if output_each:
+            sheet.output_all_to_all(rank, t.dim)
+
+
+class RowWise(ShardingRule):
+    """Row blocks on ``ranks`` (``shard_sizes`` rows each, or an even split); partial sums added.
+
+    Example:
+        >>> ROW_WISE.shard_pooling("mean"), ROW_WISE.combine.value
+        ('sum', 'add')
+    """
+
+    kind = ShardingType.row_wise
+    axis = Axis.rows
+    combine = Combine.add
+
+    def candidates(self, query: PlacementQuery) -> tuple[list[list[int]], list[str]]:
+        """All ranks of the pool (auto: at least two); a table with fewer rows than ranks: its least-loaded ranks."""
+        if not (query.explicit or len(query.pool) > 1):
+            return [], []
+        return [query.pool if query.rows >= len(query.pool) else sorted(query.by_load[:query.rows])], []
+
+    def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
+        add_row_shards(sheet, ranks, bounds, output_each=True)
+
+
+ROW_WISE = RowWise()

@@ -1,0 +1,56 @@
+"""table_row_wise: row_wise over the ranks of one node.
+
+``local_world_size`` consecutive ranks stand for a node. Communication is the same flat
+all-to-all as row_wise (no hierarchical intra/inter-node split yet); the cost model assumes the
+hierarchical one: partial sums reduced inside the node, then sent across nodes by one shard each.
+
+Example:
+    >>> TABLE_ROW_WISE.group_problems("table 't' (table_row_wise)", [1, 2], world_size=4, local_world_size=2)
+    ["table 't' (table_row_wise): ranks [1, 2] span several nodes of 2 ranks; list ranks of one node"]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from recframe.distributed.sharding.base import Axis, Combine, PlacementQuery, ShardingRule
+from recframe.distributed.sharding.row_wise import add_row_shards
+from recframe.vocab import ShardingType
+
+if TYPE_CHECKING:
+    from recframe.distributed.planner.cost import CostSheet
+
+
+class TableRowWise(ShardingRule):
+    """Row blocks on the ranks of one node; partial sums added; exact for every optimizer.
+
+    Example:
+        >>> TABLE_ROW_WISE.row_split, TABLE_ROW_WISE.num_shards([0, 1])
+        (True, 2)
+    """
+
+    kind = ShardingType.table_row_wise
+    axis = Axis.rows
+    combine = Combine.add
+
+    def group_problems(self, where: str, ranks: list[int], world_size: int,
+                       local_world_size: int | None) -> list[str]:
+        if local_world_size is None or local_world_size < 1:
+            return [f"{where} needs local_world_size (ranks per node)"]
+        if len({r // local_world_size for r in ranks}) > 1:
+            return [f"{where}: ranks {ranks} span several nodes of {local_world_size} ranks; list ranks of one node"]
+        return []
+
+    def candidates(self, query: PlacementQuery) -> tuple[list[list[int]], list[str]]:
+        """For each node, the pool's ranks on it (at most one per row); auto: only with several nodes."""
+        if not (query.explicit or len(query.nodes) > 1):
+            return [], []
+        found = [[r for r in node if r in query.pool][:query.rows] for node in query.nodes]
+        return [ranks for ranks in found if ranks], []
+
+    def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
+        add_row_shards(sheet, ranks, bounds, output_each=False)
+        sheet.output_node_reduce(ranks)
+
+
+TABLE_ROW_WISE = TableRowWise()

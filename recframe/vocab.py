@@ -1,0 +1,144 @@
+"""The shared vocabulary: every kind a user names in a config, one ``str`` Enum each, defined here only.
+
+Config schemas type their fields with these Enums (Hydra checks the values at composition and
+says which ones exist), and the runtime compares against their members, never against string
+literals. Each member's name is its value, the exact string users type (``sharding=row_wise``,
+``tables.specs.t.pooling=mean``), so a member equals, hashes and prints like that string:
+checkpoints, plans and JSON written before these Enums load unchanged, and a plain string
+(``TableConfig(pooling="mean")``) works wherever a member does. This module imports nothing of
+recframe, so every floor (config, embedding, distributed, training) may use it.
+
+Example:
+    >>> Pooling("mean") is Pooling.mean, Pooling.mean == "mean", f"{ShardingType.row_wise}", [Backend.torch]
+    (True, True, 'row_wise', ['torch'])
+    >>> Pooling.problem("pooling", "max")
+    "pooling 'max' is unknown; choose one of ['sum', 'mean', 'none']"
+    >>> list(ShardingMode)[:3]
+    ['auto', 'table_wise', 'row_wise']
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Vocab(str, Enum):
+    """Base of the vocabulary Enums: a ``str`` that formats and reprs as its value (``repr(Pooling.sum)`` is ``'sum'``).
+
+    Messages, logs and printed lists read as before the Enums (``['torch']``, ``pooling 'mean'``).
+    """
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __repr__ = str.__repr__
+
+    @classmethod
+    def choices(cls) -> list[str]:
+        """The values, in declaration order.
+
+        Example:
+            >>> IdPolicy.choices()
+            ['error', 'modulo']
+        """
+        return [m.value for m in cls]
+
+    @classmethod
+    def problem(cls, what: str, value: object) -> str | None:
+        """None when ``value`` is one of the values (a member or its string), else a sentence naming the choices.
+
+        Args:
+            what: the setting's name, as the sentence starts (``pooling``, ``table 't': pooling``).
+            value: the value to check.
+
+        Example:
+            >>> WeightDtype.problem("weight_dtype", "fp16") is None
+            True
+        """
+        if isinstance(value, str) and value in cls._value2member_map_:
+            return None
+        return f"{what} {str(value)!r} is unknown; choose one of {cls.choices()}"
+
+
+class ShardingType(Vocab):
+    """How one embedding table is split over ranks (``recframe.distributed.sharding`` has one rule per type).
+
+    The declaration order is the planner's preference between options of equal cost.
+    """
+
+    table_wise = "table_wise"  # one rank holds the whole table
+    row_wise = "row_wise"  # contiguous blocks of rows, one per rank
+    column_wise = "column_wise"  # blocks of columns, one per rank
+    table_row_wise = "table_row_wise"  # row_wise over the ranks of one node
+    data_parallel = "data_parallel"  # every rank holds the whole table
+
+
+ShardingMode = Vocab("ShardingMode", [("auto", "auto"), *((t.name, t.value) for t in ShardingType),
+                                      ("manual", "manual")], module=__name__)
+ShardingMode.__doc__ = """What ``sharding.type`` asks for: ``auto`` (the planner), one ShardingType for every table, or
+``manual`` (the plan in ``sharding.tables``). Its members are derived from ShardingType's."""
+
+
+class Pooling(Vocab):
+    """How a table's rows of one bag become one output row."""
+
+    sum = "sum"  # the (weighted) sum
+    mean = "mean"  # the (weighted) sum divided by the number of ids; an empty bag gives zeros
+    none = "none"  # no pooling: one row per id (a sequence feature, EmbeddingCollection)
+
+
+class WeightDtype(Vocab):
+    """Storage dtype of a table's rows (outputs and optimizer states are fp32)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Init(Vocab):
+    """How a table's rows are initialized (scale ``s``: the table's ``init_scale``)."""
+
+    uniform = "uniform"  # U(-s, s)
+    normal = "normal"  # N(0, s^2)
+    zeros = "zeros"
+
+
+class IdPolicy(Vocab):
+    """What happens to an id outside ``[0, num_embeddings)``."""
+
+    error = "error"  # raise, naming the feature and the table
+    modulo = "modulo"  # replaced by ``id mod num_embeddings`` (Python's sign convention)
+
+
+class OptimizerName(Vocab):
+    """The sparse optimizers fused into the embedding backward (formulas: ``recframe.embedding.optimizers``)."""
+
+    sgd = "sgd"
+    adagrad = "adagrad"  # exact, one accumulator per element
+    rowwise_adagrad = "rowwise_adagrad"  # one accumulator per row
+    adam = "adam"
+    rowwise_adam = "rowwise_adam"  # second moment per row
+    lamb = "lamb"  # adam with a per-row trust ratio (row norms)
+
+
+class WeightDecayMode(Vocab):
+    """How a sparse optimizer's weight decay acts."""
+
+    l2 = "l2"  # added to the gradient (rowwise_adagrad only)
+    decoupled = "decoupled"  # shrinks the weight
+
+
+class Backend(Vocab):
+    """The embedding kernel backend (``recframe.embedding.kernels.select``)."""
+
+    auto = "auto"  # per table, the first of fbgemm, triton (CUDA only), torch that can run it
+    fbgemm = "fbgemm"  # FBGEMM_GPU's table-batched kernels with the fused optimizer
+    triton = "triton"  # our own fused Triton kernels
+    torch = "torch"  # plain PyTorch: the portable reference
+
+
+class TopologyDevice(Vocab):
+    """Where the planner assumes the tables live (``sharding.topology.device``)."""
+
+    auto = "auto"  # the trainer's accelerator
+    cuda = "cuda"
+    cpu = "cpu"
