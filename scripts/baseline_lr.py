@@ -22,10 +22,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recframe.config.compose import compose_config  # noqa: E402
 from recframe.config.resolve import table_configs  # noqa: E402
 from recframe.sparse import Batch  # noqa: E402
 from recframe.training.builders import build_datamodule  # noqa: E402
+from recframe.training.checks import compose_config  # noqa: E402
 from recframe.training.metrics import CTRMetrics  # noqa: E402
 
 

@@ -86,8 +86,8 @@ def bare_loop(overrides: list[str], warmup: int, steps: int) -> dict:
     """The same model and data as `recframe bench`, stepped in a plain loop (run in a subprocess)."""
     import torch
 
-    from recframe.config.compose import compose_config
     from recframe.training.builders import build_datamodule, build_model
+    from recframe.training.checks import compose_config
     from recframe.training.module import build_dense_optimizer, dense_parameters
     from recframe.training.objectives import training_loss
     from recframe.training.schedule import build_scheduler

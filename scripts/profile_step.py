@@ -60,9 +60,9 @@ class PhaseClock:
 
 def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
     """The phased plain loop; returns ms per step per phase (host and device) and the loop's wall ms/step."""
-    from recframe.config.compose import compose_config
     from recframe.config.schema import MatmulPrecision
     from recframe.training.builders import build_datamodule, build_model
+    from recframe.training.checks import compose_config
     from recframe.training.module import build_dense_optimizer, dense_parameters
     from recframe.training.objectives import training_loss
 

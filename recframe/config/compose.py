@@ -2,8 +2,9 @@
 
 Hydra stops at the first bad override. Before handing the command line to Hydra, recframe
 composes it itself: if that fails, it retries override by override to find each bad one, then
-runs the semantic checks (``recframe.config.validate``) on what does compose. The result is one
-message listing every problem with its key path and, where one exists, a suggestion.
+runs the semantic checks (``recframe.config.validate``, with the owners' checks the application
+passes in) on what does compose. The result is one message listing every problem with its key
+path and, where one exists, a suggestion (``recframe.config.problems``).
 
 Example:
     >>> problems = find_problems(["+experiment=dlrm", "trainer.max_step=5"])
@@ -15,42 +16,19 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from recframe.config.problems import Check, Problem
 from recframe.config.store import CONFIG_DIR, register_schemas
+from recframe.config.validate import validate
 
 # Command-line flags of Hydra's own that take a value (they are not overrides).
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--experimental-rerun"}
 _FLAGS_WITH_OPTIONAL_VALUE = {"--info", "-i"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a config.
-
-    Args:
-        key: the key path (or the override) it concerns.
-        message: what is wrong.
-        hint: how to fix it, or empty.
-    """
-
-    key: str
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        return f"  {self.key}: {self.message}" + (f" ({self.hint})" if self.hint else "")
-
-
-def format_problems(problems: list[Problem], command: str = "recframe train") -> str:
-    """The message shown for a bad config: a header and one line per problem."""
-    noun = "problem" if len(problems) == 1 else "problems"
-    return "\n".join([f"{command}: the config has {len(problems)} {noun}; nothing was built:", *map(str, problems)])
 
 
 def split_command_line(args: list[str]) -> tuple[list[str], bool]:
@@ -165,15 +143,15 @@ def _try_compose(overrides: list[str], config_name: str) -> tuple[DictConfig | N
         return None, error
 
 
-def find_problems(args: list[str], config_name: str = "train") -> list[Problem]:
+def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_name: str = "train") -> list[Problem]:
     """Every problem of a command line's config: composition errors, then semantic checks.
 
     Args:
         args: the command line after the subcommand (overrides and Hydra flags).
+        owner_checks: checks of the config's other owners (data files, the planner), run after
+            config's own; ``recframe.training.checks.find_problems`` passes them all.
         config_name: the root config.
     """
-    from recframe.config.validate import validate
-
     overrides, help_only = split_command_line(args)
     if help_only:
         return []
@@ -184,7 +162,7 @@ def find_problems(args: list[str], config_name: str = "train") -> list[Problem]:
     with _hydra_context():
         cfg, error = _try_compose(overrides, config_name)
         if cfg is not None:
-            return validate(cfg)
+            return validate(cfg, owner_checks)
         # Find each bad override: group selections first (they change which keys exist).
         ordered = sorted(overrides, key=lambda o: "." in o.partition("=")[0])
         kept: list[str] = []
@@ -200,5 +178,5 @@ def find_problems(args: list[str], config_name: str = "train") -> list[Problem]:
         if base is None:
             problems.append(Problem(config_name, str(error).strip().splitlines()[0]))
         else:
-            problems.extend(validate(base))
+            problems.extend(validate(base, owner_checks))
         return problems

@@ -47,4 +47,3 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
-    data.register_resolvers()  # ${feature_map:DIR,key}: sizes from a preprocessed directory

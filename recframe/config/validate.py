@@ -1,23 +1,27 @@
 """Semantic checks of a composed config: what the schemas cannot see (cross-references, sizes).
 
-Every problem is collected, with its key path and a fix, before anything is built.
+Every problem is collected, with its key path and a fix, before anything is built. These checks
+need nothing but the config; the checks that need data files or the planner belong to their
+owners (``recframe.data.checks``, the planner's in ``recframe.training.checks``), which the
+application passes in as ``owner_checks`` so that one call lists every problem.
 
 Example:
     >>> from recframe.config.compose import compose_config
     >>> validate(compose_config(["+experiment=dlrm"]))
     []
+    >>> [p.key for p in validate(compose_config(["+experiment=dlrm", "data.batch_size=0"]))]
+    ['data.batch_size']
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from recframe.config.compose import Problem
-from recframe.config.data import FILE_KINDS, file_data_problems
+from recframe.config.problems import Check, Problem
 from recframe.config.resolve import sparse_optimizer, table_configs
-from recframe.distributed.planner.from_config import manual_plan, planned_world
 from recframe.vocab import Pooling, ShardingMode
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "64-true")
@@ -115,8 +119,6 @@ def _check_data(cfg: DictConfig) -> list[Problem]:
         if len(data.ids_per_feature) not in (1, n) or min(data.ids_per_feature, default=0) < 0:
             out.append(Problem("data.ids_per_feature", f"give one count >= 0 for all features or one per sparse "
                                f"feature ({n}), got {list(data.ids_per_feature)}"))
-    if data.kind in FILE_KINDS:
-        out.extend(file_data_problems(cfg))
     if data.kind.startswith("synthetic") and cfg.trainer.max_steps <= 0:
         out.append(Problem("trainer.max_steps", "synthetic data is an endless stream: set trainer.max_steps > 0"))
     return out
@@ -147,29 +149,16 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
 
 
 def _check_sharding(cfg: DictConfig) -> list[Problem]:
-    """The sharding config names existing tables; a manual plan is complete and valid (types: the schema's Enums)."""
+    """The sharding config names existing tables (types: the schema's Enums; ranks and plans: the planner's checks)."""
     out: list[Problem] = []
-    s, tables = cfg.sharding, {t.name: t for t in table_configs(cfg)}
-    world, _ = planned_world(cfg)
-    if world < 1:
-        out.append(Problem("world_size", f"must be >= 1, got {world}"))
+    s, tables = cfg.sharding, [t.name for t in table_configs(cfg)]
     for name, c in s.constraints.items():
         key = f"sharding.constraints.{name}"
         if name not in tables:
-            out.append(Problem(key, f"unknown table {name!r}", _close(str(name), list(tables))))
-        if c.ranks is not None and (not c.ranks or not all(0 <= r < world for r in c.ranks)):
-            out.append(Problem(f"{key}.ranks", f"pinned ranks must be a non-empty list of ranks in [0, {world}), "
-                               f"got {list(c.ranks)}", "plan for more ranks with world_size=N"))
+            out.append(Problem(key, f"unknown table {name!r}", _close(str(name), tables)))
         if c.ids_per_sample is not None and c.ids_per_sample <= 0:
             out.append(Problem(f"{key}.ids_per_sample", f"must be > 0, got {c.ids_per_sample}"))
-    if s.type == ShardingMode.manual:
-        shapes = {n: (t.num_embeddings, t.embedding_dim) for n, t in tables.items()}
-        top = max((r for p in s.tables.values() for r in p.ranks), default=0)
-        if top >= world:
-            out.append(Problem("sharding.tables", f"the manual plan places shards on ranks up to {top}, but the world "
-                               f"has {world} rank(s)", f"plan for world_size={top + 1} (or trainer.devices)"))
-        out.extend(Problem("sharding.tables", p) for p in manual_plan(cfg, max(world, top + 1)).problems(shapes))
-    elif s.tables:
+    if s.type != ShardingMode.manual and s.tables:
         out.append(Problem("sharding.tables", f"a manual plan is only read with sharding.type=manual, not {s.type}",
                            "set sharding.type=manual or drop sharding.tables"))
     t = s.topology
@@ -205,14 +194,18 @@ def _interpolation_problems(cfg: DictConfig) -> list[Problem]:
     return out
 
 
-def validate(cfg: DictConfig) -> list[Problem]:
+def validate(cfg: DictConfig, owner_checks: Sequence[Check] = ()) -> list[Problem]:
     """Every semantic problem of a composed ``recframe train`` config (empty when it is fine).
+
+    Interpolations that do not resolve are reported alone: every other check reads those values.
 
     Args:
         cfg: the composed config (unresolved interpolations are fine).
+        owner_checks: the checks of the config's other owners (data files, the planner), run after
+            config's own (``recframe.training.checks`` passes them).
     """
     unresolved = _interpolation_problems(cfg)
     if unresolved:
         return unresolved  # the other checks read those values
     return [*_check_features_and_tables(cfg), *_check_model(cfg), *_check_data(cfg), *_check_trainer(cfg),
-            *_check_sharding(cfg)]
+            *_check_sharding(cfg), *(problem for check in owner_checks for problem in check(cfg))]

@@ -220,6 +220,30 @@ def load_spec(path: str | Path, defaults: SpecDefaults) -> FeatureSpec:
     return spec
 
 
+def tabular_spec(cfg: Any) -> FeatureSpec:
+    """The ``FeatureSpec`` of a ``data=tabular`` run: ``data.spec``'s file, or the features config.
+
+    Args:
+        cfg: the composed run config (``data``: the tabular settings; ``features``: the names).
+
+    Example:
+        >>> from omegaconf import OmegaConf
+        >>> from recframe.config.data import TabularDataConfig
+        >>> cfg = OmegaConf.create({"data": OmegaConf.structured(TabularDataConfig(path="t.csv")),
+        ...                         "features": {"dense": ["x"], "sparse": ["c"]}})
+        >>> spec = tabular_spec(cfg)
+        >>> spec.label, [d.column for d in spec.dense], [s.column for s in spec.sparse]
+        ('label', ['x'], ['c'])
+    """
+    data = cfg.data
+    defaults = SpecDefaults(label=data.label, positive_threshold=data.positive_threshold,
+                            dense_transform=data.dense_transform, id_mapping=data.id_mapping,
+                            vocab_threshold=data.vocab_threshold, multi_value_separator=data.multi_value_separator)
+    if data.spec is not None:
+        return load_spec(data.spec, defaults)
+    return spec_from_config(list(cfg.features.dense), list(cfg.features.sparse), dict(data.columns), defaults)
+
+
 def feature_spec_value(path: str | None, key: str) -> Any:
     """``${feature_spec:FILE,KEY}`` in configs: ``dense`` / ``sparse`` (feature names) or ``tables`` (table specs).
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from recframe.config.compose import find_problems, format_problems
+from recframe.config.problems import format_problems
 from recframe.config.store import CONFIG_DIR, register_schemas
+from recframe.training.checks import find_problems
 
 log = logging.getLogger("recframe")
 

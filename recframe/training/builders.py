@@ -158,7 +158,7 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
         )
         return _datamodule(cfg, retrieval)
     elif data.kind == "tabular":
-        from recframe.config.data import tabular_spec
+        from recframe.data.spec import tabular_spec
         from recframe.data.tabular import TabularSource
 
         tabular = TabularSource(

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from recframe.config.compose import compose_config  # noqa: E402
 from recframe.training.builders import build_datamodule  # noqa: E402
+from recframe.training.checks import compose_config  # noqa: E402
 from recframe.training.metrics import RecallAtK  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Checkpoint settings are checked with the config: every problem at once, with its key."""
 
-from recframe.config.compose import find_problems
+from recframe.training.checks import find_problems
 
 
 def test_bad_checkpoint_settings_are_config_problems() -> None:

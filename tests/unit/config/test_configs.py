@@ -8,9 +8,9 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from recframe.config.compose import find_problems, format_problems
+from recframe.config.problems import format_problems
 from recframe.config.store import CONFIG_DIR
-from recframe.config.validate import validate
+from recframe.training.checks import check_config, compose_config, find_problems
 from tests.shared_data import experiment_data_args
 
 GROUP_FILES = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.parent != CONFIG_DIR)
@@ -32,11 +32,9 @@ def test_every_config_file_composes(path) -> None:
         overrides = [f"{group}={path.stem}"]
     # A group file may need a matching experiment (a two-tower model needs retrieval data):
     # it composes, and any semantic problem it has must name a key, never crash.
-    from recframe.config.compose import compose_config
-
     cfg = compose_config(overrides)
     OmegaConf.to_container(cfg.model)  # the model node resolves
-    for problem in validate(cfg):
+    for problem in check_config(cfg):
         assert problem.key and problem.message
 
 

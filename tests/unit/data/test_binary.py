@@ -121,8 +121,8 @@ def test_command_line(tsv: Path, tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 
 def test_configs_size_tables_from_the_feature_map(tsv: Path, tmp_path: Path) -> None:
-    from recframe.config.compose import compose_config, find_problems
     from recframe.config.resolve import table_configs
+    from recframe.training.checks import compose_config, find_problems
 
     fm = preprocess_criteo([str(tsv)], tmp_path / "bin", Options(vocab_threshold=2), progress=False)
     args = ["+experiment=criteo_kaggle", "data=criteo_binary", f"data.path={tmp_path / 'bin'}",

@@ -64,12 +64,12 @@ def test_a_damaged_file_names_its_line(tmp_path: Path) -> None:
 
 
 def test_config_feature_names_match_the_reader() -> None:
-    from recframe.config.compose import compose_config
-    from recframe.config.data import file_data_problems
+    from recframe.data.checks import data_source_problems
+    from recframe.training.checks import compose_config
 
     cfg = compose_config(["+experiment=movielens", f"data.path={require(MOVIELENS_100K)}",
                           "features.sparse=[user_id,item_genre]", "features.dense=[user_age,item_release_year]"])
-    problems = file_data_problems(cfg)
+    problems = data_source_problems(cfg)
     assert [p.key for p in problems][:1] == ["features.sparse"] and "item_genre" in problems[0].message
     known = problems[0].hint
     assert all(name in known for name in SPARSE_FEATURES)

@@ -122,7 +122,7 @@ def test_joined_deepctr_sample() -> None:
 
 
 def test_config_names_what_a_layout_lacks() -> None:
-    from recframe.config.compose import find_problems
+    from recframe.training.checks import find_problems
 
     path = require(MOVIELENS_LATEST_SMALL)
     problems = find_problems(["+experiment=movielens", f"data.path={path}"])

@@ -61,8 +61,8 @@ def test_movielens_100k_holds_out_one_item_per_user() -> None:
 
 
 def test_two_tower_experiment_builds_on_movielens() -> None:
-    from recframe.config.compose import compose_config, find_problems
     from recframe.training.builders import build_datamodule, build_model
+    from recframe.training.checks import compose_config, find_problems
 
     args = ["+experiment=movielens_two_tower", f"data.path={require(MOVIELENS_100K)}"]
     assert find_problems(args) == []
@@ -75,7 +75,7 @@ def test_two_tower_experiment_builds_on_movielens() -> None:
 
 
 def test_latest_layout_two_tower_config_is_refused_then_fixed_as_the_hint_says() -> None:
-    from recframe.config.compose import find_problems
+    from recframe.training.checks import find_problems
 
     args = ["+experiment=movielens_two_tower", f"data.path={require(MOVIELENS_LATEST_SMALL)}"]
     problems = find_problems(args)

@@ -158,16 +158,16 @@ def test_preprocess_multihot_rejects_bad_arguments(tmp_path: Path, capsys: pytes
 
 
 def test_config_checks_the_directory_against_features_and_tables(multi_hot: Path) -> None:
-    from recframe.config.compose import compose_config
-    from recframe.config.data import file_data_problems
+    from recframe.data.checks import data_source_problems
+    from recframe.training.checks import compose_config
 
     base = ["+experiment=mlperf_dcnv2", "data=criteo_multihot", f"data.path={multi_hot}", "tables.row_cap=10"]
-    problems = {p.key: p for p in file_data_problems(compose_config(base))}
+    problems = {p.key: p for p in data_source_problems(compose_config(base))}
     assert set(problems) == {"data.ids_per_feature", "tables.id_policy"}  # mlperf_dcnv2 asks for MLPerf's bags
     assert str(BAGS) in problems["data.ids_per_feature"].hint
     assert "id_policy=modulo" in problems["tables.id_policy"].hint
     fixed = [*base, f"data.ids_per_feature=[{','.join(map(str, BAGS))}]", "tables.id_policy=modulo"]
-    assert file_data_problems(compose_config(fixed)) == []
+    assert data_source_problems(compose_config(fixed)) == []
 
 
 def test_batch_shuffled_criteo_binary_reads_contiguous_batches(one_hot: Path) -> None:

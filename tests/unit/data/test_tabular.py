@@ -132,15 +132,14 @@ def test_a_bag_longer_than_max_values_is_a_counted_malformed_row_not_a_wider_tab
 
 
 def test_config_names_columns_and_builds() -> None:
-    from recframe.config.compose import compose_config, find_problems
-    from recframe.config.validate import validate
     from recframe.training.builders import build_datamodule
+    from recframe.training.checks import check_config, compose_config, find_problems
 
     mapping = [f"+data.columns.{feature}={column}" for feature, column in CRITEO_COLUMNS.items()]
     args = ["+experiment=dlrm", "data=tabular", f"data.path={require(DEEPCTR / 'criteo_sample.txt')}", *mapping,
             "data.val_fraction=0.25", "tables.num_embeddings=100"]
     cfg = compose_config(args)
-    assert validate(cfg) == []
+    assert check_config(cfg) == []
     source = build_datamodule(cfg).source
     source.setup()
     assert source.report()["data/rows_train"] == 150

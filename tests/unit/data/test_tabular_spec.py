@@ -128,15 +128,14 @@ def test_spec_settings_default_to_the_data_config_and_mistakes_name_file_and_key
 
 
 def test_tabular_experiment_takes_features_and_tables_from_the_spec(tmp_path: Path) -> None:
-    from recframe.config.compose import compose_config, find_problems
     from recframe.config.resolve import table_configs
-    from recframe.config.validate import validate
     from recframe.training.builders import build_datamodule
+    from recframe.training.checks import check_config, compose_config, find_problems
 
     csv_path = require(DEEPCTR / "criteo_sample.txt")
     args = ["+experiment=tabular", f"data.path={csv_path}", f"data.spec={CRITEO_SPEC}", "data.val_fraction=0.25"]
     cfg = compose_config(args)
-    assert validate(cfg) == []
+    assert check_config(cfg) == []
     assert list(cfg.features.sparse) == KEYS and len(cfg.features.dense) == 13
     assert [t.name for t in table_configs(cfg)][:2] == ["t_cat_0", "t_cat_1"]
     source = build_datamodule(cfg).source

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch.distributed as dist
 
-from recframe.config.compose import find_problems
 from recframe.distributed.faults import _parse
 from recframe.distributed.watchdog import PeerWatchdog, describe_failure, is_collective_failure
+from recframe.training.checks import find_problems
 
 GLOO_RESET = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:26253: "
               "Connection reset by peer. This is typically caused by a remote worker hanging")

@@ -11,7 +11,6 @@ import torch
 from recframe.config.compose import compose_config, find_problems
 from recframe.config.resolve import table_configs
 from recframe.config.sharding import TopologyConfig
-from recframe.config.validate import validate
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner import (
     Planner,
@@ -25,6 +24,7 @@ from recframe.distributed.planner import (
     topology_from_config,
 )
 from recframe.distributed.planner.from_config import table_workloads
+from recframe.training.checks import check_config
 
 GB = 10**9
 # 1000 x 16 fp32 with rowwise Adagrad, one feature with 2 ids per sample; batch 10 per rank.
@@ -255,13 +255,13 @@ def test_validation_names_bad_sharding_settings() -> None:
     assert keys["sharding.type"].hint == "did you mean 'row_wise'?"
     assert "row_wse" in keys["+sharding.constraints"].message and keys["+sharding.constraints"].hint
     cfg = dlrm("+sharding.constraints={t_cat_O: {sharding_types: [row_wise], ranks: [3]}}")
-    keys = {p.key: p for p in validate(cfg)}
+    keys = {p.key: p for p in check_config(cfg)}
     assert "unknown table 't_cat_O'" in keys["sharding.constraints.t_cat_O"].message
     assert "[0, 1)" in keys["sharding.constraints.t_cat_O.ranks"].message
-    manual = validate(dlrm("sharding=manual_example", "world_size=2", "~sharding.tables.t_cat_3"))
+    manual = check_config(dlrm("sharding=manual_example", "world_size=2", "~sharding.tables.t_cat_3"))
     assert [(p.key, p.message) for p in manual] == [("sharding.tables", "table 't_cat_3' has no placement in the "
                                                                         "sharding plan")]
-    assert validate(dlrm("sharding=manual_example", "world_size=2")) == []
+    assert check_config(dlrm("sharding=manual_example", "world_size=2")) == []
 
 
 def test_auto_never_column_shards_row_state_optimizers() -> None:

@@ -1,0 +1,97 @@
+"""A run's whole-config validation: config's own checks, the data source's and the planner's, gathered.
+
+``recframe.config`` checks what the config alone can say and reads no files; the checks that
+need data files are ``recframe.data.checks``'s and those that need the planner (the world size
+a run plans for, a manual plan) are :func:`planner_problems` here, next to the application that
+knows both. ``find_problems`` runs them all on a command line, so ``recframe train`` lists every
+problem at once before anything is built. ``compose_config`` composes a run config with the
+resolvers that read data files (``${feature_map:DIR,key}``, ``recframe.data.resolvers``).
+
+Example:
+    >>> find_problems(["+experiment=dlrm"])
+    []
+    >>> [(p.key, p.message) for p in find_problems(["+experiment=dlrm", "data=criteo_tsv"])][:1]
+    [('data.path', 'is not set')]
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from recframe.config import compose
+from recframe.config.problems import Check, Problem
+from recframe.config.resolve import table_configs
+from recframe.config.validate import validate
+from recframe.data.checks import data_source_problems
+from recframe.data.resolvers import register_resolvers
+from recframe.distributed.planner.from_config import manual_plan, planned_world
+from recframe.vocab import ShardingMode
+
+
+def planner_problems(cfg: DictConfig) -> list[Problem]:
+    """The sharding settings against the world size the run plans for; a manual plan is complete and valid.
+
+    Args:
+        cfg: the composed run config.
+
+    Example:
+        >>> cfg = compose_config(["+experiment=dlrm", "sharding=manual_example", "world_size=1"])
+        >>> planner_problems(cfg)[0].message.startswith("the manual plan places shards on ranks up to 1")
+        True
+    """
+    out: list[Problem] = []
+    s = cfg.sharding
+    world, _ = planned_world(cfg)
+    if world < 1:
+        out.append(Problem("world_size", f"must be >= 1, got {world}"))
+    for name, c in s.constraints.items():
+        if c.ranks is not None and (not c.ranks or not all(0 <= r < world for r in c.ranks)):
+            out.append(Problem(f"sharding.constraints.{name}.ranks", f"pinned ranks must be a non-empty list of "
+                               f"ranks in [0, {world}), got {list(c.ranks)}", "plan for more ranks with world_size=N"))
+    if s.type == ShardingMode.manual:
+        shapes = {t.name: (t.num_embeddings, t.embedding_dim) for t in table_configs(cfg)}
+        top = max((r for p in s.tables.values() for r in p.ranks), default=0)
+        if top >= world:
+            out.append(Problem("sharding.tables", f"the manual plan places shards on ranks up to {top}, but the world "
+                               f"has {world} rank(s)", f"plan for world_size={top + 1} (or trainer.devices)"))
+        out.extend(Problem("sharding.tables", p) for p in manual_plan(cfg, max(world, top + 1)).problems(shapes))
+    return out
+
+
+OWNER_CHECKS: tuple[Check, ...] = (data_source_problems, planner_problems)  # run after config's own checks
+
+
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """Compose a run config as ``recframe train`` will, with the resolvers that read data files.
+
+    Args:
+        overrides: Hydra overrides (``+experiment=dlrm``, ``data.path=...``).
+        config_name: the root config.
+    """
+    register_resolvers()
+    return compose.compose_config(overrides, config_name)
+
+
+def check_config(cfg: DictConfig) -> list[Problem]:
+    """Every problem of a composed run config (config's checks, then the data source's and the planner's).
+
+    Args:
+        cfg: the composed config (unresolved interpolations are reported, not raised).
+
+    Example:
+        >>> check_config(compose_config(["+experiment=dlrm", "world_size=2"]))
+        []
+    """
+    register_resolvers()
+    return validate(cfg, OWNER_CHECKS)
+
+
+def find_problems(args: list[str], config_name: str = "train") -> list[Problem]:
+    """Every problem of a command line's config: composition errors, then every owner's checks.
+
+    Args:
+        args: the command line after the subcommand (overrides and Hydra flags).
+        config_name: the root config.
+    """
+    register_resolvers()
+    return compose.find_problems(args, OWNER_CHECKS, config_name)
