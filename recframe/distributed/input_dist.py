@@ -171,7 +171,7 @@ class InputDist(nn.Module):
 
         Example:
             >>> pending = route.start(kjt)  # doctest: +SKIP
-            >>> ...  # other work while the ids travel
+            >>> # other work while the ids travel
             >>> local = pending.wait()  # doctest: +SKIP
         """
         world, batch, device = self.world_size, kjt.stride(), kjt.device()

@@ -24,11 +24,8 @@ import recframe
 PACKAGE = Path(recframe.__file__).parent
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-# doctest name -> the fix (recframe/distributed/ is being reworked by issue 15's sharding rules).
-STALE = {
-    "recframe.distributed.input_dist.InputDist.start":
-        "'>>> ...  # other work' prints Ellipsis: mark it '# doctest: +SKIP' or make it a comment",
-}
+# doctest name -> the fix.
+STALE: dict[str, str] = {}
 
 
 def _module_name(path: Path) -> str:

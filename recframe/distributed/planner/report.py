@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.planner.planner import PlanResult
 from recframe.distributed.planner.topology import Topology, format_bytes
+from recframe.vocab import ShardingType
 
 
 class ScalarTextWriter(Protocol):
@@ -41,7 +42,7 @@ class TableLine:
     """One table of the plan: where it is and what it holds in all (over its ranks)."""
 
     name: str
-    sharding_type: str
+    sharding_type: ShardingType
     ranks: list[int]
     rows: int
     dim: int

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 from recframe.config.sharding import TopologyConfig
+from recframe.vocab import TopologyDevice
 
 GB = 10**9
 _DEFAULT = TopologyConfig  # the defaults below are the config's (one source)
@@ -60,7 +61,7 @@ class Topology:
     inter_node_bw: float = _DEFAULT.inter_node_bw_gbps * GB
     hbm_bw: float = _DEFAULT.hbm_bw_gbps * GB
     ddr_bw: float = _DEFAULT.ddr_bw_gbps * GB
-    device: str = "cuda"
+    device: TopologyDevice = TopologyDevice.cuda
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or self.local_world_size < 1:
@@ -79,7 +80,7 @@ class Topology:
     @property
     def lookup_bw(self) -> float:
         """Bytes/s of the memory the tables live in."""
-        return self.hbm_bw if self.device == "cuda" else self.ddr_bw
+        return self.hbm_bw if self.device == TopologyDevice.cuda else self.ddr_bw
 
     def node_of(self, rank: int) -> int:
         return rank // self.local_world_size
@@ -102,7 +103,7 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def detect_device_and_memory(accelerator: str, local_world_size: int) -> tuple[str, int | None]:
+def detect_device_and_memory(accelerator: str, local_world_size: int) -> tuple[TopologyDevice, int | None]:
     """The device the tables will live on and its memory per rank, as far as this machine can tell.
 
     Args:
@@ -117,10 +118,10 @@ def detect_device_and_memory(accelerator: str, local_world_size: int) -> tuple[s
 
     wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if not wants_gpu:
-        return "cpu", host_memory_bytes() // local_world_size
+        return TopologyDevice.cpu, host_memory_bytes() // local_world_size
     if torch.cuda.is_available():
-        return "cuda", int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
-    return "cuda", None
+        return TopologyDevice.cuda, int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    return TopologyDevice.cuda, None
 
 
 def topology_from_config(topology_cfg: TopologyConfig, world_size: int, local_world_size: int,
@@ -140,7 +141,7 @@ def topology_from_config(topology_cfg: TopologyConfig, world_size: int, local_wo
     """
     t = topology_cfg
     local = t.local_world_size if t.local_world_size is not None else local_world_size
-    device, detected = detect_device_and_memory(accelerator if t.device == "auto" else t.device, local)
+    device, detected = detect_device_and_memory(accelerator if t.device == TopologyDevice.auto else t.device, local)
     memory = int(t.memory_per_rank_gb * GB) if t.memory_per_rank_gb is not None else detected
     if memory is None:
         raise PlanningError(f"the tables are to live on GPUs (trainer.accelerator={accelerator}, "
