@@ -136,6 +136,15 @@ class Backend(Vocab):
     torch = "torch"  # plain PyTorch: the portable reference
 
 
+class LrDecay(Vocab):
+    """The dense learning rate's decay after warmup (``optim.schedule.decay``)."""
+
+    none = "none"  # constant at the peak
+    linear = "linear"
+    cosine = "cosine"
+    polynomial = "polynomial"  # ``(1 - progress) ** power`` (MLPerf DLRM: power 2)
+
+
 class TopologyDevice(Vocab):
     """Where the planner assumes the tables live (``sharding.topology.device``)."""
 

@@ -22,7 +22,7 @@ from omegaconf import MISSING
 
 from recframe.config.sharding import ShardingConfig
 from recframe.embedding.config import SparseOptimizer
-from recframe.vocab import Backend, IdPolicy, Pooling, WeightDtype
+from recframe.vocab import Backend, IdPolicy, LrDecay, Pooling, WeightDtype
 
 
 @dataclass
@@ -80,7 +80,7 @@ class ScheduleConfig:
     """Learning-rate schedule of the dense optimizer, stepped every optimizer step."""
 
     warmup_steps: int = 0  # linear warmup from 0 to the peak lr over this many steps
-    decay: str = "none"  # after warmup: none | linear | cosine | polynomial
+    decay: LrDecay = LrDecay.none  # after warmup: none | linear | cosine | polynomial
     decay_start_step: int = 0  # step at which decay starts (>= warmup_steps)
     decay_steps: int = 0  # steps over which lr falls to min_lr_ratio * lr (0: no decay)
     min_lr_ratio: float = 0.0  # final lr as a fraction of the peak lr

@@ -21,10 +21,12 @@ from contextlib import contextmanager
 
 import torch
 
+from recframe.vocab import Backend
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("fbgemm", "torch")
-_forced_backend: str | None = None
+BACKENDS = (Backend.fbgemm, Backend.torch)  # the sparse-op paths (no triton ones)
+_forced_backend: Backend | None = None
 
 
 @functools.cache
@@ -38,15 +40,15 @@ def fbgemm_available() -> bool:
     return True
 
 
-def active_backend() -> str:
+def active_backend() -> Backend:
     """The op path in use: the forced one, else ``fbgemm`` where it imports, else ``torch``."""
     if _forced_backend is not None:
         return _forced_backend
-    return "fbgemm" if fbgemm_available() else "torch"
+    return Backend.fbgemm if fbgemm_available() else Backend.torch
 
 
 @contextmanager
-def use_backend(name: str) -> Iterator[None]:
+def use_backend(name: Backend) -> Iterator[None]:
     """Force the sparse-op path inside a ``with`` block.
 
     Args:
@@ -59,9 +61,9 @@ def use_backend(name: str) -> Iterator[None]:
     global _forced_backend
     if name not in BACKENDS:
         raise ValueError(f"unknown sparse-op backend {name!r}; choose one of {BACKENDS}")
-    if name == "fbgemm" and not fbgemm_available():
+    if name == Backend.fbgemm and not fbgemm_available():
         raise RuntimeError("sparse-op backend 'fbgemm' requested but fbgemm_gpu does not import here")
-    previous, _forced_backend = _forced_backend, name
+    previous, _forced_backend = _forced_backend, Backend(name)
     try:
         yield
     finally:
@@ -74,7 +76,7 @@ def complete_cumsum(lengths: torch.Tensor) -> torch.Tensor:
     Args:
         lengths: 1-D integer tensor.
     """
-    if active_backend() == "fbgemm" and lengths.numel() > 0:
+    if active_backend() == Backend.fbgemm and lengths.numel() > 0:
         return torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
     out = torch.zeros(lengths.numel() + 1, dtype=lengths.dtype, device=lengths.device)
     torch.cumsum(lengths, dim=0, out=out[1:])
@@ -127,7 +129,7 @@ def permute_key_blocks(
     """
     num_keys = len(offset_per_key) - 1
     out_total = sum(offset_per_key[i + 1] - offset_per_key[i] for i in order)
-    if active_backend() == "fbgemm" and num_keys > 0 and len(order) > 0 and stride > 0:
+    if active_backend() == Backend.fbgemm and num_keys > 0 and len(order) > 0 and stride > 0:
         index = key_order_tensor(order, torch.int32, lengths.device)
         out_lengths, out_values, out_weights = torch.ops.fbgemm.permute_2D_sparse_data(
             index, lengths.view(num_keys, stride), values, weights, out_total

@@ -17,8 +17,7 @@ import math
 import torch
 
 from recframe.config.schema import ScheduleConfig
-
-DECAYS = ("none", "linear", "cosine", "polynomial")
+from recframe.vocab import LrDecay
 
 
 def lr_factor(step: int, cfg: ScheduleConfig) -> float:
@@ -30,18 +29,18 @@ def lr_factor(step: int, cfg: ScheduleConfig) -> float:
     """
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    if cfg.decay == "none" or cfg.decay_steps <= 0 or step < cfg.decay_start_step:
+    if cfg.decay == LrDecay.none or cfg.decay_steps <= 0 or step < cfg.decay_start_step:
         return 1.0
     progress = min(1.0, (step - cfg.decay_start_step) / cfg.decay_steps)
     low = cfg.min_lr_ratio
-    if cfg.decay == "linear":
+    if cfg.decay == LrDecay.linear:
         shape = 1.0 - progress
-    elif cfg.decay == "cosine":
+    elif cfg.decay == LrDecay.cosine:
         shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif cfg.decay == "polynomial":
+    elif cfg.decay == LrDecay.polynomial:
         shape = (1.0 - progress) ** cfg.power
     else:
-        raise ValueError(f"optim.schedule.decay={cfg.decay!r} is unknown; choose one of {list(DECAYS)}")
+        raise ValueError(f"optim.schedule.{LrDecay.problem('decay', cfg.decay)}")
     return low + (1.0 - low) * shape
 
 
