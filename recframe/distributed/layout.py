@@ -48,6 +48,11 @@ class LocalGroup:
         kernel: the compute kernel (backend) of the collection.
         specs: the shards' blocks.
         tables: the shards' tables (``shard_table``), in the same order.
+
+    Example:
+        >>> group = LocalGroup(False, Backend.torch, [ShardSpec("t", "table_wise", 0, 0, 10, 0, 4)], [])
+        >>> group.replicated, group.specs[0].sizes
+        (False, (10, 4))
     """
 
     replicated: bool
@@ -86,6 +91,15 @@ class ShardLayout:
         tables: the collection's tables.
         plan: the placement of every table (it may place other tables too).
         world_size: ranks in the process group.
+
+    Example:
+        >>> from recframe.distributed.plan import TablePlacement
+        >>> t = TableConfig(name="t", num_embeddings=10, embedding_dim=4, feature_names=["f", "g"])
+        >>> layout = ShardLayout([t], ShardingPlan(2, {"t": TablePlacement("column_wise", [1, 0])}), world_size=2)
+        >>> [(g.specs[0].col_start, [s.rank for s in layout.slots()]) for g in layout.groups[0]], layout.mp_dims()
+        ([(2, [0, 0, 1, 1])], [4, 4])
+        >>> layout.output_columns(0)  # rank 0's columns 2-3 of f and of g, then rank 1's columns 0-1 of each
+        [2, 3, 6, 7, 0, 1, 4, 5]
     """
 
     def __init__(self, tables: list[TableConfig], plan: ShardingPlan, world_size: int) -> None:
@@ -129,7 +143,11 @@ class ShardLayout:
 
     def output_columns(self, rank: int) -> list[int]:
         """For each column the output all-to-all gives ``rank`` (every rank's model-parallel blocks in rank order,
-        then ``rank``'s data-parallel ones), its column in the collection's output."""
+        then ``rank``'s data-parallel ones), its column in the collection's output.
+
+        Args:
+            rank: the receiving rank.
+        """
         out: list[int] = []
         blocks = [(r, False) for r in range(self.world_size)] + [(rank, True)]
         for r, replicated in blocks:

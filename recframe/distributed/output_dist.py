@@ -40,6 +40,10 @@ class OutputDist:
         group: the process group (None = the default group).
         device: where the outputs are.
         grad_scale: factor of the gradients sent back (``1 / world`` for mean losses, else 1).
+
+    Example:
+        >>> out = OutputDist(layout, rank=0, group=None, device=torch.device("cpu"), grad_scale=0.5)  # doctest: +SKIP
+        >>> values = out(mp_outputs, dp_outputs, batch, kjt.lengths())  # collective  # doctest: +SKIP
     """
 
     def __init__(self, layout: ShardLayout, rank: int, group: dist.ProcessGroup | None, device: torch.device,

@@ -54,16 +54,35 @@ class TablePlacement:
         return self.rule.num_shards(self.ranks)
 
     def shard_bounds(self, num_rows: int, num_cols: int) -> list[tuple[int, int]]:
-        """``[start, end)`` of each shard along the split dimension (rows or columns)."""
+        """``[start, end)`` of each shard along the split dimension (rows or columns).
+
+        Args:
+            num_rows: the table's rows.
+            num_cols: the table's columns.
+        """
         return self.rule.bounds(self.ranks, self.shard_sizes, num_rows, num_cols)
 
     def shards(self, table: str, num_rows: int, num_cols: int, world_size: int) -> list[ShardSpec]:
-        """Every shard of table ``table`` (``num_rows x num_cols``) on a world of ``world_size`` ranks."""
+        """Every shard of the table, in shard order.
+
+        Args:
+            table: the table's name.
+            num_rows: its rows.
+            num_cols: its columns.
+            world_size: ranks in all (data_parallel has one replica on each).
+        """
         return self.rule.shards(table, num_rows, num_cols, self.ranks, self.shard_bounds(num_rows, num_cols),
                                 world_size)
 
     def problems(self, table: str, num_rows: int, num_cols: int, world_size: int) -> list[str]:
-        """Every inconsistency of this placement for a ``num_rows x num_cols`` table."""
+        """Every inconsistency of this placement for a ``num_rows x num_cols`` table.
+
+        Args:
+            table: the table's name (the sentences name it).
+            num_rows: its rows.
+            num_cols: its columns.
+            world_size: ranks in the plan's world.
+        """
         where = f"table {table!r} ({self.sharding_type})"
         if ShardingType.problem("sharding type", self.sharding_type) is not None:
             return [f"{where}: unknown sharding type; choose one of {ShardingType.choices()}"]

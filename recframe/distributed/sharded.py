@@ -31,7 +31,11 @@ shards and the routing, the same on every rank), this rank's local collections (
 replicated?/compute kernel), ``input_dist.InputDist`` (its slots; the received features come in
 the local collections' own kernel-group order, so the key reorder happens once, in the input
 dist) and ``output_dist.OutputDist`` (the output all-to-all, the combination of the blocks, and
-the one place where mean tables of row splits are divided by the bag size).
+the one place where mean tables of row splits are divided by the bag size). Ids are checked or
+hashed once, on the sending rank, against the whole table; the shards' collections trust them
+(``id_policy`` error, no checks), so their own input stage only hands the ids to the kernels and,
+for a mean table whose shards see whole bags (table_wise, column_wise, data_parallel), turns the
+mean into per-id weights as an unsharded collection does.
 
 Checkpoints: ``state_dict()`` holds ``"<table>.weight"`` for each table with a shard on this
 rank (the shard's rows and columns only); ``local_shards()`` says where each one sits in its

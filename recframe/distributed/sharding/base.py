@@ -80,6 +80,14 @@ class PlacementQuery:
         fixed: one type for every table (``sharding.type=<type>``).
         data_parallel_max_rows: auto replicates only tables of at most this many rows.
         min_column_shard_dim: auto column shards have at least this many columns.
+
+    Example:
+        >>> from recframe.distributed.sharding import rule_for
+        >>> query = PlacementQuery(rows=3, dim=8, optimizer="sgd", pool=[0, 1, 2, 3], by_load=[3, 1, 0, 2],
+        ...                        world_size=4, nodes=[[0, 1, 2, 3]], explicit=False, fixed=False,
+        ...                        data_parallel_max_rows=10, min_column_shard_dim=4)
+        >>> rule_for("row_wise").candidates(query)  # 3 rows: the 3 least-loaded ranks, one row each
+        ([[0, 1, 3]], [])
     """
 
     rows: int
