@@ -103,6 +103,14 @@ class MatmulPrecision(str, Enum):
     medium = "medium"  # bf16 tensor cores
 
 
+class CudaGraph(str, Enum):
+    """Whether a GPU training step is one CUDA graph (``recframe.training.step_graph``)."""
+
+    auto = "auto"  # where nothing rules it out (one GPU, graph-safe embedding kernels, not 16-mixed)
+    on = "on"  # required: an error where something rules it out
+    off = "off"  # every step eager
+
+
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings (names as in pytorch_lightning.Trainer)."""
@@ -122,6 +130,7 @@ class TrainerConfig:
     matmul_precision: MatmulPrecision = MatmulPrecision.highest  # float32 matmuls: highest | high (TF32) | medium
     pipeline: bool = True  # batch i+1 under batch i: GPU copy on a side stream; input all-to-all with >1 rank
     compile_dense: bool = False  # torch.compile the dense towers, interaction and head (not the embeddings)
+    cuda_graph: CudaGraph = CudaGraph.auto  # one CUDA graph per step (forward, loss, backward): auto | on | off
 
 
 @dataclass

@@ -85,6 +85,11 @@ class _TableCollection(nn.Module):
         """The backend of each table, by table name."""
         return {self.tables[i].name: plan.backend for plan in self.plans for i in plan.table_indices}
 
+    def graph_unsafe_tables(self) -> list[str]:
+        """The tables whose kernels a caller's CUDA graph may not replay (``EmbeddingKernel.graph_safe``)."""
+        return [self.tables[i].name for plan, kernel in zip(self.plans, self.kernels, strict=True)
+                if not kernel.graph_safe for i in plan.table_indices]
+
     # ---- input ----------------------------------------------------------------------------------
     def _split(self, features: KeyedJaggedTensor) -> list[KeyedJaggedTensor]:
         """The batch cut into one KJT per kernel group (keys in group order; extra keys dropped)."""

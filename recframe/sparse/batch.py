@@ -47,6 +47,32 @@ class Batch:
             labels=self.labels.to(device, non_blocking=non_blocking),
         )
 
+    def layout(self) -> tuple:
+        """Shapes, dtypes and devices of its tensors and its sparse features' structure: what a CUDA graph of a
+        step bakes in (batches with equal layouts differ only in contents)."""
+        return (self.sparse_features.layout(),
+                *((tuple(t.shape), t.dtype, t.device) for t in (self.dense_features, self.labels)))
+
+    def clone(self) -> Batch:
+        """A copy with its own tensors (same device and layout)."""
+        return Batch(self.dense_features.clone(), self.sparse_features.clone(), self.labels.clone())
+
+    def copy_(self, other: Batch) -> Batch:
+        """Copy ``other``'s contents into this batch's tensors, in place (equal ``layout()``: the caller checks).
+
+        Example:
+            >>> from recframe.sparse import KeyedJaggedTensor
+            >>> def make(v): return Batch(torch.full((1, 2), float(v)),
+            ...                           KeyedJaggedTensor.from_lengths(["c"], torch.tensor([v]), torch.tensor([1])),
+            ...                           torch.tensor([0.0]))
+            >>> make(1).copy_(make(7)).dense_features
+            tensor([[7., 7.]])
+        """
+        self.dense_features.copy_(other.dense_features, non_blocking=True)
+        self.sparse_features.copy_(other.sparse_features)
+        self.labels.copy_(other.labels, non_blocking=True)
+        return self
+
     def pin_memory(self) -> Batch:
         """A copy in page-locked memory (DataLoader's ``pin_memory=True`` calls this)."""
         return Batch(

@@ -332,6 +332,36 @@ class KeyedJaggedTensor:
         out._offset_per_key = self._offset_per_key
         return out
 
+    def layout(self) -> tuple:
+        """What a CUDA graph bakes in: keys, stride, per-key lengths (when known) and each tensor's shape and dtype.
+
+        Two KJTs with the same layout differ only in their tensors' contents (``copy_`` moves one into the other).
+        """
+        tensors = (self._values, self._weights, self._lengths, self._offsets)
+        return (tuple(self._keys), self._stride, None if self._length_per_key is None else tuple(self._length_per_key),
+                tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in tensors))
+
+    def clone(self) -> KeyedJaggedTensor:
+        """A copy with its own tensors (same device and layout)."""
+        return self._with_tensors(torch.clone)
+
+    def copy_(self, other: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """Copy ``other``'s tensors into this KJT's, in place (same ``layout()``: the caller checks); returns self.
+
+        Tensors ``other`` lacks are left as they are: offsets this KJT derived from its lengths since (a CUDA
+        graph's step recomputes them from the copied lengths).
+
+        Example:
+            >>> a = KeyedJaggedTensor.from_lengths(["f"], torch.tensor([1, 2]), torch.tensor([2]))
+            >>> a.copy_(KeyedJaggedTensor.from_lengths(["f"], torch.tensor([3, 4]), torch.tensor([2]))).values()
+            tensor([3, 4])
+        """
+        for mine, theirs in ((self._values, other._values), (self._weights, other._weights),
+                             (self._lengths, other._lengths), (self._offsets, other._offsets)):
+            if theirs is not None:
+                mine.copy_(theirs, non_blocking=True)
+        return self
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> KeyedJaggedTensor:
         """A copy on ``device``; with ``non_blocking`` the copy from pinned memory is asynchronous."""
         return self._with_tensors(lambda t: t.to(device, non_blocking=non_blocking))

@@ -200,9 +200,10 @@ def _build_module(cfg: DictConfig):  # noqa: ANN202 (RecModule, imported lazily)
     if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
         return RecModule(build_model=lambda: build_model(cfg, embedding_device="meta"),
                          objective=build_objective(cfg), optim=cfg.optim, seed=cfg.seed,
-                         shard=make_sharder(cfg, Path(cfg.run_dir)), compile_dense=cfg.trainer.compile_dense)
+                         shard=make_sharder(cfg, Path(cfg.run_dir)), compile_dense=cfg.trainer.compile_dense,
+                         cuda_graph=cfg.trainer.cuda_graph)
     return RecModule(build_model=lambda: build_model(cfg), objective=build_objective(cfg), optim=cfg.optim,
-                     seed=cfg.seed, compile_dense=cfg.trainer.compile_dense)
+                     seed=cfg.seed, compile_dense=cfg.trainer.compile_dense, cuda_graph=cfg.trainer.cuda_graph)
 
 
 def train_job(cfg: DictConfig) -> float | None:

@@ -5,6 +5,10 @@ it its own way), the objective (loss and validation metrics), the dense optimize
 schedule. The embedding tables are not in the dense optimizer: their sparse optimizer is fused
 into the backward pass, so ``loss.backward()`` already updated them.
 
+On a GPU the step's forward, loss and backward can be one CUDA graph (``trainer.cuda_graph``,
+``recframe.training.step_graph``); the module then steps its optimizer and schedule itself
+(Lightning's manual optimization), after the replay.
+
 What the run directory's TensorBoard gets from here: ``train/loss`` (and ``train/loss_<task>``
 with several tasks), ``val/<metric>``, ``optim/lr_dense``, ``optim/lr_sparse``.
 
@@ -15,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +27,14 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from recframe.config.schema import OptimConfig
+from recframe.config.schema import CudaGraph, OptimConfig
 from recframe.sparse import Batch
 from recframe.training.objectives import Objective, training_loss
 from recframe.training.schedule import build_scheduler
+from recframe.training.step_graph import GraphedStep, graph_blockers
 from recframe.training.step_scalars import StepScalars
+
+log = logging.getLogger("recframe")
 
 DENSE_OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
@@ -142,13 +150,17 @@ class RecModule(pl.LightningModule):
         shard: shards the built model's embedding collections (given the model and the trainer),
             or None to train them unsharded (one process).
         compile_dense: ``torch.compile`` the model's dense parts (``compile_dense_modules``).
+        cuda_graph: train each step from one CUDA graph: ``auto`` where nothing rules it out
+            (``step_graph.graph_blockers``), ``on`` (an error where something does), ``off``.
     """
 
     def __init__(self, build_model: Callable[[], nn.Module], objective: Objective, optim: OptimConfig,
                  seed: int = 0, shard: Callable[[nn.Module, pl.Trainer], nn.Module] | None = None,
-                 compile_dense: bool = False) -> None:
+                 compile_dense: bool = False, cuda_graph: CudaGraph | str = CudaGraph.off) -> None:
         super().__init__()
         self.compile_dense = compile_dense
+        self.cuda_graph = CudaGraph(cuda_graph)
+        self.graphed_step: GraphedStep | None = None
         self._build_model = build_model
         self._shard = shard
         self.seed = seed
@@ -164,6 +176,26 @@ class RecModule(pl.LightningModule):
             self.model = self._shard(model, self.trainer) if self._shard is not None else model
             if self.compile_dense:
                 compile_dense_modules(self.model)
+            self.graphed_step = self._graphed_step()
+
+    def _graphed_step(self) -> GraphedStep | None:
+        """The step's CUDA graph where ``cuda_graph`` asks for one and nothing rules it out (else None)."""
+        if self.cuda_graph is CudaGraph.off or self._trainer is None:
+            return None
+        trainer = self.trainer
+        device = trainer.strategy.root_device
+        blockers = graph_blockers(self.model, device, trainer.world_size, str(trainer.precision))
+        if self.compile_dense:
+            blockers.append("trainer.compile_dense=true: torch.compile's guards run on the host every step")
+        if blockers:
+            if self.cuda_graph is CudaGraph.on:
+                raise ValueError("trainer.cuda_graph=on, but the training step cannot be a CUDA graph: "
+                                 + "; ".join(blockers) + ". Set trainer.cuda_graph=auto (or off).")
+            if device.type == "cuda":
+                log.info("training step: eager, no CUDA graph (%s)", "; ".join(blockers))
+            return None
+        self.automatic_optimization = False  # the replay does the backward; training_step steps the optimizer
+        return GraphedStep(lambda batch: training_loss(self.model, batch), dense_parameters(self.model), self.model)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         assert self.model is not None, "configure_model() has not run"
@@ -174,7 +206,14 @@ class RecModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         assert self.model is not None
-        total, parts = training_loss(self.model, batch)
+        if self.graphed_step is None:
+            total, parts = training_loss(self.model, batch)  # Lightning runs the backward and optimizer step
+        else:
+            total, parts = self.graphed_step(batch)  # forward, loss, backward: the gradients are in .grad
+            self.optimizers().step()  # type: ignore[union-attr]  # (one optimizer)
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()  # type: ignore[union-attr]
         # The losses stay on the device; a logging step's window mean reaches TensorBoard (at that step)
         # and the progress bar once it arrived on the host: no step waits for the GPU (StepScalars).
         self.step_scalars.add({"train/loss": total, **{f"train/loss_{name}": v for name, v in parts.items()}})
@@ -197,6 +236,12 @@ class RecModule(pl.LightningModule):
                 self.logger.log_metrics(values, step=step)
             if not wait:  # (the progress bar takes values inside a step only)
                 self.log("train/loss", host_scalar(values["train/loss"]), prog_bar=True, logger=False)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the dense gradients' norm to ``optim.gradient_clip_val`` (after 16-bit loss unscaling; no host sync)."""
+        if self.optim.gradient_clip_val is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.optim.gradient_clip_val)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         assert self.model is not None

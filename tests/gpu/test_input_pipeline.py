@@ -83,9 +83,11 @@ def test_cuda_windows_arrive_without_a_sync() -> None:
     assert early + scalars.ready(wait=True) == [(1, {"train/loss": 2.0})]
 
 
-def test_training_steps_do_not_synchronize(tmp_path: Path) -> None:
-    """Steps after the first few (the triton backward captures its graph at a shape's second step, with a
-    device synchronize) run under the sync debug mode "error": logging steps included."""
+@pytest.mark.parametrize("cuda_graph", ["on", "off"])
+def test_training_steps_do_not_synchronize(tmp_path: Path, cuda_graph: str) -> None:
+    """Steps after the first few (the triton backward captures its graph at a shape's second step, the step's
+    graph is captured at the fourth, each with a device synchronize) run under the sync debug mode "error":
+    logging steps included."""
     import pytorch_lightning as pl
 
     from recframe.config.compose import compose_config
@@ -102,7 +104,7 @@ def test_training_steps_do_not_synchronize(tmp_path: Path) -> None:
 
     cfg = compose_config(["+experiment=dlrm", *TINY, "trainer.accelerator=gpu", "trainer.max_steps=16",
                           "trainer.log_every_n_steps=5", "logger.table_stats_every_n_steps=0",
-                          "trainer.limit_val_batches=0", f"run_dir={tmp_path}"])
+                          "trainer.limit_val_batches=0", f"trainer.cuda_graph={cuda_graph}", f"run_dir={tmp_path}"])
     trainer = build_trainer(cfg, tmp_path, extra_callbacks=[NoSync()], checkpoints=False)
     try:
         trainer.fit(_build_module(cfg), datamodule=build_datamodule(cfg))

@@ -72,3 +72,12 @@ class EmbeddingKernel(Protocol):
     def set_step(self, step: int) -> None:
         """Set the optimizer step count (when loading optimizer state)."""
         ...
+
+    @property
+    def graph_safe(self) -> bool:
+        """Whether a caller's CUDA graph may capture this kernel's forward and backward and replay them.
+
+        True when every launch argument comes from shapes and fixed settings and no host-side state
+        changes from step to step (a step count that a replay would not advance, a host counter).
+        """
+        ...

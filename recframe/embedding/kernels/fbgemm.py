@@ -237,6 +237,11 @@ class FbgemmEmbeddingKernel(nn.Module):
         self.tbe.iter.fill_(int(step))
         self.tbe.iter_cpu.fill_(int(step))
 
+    @property
+    def graph_safe(self) -> bool:
+        """Not replayed from a caller's graph: fbgemm's module keeps host-side state per step (``iter_cpu``)."""
+        return False
+
 
 def _build_tbe(spec: GroupSpec) -> nn.Module:
     """fbgemm's SplitTableBatchedEmbeddingBagsCodegen for a group."""

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from recframe.embedding.kernels import DTYPES, GroupSpec
-from recframe.embedding.optimizers import STATE_LAYOUT, new_states
+from recframe.embedding.optimizers import STATE_LAYOUT, USES_STEP, new_states
 
 
 class StackedTables(nn.Module):
@@ -77,3 +77,8 @@ class StackedTables(nn.Module):
 
     def set_step(self, step: int) -> None:
         self.step = int(step)
+
+    @property
+    def graph_safe(self) -> bool:
+        """Replayable from a caller's CUDA graph, but for optimizers whose step count is a launch argument."""
+        return self.spec.optimizer.name not in USES_STEP
