@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from recframe.config.sharding import ShardingConfig
-from recframe.embedding.config import SparseOptimizer
+from recframe.embedding.config import SparseOptimizer, TableConfig
 from recframe.vocab import Backend, IdPolicy, LrDecay, Pooling, WeightDtype
 
 
@@ -39,13 +39,14 @@ class TableSpec:
 
     ``recframe.config.resolve.table_configs`` turns it into a TableConfig: the name is its key in
     ``specs``, unset sizes come from the table set (capped at ``row_cap``), and ``weight_dtype`` and
-    ``id_policy`` are the set's (TablesConfig), the same for every table of a run.
+    ``id_policy`` are the set's (TablesConfig), the same for every table of a run. Defaults that
+    both have are TableConfig's.
     """
 
     features: list[str] = MISSING  # the sparse features looked up in this table (TableConfig.feature_names)
     num_embeddings: int | None = None  # rows; None: tables.num_embeddings
     embedding_dim: int | None = None  # columns; None: tables.embedding_dim
-    pooling: Pooling = Pooling.sum  # sum | mean | none (sequence feature, EmbeddingCollection)
+    pooling: Pooling = TableConfig.pooling  # sum (default) | mean | none (sequence feature, EmbeddingCollection)
 
 
 @dataclass
@@ -54,9 +55,9 @@ class TablesConfig:
 
     num_embeddings: int = 100_000  # default rows per table
     embedding_dim: int = 64  # default embedding dim
-    weight_dtype: WeightDtype = WeightDtype.fp32  # storage dtype of table weights: fp32 | fp16 | bf16
+    weight_dtype: WeightDtype = TableConfig.weight_dtype  # storage dtype of table weights: fp32 (default) | fp16 | bf16
     backend: Backend = Backend.auto  # kernel backend: auto | fbgemm | triton | torch
-    id_policy: IdPolicy = IdPolicy.error  # ids outside [0, rows): error (names feature and table) | modulo
+    id_policy: IdPolicy = TableConfig.id_policy  # ids outside [0, rows): error (default; names feature, table) | modulo
     row_cap: int | None = None  # cap every table at this many rows, to fit a small machine (None: no cap)
     specs: dict[str, TableSpec] = field(default_factory=dict)  # table name -> spec
 
