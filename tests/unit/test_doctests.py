@@ -4,10 +4,6 @@ One test per module that has examples (a ``>>>`` in its source): the module's do
 ``ELLIPSIS`` and ``NORMALIZE_WHITESPACE``, and the test fails with doctest's report when an
 example's output differs or it raises. Examples that need a GPU, a process group, data files or
 minutes are marked ``# doctest: +SKIP`` in their docstring, next to the line.
-
-``STALE`` names the docstrings known to fail that this change may not edit (another owner's file),
-with the fix: such a docstring is run too, and its test fails once it passes, so the entry is
-removed when the docstring is fixed.
 """
 
 from __future__ import annotations
@@ -23,9 +19,6 @@ import recframe
 
 PACKAGE = Path(recframe.__file__).parent
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-
-# doctest name -> the fix.
-STALE: dict[str, str] = {}
 
 
 def _module_name(path: Path) -> str:
@@ -46,14 +39,8 @@ def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(name)
     report = io.StringIO()
     runner = doctest.DocTestRunner(optionflags=FLAGS)
-    failed, fixed = [], []
+    failed = []
     for test in doctest.DocTestFinder().find(module, name):
-        if not test.examples:
-            continue
-        result = runner.run(test, out=report.write, clear_globs=True)
-        if test.name in STALE:
-            fixed += [test.name] if result.failed == 0 else []
-        elif result.failed:
+        if test.examples and runner.run(test, out=report.write, clear_globs=True).failed:
             failed.append(test.name)
-    assert not failed, f"docstring examples of {name} fail:\n{report.getvalue()}"
-    assert not fixed, f"{fixed} pass now: remove them from STALE in {__file__}"
+    assert not failed, f"docstring examples of {failed} fail:\n{report.getvalue()}"
