@@ -88,7 +88,8 @@ def bare_loop(overrides: list[str], warmup: int, steps: int) -> dict:
 
     from recframe.training.builders import build_datamodule, build_model
     from recframe.training.checks import compose_config
-    from recframe.training.module import build_dense_optimizer, dense_parameters
+    from recframe.training.dense_optimizers import build_dense_optimizer
+    from recframe.training.module import dense_parameters
     from recframe.training.objectives import training_loss
     from recframe.training.schedule import build_scheduler
 

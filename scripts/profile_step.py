@@ -63,7 +63,8 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
     from recframe.config.schema import MatmulPrecision
     from recframe.training.builders import build_datamodule, build_model
     from recframe.training.checks import compose_config
-    from recframe.training.module import build_dense_optimizer, dense_parameters
+    from recframe.training.dense_optimizers import build_dense_optimizer
+    from recframe.training.module import dense_parameters
     from recframe.training.objectives import training_loss
 
     cfg = compose_config(["run_dir=unused", *overrides])

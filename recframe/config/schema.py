@@ -174,7 +174,7 @@ class TrainConfig:
 
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
-    model: Any = MISSING  # a model/ option (its own schema: recframe.config.models)
+    model: Any = MISSING  # a model/ option (its schema: its module's, recframe.models.zoo.MODELS)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: Any = MISSING  # a data/ option (its own schema: recframe.config.data)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from recframe.config import data, models, schema, sharding
+from recframe.config import data, schema, sharding
+from recframe.models import MODELS
 
 # configs/ lives at the repository top; recframe/configs points at it (and ships in the wheel).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -35,7 +36,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("data", "movielens_schema"): data.MovieLensDataConfig,
     ("data", "movielens_retrieval_schema"): data.MovieLensRetrievalDataConfig,
     ("data", "tabular_schema"): data.TabularDataConfig,
-    **{("model", f"{name}_schema"): node for name, node in models.MODEL_SCHEMAS.items()},
+    **{("model", f"{name}_schema"): entry.schema for name, entry in MODELS.items()},  # each model's own module
 }
 
 

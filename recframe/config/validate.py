@@ -15,23 +15,17 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.problems import Check, Problem
 from recframe.config.resolve import sparse_optimizer, table_configs
+from recframe.models.zoo import MODELS, CheckContext, suggestion
 from recframe.vocab import Pooling, ShardingMode
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "64-true")
-DATA_OF_MODEL = {"two_tower": ("synthetic_retrieval", "movielens_retrieval")}  # models that need these data kinds
-SAME_DIM_MODELS = {"deepfm": "FM interaction"}  # dlrm: checked against model.bottom_mlp
-
-
-def _close(word: str, choices: list[str]) -> str:
-    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"did you mean {found[0]!r}?" if found else f"known: {choices}"
+RETRIEVAL_DATA = ("synthetic_retrieval", "movielens_retrieval")  # the data kinds of retrieval models (and only theirs)
 
 
 def _check_features_and_tables(cfg: DictConfig) -> list[Problem]:
@@ -48,7 +42,7 @@ def _check_features_and_tables(cfg: DictConfig) -> list[Problem]:
         key = f"tables.specs.{table.name}"
         for feature in table.feature_names:
             if feature not in sparse:
-                hint = _close(feature, unserved) if unserved else _close(feature, sparse)
+                hint = suggestion(feature, unserved) if unserved else suggestion(feature, sparse)
                 out.append(Problem(f"{key}.features", f"unknown feature {feature!r}", hint))
             elif feature in owner:
                 out.append(Problem(f"{key}.features", f"feature {feature!r} is already served by table "
@@ -64,54 +58,33 @@ def _check_features_and_tables(cfg: DictConfig) -> list[Problem]:
 
 
 def _check_model(cfg: DictConfig) -> list[Problem]:
+    """The tasks, then the model's own check (its zoo entry's)."""
     out: list[Problem] = []
-    model, tables = cfg.model, table_configs(cfg)
-    dims = {t.name: t.embedding_dim for t in tables if t.pooling != Pooling.none}
-    if model.name in SAME_DIM_MODELS and len(set(dims.values())) > 1:
-        common = max(set(dims.values()), key=list(dims.values()).count)
-        odd = {n: d for n, d in dims.items() if d != common}
-        out.append(Problem("tables", f"model {model.name} ({SAME_DIM_MODELS[model.name]}) needs one embedding dim "
-                           f"for all tables; most have {common}, these differ: {odd}",
-                           "set tables.embedding_dim and drop per-table dims"))
-    if model.name in ("dlrm", "dlrm_dcn"):
-        if not model.bottom_mlp:
-            out.append(Problem("model.bottom_mlp", "needs at least one layer"))
-        elif model.name == "dlrm":
-            mismatched = {n: d for n, d in dims.items() if d != model.bottom_mlp[-1]}
-            if mismatched:
-                out.append(Problem("model.bottom_mlp", f"the last size ({model.bottom_mlp[-1]}) must equal the "
-                                   f"embedding dim of every table for the dot interaction; tables differ: {mismatched}",
-                                   "set model.bottom_mlp's last size or tables.embedding_dim to the same value"))
+    model = cfg.model
     if "tasks" in model:
         names = [t.name for t in model.tasks]
         if not names:
             out.append(Problem("model.tasks", "needs at least one task"))
         if len(set(names)) != len(names):
             out.append(Problem("model.tasks", f"task names must be unique, got {names}"))
-    if model.name == "two_tower":
-        sparse = list(cfg.features.sparse)
-        for side in ("user_features", "item_features"):
-            if not model[side]:
-                out.append(Problem(f"model.{side}", "is empty; list the sparse features of this tower"))
-            for f in model[side]:
-                if f not in sparse:
-                    out.append(Problem(f"model.{side}", f"unknown feature {f!r}", _close(f, sparse)))
-        both = set(model.user_features) & set(model.item_features)
-        if both:
-            out.append(Problem("model", f"features {sorted(both)} are in both towers"))
+    if model.name not in MODELS:
+        return [*out, Problem("model.name", f"unknown model {model.name!r}", suggestion(model.name, MODELS.names()))]
+    dims = {t.name: t.embedding_dim for t in table_configs(cfg) if t.pooling != Pooling.none}
+    context = CheckContext(dims=dims, sparse_features=list(cfg.features.sparse))
+    out += [Problem(key, message, fix) for key, message, fix in MODELS[model.name].problems(model, context)]
     return out
 
 
 def _check_data(cfg: DictConfig) -> list[Problem]:
     out: list[Problem] = []
     data, model = cfg.data, cfg.model
-    wanted = DATA_OF_MODEL.get(model.name)
-    if wanted is not None and data.kind not in wanted:
-        out.append(Problem("data", f"model {model.name} needs data={' or '.join(wanted)}, got data={data.kind}",
-                           f"add data={wanted[0]}"))
-    if wanted is None and any(data.kind in kinds for kinds in DATA_OF_MODEL.values()):
-        out.append(Problem("data", f"data={data.kind} is for {[m for m, d in DATA_OF_MODEL.items() if data.kind in d]}"
-                           f", not model {model.name}", "use data=synthetic"))
+    retrieval = model.name in MODELS and MODELS[model.name].retrieval
+    if retrieval and data.kind not in RETRIEVAL_DATA:
+        out.append(Problem("data", f"model {model.name} needs data={' or '.join(RETRIEVAL_DATA)}, got data={data.kind}",
+                           f"add data={RETRIEVAL_DATA[0]}"))
+    if not retrieval and data.kind in RETRIEVAL_DATA:
+        models = [name for name, entry in MODELS.items() if entry.retrieval]
+        out.append(Problem("data", f"data={data.kind} is for {models}, not model {model.name}", "use data=synthetic"))
     if data.batch_size < 1:
         out.append(Problem("data.batch_size", f"must be >= 1, got {data.batch_size}"))
     if data.kind == "synthetic":
@@ -129,7 +102,7 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     trainer = cfg.trainer
     if trainer.precision not in PRECISIONS:
         out.append(Problem("trainer.precision", f"unknown precision {trainer.precision!r}",
-                           _close(trainer.precision, list(PRECISIONS))))
+                           suggestion(trainer.precision, list(PRECISIONS))))
     if trainer.val_check_interval is not None and trainer.val_check_interval < 1:
         out.append(Problem("trainer.val_check_interval", f"must be a number of steps >= 1, got "
                            f"{trainer.val_check_interval}"))
@@ -155,7 +128,7 @@ def _check_sharding(cfg: DictConfig) -> list[Problem]:
     for name, c in s.constraints.items():
         key = f"sharding.constraints.{name}"
         if name not in tables:
-            out.append(Problem(key, f"unknown table {name!r}", _close(str(name), tables)))
+            out.append(Problem(key, f"unknown table {name!r}", suggestion(str(name), tables)))
         if c.ids_per_sample is not None and c.ids_per_sample <= 0:
             out.append(Problem(f"{key}.ids_per_sample", f"must be > 0, got {c.ids_per_sample}"))
     if s.type != ShardingMode.manual and s.tables:

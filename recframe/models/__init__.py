@@ -18,23 +18,30 @@ from recframe.models.interactions import CrossNet, DotInteraction, FMInteraction
 from recframe.models.towers import MLP, WideLinear, wide_tables
 from recframe.models.two_tower import TwoTower, recall_at_k
 from recframe.models.wide_deep import WideDeep
+from recframe.models.zoo import MODELS, CheckContext, ModelContext, ModelEntry, TaskConfig, register_model
 
 __all__ = [
     "DLRM",
     "DLRM_DCN",
     "MLP",
+    "MODELS",
+    "CheckContext",
     "CrossNet",
     "DeepFM",
     "DotInteraction",
     "FMInteraction",
     "LowRankCrossNet",
+    "ModelContext",
+    "ModelEntry",
     "MultiTaskHead",
     "Task",
+    "TaskConfig",
     "TaskLosses",
     "TwoTower",
     "WideDeep",
     "WideLinear",
     "multi_task_loss",
     "recall_at_k",
+    "register_model",
     "wide_tables",
 ]

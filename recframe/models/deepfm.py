@@ -33,6 +33,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +44,7 @@ from recframe.models._pooled import pooled_feature_dims, stack_pooled, uniform_d
 from recframe.models.heads import DEFAULT_TASKS, MultiTaskHead, Task, TaskLosses, check_tasks, shape_logits
 from recframe.models.interactions import FMInteraction
 from recframe.models.towers import MLP, Activation, WideLinear
+from recframe.models.zoo import ModelContext, TaskConfig, one_task, register_model, same_dim_problems
 from recframe.sparse import Batch
 
 
@@ -134,3 +137,22 @@ class DeepFM(nn.Module):
                 + flops.head_flops(self.head)
                 + flops.wide_linear_flops(self.wide)
                 + 3 * t)
+
+
+@dataclass
+class DeepFMConfig:
+    """DeepFM: first-order (wide) + FM second-order term + deep MLP over the embeddings."""
+
+    name: str = "deepfm"  # model: deepfm
+    deep_mlp: list[int] = field(default_factory=lambda: [400, 400, 400])  # deep part hidden sizes
+    dropout: float = 0.0  # dropout in the deep MLP
+    tasks: list[TaskConfig] = field(default_factory=one_task)  # predicted labels
+
+
+@register_model("deepfm", schema=DeepFMConfig,
+                check=lambda node, ctx: same_dim_problems("deepfm", "FM interaction", ctx.dims))
+def build_deepfm(node: Any, context: ModelContext) -> DeepFM:
+    """DeepFM from its config node (``DeepFMConfig``)."""
+    return DeepFM(embeddings=context.embeddings(None), wide_embeddings=context.wide_embeddings(len(context.tasks)),
+                  num_dense_features=context.num_dense_features, deep_layer_sizes=list(node.deep_mlp),
+                  tasks=context.tasks, dropout=node.dropout)

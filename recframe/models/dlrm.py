@@ -26,6 +26,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +37,7 @@ from recframe.models._pooled import concat_pooled, pooled_feature_dims, stack_po
 from recframe.models.heads import DEFAULT_TASKS, MultiTaskHead, Task, TaskLosses
 from recframe.models.interactions import DotInteraction, LowRankCrossNet
 from recframe.models.towers import MLP, Activation
+from recframe.models.zoo import CheckContext, ConfigProblem, ModelContext, TaskConfig, one_task, register_model
 from recframe.sparse import Batch
 
 
@@ -197,3 +200,57 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
                 + flops.low_rank_cross_net_flops(self.interaction)
                 + flops.mlp_flops(self.over_arch)
                 + flops.head_flops(self.head))
+
+
+# ---- the zoo's entries: config schemas, builders, checks ---------------------------------------
+@dataclass
+class DLRMConfig:
+    """DLRM: bottom MLP over dense features, pairwise dot interaction, top MLP."""
+
+    name: str = "dlrm"  # model: dlrm
+    bottom_mlp: list[int] = field(default_factory=lambda: [512, 256, 64])  # last size = embedding dim
+    top_mlp: list[int] = field(default_factory=lambda: [512, 256])  # hidden sizes before the task head
+    dropout: float = 0.0  # dropout in the top MLP
+    tasks: list[TaskConfig] = field(default_factory=one_task)  # predicted labels, in label-column order
+
+
+@dataclass
+class DLRMDCNConfig:
+    """DLRM with a DCNv2 low-rank cross network as interaction (the MLPerf DLRM-DCNv2 model)."""
+
+    name: str = "dlrm_dcn"  # model: dlrm_dcn
+    bottom_mlp: list[int] = field(default_factory=lambda: [512, 256, 64])  # last size = embedding dim
+    top_mlp: list[int] = field(default_factory=lambda: [1024, 1024, 512, 256])  # hidden sizes before the head
+    dcn_num_layers: int = 3  # cross layers
+    dcn_low_rank_dim: int = 512  # rank of each cross layer's weight
+    dropout: float = 0.0  # dropout in the top MLP
+    tasks: list[TaskConfig] = field(default_factory=one_task)  # predicted labels
+
+
+def _bottom_mlp_problems(node: Any, context: CheckContext, dot: bool) -> list[ConfigProblem]:
+    """A bottom MLP is needed; with the dot interaction its last size is every table's dim."""
+    if not node.bottom_mlp:
+        return [("model.bottom_mlp", "needs at least one layer", "")]
+    mismatched = {n: d for n, d in context.dims.items() if d != node.bottom_mlp[-1]}
+    if dot and mismatched:
+        return [("model.bottom_mlp", f"the last size ({node.bottom_mlp[-1]}) must equal the embedding dim of every "
+                 f"table for the dot interaction; tables differ: {mismatched}",
+                 "set model.bottom_mlp's last size or tables.embedding_dim to the same value")]
+    return []
+
+
+@register_model("dlrm", schema=DLRMConfig, check=lambda node, ctx: _bottom_mlp_problems(node, ctx, dot=True))
+def build_dlrm(node: Any, context: ModelContext) -> DLRM:
+    """DLRM from its config node (``DLRMConfig``)."""
+    return DLRM(embeddings=context.embeddings(None), num_dense_features=context.num_dense_features,
+                dense_layer_sizes=list(node.bottom_mlp), over_layer_sizes=list(node.top_mlp), tasks=context.tasks,
+                dropout=node.dropout)
+
+
+@register_model("dlrm_dcn", schema=DLRMDCNConfig, check=lambda node, ctx: _bottom_mlp_problems(node, ctx, dot=False))
+def build_dlrm_dcn(node: Any, context: ModelContext) -> DLRM_DCN:
+    """DLRM-DCNv2 from its config node (``DLRMDCNConfig``)."""
+    return DLRM_DCN(embeddings=context.embeddings(None), num_dense_features=context.num_dense_features,
+                    dense_layer_sizes=list(node.bottom_mlp), over_layer_sizes=list(node.top_mlp),
+                    num_cross_layers=node.dcn_num_layers, low_rank=node.dcn_low_rank_dim, tasks=context.tasks,
+                    dropout=node.dropout)

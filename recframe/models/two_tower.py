@@ -33,6 +33,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,7 @@ from recframe.models import flops
 from recframe.models._pooled import concat_pooled, pooled_feature_dims
 from recframe.models.heads import TaskLosses
 from recframe.models.towers import MLP, Activation
+from recframe.models.zoo import CheckContext, ConfigProblem, ModelContext, register_model, suggestion
 from recframe.sparse import Batch, KeyedJaggedTensor
 
 
@@ -180,3 +183,38 @@ def recall_at_k(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
     scores = users @ items.T
     top = scores.topk(k, dim=1).indices
     return float((top == targets.unsqueeze(1)).any(dim=1).float().mean())
+
+
+@dataclass
+class TwoTowerConfig:
+    """Two towers (user, item) trained with an in-batch softmax, for retrieval."""
+
+    name: str = "two_tower"  # model: two_tower
+    user_features: list[str] = field(default_factory=list)  # sparse features of the user tower
+    item_features: list[str] = field(default_factory=list)  # sparse features of the item tower
+    tower_mlp: list[int] = field(default_factory=lambda: [128, 64])  # each tower's MLP; last = output dim
+    temperature: float = 0.05  # softmax temperature of the in-batch loss
+    recall_ks: list[int] = field(default_factory=lambda: [1, 10, 50])  # k of the recall@k validation metrics
+
+
+def _tower_problems(node: Any, context: CheckContext) -> list[ConfigProblem]:
+    """Each tower lists known sparse features; no feature is in both."""
+    out: list[ConfigProblem] = []
+    for side in ("user_features", "item_features"):
+        if not node[side]:
+            out.append((f"model.{side}", "is empty; list the sparse features of this tower", ""))
+        out += [(f"model.{side}", f"unknown feature {f!r}", suggestion(f, context.sparse_features))
+                for f in node[side] if f not in context.sparse_features]
+    both = set(node.user_features) & set(node.item_features)
+    if both:
+        out.append(("model", f"features {sorted(both)} are in both towers", ""))
+    return out
+
+
+@register_model("two_tower", schema=TwoTowerConfig, check=_tower_problems, retrieval=True)
+def build_two_tower(node: Any, context: ModelContext) -> TwoTower:
+    """Two towers from their config node (``TwoTowerConfig``)."""
+    return TwoTower(user_embeddings=context.embeddings(list(node.user_features)),
+                    item_embeddings=context.embeddings(list(node.item_features)),
+                    user_layer_sizes=list(node.tower_mlp), item_layer_sizes=list(node.tower_mlp),
+                    num_dense_features=context.num_dense_features, temperature=node.temperature)

@@ -27,6 +27,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +37,7 @@ from recframe.models import flops
 from recframe.models._pooled import concat_pooled, pooled_feature_dims, stack_pooled
 from recframe.models.heads import DEFAULT_TASKS, MultiTaskHead, Task, TaskLosses, check_tasks, shape_logits
 from recframe.models.towers import MLP, Activation, Norm, WideLinear
+from recframe.models.zoo import ModelContext, TaskConfig, one_task, register_model
 from recframe.sparse import Batch
 
 
@@ -112,3 +115,21 @@ class WideDeep(nn.Module):
         """Forward FLOPs per sample of the dense part: deep MLP, head, wide part, and ``T`` adds to combine."""
         return (flops.mlp_flops(self.deep) + flops.head_flops(self.head)
                 + flops.wide_linear_flops(self.wide) + self.head.num_tasks)
+
+
+@dataclass
+class WideDeepConfig:
+    """Wide & Deep: a linear model over all features plus a deep MLP over the embeddings."""
+
+    name: str = "wide_deep"  # model: wide_deep
+    deep_mlp: list[int] = field(default_factory=lambda: [512, 256, 128])  # deep part hidden sizes
+    dropout: float = 0.0  # dropout in the deep MLP
+    tasks: list[TaskConfig] = field(default_factory=one_task)  # predicted labels
+
+
+@register_model("wide_deep", schema=WideDeepConfig)
+def build_wide_deep(node: Any, context: ModelContext) -> WideDeep:
+    """Wide & Deep from its config node (``WideDeepConfig``)."""
+    return WideDeep(embeddings=context.embeddings(None), wide_embeddings=context.wide_embeddings(len(context.tasks)),
+                    num_dense_features=context.num_dense_features, deep_layer_sizes=list(node.deep_mlp),
+                    tasks=context.tasks, dropout=node.dropout)

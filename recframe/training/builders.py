@@ -39,45 +39,29 @@ def build_collection(cfg: DictConfig, features: list[str] | None = None,
 
 
 def build_model(cfg: DictConfig, embedding_device: str | None = None) -> nn.Module:
-    """The model named by ``cfg.model.name``, owning its embedding collection(s).
+    """The model named by ``cfg.model.name`` (``recframe.models.zoo.MODELS``), owning its embedding collection(s).
 
     Args:
         cfg: the run config.
         embedding_device: where the tables live (None: the default device; ``"meta"``: to be sharded).
     """
-    from recframe import models
+    from recframe.models import MODELS, ModelContext, wide_tables
 
-    m, num_dense, dev = cfg.model, len(cfg.features.dense), embedding_device
-    if m.name == "two_tower":
-        return models.TwoTower(
-            user_embeddings=build_collection(cfg, list(m.user_features), device=dev),
-            item_embeddings=build_collection(cfg, list(m.item_features), device=dev),
-            user_layer_sizes=list(m.tower_mlp), item_layer_sizes=list(m.tower_mlp),
-            num_dense_features=num_dense, temperature=m.temperature,
-        )
-    embeddings = build_collection(cfg, device=dev)
-    if m.name == "dlrm":
-        return models.DLRM(embeddings=embeddings, num_dense_features=num_dense, dense_layer_sizes=list(m.bottom_mlp),
-                           over_layer_sizes=list(m.top_mlp), tasks=tasks(cfg), dropout=m.dropout)
-    if m.name == "dlrm_dcn":
-        return models.DLRM_DCN(embeddings=embeddings, num_dense_features=num_dense,
-                               dense_layer_sizes=list(m.bottom_mlp), over_layer_sizes=list(m.top_mlp),
-                               num_cross_layers=m.dcn_num_layers, low_rank=m.dcn_low_rank_dim, tasks=tasks(cfg),
-                               dropout=m.dropout)
-    wide = build_collection(cfg, tables=models.wide_tables(table_configs(cfg), out_features=len(tasks(cfg))),
-                            device=dev)
-    if m.name == "deepfm":
-        return models.DeepFM(embeddings=embeddings, wide_embeddings=wide, num_dense_features=num_dense,
-                             deep_layer_sizes=list(m.deep_mlp), tasks=tasks(cfg), dropout=m.dropout)
-    if m.name == "wide_deep":
-        return models.WideDeep(embeddings=embeddings, wide_embeddings=wide, num_dense_features=num_dense,
-                               deep_layer_sizes=list(m.deep_mlp), tasks=tasks(cfg), dropout=m.dropout)
-    raise ValueError(f"model.name={m.name!r} is unknown")
+    run_tasks = tasks(cfg)
+    context = ModelContext(
+        num_dense_features=len(cfg.features.dense), tasks=run_tasks,
+        embeddings=lambda features: build_collection(cfg, features, device=embedding_device),
+        wide_embeddings=lambda out: build_collection(cfg, tables=wide_tables(table_configs(cfg), out_features=out),
+                                                     device=embedding_device),
+    )
+    return MODELS[cfg.model.name].build(cfg.model, context)
 
 
 def build_objective(cfg: DictConfig) -> Objective:
-    """The loss and validation metrics that fit the model."""
-    if cfg.model.name == "two_tower":
+    """The loss and validation metrics that fit the model (retrieval or CTR: the zoo entry says)."""
+    from recframe.models import MODELS
+
+    if MODELS[cfg.model.name].retrieval:
         return RetrievalObjective(ks=list(cfg.model.recall_ks))
     return CTRObjective(tasks(cfg))
 

@@ -29,15 +29,13 @@ from torch import nn
 
 from recframe.config.schema import CudaGraph, OptimConfig
 from recframe.sparse import Batch
+from recframe.training.dense_optimizers import build_dense_optimizer
 from recframe.training.objectives import Objective, training_loss
 from recframe.training.schedule import build_scheduler
 from recframe.training.step_graph import GraphedStep, graph_blockers
 from recframe.training.step_scalars import StepScalars
 
 log = logging.getLogger("recframe")
-
-DENSE_OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
-
 
 def host_scalar(value: float) -> torch.Tensor:
     """A Python number as a CPU tensor for ``self.log``.
@@ -100,40 +98,6 @@ def compile_dense_modules(model: nn.Module) -> list[str]:
 def embedding_collections(model: nn.Module) -> dict[str, nn.Module]:
     """The embedding collections of a model, by module path."""
     return {name: m for name, m in model.named_modules() if is_embedding_parameter(m)}
-
-
-# torch's optimizers with a fused CUDA implementation (torch 2.11: Adagrad's fused kernel is CPU-only)
-FUSED_ON_CUDA = ("adam", "adamw", "sgd")
-
-
-def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
-                          device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The torch optimizer named by ``optim.dense``.
-
-    On a GPU, with ``optim.dense.fused``, torch's fused kernel (one launch for all parameters) where
-    torch has one for the optimizer, else its multi-tensor (foreach) kernels. On the CPU, torch's default.
-
-    Args:
-        params: dense parameters.
-        optim: the optimizer settings.
-        device: where the parameters live (None: the CPU).
-    """
-    cfg = optim.dense
-    if cfg.name not in DENSE_OPTIMIZERS:
-        raise ValueError(f"optim.dense.name={cfg.name!r} is unknown; choose one of {list(DENSE_OPTIMIZERS)}")
-    kernel: dict[str, Any] = {}
-    if device is not None and device.type == "cuda":
-        fused = cfg.fused and cfg.name in FUSED_ON_CUDA
-        kernel = {"fused": True} if fused else {"foreach": True}
-    if cfg.name == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps, **kernel)
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                weight_decay=cfg.weight_decay, **kernel)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                 weight_decay=cfg.weight_decay, **kernel)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kernel)
 
 
 class RecModule(pl.LightningModule):

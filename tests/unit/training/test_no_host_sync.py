@@ -19,7 +19,8 @@ from torch import nn
 from recframe.config.compose import compose_config
 from recframe.sparse import Batch
 from recframe.training.builders import build_datamodule, build_model
-from recframe.training.module import build_dense_optimizer, dense_parameters
+from recframe.training.dense_optimizers import build_dense_optimizer
+from recframe.training.module import dense_parameters
 from recframe.training.objectives import training_loss
 from tests.sync_detector import HostReadDetector
 from tests.unit.models.conftest import one_thread  # noqa: F401 (autouse: small steps run single-threaded)

@@ -1,0 +1,77 @@
+"""The dense towers' optimizers (``optim.dense.name``), each registered once with how torch builds it.
+
+On a GPU, with ``optim.dense.fused``, an optimizer runs torch's fused kernel (one launch for all
+parameters) where torch has one, else its multi-tensor (foreach) kernels; on the CPU, torch's
+default. Adding an optimizer is one ``DENSE_OPTIMIZERS.add`` here.
+
+Example:
+    >>> from torch import nn
+    >>> from recframe.config.schema import OptimConfig
+    >>> type(build_dense_optimizer(list(nn.Linear(2, 2).parameters()), OptimConfig())).__name__
+    'Adagrad'
+    >>> DENSE_OPTIMIZERS.names()
+    ['adagrad', 'adam', 'adamw', 'sgd']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from recframe.config.schema import DenseOptimConfig, OptimConfig
+from recframe.registry import Registry
+
+
+@dataclass(frozen=True)
+class DenseOptimizer:
+    """How to build one torch optimizer.
+
+    Args:
+        make: ``(params, settings, kernel options) -> optimizer``; kernel options are ``fused`` or ``foreach``.
+        fused_on_cuda: torch has a fused CUDA kernel for it (torch 2.11: Adagrad's fused kernel is CPU-only).
+    """
+
+    make: Callable[[list[nn.Parameter], DenseOptimConfig, dict[str, Any]], torch.optim.Optimizer]
+    fused_on_cuda: bool
+
+
+DENSE_OPTIMIZERS: Registry[DenseOptimizer] = Registry("dense optimizer")
+DENSE_OPTIMIZERS.add("adagrad", DenseOptimizer(
+    lambda params, c, kernel: torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay, eps=c.eps, **kernel),
+    fused_on_cuda=False))
+DENSE_OPTIMIZERS.add("adam", DenseOptimizer(
+    lambda params, c, kernel: torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
+                                               weight_decay=c.weight_decay, **kernel),
+    fused_on_cuda=True))
+DENSE_OPTIMIZERS.add("adamw", DenseOptimizer(
+    lambda params, c, kernel: torch.optim.AdamW(params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
+                                                weight_decay=c.weight_decay, **kernel),
+    fused_on_cuda=True))
+DENSE_OPTIMIZERS.add("sgd", DenseOptimizer(
+    lambda params, c, kernel: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                              **kernel),
+    fused_on_cuda=True))
+
+
+def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
+                          device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The torch optimizer named by ``optim.dense.name`` (fused or foreach kernels on a GPU: module docstring).
+
+    Args:
+        params: dense parameters.
+        optim: the optimizer settings.
+        device: where the parameters live (None: the CPU).
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+    """
+    cfg = optim.dense
+    entry = DENSE_OPTIMIZERS[cfg.name]
+    kernel: dict[str, Any] = {}
+    if device is not None and device.type == "cuda":
+        kernel = {"fused": True} if cfg.fused and entry.fused_on_cuda else {"foreach": True}
+    return entry.make(params, cfg, kernel)
