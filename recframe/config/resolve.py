@@ -49,3 +49,8 @@ def tasks(cfg: DictConfig) -> list[Task]:
     if "tasks" not in cfg.model:
         return []
     return [Task(name=t.name, weight=t.weight) for t in cfg.model.tasks]
+
+
+def feature_rows(cfg: DictConfig) -> dict[str, int]:
+    """Rows of the table serving each sparse feature (its id range), by feature name."""
+    return {f: t.num_embeddings for t in table_configs(cfg) for f in t.feature_names}

@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
+from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import MISSING_ID, OOV_ID
 from recframe.data.criteo import KINDS, NUM_SPARSE, SPARSE_NAMES
 from recframe.data.report import DataError, SkipReport
+from recframe.data.source import DATA_SOURCES
 
 FORMAT = "recframe.criteo_binary"
 VERSION = 1
@@ -234,3 +237,15 @@ class CriteoBinarySource(InMemorySource):
         return (f"{self.path}: {len(columns)} rows ({self.feature_map['id_mode']} ids): {self.num_train} for training, "
                 f"{len(columns) - self.num_train} for validation (the last {self.val_fraction:g}); "
                 f"{skipped} malformed lines were skipped when it was preprocessed")
+
+
+@DATA_SOURCES.register("criteo_binary")
+def criteo_binary_from_config(cfg: DictConfig) -> CriteoBinarySource:
+    """The preprocessed (binary) Criteo source of ``data=criteo_binary``."""
+    data, rows = cfg.data, feature_rows(cfg)
+    return CriteoBinarySource(
+        str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
+        batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
+        id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, shuffle_batches=data.shuffle_batches,
+        pin_memory=data.pin_memory,
+    )

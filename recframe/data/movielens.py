@@ -29,11 +29,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
+from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary
 from recframe.data.movielens_files import MovieLensData, Ratings, read_100k_ratings, read_movielens
 from recframe.data.report import DataError
+from recframe.data.source import DATA_SOURCES
 
 DENSE_FEATURES = ("user_age", "item_release_year")
 SPARSE_FEATURES = ("user_id", "item_id", "user_age_bucket", "user_gender", "user_occupation", "user_zip",
@@ -183,3 +186,15 @@ class MovieLensSource(InMemorySource):
         return (f"{self.path} ({self.layout} layout): {len(columns)} ratings (split {self.split}): {self.num_train} "
                 f"for training, {len(columns) - self.num_train} for validation; positives: rating >= "
                 f"{self.positive_rating}; vocabulary rows per feature: {self.vocab_rows}")
+
+
+@DATA_SOURCES.register("movielens")
+def movielens_from_config(cfg: DictConfig) -> MovieLensSource:
+    """The MovieLens rating source of ``data=movielens``."""
+    data = cfg.data
+    return MovieLensSource(
+        str(data.path), dense_names=list(cfg.features.dense), sparse_names=list(cfg.features.sparse),
+        table_rows=feature_rows(cfg), batch_size=data.batch_size, split=data.split, val_fraction=data.val_fraction,
+        shuffle=data.shuffle, seed=data.seed, vocab_threshold=data.vocab_threshold,
+        positive_rating=data.positive_rating, zip_prefix=data.zip_prefix,
+    )

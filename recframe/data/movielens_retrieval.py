@@ -30,12 +30,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
+from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary
 from recframe.data.movielens import item_values, missing_features, user_values, vocab_ids
 from recframe.data.movielens_files import read_movielens
 from recframe.data.report import DataError
+from recframe.data.source import DATA_SOURCES
 
 USER_FEATURES = ("user_id", "user_history", "user_age_bucket", "user_gender", "user_occupation", "user_zip")
 ITEM_FEATURES = ("item_id", "item_genres", "item_year")
@@ -145,3 +148,14 @@ class MovieLensRetrievalSource(InMemorySource):
                 f"to {self.history_length} items, {len(columns) - self.num_train} users' last items held out for "
                 f"validation ({self.single_rating_users} users with one rating left out); vocabulary rows per "
                 f"feature: {self.vocab_rows}")
+
+
+@DATA_SOURCES.register("movielens_retrieval")
+def movielens_retrieval_from_config(cfg: DictConfig) -> MovieLensRetrievalSource:
+    """MovieLens user histories and next items, for retrieval models (``data=movielens_retrieval``)."""
+    data = cfg.data
+    return MovieLensRetrievalSource(
+        str(data.path), sparse_names=list(cfg.features.sparse), table_rows=feature_rows(cfg),
+        batch_size=data.batch_size, history_length=data.history_length, shuffle=data.shuffle, seed=data.seed,
+        vocab_threshold=data.vocab_threshold, zip_prefix=data.zip_prefix,
+    )

@@ -35,12 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import IterableDataset
 
 from recframe.data.arrays import EpochBatches, EpochPlan, Rows, ValBatches, count_rows, host_empty, pin_here, to_host
 from recframe.data.binary import FEATURE_MAP
 from recframe.data.binary import FORMAT as ONE_HOT_FORMAT
 from recframe.data.report import DataError
+from recframe.data.source import DATA_SOURCES
 from recframe.sparse import Batch, KeyedJaggedTensor
 
 FORMAT = "recframe.criteo_multihot"
@@ -270,3 +272,13 @@ class CriteoMultiHotSource:
         return (f"{self.path}: {rows} rows of {read.ids_per_sample} ids (multi-hot, bag sizes "
                 f"{read.arrays.bag_sizes}): {self.num_train} for training in batch-shuffled epochs, "
                 f"{rows - self.num_train} for validation (the last {self.val_fraction:g})")
+
+
+@DATA_SOURCES.register("criteo_multihot")
+def criteo_multihot_from_config(cfg: DictConfig) -> CriteoMultiHotSource:
+    """The multi-hot (MLPerf layout) Criteo source of ``data=criteo_multihot``."""
+    data = cfg.data
+    return CriteoMultiHotSource(
+        str(data.path), keys=list(cfg.features.sparse), batch_size=data.batch_size, val_fraction=data.val_fraction,
+        shuffle=data.shuffle, seed=data.seed, pin_memory=data.pin_memory, bag_sizes=list(data.ids_per_feature) or None,
+    )

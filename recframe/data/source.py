@@ -16,16 +16,20 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import IterableDataset
 
 from recframe.config.data import GenerateOn
-from recframe.data.synthetic import SyntheticCriteo
+from recframe.config.resolve import feature_rows, tasks
+from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
 from recframe.data.synthetic_dataset import BatchRequest, SyntheticDataset
 from recframe.data.synthetic_device import DeviceSynthesizer
-from recframe.data.synthetic_retrieval import SyntheticRetrieval
+from recframe.data.synthetic_retrieval import SyntheticRetrieval, SyntheticRetrievalConfig
+from recframe.registry import Registry
 
 # Validation batches are drawn from this batch index on: far from any training position. A multiple
 # of every world size up to 16 (720720 = lcm(1..16)), so that N ranks with num_val_batches / N each
@@ -107,3 +111,35 @@ class SyntheticSource:
 
     def summary(self) -> str:
         return ""
+
+
+# ---- the data sources by ``data.kind``: each source's module registers its builder ------------
+DATA_SOURCES: Registry[Callable[[DictConfig], DataSource]] = Registry("data source")
+
+
+@DATA_SOURCES.register("synthetic")
+def synthetic_from_config(cfg: DictConfig) -> SyntheticSource:
+    """Criteo-shaped synthetic batches from a hidden model (``data=synthetic``)."""
+    data, rows, ids = cfg.data, feature_rows(cfg), list(cfg.data.ids_per_feature)
+    generator = SyntheticCriteo(
+        SyntheticConfig(num_dense_features=len(cfg.features.dense),
+                        table_sizes=tuple(rows[f] for f in cfg.features.sparse),
+                        ids_per_feature=ids[0] if len(ids) == 1 else tuple(ids), zipf_exponent=data.zipf_exponent,
+                        signal_strength=data.signal_strength, sparse_names=tuple(cfg.features.sparse),
+                        num_tasks=len(tasks(cfg))),
+        seed=data.seed,
+    )
+    return SyntheticSource(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches,
+                           generate_on=data.generate_on)
+
+
+@DATA_SOURCES.register("synthetic_retrieval")
+def synthetic_retrieval_from_config(cfg: DictConfig) -> SyntheticSource:
+    """Synthetic user histories and next items, for retrieval models (``data=synthetic_retrieval``)."""
+    data = cfg.data
+    generator = SyntheticRetrieval(
+        SyntheticRetrievalConfig(num_users=data.num_users, num_items=data.num_items, num_clusters=data.num_clusters,
+                                 history_length=data.history_length),
+        seed=data.seed,
+    )
+    return SyntheticSource(generator, batch_size=data.batch_size, num_val_batches=data.num_val_batches)

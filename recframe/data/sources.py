@@ -17,11 +17,14 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from omegaconf import DictConfig
 
+from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import ID_MAPPINGS, Vocabulary, modulo_ids
 from recframe.data.criteo import NUM_SPARSE, read_criteo_tsv
 from recframe.data.report import DataError, SkipReport
+from recframe.data.source import DATA_SOURCES
 
 
 def split_rows(num_rows: int, val_fraction: float) -> int:
@@ -107,3 +110,15 @@ class CriteoTsvSource(InMemorySource):
             text += (f"\n{self.vocab_truncated} categorical values over the vocabulary threshold did not fit their "
                      f"tables and share the out-of-vocabulary row; vocabularies need {self.vocab_rows} rows")
         return text
+
+
+@DATA_SOURCES.register("criteo_tsv")
+def criteo_tsv_from_config(cfg: DictConfig) -> CriteoTsvSource:
+    """The Criteo TSV source of ``data=criteo_tsv``."""
+    data, rows = cfg.data, feature_rows(cfg)
+    return CriteoTsvSource(
+        str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
+        batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
+        id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, on_error=data.on_error,
+        max_examples=data.max_reported_errors, pad_short_rows=data.pad_short_rows,
+    )

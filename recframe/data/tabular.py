@@ -41,11 +41,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from omegaconf import DictConfig
 
+from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns, InMemorySource
 from recframe.data.categorical import Vocabulary, modulo_ids
 from recframe.data.report import DataError, SkipReport
-from recframe.data.spec import FeatureSpec
+from recframe.data.source import DATA_SOURCES
+from recframe.data.spec import FeatureSpec, tabular_spec
 from recframe.data.table_parse import Bags, Field, bag_size, first_bad_value, parse_bags, parse_floats, stable_hash
 
 __all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
@@ -349,3 +352,13 @@ class TabularSource(InMemorySource):
                 f"{len(columns) - self.num_train} for validation; "
                 + self.skipped.summary(self.path).removeprefix(f"{self.path}: "))
 
+
+@DATA_SOURCES.register("tabular")
+def tabular_from_config(cfg: DictConfig) -> TabularSource:
+    """The CSV/TSV table of ``data=tabular`` (its columns from ``data.spec``)."""
+    data = cfg.data
+    return TabularSource(
+        str(data.path), tabular_spec(cfg), table_rows=feature_rows(cfg), batch_size=data.batch_size, fmt=data.format,
+        delimiter=data.delimiter, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
+        on_error=data.on_error, max_examples=data.max_reported_errors,
+    )

@@ -101,3 +101,27 @@ def test_an_unknown_dense_optimizer_names_the_known_ones() -> None:
     optim = compose_config(["+experiment=dlrm", "optim.dense.name=adamx", "run_dir=unused"]).optim
     with pytest.raises(ValueError, match=r"unknown dense optimizer 'adamx'; choose one of \['adagrad', 'adam'"):
         build_dense_optimizer([], optim)
+
+
+def test_every_data_option_has_a_registered_source() -> None:
+    from recframe.config.store import CONFIG_DIR
+    from recframe.data.catalog import DATA_SOURCES
+
+    kinds = set()
+    for option in sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml")):
+        cfg = compose_config(["+experiment=dlrm", f"data={option}", "run_dir=unused"])
+        kinds.add(cfg.data.kind)
+    assert kinds <= set(DATA_SOURCES.names()), kinds - set(DATA_SOURCES.names())
+
+
+def test_a_data_source_is_built_from_its_kind_and_an_unknown_kind_names_the_known_ones() -> None:
+    from recframe.data.catalog import build_source
+    from recframe.data.source import SyntheticSource
+
+    cfg = compose_config(["+experiment=dlrm", "tables.num_embeddings=100", "run_dir=unused"])
+    source = build_source(cfg)
+    assert isinstance(source, SyntheticSource) and source.batch_size == cfg.data.batch_size
+    OmegaConf.set_struct(cfg, False)
+    cfg.data.kind = "parquet"
+    with pytest.raises(ValueError, match=r"unknown data source 'parquet'; choose one of \["):
+        build_source(cfg)
