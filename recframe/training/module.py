@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from recframe.config.schema import CudaGraph, OptimConfig
+from recframe.embedding.protocol import EmbeddingModule
 from recframe.sparse import Batch
 from recframe.training.dense_optimizers import build_dense_optimizer
 from recframe.training.objectives import Objective, training_loss
@@ -55,11 +56,8 @@ def is_logging_step(trainer: pl.Trainer) -> bool:
 
 
 def is_embedding_parameter(module: nn.Module) -> bool:
-    """Whether a module's parameters are embedding tables (updated by their fused optimizer)."""
-    from recframe.distributed.sharded import ShardedEmbeddingBagCollection
-    from recframe.embedding import EmbeddingBagCollection, EmbeddingCollection
-
-    return isinstance(module, (EmbeddingBagCollection, EmbeddingCollection, ShardedEmbeddingBagCollection))
+    """Whether a module's parameters are embedding tables (an ``EmbeddingModule``: updated by its fused optimizer)."""
+    return isinstance(module, EmbeddingModule)
 
 
 def dense_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -9,6 +9,7 @@ user's positive item among the batch's items.
 
 Example:
     >>> from recframe.models.heads import Task
+from recframe.models.protocol import RecModel
     >>> type(CTRObjective([Task("click")]).make_metrics()).__name__
     'CTRMetrics'
 """
@@ -19,15 +20,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
-from torch import nn
 from torchmetrics import Metric
 
 from recframe.models.heads import Task
+from recframe.models.protocol import RecModel
 from recframe.sparse import Batch
 from recframe.training.metrics import CTRMetrics, RecallAtK
 
 
-def training_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def training_loss(model: RecModel, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar to backpropagate, and the per-task parts to log (empty with a single task)."""
     losses = model.loss(model(batch).float(), batch.labels)
     return losses.total, (losses.per_task if len(losses.per_task) > 1 else {})
@@ -40,7 +41,7 @@ class Objective(Protocol):
         """A fresh validation metric (a torchmetrics Metric: synced across ranks)."""
         ...
 
-    def update_metrics(self, model: nn.Module, batch: Batch, metrics: Metric) -> None:
+    def update_metrics(self, model: RecModel, batch: Batch, metrics: Metric) -> None:
         """Feed one validation batch to the metric."""
         ...
 
@@ -58,7 +59,7 @@ class CTRObjective:
     def make_metrics(self) -> Metric:
         return CTRMetrics(task_names=[t.name for t in self.tasks] if len(self.tasks) > 1 else None)
 
-    def update_metrics(self, model: nn.Module, batch: Batch, metrics: Metric) -> None:
+    def update_metrics(self, model: RecModel, batch: Batch, metrics: Metric) -> None:
         metrics.update(model(batch).float(), batch.labels)
 
 
@@ -75,6 +76,6 @@ class RetrievalObjective:
     def make_metrics(self) -> Metric:
         return RecallAtK(ks=self.ks)
 
-    def update_metrics(self, model: nn.Module, batch: Batch, metrics: Metric) -> None:
+    def update_metrics(self, model: RecModel, batch: Batch, metrics: Metric) -> None:
         scores = model(batch).float()
         metrics.update(scores, torch.arange(scores.shape[0], device=scores.device))

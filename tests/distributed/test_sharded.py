@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from recframe.distributed import ShardedEmbeddingBagCollection, ShardingPlan, TablePlacement, shard_model
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+from recframe.embedding.protocol import EmbeddingModule
 from recframe.models.deepfm import DeepFM
 from recframe.models.heads import Task
 from recframe.models.towers import wide_tables
@@ -138,6 +139,7 @@ def run_case(rank: int, world: int, plan: ShardingPlan, lws: int, opt: str, weig
     initial = {k: v.clone() for k, v in reference.state_dict().items()}
     sharded = ShardedEmbeddingBagCollection.from_collection(reference, plan, local_world_size=lws,
                                                             gradient_division=gradient_division)
+    assert isinstance(sharded, EmbeddingModule)  # what training and checkpoints rely on
     mine = slice(rank * BATCH, (rank + 1) * BATCH)
     forward_errors = []
     for step in range(STEPS):
