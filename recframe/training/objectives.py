@@ -9,7 +9,6 @@ user's positive item among the batch's items.
 
 Example:
     >>> from recframe.models.heads import Task
-from recframe.models.protocol import RecModel
     >>> type(CTRObjective([Task("click")]).make_metrics()).__name__
     'CTRMetrics'
 """

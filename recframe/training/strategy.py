@@ -44,9 +44,9 @@ from recframe.distributed.watchdog import (
     start_watchdog,
 )
 from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError
+from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.plugin import DistributedCheckpointIO
 from recframe.training.checkpoint.safety import UnsafeCheckpointError
-from recframe.training.checkpoint_layout import ModelLayout
 from recframe.training.module import embedding_collections
 from recframe.training.pipeline import attach_input_pipeline, drop_started_input_dists
 

@@ -19,9 +19,9 @@ from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.sharded import ShardedEmbeddingBagCollection
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
 from recframe.sparse import KeyedJaggedTensor
+from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.reader import load
 from recframe.training.checkpoint.writer import save
-from recframe.training.checkpoint_layout import ModelLayout
 from tests.distributed.harness import run_workers
 
 pytestmark = pytest.mark.distributed

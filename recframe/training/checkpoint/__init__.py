@@ -5,7 +5,7 @@ A checkpoint folder (``checkpoints/step-N``, see ``folder``) holds:
 
 - DCP files: every tensor of Lightning's checkpoint dict, keyed by its path in that dict.
   Embedding tables and their fused optimizer states are keyed by table name
-  (``recframe.training.checkpoint_layout``) and saved as blocks with global offsets, so a
+  (``recframe.training.checkpoint.layout``) and saved as blocks with global offsets, so a
   checkpoint of any world size and sharding plan loads into any other (resharding). Dense
   weights, the dense optimizer state and the sparse ``step`` counters are the same on every rank
   and DCP writes them once. Each rank's RNG states are tensors under ``rank<r>/`` (``rng``).

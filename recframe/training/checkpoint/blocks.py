@@ -9,7 +9,7 @@ gloo and NCCL in torch 2.11 and 2.13, tested), and only this file would change.
 
 Example:
     >>> import torch
-    >>> from recframe.training.checkpoint_layout import Place
+    >>> from recframe.training.checkpoint.layout import Place
     >>> place = Place(global_shape=(4, 2), shards=((0, (0, 0), (4, 2)),), local=0)
     >>> with quiet_sharded_tensor():  # doctest: +SKIP
     ...     block = sharded_block(torch.zeros(4, 2), place)  # needs a process group (rank 0 of 1)
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from recframe.training.checkpoint_layout import Place
+from recframe.training.checkpoint.layout import Place
 
 
 @contextmanager

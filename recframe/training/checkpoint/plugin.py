@@ -18,10 +18,10 @@ from typing import Any
 from lightning_fabric.plugins import CheckpointIO
 
 from recframe.training.checkpoint.folder import STEP_FOLDER
+from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.reader import load
 from recframe.training.checkpoint.rng import restore_rng
 from recframe.training.checkpoint.writer import save
-from recframe.training.checkpoint_layout import ModelLayout
 
 
 class DistributedCheckpointIO(CheckpointIO):

@@ -25,6 +25,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from recframe.training.checkpoint.blocks import quiet_sharded_tensor, sharded_block
 from recframe.training.checkpoint.folder import CheckpointReadError, read_manifest
+from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.ranks import agree, describe, rank_world
 from recframe.training.checkpoint.safety import (
     SafeFileSystemReader,
@@ -34,7 +35,6 @@ from recframe.training.checkpoint.safety import (
 )
 from recframe.training.checkpoint.tree import decode
 from recframe.training.checkpoint.writer import STATE_JSON
-from recframe.training.checkpoint_layout import ModelLayout
 
 
 def load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict[str, Any]]:

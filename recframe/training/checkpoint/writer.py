@@ -33,10 +33,10 @@ from recframe.training.checkpoint.folder import (
     read_manifest,
     write_manifest,
 )
+from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.ranks import agree, describe, from_rank0, rank_world, same_token
 from recframe.training.checkpoint.rng import rng_tensors
 from recframe.training.checkpoint.tree import encode
-from recframe.training.checkpoint_layout import ModelLayout
 
 log = logging.getLogger("recframe")
 

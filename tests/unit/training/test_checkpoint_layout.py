@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recframe.distributed.types import ShardSpec
-from recframe.training.checkpoint_layout import ModelLayout, TableShards
+from recframe.training.checkpoint.layout import ModelLayout, TableShards
 
 
 def shards(kind: str, blocks: list[tuple[int, int, int, int, int]]) -> tuple[ShardSpec, ...]:
