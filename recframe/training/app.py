@@ -65,8 +65,8 @@ def bench_command(args: list[str]) -> int:
 
 
 def plan_command(args: list[str]) -> int:
-    """``recframe plan [overrides]``: print and save the sharding plan (recframe.distributed.planner.cli)."""
-    from recframe.distributed.planner.cli import plan_job
+    """``recframe plan [overrides]``: print and save the sharding plan (recframe.training.plan_command)."""
+    from recframe.training.plan_command import plan_job
 
     return _run_hydra(args, plan_job, "recframe plan")
 
@@ -183,7 +183,7 @@ def _check_plan(cfg: DictConfig) -> None:
     world = cfg.trainer.devices * cfg.trainer.num_nodes
     if world == 1:
         return
-    from recframe.distributed.planner.from_config import make_plan
+    from recframe.training.planning import make_plan
 
     try:
         make_plan(cfg, world, cfg.trainer.devices, tables=model_tables(build_model(cfg, embedding_device="meta")))

@@ -24,7 +24,7 @@ from recframe.config.resolve import table_configs
 from recframe.config.validate import validate
 from recframe.data.checks import data_source_problems
 from recframe.data.resolvers import register_resolvers
-from recframe.distributed.planner.from_config import manual_plan, planned_world
+from recframe.training.planning import manual_plan, planned_world
 from recframe.vocab import ShardingMode
 
 

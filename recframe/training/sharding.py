@@ -39,8 +39,8 @@ def make_sharder(cfg: DictConfig, run_dir: Path) -> Callable[[nn.Module, pl.Trai
     """
 
     def shard(model: nn.Module, trainer: pl.Trainer) -> nn.Module:
-        from recframe.distributed.planner.from_config import make_plan
         from recframe.distributed.sharded import shard_model
+        from recframe.training.planning import make_plan
 
         local_world = trainer.num_devices
         plan, report = make_plan(cfg, trainer.world_size, local_world, tables=model_tables(model))

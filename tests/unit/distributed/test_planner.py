@@ -19,12 +19,11 @@ from recframe.distributed.planner import (
     TableConstraint,
     TableWorkload,
     Topology,
-    make_plan,
     option_cost,
     topology_from_config,
 )
-from recframe.distributed.planner.from_config import table_workloads
 from recframe.training.checks import check_config
+from recframe.training.planning import make_plan, table_workloads
 
 GB = 10**9
 # 1000 x 16 fp32 with rowwise Adagrad, one feature with 2 ids per sample; batch 10 per rank.

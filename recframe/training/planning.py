@@ -1,5 +1,8 @@
 """``make_plan``: a run config (and world size) to a checked ShardingPlan and its report.
 
+The planner's config adapter: recframe.distributed's planner knows tables, workloads and a
+topology; this module reads them off a run config (the application layer's job).
+
 ``sharding.type`` picks how: ``auto`` runs the planner, a sharding type gives every table that
 type (ranks chosen by the planner's cost model), ``manual`` takes ``sharding.tables`` and checks
 it. Every way ends with every table placed and every rank within memory, or a PlanningError.

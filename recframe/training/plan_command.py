@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from recframe.distributed.planner.from_config import make_plan, planned_world
 from recframe.distributed.planner.topology import PlanningError
+from recframe.training.planning import make_plan, planned_world
 
 PLAN_FILE = "sharding_plan.json"
 
