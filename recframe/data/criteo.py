@@ -12,9 +12,15 @@ Each line is ``label \\t I1 .. I13 \\t C1 .. C26`` (40 fields; 39 without the la
   rows (row 0 is reserved for missing).
 - A trailing ``\\r`` (Windows line end) is dropped. With ``pad_short_rows``, a line with fewer
   fields is read as if its trailing empty fields had been stripped (some re-exports do that).
+- A UTF-8 byte-order mark at the start of the file (line 1) is dropped.
+- A last line without its newline may have been cut inside a field (an interrupted copy or
+  download: ``16edf87e`` cut to ``16edf`` still looks valid), so it is never read as a row: it is
+  ``truncated``. The dense values are checked after the transform and the cast to float32 (the
+  training dtype): at most 18 digits always give a finite float32.
 
 Any other line is malformed: it is skipped and counted under the kind of its first problem in
-field order (``short_row``, ``long_row``, ``bad_label``, ``bad_dense``, ``bad_categorical``), or,
+field order (``short_row``, ``long_row``, ``bad_label``, ``bad_dense``, ``bad_categorical``; ``truncated``
+before them all), or,
 with ``on_error="error"``, raises ``DataError`` naming ``file:line``, the field and the fix.
 
 Parsing is vectorized over the raw bytes with numpy (no per-line Python): line and tab
@@ -43,7 +49,8 @@ NUM_DENSE = 13
 NUM_SPARSE = 26
 DENSE_NAMES = tuple(f"I{i}" for i in range(1, NUM_DENSE + 1))  # Criteo's names, used in messages
 SPARSE_NAMES = tuple(f"C{i}" for i in range(1, NUM_SPARSE + 1))
-KINDS = ("short_row", "long_row", "bad_label", "bad_dense", "bad_categorical")
+KINDS = ("short_row", "long_row", "bad_label", "bad_dense", "bad_categorical", "truncated")
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, which spreadsheet exports put at the start of a file
 MAX_DENSE_DIGITS = 18  # an int64 holds every 18-digit integer
 MAX_HEX_DIGITS = 16  # a uint64 holds every 16-digit hexadecimal id
 DEFAULT_CHUNK_BYTES = 1 << 22
@@ -160,6 +167,10 @@ def _describe(buf: np.ndarray, kind: str, field: int, line: int, source: str, nt
               bounds: tuple[int, int], has_label: bool, num_fields: int) -> str:
     """``file:line: field NAME (...): 'text' <problem>`` for one bad line."""
     where = f"{source}:{line}"
+    if kind == "truncated":
+        return (f"{where}: the last line has no line end, so it may have been cut inside a field (an interrupted "
+                f"copy or download); its {ntabs + 1} fields were not read: if the file is complete, end it with a "
+                "newline")
     if kind in ("short_row", "long_row"):
         return (f"{where}: {ntabs + 1} tab-separated fields, expected {num_fields} "
                 f"({'label, ' if has_label else ''}13 integer, 26 hexadecimal)")
@@ -180,7 +191,8 @@ def parse_criteo_bytes(data: bytes, source: str = "<bytes>", first_line: int = 1
     """Parse whole lines of Criteo TSV (see the module docstring for the format and the policy).
 
     Args:
-        data: complete lines (the last may lack its newline).
+        data: complete lines; a last line without its newline is ``truncated`` (chunks of a file
+            end at a newline, except the file's last).
         source: the file name used in messages.
         first_line: the 1-based line number of the first line of ``data`` in ``source``.
         has_label: lines start with the label (40 fields) or not (39).
@@ -194,6 +206,8 @@ def parse_criteo_bytes(data: bytes, source: str = "<bytes>", first_line: int = 1
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}: choose one of {list(ON_ERROR)}")
     report = SkipReport(KINDS, max_examples)
+    if first_line == 1 and data.startswith(BOM):
+        data = data[len(BOM):]
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         return CriteoRows.empty(has_label), report
@@ -211,6 +225,8 @@ def parse_criteo_bytes(data: bytes, source: str = "<bytes>", first_line: int = 1
     if not pad_short_rows:
         kind[ntabs < num_fields - 1] = KINDS.index("short_row")
     kind[ntabs > num_fields - 1] = KINDS.index("long_row")
+    if buf[-1] != 10:
+        kind[-1] = KINDS.index("truncated")
     rows = np.flatnonzero(kind < 0)
     field_start, field_end = _field_bounds(starts[rows], ends[rows], tabs, first_tab[rows], ntabs[rows], num_fields)
     first_bad = np.full(rows.size, num_fields, dtype=np.int64)

@@ -19,14 +19,18 @@ HEX = re.compile(r"[0-9a-fA-F]{1,16}")
 
 def reference(data: bytes, has_label: bool = True, pad: bool = False) -> tuple[list, dict[str, list[tuple]]]:
     """Plain-Python reading of the format: (good rows as tuples, {kind: [(line, field name, text)]})."""
-    text = data.decode("latin-1")
+    text = data.decode("latin-1").removeprefix("\xef\xbb\xbf")  # a UTF-8 byte-order mark, read as latin-1
     lines = text.split("\n")
     if text.endswith("\n"):
         lines = lines[:-1]
+    cut = len(lines) if text and not text.endswith("\n") else 0  # the last line lacks its newline: it may be cut
     num_fields = 40 if has_label else 39
     names = (["label"] if has_label else []) + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
     rows, bad = [], {k: [] for k in KINDS}
     for number, line in enumerate(lines, 1):
+        if number == cut:
+            bad["truncated"].append((number, None, None))
+            continue
         if line.endswith("\r"):
             line = line[:-1]
         fields = line.split("\t")
@@ -153,7 +157,7 @@ def test_values_of_one_line() -> None:
 def test_error_policy_names_file_line_and_field() -> None:
     good = "\t".join(["0", *["1"] * 13, *["abc"] * 26])
     bad = "\t".join(["0", *["1"] * 5, "12a", *["1"] * 7, *["abc"] * 26])
-    data = "\n".join([good, good, bad, good, "junk"]).encode()
+    data = ("\n".join([good, good, bad, good, "junk"]) + "\n").encode()
     with pytest.raises(DataError) as error:
         parse_criteo_bytes(data, source="day_0", first_line=100, on_error="error")
     message = str(error.value)
@@ -181,3 +185,32 @@ def test_kaggle_test_file_has_no_label() -> None:
     assert len(rows) == 1999 and report.total == 0 and rows.labels is None
     rows, report = read_criteo_tsv(path, has_label=True)  # the wrong layout is counted, never silent
     assert len(rows) == 0 and report.counts["short_row"] == 1999
+
+
+def test_a_last_line_without_newline_is_truncated_never_a_changed_row() -> None:
+    good = "\t".join(["1", *["3"] * 13, *["16edf87e"] * 26])
+    cut = good[:-3]  # cut inside C26: '16edf' is still a valid hexadecimal id
+    rows, report = parse_criteo_bytes(f"{good}\n{cut}".encode(), source="day_0")
+    assert len(rows) == 1 and report.counts["truncated"] == 1 and report.total == 1
+    assert int(rows.categorical[0, -1]) == 0x16EDF87E
+    assert report.examples["truncated"][0].startswith("day_0:2: the last line has no line end")
+    assert "end it with a newline" in report.examples["truncated"][0]
+    with pytest.raises(DataError, match=r"day_0:2: the last line has no line end.*data.on_error=skip"):
+        parse_criteo_bytes(f"{good}\n{cut}".encode(), source="day_0", on_error="error")
+    rows, report = parse_criteo_bytes(f"{good}\n{good}\n".encode())  # with its newline the same line is a row
+    assert len(rows) == 2 and report.total == 0
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
+    line = "\t".join(["1", *["3"] * 13, *["68fd1e64"] * 26]) + "\n"
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + (line * 3).encode())
+    rows, report = read_criteo_tsv(str(path), chunk_bytes=len(line))
+    assert len(rows) == 3 and report.total == 0 and rows.labels.tolist() == [1.0] * 3
+    rows, report = parse_criteo_bytes(b"\xef\xbb\xbf" + line.encode(), first_line=7)  # only the file's start
+    assert report.counts["bad_label"] == 1
+
+
+def test_dense_values_are_finite_float32_after_the_transform() -> None:
+    values = dense_transform(np.array([10**18 - 1, -(10**18 - 1), 0]))  # the largest 18-digit integers
+    assert values.dtype == np.float32 and np.isfinite(values).all()

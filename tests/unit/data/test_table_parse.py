@@ -71,7 +71,7 @@ def test_parsing_equals_a_per_field_reference(seed: int) -> None:
 
 def test_hex_ids_are_bad_on_the_tabular_path_exactly_where_the_criteo_reader_finds_them_bad(tmp_path: Path) -> None:
     lines = ["1\t" + "\t".join(["1"] * 13 + [garbage] + ["68fd1e64"] * 25) for garbage in GARBAGE_IDS]
-    rows, report = parse_criteo_bytes("\n".join(lines).encode(), source="t.tsv")
+    rows, report = parse_criteo_bytes(("\n".join(lines) + "\n").encode(), source="t.tsv")
     criteo_good = {int(hex_id) for hex_id in rows.categorical[:, 0]}
     assert report.counts["bad_categorical"] == 9
     bags = parse_bags(GARBAGE_IDS, "hex", "")
