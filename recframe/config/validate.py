@@ -70,7 +70,8 @@ def _check_model(cfg: DictConfig) -> list[Problem]:
     if model.name not in MODELS:
         return [*out, Problem("model.name", f"unknown model {model.name!r}", suggestion(model.name, MODELS.names()))]
     dims = {t.name: t.embedding_dim for t in table_configs(cfg) if t.pooling != Pooling.none}
-    context = CheckContext(dims=dims, sparse_features=list(cfg.features.sparse))
+    context = CheckContext(dims=dims, sparse_features=list(cfg.features.sparse),
+                           num_dense_features=len(cfg.features.dense))
     out += [Problem(key, message, fix) for key, message, fix in MODELS[model.name].problems(model, context)]
     return out
 

@@ -128,7 +128,7 @@ class Columns:
         ids: ``[n, num_sparse]`` integer ids, one per sparse feature (table rows, or raw values
             mapped by an ``IdTransform`` at batch time), or ``[n, num_sparse, max_bag]`` for bags of
             ids (multi-hot), padded with -1.
-        labels: ``[n]`` float32.
+        labels: ``[n]`` float32, or ``[n, tasks]`` for several tasks.
     """
 
     dense: np.ndarray

@@ -135,6 +135,7 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
     except DataError as error:
         return [Problem("data.spec", str(error))]
     names = {"dense": [d.feature for d in spec.dense], "sparse": [s.feature for s in spec.sparse]}
+    out += _task_problems(cfg, list(spec.labels))
     if data.spec is not None:
         for kind in ("dense", "sparse"):
             if list(cfg.features[kind]) != names[kind]:
@@ -146,7 +147,7 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
             header = read_header(data.path, data.delimiter, data.format)
         except ImportError as error:
             return [*out, Problem("data.path", str(error))]
-        wanted = {"data.label": [spec.label], "features.dense": [d.column for d in spec.dense],
+        wanted = {"data.label": list(spec.labels), "features.dense": [d.column for d in spec.dense],
                   "features.sparse": [s.column for s in spec.sparse]}
         if data.spec is not None:  # the spec names every column
             wanted = {"data.spec": [c for columns in wanted.values() for c in columns]}
@@ -166,6 +167,24 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
     if data.vocab_threshold < 1 or data.max_reported_errors < 0:
         out.append(Problem("data", "vocab_threshold must be >= 1 and max_reported_errors >= 0"))
     return out + _table_problems(cfg)
+
+
+def _task_problems(cfg: DictConfig, labels: list[str]) -> list[Problem]:
+    """A CTR model has one task per label column of the table (a retrieval model has no tasks: the config's check)."""
+    if "tasks" not in cfg.model:
+        return []
+    try:
+        names = [str(t.name) for t in cfg.model.tasks]
+    except Exception as error:  # an interpolation of the tasks that does not resolve: config's check reports it
+        return [Problem("model.tasks", str(error).splitlines()[0])]
+    if len(names) == len(labels):
+        return []
+    source = f"the feature spec {cfg.data.spec}" if cfg.data.spec is not None else "data.label"
+    return [Problem("model.tasks", f"{len(names)} tasks {names}, but the table has {len(labels)} label column(s) "
+                    f"{labels} ({source}); a task is learned from each label column, in order",
+                    "take the tasks from the spec (configs/model_for_data/tabular_<model>.yaml does: "
+                    "tasks: ${feature_spec:${data.spec},tasks,${data.label}}), or list the label columns in the "
+                    "spec: label: [click, purchase]")]
 
 
 def _movielens_problems(cfg: DictConfig) -> list[Problem]:

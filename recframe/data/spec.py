@@ -5,7 +5,7 @@ features config names the columns, ``data.columns`` renames them, ``data.*`` giv
 In the file, every setting left out (or null) takes the value of the ``data.*`` key of the same
 meaning, so a spec lists only what differs. The file, with every key::
 
-    label: click               # the label column (null: data.label)
+    label: click               # the label column (null: data.label), or a list of them: [click, purchase]
     positive_threshold: null   # label = value >= this, e.g. 4 for ratings (null: data.positive_threshold)
     dense:                     # dense features: feature name -> settings ({}: all defaults)
       price: {column: Price, transform: log1p}   # column (null: the feature's name); none | log1p
@@ -19,7 +19,8 @@ meaning, so a spec lists only what differs. The file, with every key::
 hold: a row with more is malformed (``long_bag``: skipped and counted, or an error), since every bag of the
 table is padded to the longest one kept. Experiment ``tabular`` takes its features and tables from the
 spec (``features=from_spec``, ``tables=from_spec`` read it through the ``${feature_spec:FILE,KEY}``
-resolver).
+resolver), and the models' tasks too: one task per label column, named after it, in the spec's order
+(``configs/model_for_data/tabular_<model>.yaml``).
 
 Example:
     >>> import tempfile
@@ -32,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +70,7 @@ class CategoricalColumnSpec:
 class SpecFile:
     """The schema of a feature spec YAML file (see the module docstring)."""
 
-    label: str | None = None  # the label column (null: data.label)
+    label: Any = None  # the label column, or a list of them (one task each); null: data.label
     positive_threshold: float | None = None  # label = value >= this (null: data.positive_threshold)
     dense: dict[str, DenseColumnSpec] = field(default_factory=dict)  # feature -> settings
     categorical: dict[str, CategoricalColumnSpec] = field(default_factory=dict)  # feature -> settings
@@ -123,16 +125,21 @@ class FeatureSpec:
     """Every column a tabular source reads, with its settings filled in.
 
     Args:
-        label: the label column.
+        labels: the label columns (one per task), in order.
         positive_threshold: label = value >= it (None: the column holds 0 or 1).
         dense: dense features, in order.
         sparse: sparse features, in KJT key order.
     """
 
-    label: str
+    labels: tuple[str, ...]
     positive_threshold: float | None
     dense: tuple[DenseColumn, ...]
     sparse: tuple[SparseColumn, ...]
+
+    @property
+    def label(self) -> str:
+        """The first label column (the only one of a one-task table)."""
+        return self.labels[0]
 
     def problems(self) -> list[str]:
         """What is wrong with the settings (empty when fine)."""
@@ -152,6 +159,8 @@ class FeatureSpec:
         names = [d.feature for d in self.dense] + [s.feature for s in self.sparse]
         twice = sorted({n for n in names if names.count(n) > 1})
         out += [f"feature {n!r} is both dense and categorical" for n in twice]
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            out.append(f"label: give one label column or a list of distinct ones, got {list(self.labels)}")
         return out
 
 
@@ -166,7 +175,7 @@ def spec_from_config(dense: list[str], sparse: list[str], columns: dict[str, str
         defaults: the ``data.*`` settings.
     """
     return FeatureSpec(
-        label=defaults.label, positive_threshold=defaults.positive_threshold,
+        labels=(defaults.label,), positive_threshold=defaults.positive_threshold,
         dense=tuple(DenseColumn(n, columns.get(n, n), defaults.dense_transform) for n in dense),
         sparse=tuple(SparseColumn(n, columns.get(n, n), "string", defaults.id_mapping, defaults.vocab_threshold,
                                   defaults.multi_value_separator) for n in sparse),
@@ -192,6 +201,20 @@ def read_spec_file(path: str | Path) -> Any:
                         "separator, max_values): see recframe/data/spec.py") from None
 
 
+def label_columns(label: Any, default: str) -> tuple[str, ...]:
+    """The label columns of a spec file's ``label`` (a name, a list of names, or null: ``default``).
+
+    Example:
+        >>> label_columns(None, "click"), label_columns(["click", "buy"], "label")
+        (('click',), ('click', 'buy'))
+    """
+    if label is None:
+        return (default,)
+    if isinstance(label, str):
+        return (label,)
+    return tuple(str(name) for name in label)
+
+
 def load_spec(path: str | Path, defaults: SpecDefaults) -> FeatureSpec:
     """The spec of ``path`` with unset settings from ``defaults``; DataError naming the file if it is wrong.
 
@@ -205,7 +228,7 @@ def load_spec(path: str | Path, defaults: SpecDefaults) -> FeatureSpec:
         return default if value is None else value
 
     spec = FeatureSpec(
-        label=pick(raw.label, defaults.label),
+        labels=label_columns(raw.label, defaults.label),
         positive_threshold=pick(raw.positive_threshold, defaults.positive_threshold),
         dense=tuple(DenseColumn(str(n), pick(d.column, str(n)), pick(d.transform, defaults.dense_transform))
                     for n, d in raw.dense.items()),
@@ -244,15 +267,30 @@ def tabular_spec(cfg: Any) -> FeatureSpec:
     return spec_from_config(list(cfg.features.dense), list(cfg.features.sparse), dict(data.columns), defaults)
 
 
-def feature_spec_value(path: str | None, key: str) -> Any:
-    """``${feature_spec:FILE,KEY}`` in configs: ``dense`` / ``sparse`` (feature names) or ``tables`` (table specs).
+def _tasks(labels: Sequence[str]) -> Any:
+    """The ``model.tasks`` of these label columns: typed ``TaskConfig`` nodes, so that an experiment's own task
+    list merges over them."""
+    from omegaconf import OmegaConf
+
+    from recframe.models.zoo import TaskConfig
+
+    return OmegaConf.create([OmegaConf.structured(TaskConfig(name=name)) for name in labels])
+
+
+def feature_spec_value(path: str | None, key: str, label: str = "label") -> Any:
+    """``${feature_spec:FILE,KEY}`` in configs: ``dense`` / ``sparse`` (feature names), ``tables`` (table specs)
+    or ``tasks`` (``${feature_spec:FILE,tasks,${data.label}}``: one task per label column).
 
     Args:
         path: the spec file (``${data.spec}``).
-        key: ``dense``, ``sparse`` or ``tables`` (one table ``t_<feature>`` per categorical feature).
+        key: ``dense``, ``sparse``, ``tables`` (one table ``t_<feature>`` per categorical feature) or ``tasks``
+            (``{name: <label column>, weight: 1.0}`` for each label column of the spec).
+        label: the label column when the spec names none (``data.label``).
     """
     from omegaconf import OmegaConf
 
+    if path is None and key == "tasks":  # a table without a spec file: its one label column, data.label
+        return _tasks([label])
     if path is None:
         raise DataError("data.spec is not set: give the feature spec YAML file of the table, data.spec=FILE "
                         "(see recframe/data/spec.py)")
@@ -264,4 +302,6 @@ def feature_spec_value(path: str | None, key: str) -> Any:
     if key == "tables":
         return OmegaConf.create({f"t_{n}": {"features": [str(n)], "num_embeddings": c.rows, "embedding_dim": None,
                                             "pooling": "sum"} for n, c in raw.categorical.items()})
-    raise KeyError(f"${{feature_spec:FILE,KEY}}: KEY is dense, sparse or tables, got {key!r}")
+    if key == "tasks":
+        return _tasks(label_columns(raw.label, label))
+    raise KeyError(f"${{feature_spec:FILE,KEY}}: KEY is dense, sparse, tables or tasks, got {key!r}")

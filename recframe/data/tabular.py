@@ -9,7 +9,8 @@ column is a bag as it is). A value becomes a 64-bit number by its ``dtype``: ``s
 BLAKE2b hash of the text: the same in every run and file), ``int`` (a decimal integer; ``3.0``
 too) or ``hex`` (``68fd1e64``: Criteo's categoricals read this way get exactly the ids of the
 Criteo reader), then a table row by modulo or by a vocabulary of the training rows
-(``recframe.data.categorical``). The label column is 0/1, or positive when ``>= positive_threshold``.
+(``recframe.data.categorical``). A label column is 0/1, or positive when ``>= positive_threshold``; a spec
+with several label columns makes labels of shape ``[rows, tasks]`` (one task each).
 The last ``val_fraction`` of the valid rows validate.
 
 Formats: CSV with a header row (Python's ``csv`` module: quoting works) and Parquet (pyarrow,
@@ -244,7 +245,7 @@ class TabularSource(InMemorySource):
     def _read(self) -> tuple[np.ndarray, np.ndarray, list[Bags]]:
         """Labels, dense values and categorical bags of the valid rows (problems counted or raised)."""
         spec = self.spec
-        wanted = [spec.label, *(d.column for d in spec.dense), *(s.column for s in spec.sparse)]
+        wanted = [*spec.labels, *(d.column for d in spec.dense), *(s.column for s in spec.sparse)]
         raw = read_csv_table(self.path, self.delimiter, wanted) if self.format == "csv" else \
             read_parquet_table(self.path, wanted)
         absent = [c for c in dict.fromkeys(wanted) if c not in raw.header]
@@ -252,12 +253,17 @@ class TabularSource(InMemorySource):
             raise DataError(f"{self.path}: the table has no columns {absent}; it has {raw.header}: fix the feature "
                             "spec (data.spec) or, without one, set data.label or map features to columns with "
                             "data.columns.<feature>=<column>")
-        labels, bad_label = parse_floats(raw.fields[spec.label], empty=None)
-        if spec.positive_threshold is not None:
-            labels = (labels >= spec.positive_threshold).astype(np.float64)
-        else:
-            bad_label |= ~np.isin(labels, (0.0, 1.0))
-        checks: list[tuple[str, str, np.ndarray, Any]] = [("bad_label", spec.label, bad_label, None)]
+        checks: list[tuple[str, str, np.ndarray, Any]] = []
+        columns = []
+        for name in spec.labels:  # one column per task
+            labels, bad_label = parse_floats(raw.fields[name], empty=None)
+            if spec.positive_threshold is not None:
+                labels = (labels >= spec.positive_threshold).astype(np.float64)
+            else:
+                bad_label |= ~np.isin(labels, (0.0, 1.0))
+            checks.append(("bad_label", name, bad_label, None))
+            columns.append(labels)
+        labels = columns[0] if len(columns) == 1 else np.stack(columns, axis=1)  # [n] or [n, tasks]
         dense = np.zeros((raw.lines.size, len(spec.dense)))
         for k, d in enumerate(spec.dense):
             dense[:, k], bad = parse_floats(raw.fields[d.column], empty=0.0)
@@ -317,9 +323,9 @@ class TabularSource(InMemorySource):
         if self.columns is not None:
             return
         labels, dense, bags = self._read()
-        if not labels.size:
+        if not labels.shape[0]:
             raise DataError(f"{self.path}: no valid rows. " + self.skipped.summary(self.path))
-        n, num_sparse = labels.size, len(self.spec.sparse)
+        n, num_sparse = labels.shape[0], len(self.spec.sparse)
         self.num_train = n - int(round(n * self.val_fraction))
         multi = any(s.separator for s in self.spec.sparse) or any(b.lengths.max(initial=0) > 1 for b in bags)
         width = max([int(b.lengths.max(initial=1)) for b in bags] + [1]) if multi else 1

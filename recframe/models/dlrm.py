@@ -37,7 +37,15 @@ from recframe.models._pooled import concat_pooled, pooled_feature_dims, stack_po
 from recframe.models.heads import DEFAULT_TASKS, MultiTaskHead, Task, TaskLosses
 from recframe.models.interactions import DotInteraction, LowRankCrossNet
 from recframe.models.towers import MLP, Activation
-from recframe.models.zoo import CheckContext, ConfigProblem, ModelContext, TaskConfig, one_task, register_model
+from recframe.models.zoo import (
+    CheckContext,
+    ConfigProblem,
+    ModelContext,
+    TaskConfig,
+    one_task,
+    register_model,
+    same_dim_problems,
+)
 from recframe.sparse import Batch
 
 
@@ -47,14 +55,36 @@ def _check_dense(batch: Batch, expected: int, model: str) -> None:
                          f"shape {tuple(batch.dense_features.shape)}")
 
 
+def _bottom_mlp(num_dense: int, sizes: Sequence[int], activation: Activation, num_sparse: int) -> MLP | None:
+    """The bottom MLP over ``num_dense`` inputs, or None without dense features (then there must be sparse ones).
+
+    Example:
+        >>> _bottom_mlp(0, [64, 16], "relu", num_sparse=3) is None
+        True
+    """
+    if num_dense < 0 or (num_dense == 0 and num_sparse == 0):
+        raise ValueError(f"DLRM needs features: got {num_dense} dense and {num_sparse} sparse")
+    return MLP(num_dense, sizes, activation=activation) if num_dense else None
+
+
+def _mlp_flops(mlp: MLP | None) -> int:
+    """``flops.mlp_flops`` of an MLP, 0 for none."""
+    return flops.mlp_flops(mlp) if mlp is not None else 0
+
+
 class DLRM(nn.Module):
     """DLRM: bottom MLP over dense features -> dot interaction with pooled embeddings -> top MLP -> head.
+
+    Without dense features (a table of categorical columns only) there is no bottom MLP: the dot
+    products are those of the ``F`` pooled embeddings with each other, and the top MLP reads them
+    after the embeddings themselves (in the place of DLRM's dense skip connection).
 
     Args:
         embeddings: the ``EmbeddingBagCollection`` of the sparse features; every feature's dim must
             equal ``dense_layer_sizes[-1]``. Kept as ``self.embeddings`` (a sharder swaps it).
-        num_dense_features: number of dense inputs (>= 1).
-        dense_layer_sizes: the bottom MLP's layer sizes; the last one is the embedding dim.
+        num_dense_features: number of dense inputs (0: no bottom MLP, see above).
+        dense_layer_sizes: the bottom MLP's layer sizes; the last one is the embedding dim (unused
+            without dense features).
         over_layer_sizes: the top MLP's hidden layer sizes; the head adds ``Linear(last, num_tasks)``
             (so MLPerf's top "1024-1024-512-256-1" is ``[1024, 1024, 512, 256]`` with one task).
         tasks: the prediction tasks, in label column order.
@@ -69,6 +99,8 @@ class DLRM(nn.Module):
         >>> model = DLRM(ebc, 13, dense_layer_sizes=[64, 16], over_layer_sizes=[32])
         >>> model.interaction.output_dim(16), model.dense_flops_per_sample(), model.dense_parameter_count()
         (19, 5201, 2609)
+        >>> DLRM(ebc, 0, dense_layer_sizes=[], over_layer_sizes=[32]).over_arch.in_features  # 2 * 16 + 1 pair
+        33
     """
 
     def __init__(
@@ -86,15 +118,20 @@ class DLRM(nn.Module):
         self.features = pooled_feature_dims(embeddings)
         self.feature_names = [name for name, _ in self.features]
         self.embedding_dim = uniform_dim(self.features, "DLRM")
-        if not dense_layer_sizes or dense_layer_sizes[-1] != self.embedding_dim:
+        if num_dense_features and (not dense_layer_sizes or dense_layer_sizes[-1] != self.embedding_dim):
             raise ValueError(f"DLRM: the bottom MLP must end at the embedding dim {self.embedding_dim}, "
                              f"got dense_layer_sizes={list(dense_layer_sizes)}")
         self.num_dense_features = num_dense_features
         self.embeddings = embeddings
-        self.dense_arch = MLP(num_dense_features, dense_layer_sizes, activation=activation)
-        self.interaction = DotInteraction(len(self.features), self_interaction=self_interaction)
-        self.over_arch = MLP(self.interaction.output_dim(self.embedding_dim), over_layer_sizes,
-                             activation=activation, dropout=dropout)
+        self.dense_arch = _bottom_mlp(num_dense_features, dense_layer_sizes, activation, len(self.features))
+        if self.dense_arch is not None:
+            self.interaction = DotInteraction(len(self.features), self_interaction=self_interaction)
+            over_in = self.interaction.output_dim(self.embedding_dim)
+        else:  # the first embedding takes the dense vector's place in the interaction; all of them are the skip
+            self.interaction = DotInteraction(len(self.features) - 1, self_interaction=self_interaction,
+                                              skip_dense=False)
+            over_in = self.interaction.num_pairs + len(self.features) * self.embedding_dim
+        self.over_arch = MLP(over_in, over_layer_sizes, activation=activation, dropout=dropout)
         self.head = MultiTaskHead(self.over_arch.out_features, tasks)
 
     @property
@@ -104,8 +141,11 @@ class DLRM(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits of ``batch``: ``[batch]`` for one task, else ``[batch, num_tasks]``."""
         _check_dense(batch, self.num_dense_features, "DLRM")
-        dense = self.dense_arch(batch.dense_features)
         sparse = stack_pooled(self.embeddings(batch.sparse_features), self.feature_names, self.embedding_dim)
+        if self.dense_arch is None:
+            pairs = self.interaction(sparse[:, 0], sparse[:, 1:])
+            return self.head(self.over_arch(torch.cat([sparse.flatten(1), pairs], dim=1)))
+        dense = self.dense_arch(batch.dense_features)
         return self.head(self.over_arch(self.interaction(dense, sparse)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:
@@ -118,7 +158,7 @@ class DLRM(nn.Module):
 
     def dense_flops_per_sample(self) -> int:
         """Forward FLOPs per sample of the dense part (convention: ``recframe.models.flops``)."""
-        return (flops.mlp_flops(self.dense_arch)
+        return (_mlp_flops(self.dense_arch)
                 + flops.dot_interaction_flops(self.interaction, self.embedding_dim)
                 + flops.mlp_flops(self.over_arch)
                 + flops.head_flops(self.head))
@@ -133,8 +173,8 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
 
     Args:
         embeddings: the ``EmbeddingBagCollection`` of the sparse features; kept as ``self.embeddings``.
-        num_dense_features: number of dense inputs (>= 1).
-        dense_layer_sizes: the bottom MLP's layer sizes (MLPerf: 512, 256, 128).
+        num_dense_features: number of dense inputs (0: no bottom MLP; the cross net reads the embeddings only).
+        dense_layer_sizes: the bottom MLP's layer sizes (MLPerf: 512, 256, 128; unused without dense features).
         over_layer_sizes: the top MLP's hidden sizes; the head adds ``Linear(last, num_tasks)``
             (MLPerf: 1024, 1024, 512, 256 and one task).
         num_cross_layers: low-rank cross layers (MLPerf: 3).
@@ -150,6 +190,8 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
         >>> model = DLRM_DCN(ebc, 13, [64, 16], [32, 16], num_cross_layers=3, low_rank=8)
         >>> model.interaction.in_features, model.dense_flops_per_sample()  # cross width: 16 + 2 * 16
         (48, 13009)
+        >>> DLRM_DCN(ebc, 0, [], [32, 16], num_cross_layers=3, low_rank=8).interaction.in_features  # no dense
+        32
     """
 
     def __init__(
@@ -169,8 +211,8 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
         self.feature_names = [name for name, _ in self.features]
         self.num_dense_features = num_dense_features
         self.embeddings = embeddings
-        self.dense_arch = MLP(num_dense_features, dense_layer_sizes, activation=activation)
-        width = self.dense_arch.out_features + sum(dim for _, dim in self.features)
+        self.dense_arch = _bottom_mlp(num_dense_features, dense_layer_sizes, activation, len(self.features))
+        width = (self.dense_arch.out_features if self.dense_arch is not None else 0) + sum(d for _, d in self.features)
         self.interaction = LowRankCrossNet(width, num_cross_layers, low_rank)
         self.over_arch = MLP(width, over_layer_sizes, activation=activation, dropout=dropout)
         self.head = MultiTaskHead(self.over_arch.out_features, tasks)
@@ -182,9 +224,10 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits of ``batch``: ``[batch]`` for one task, else ``[batch, num_tasks]``."""
         _check_dense(batch, self.num_dense_features, "DLRM_DCN")
-        dense = self.dense_arch(batch.dense_features)
         sparse = concat_pooled(self.embeddings(batch.sparse_features), self.feature_names)
-        return self.head(self.over_arch(self.interaction(torch.cat([dense, sparse], dim=1))))
+        if self.dense_arch is not None:
+            sparse = torch.cat([self.dense_arch(batch.dense_features), sparse], dim=1)
+        return self.head(self.over_arch(self.interaction(sparse)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:
         """Weighted sum of the tasks' binary cross-entropies (see ``heads.multi_task_loss``)."""
@@ -196,7 +239,7 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
 
     def dense_flops_per_sample(self) -> int:
         """Forward FLOPs per sample of the dense part (convention: ``recframe.models.flops``)."""
-        return (flops.mlp_flops(self.dense_arch)
+        return (_mlp_flops(self.dense_arch)
                 + flops.low_rank_cross_net_flops(self.interaction)
                 + flops.mlp_flops(self.over_arch)
                 + flops.head_flops(self.head))
@@ -208,7 +251,8 @@ class DLRMConfig:
     """DLRM: bottom MLP over dense features, pairwise dot interaction, top MLP."""
 
     name: str = "dlrm"  # model: dlrm
-    bottom_mlp: list[int] = field(default_factory=lambda: [512, 256, 64])  # last size = embedding dim
+    bottom_mlp: list[int] = field(default_factory=lambda: [512, 256, 64])  # last size = embedding dim (unused
+    # without dense features: no bottom MLP then)
     top_mlp: list[int] = field(default_factory=lambda: [512, 256])  # hidden sizes before the task head
     dropout: float = 0.0  # dropout in the top MLP
     tasks: list[TaskConfig] = field(default_factory=one_task)  # predicted labels, in label-column order
@@ -219,7 +263,8 @@ class DLRMDCNConfig:
     """DLRM with a DCNv2 low-rank cross network as interaction (the MLPerf DLRM-DCNv2 model)."""
 
     name: str = "dlrm_dcn"  # model: dlrm_dcn
-    bottom_mlp: list[int] = field(default_factory=lambda: [512, 256, 64])  # last size = embedding dim
+    bottom_mlp: list[int] = field(default_factory=lambda: [512, 256, 64])  # its output joins the cross net's input
+    # (unused without dense features)
     top_mlp: list[int] = field(default_factory=lambda: [1024, 1024, 512, 256])  # hidden sizes before the head
     dcn_num_layers: int = 3  # cross layers
     dcn_low_rank_dim: int = 512  # rank of each cross layer's weight
@@ -228,7 +273,14 @@ class DLRMDCNConfig:
 
 
 def _bottom_mlp_problems(node: Any, context: CheckContext, dot: bool) -> list[ConfigProblem]:
-    """A bottom MLP is needed; with the dot interaction its last size is every table's dim."""
+    """With dense features a bottom MLP is needed; with the dot interaction its last size is every table's dim.
+
+    Without dense features there is no bottom MLP, and the dot interaction needs one dim for all tables.
+    """
+    if not context.num_dense_features:
+        if not context.sparse_features:
+            return [("features", "the model has no input: no dense and no sparse features", "")]
+        return same_dim_problems("dlrm", "dot interaction", context.dims) if dot else []
     if not node.bottom_mlp:
         return [("model.bottom_mlp", "needs at least one layer", "")]
     mismatched = {n: d for n, d in context.dims.items() if d != node.bottom_mlp[-1]}

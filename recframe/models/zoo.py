@@ -68,10 +68,12 @@ class CheckContext:
     Args:
         dims: embedding dim of every pooled table, by table name.
         sparse_features: the run's sparse features.
+        num_dense_features: the run's dense features (0: a table of categorical columns only).
     """
 
     dims: dict[str, int]
     sparse_features: list[str]
+    num_dense_features: int = 0
 
 
 @dataclass(frozen=True)

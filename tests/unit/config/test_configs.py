@@ -28,6 +28,9 @@ def test_every_config_file_composes(path) -> None:
     group = path.parent.relative_to(CONFIG_DIR).as_posix()
     if group == "experiment":
         overrides = [f"+experiment={path.stem}"]
+    elif group == "model_for_data":  # <data>_<model>: picked by the data and model chosen (configs/train.yaml)
+        data = next(d.stem for d in (CONFIG_DIR / "data").glob("*.yaml") if path.stem.startswith(f"{d.stem}_"))
+        overrides = [f"data={data}", f"model={path.stem.removeprefix(f'{data}_')}"]
     else:
         overrides = [f"{group}={path.stem}"]
     # A group file may need a matching experiment (a two-tower model needs retrieval data):
