@@ -4,6 +4,10 @@ No subcommand means ``train``. The arguments after the subcommand go to that com
 overrides for train/eval/plan/bench). Only the chosen command's module is imported, so
 ``recframe --help`` starts fast.
 
+An error the user can fix (``recframe.errors.RecframeError``: data, config, checkpoint, plan), raised
+anywhere in the command (inside training too), ends it with one message and exit code 2, no
+traceback; ``--debug`` (anywhere on the command line) or ``hydra.verbose=true`` shows the traceback.
+
 Example:
     $ recframe --help
     $ recframe train +experiment=dlrm trainer.max_steps=100
@@ -15,6 +19,8 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
+
+from recframe.errors import DEBUG_ENV, reported
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ def usage() -> str:
         "commands:",
         *(f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()),
         "",
-        "No command means train. `recframe COMMAND --help` shows a command's own options.",
+        "No command means train. `recframe COMMAND --help` shows a command's own options; --debug shows the",
+        "traceback of an error.",
     ]
     return "\n".join(lines)
 
@@ -79,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = args.pop(0) if args and args[0] in COMMANDS else os.environ.get(COMMAND_ENV, "train")
     os.environ[COMMAND_ENV] = name
+    if "--debug" in args:  # through the environment, so that the ranks Lightning starts see it too
+        args = [a for a in args if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
     module, function = COMMANDS[name].entry.split(":")
-    return int(getattr(importlib.import_module(module), function)(args) or 0)
+    with reported(f"recframe {name}"):
+        return int(getattr(importlib.import_module(module), function)(args) or 0)
 
 
 if __name__ == "__main__":

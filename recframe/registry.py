@@ -14,13 +14,15 @@ Example:
     >>> shapes["circle"]
     Traceback (most recent call last):
     ...
-    ValueError: unknown shape 'circle'; choose one of ['square']
+    recframe.errors.ConfigError: unknown shape 'circle'; choose one of ['square']
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+from recframe.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -55,7 +57,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ValueError(f"unknown {self.kind} {name!r}; choose one of {self.names()}") from None
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of {self.names()}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

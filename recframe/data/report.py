@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recframe.errors import RecframeError
+
 ON_ERROR = ("skip", "error")  # the values of data.on_error
 
 
-class DataError(ValueError):
+class DataError(RecframeError, ValueError):
     """A malformed input line with ``data.on_error=error``; the message names file, line and field."""
 
 

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.problems import format_problems
 from recframe.config.store import CONFIG_DIR, register_schemas
+from recframe.errors import DEBUG_ENV, debug_enabled, reported
 from recframe.training.checks import find_problems
 
 log = logging.getLogger("recframe")
@@ -45,10 +46,17 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
     import hydra
 
     register_schemas()
+    if debug_enabled(args):
+        os.environ[DEBUG_ENV] = "1"  # hydra.verbose=true: the ranks Lightning starts show tracebacks too
+
+    def reporting_job(cfg: DictConfig) -> Any:
+        with reported(command):  # a RecframeError anywhere in the job (inside trainer.fit too): one message
+            return job(cfg)
+
     saved_argv = sys.argv
     sys.argv = [saved_argv[0], *args]
     try:
-        hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(job)()
+        hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(reporting_job)()
     finally:
         sys.argv = saved_argv
     return 0
@@ -211,7 +219,7 @@ def train_job(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
 
     from recframe.training.builders import build_datamodule
-    from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError, set_aside_newer
+    from recframe.training.checkpoint.folder import CheckpointReadError, set_aside_newer
     from recframe.training.checkpoint.safety import UnsafeCheckpointError
     from recframe.training.files import write_json_atomic
 
@@ -229,14 +237,10 @@ def train_job(cfg: DictConfig) -> float | None:
     module, datamodule = _build_module(cfg), build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, resume_step=resume_step)
     log.info("run directory: %s%s", run_dir, f" (resuming from {ckpt}, step {resume_step})" if ckpt else "")
-    try:
+    try:  # any other RecframeError (data, a checkpoint write: exit 1) is reported by _run_hydra
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    except CheckpointWriteError as error:  # full disk, read-only folder: say so, no traceback
-        print(f"recframe train: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
     except (CheckpointReadError, UnsafeCheckpointError) as error:
-        print(f"recframe train: ckpt_path={cfg.ckpt_path}: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise type(error)(f"ckpt_path={cfg.ckpt_path}: {error}") from None
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in results.items()}
     metrics["global_step"] = trainer.global_step

@@ -25,11 +25,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from recframe.errors import RecframeError
+
 FORMAT = "recframe-export/1"
 USAGE = "usage: recframe export ckpt=<run>/checkpoints/step-N out=<file.pt>"
 
 
-class ExportWriteError(RuntimeError):
+class ExportWriteError(RecframeError, RuntimeError):
     """The export file could not be written (full disk, no permission, a file where a folder should be)."""
 
 

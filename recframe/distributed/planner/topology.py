@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 from recframe.config.sharding import TopologyConfig
+from recframe.errors import RecframeError
 from recframe.vocab import TopologyDevice
 
 GB = 10**9
@@ -32,7 +33,7 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-class PlanningError(Exception):
+class PlanningError(RecframeError):
     """A plan that cannot work (a table that fits nowhere, a constraint that cannot be met); a readable message."""
 
 

@@ -40,17 +40,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recframe.errors import RecframeError
+
 MANIFEST = "manifest.json"
 FORMAT = "recframe-dcp/1"
 STEP_FOLDER = re.compile(r"^step-(\d+)$")
 TEMP_FOLDER = re.compile(r"^\.tmp-step-(\d+)-[0-9a-f]{8}$")
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(RecframeError, RuntimeError):
     """A checkpoint could not be written (full disk, read-only folder, ...); the older ones are intact."""
 
+    exit_code = 1  # the machine failed, not the input
 
-class CheckpointReadError(ValueError):
+
+class CheckpointReadError(RecframeError, ValueError):
     """A checkpoint cannot be loaded: unfinished, damaged, or not of this model (the message says which)."""
 
 

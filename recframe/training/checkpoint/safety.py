@@ -33,6 +33,8 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem
 
+from recframe.errors import RecframeError
+
 METADATA_FILE = ".metadata"
 
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
@@ -66,7 +68,7 @@ def is_allowed_global(module: str, name: str) -> bool:
                                                                                   torch.dtype))
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(RecframeError, ValueError):
     """A checkpoint file asks for something recframe will not do while loading (it may be crafted)."""
 
 
