@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.problems import format_problems
 from recframe.config.store import CONFIG_DIR, register_schemas
+from recframe.data.resolvers import register_resolvers
 from recframe.errors import DEBUG_ENV, debug_enabled, reported
 from recframe.training.checks import find_problems
 
@@ -39,10 +40,13 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
     if run_id and not any(a.startswith("hydra.run.dir=") for a in args):
         # Under torchrun every rank runs this: they must agree on the run directory.
         args = [*args, f"hydra.run.dir=outputs/torchrun/{run_id}"]
-    problems = find_problems(args)
-    if problems:
-        print(format_problems(problems, command), file=sys.stderr)
-        return 2
+    if only_prints(args):  # --cfg job/hydra/all, --info: nothing is built, so no data file is read or checked
+        register_resolvers()  # for --resolve
+    else:
+        problems = find_problems(args)
+        if problems:
+            print(format_problems(problems, command), file=sys.stderr)
+            return 2
     import hydra
 
     register_schemas()
@@ -60,6 +64,16 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
     finally:
         sys.argv = saved_argv
     return 0
+
+
+def only_prints(args: list[str]) -> bool:
+    """Whether Hydra only prints something (``--cfg job|hydra|all``, ``--info``) and runs no job.
+
+    Example:
+        >>> only_prints(["+experiment=tabular", "--cfg", "job"]), only_prints(["+experiment=dlrm"])
+        (True, False)
+    """
+    return any(a in ("--cfg", "-c", "--info", "-i") or a.startswith(("--cfg=", "--info=")) for a in args)
 
 
 def train_command(args: list[str]) -> int:
