@@ -6,14 +6,22 @@ runs the semantic checks (``recframe.config.validate``, with the owners' checks 
 passes in) on what does compose. The result is one message listing every problem with its key
 path and, where one exists, a suggestion (``recframe.config.problems``).
 
+A ``+key=value`` (or ``++key=value``) that adds a key the schema does not have is an error too: Hydra
+would accept it silently (``+trainer.max_step=5`` trains for the default number of steps). Keys may be
+added only inside the free-form mappings of the config, the dicts of the schemas (``tables.specs``,
+``sharding.constraints``, ``sharding.tables``, ``data.columns`` of ``data=tabular``), and under ``hydra``.
+
 Example:
     >>> problems = find_problems(["+experiment=dlrm", "trainer.max_step=5"])
     >>> problems[0].key, problems[0].hint
     ('trainer.max_step', "did you mean 'trainer.max_steps'?")
+    >>> [(p.key, p.message) for p in find_problems(["+experiment=dlrm", "+trainer.max_step=5"])]
+    [('+trainer.max_step', 'no such key: + adds keys only inside free-form mappings')]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterator, Sequence
@@ -122,10 +130,71 @@ def _describe(override: str, error: Exception, base: DictConfig | None) -> Probl
         return Problem(key, f"unknown config group {group!r}", _suggest(group, [p.name for p in CONFIG_DIR.iterdir()
                                                                                    if p.is_dir()]))
     if text.startswith("Could not override"):
-        return Problem(key, "no such key", _key_suggestion(key, base) or f"to add a new key use +{key}={value}")
+        free = base is not None and _added_key(key.lstrip("+~"), base) is None  # its parent is free-form
+        return Problem(key, "no such key", _key_suggestion(key, base) or (f"to add a new key use +{key}={value}"
+                                                                             if free else ""))
     cause = error.__cause__ or error.__context__
     detail = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else text
     return Problem(key, detail, _choice_suggestion(detail))
+
+
+def _schema_fields(node: object) -> set[str] | None:
+    """The keys a config node may have (its dataclass schema's fields), or None for a free-form mapping or list."""
+    if not isinstance(node, DictConfig):
+        return None
+    schema = OmegaConf.get_type(node)
+    return {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+
+
+def _added_key(key: str, cfg: DictConfig) -> str | None:
+    """None if a schema on the path of ``key`` (dotted) declares it or a free-form mapping holds it, else the
+    fix: the closest key the schema declares (``did you mean ...``), or what may be added.
+
+    Args:
+        key: the override's key.
+        cfg: the composed config.
+    """
+    node: object = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = _schema_fields(node)
+        if fields is None:  # a free-form mapping (a dict of the schema) or a list: anything may be added
+            return None
+        if part not in fields:
+            close = difflib.get_close_matches(part, sorted(fields), n=1, cutoff=0.6)
+            if close:
+                return f"did you mean {'.'.join([*parts[:i], close[0]])!r}?"
+            return ("a key must be in its schema (recframe/config/, or the model's module); + adds keys only in "
+                    "tables.specs, sharding.constraints, sharding.tables and data.columns")
+        node = node._get_node(part)  # type: ignore[attr-defined]
+    return None
+
+
+def added_key_problems(overrides: list[str], cfg: DictConfig) -> list[Problem]:
+    """A ``+key=value``/``++key=value`` that adds a key no schema declares (a group selection is not a key).
+
+    Args:
+        overrides: the command line's overrides.
+        cfg: the config they composed.
+
+    Example:
+        >>> cfg = compose_config(["+experiment=dlrm"])
+        >>> [p.key for p in added_key_problems(["+experiment=dlrm", "+trainer.max_step=5",
+        ...                                     "+sharding.constraints.t_cat_0.ranks=[0]"], cfg)]
+        ['+trainer.max_step']
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for parsed in OverridesParser.create().parse_overrides(overrides):
+        key = str(parsed.key_or_group)
+        group = parsed.package is not None or "/" in key or (CONFIG_DIR / key).is_dir() or key == "hydra" \
+            or key.startswith("hydra.")
+        fix = _added_key(key, cfg) if (parsed.is_add() or parsed.is_force_add()) and not group else None
+        if fix is not None:
+            sign = "++" if parsed.is_force_add() else "+"
+            out.append(Problem(f"{sign}{key}", f"no such key: {sign} adds keys only inside free-form mappings", fix))
+    return out
 
 
 def _choice_suggestion(detail: str) -> str:
@@ -162,7 +231,7 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
     with _hydra_context():
         cfg, error = _try_compose(overrides, config_name)
         if cfg is not None:
-            return validate(cfg, owner_checks)
+            return added_key_problems(overrides, cfg) + validate(cfg, owner_checks)
         # Find each bad override: group selections first (they change which keys exist).
         ordered = sorted(overrides, key=lambda o: "." in o.partition("=")[0])
         kept: list[str] = []
@@ -178,5 +247,5 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
         if base is None:
             problems.append(Problem(config_name, str(error).strip().splitlines()[0]))
         else:
-            problems.extend(validate(base, owner_checks))
+            problems.extend(added_key_problems(kept, base) + validate(base, owner_checks))
         return problems

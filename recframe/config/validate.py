@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -148,8 +149,13 @@ def _check_sharding(cfg: DictConfig) -> list[Problem]:
 
 
 def _interpolation_problems(cfg: DictConfig) -> list[Problem]:
-    """Interpolations (``${data.num_users}``) that do not resolve; Hydra's own (``${hydra:...}``) are skipped."""
+    """Interpolations (``${data.num_users}``) that do not resolve; Hydra's own (``${hydra:...}``) are skipped.
+
+    A resolver's error (a feature spec file that is not YAML, read by four keys' interpolations) is reported
+    once, at the first key, naming the others.
+    """
     out: list[Problem] = []
+    causes: dict[str, list[tuple[str, str]]] = {}  # a resolver's error -> the (key, interpolation)s it failed
 
     def walk(node: object, path: str) -> None:
         if isinstance(node, dict):
@@ -162,9 +168,17 @@ def _interpolation_problems(cfg: DictConfig) -> list[Problem]:
             try:
                 OmegaConf.select(cfg, path, throw_on_resolution_failure=True)
             except Exception as error:  # OmegaConf raises several error types for a bad interpolation
-                out.append(Problem(path, f"{node} does not resolve: {str(error).splitlines()[0]}"))
+                text = str(error).splitlines()[0]
+                cause = re.sub(r"^\w+ raised while resolving interpolation: ", "", text)
+                if cause == text:  # not a resolver's error (a key that does not exist): each key's own
+                    out.append(Problem(path, f"{node} does not resolve: {text}"))
+                else:
+                    causes.setdefault(cause, []).append((path, node))
 
     walk(OmegaConf.to_container(cfg, resolve=False), "")
+    for cause, [(path, node), *others] in causes.items():
+        also = f" (read by {', '.join(key for key, _ in others)} too)" if others else ""
+        out.append(Problem(path, f"{node} does not resolve: {cause}{also}"))
     return out
 
 

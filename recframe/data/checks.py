@@ -145,7 +145,7 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
     if not OmegaConf.is_missing(data, "path") and Path(data.path).is_file():
         try:
             header = read_header(data.path, data.delimiter, data.format)
-        except ImportError as error:
+        except (ImportError, DataError) as error:  # no pyarrow; a header that is not text
             return [*out, Problem("data.path", str(error))]
         wanted = {"data.label": list(spec.labels), "features.dense": [d.column for d in spec.dense],
                   "features.sparse": [s.column for s in spec.sparse]}

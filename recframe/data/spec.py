@@ -184,6 +184,7 @@ def spec_from_config(dense: list[str], sparse: list[str], columns: dict[str, str
 
 def read_spec_file(path: str | Path) -> Any:
     """A spec file checked against ``SpecFile`` (a DictConfig); DataError naming the file and key if it is not one."""
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -193,6 +194,15 @@ def read_spec_file(path: str | Path) -> Any:
                         "the columns: data.spec=FILE")
     try:
         loaded = OmegaConf.load(path)
+    except yaml.MarkedYAMLError as error:  # a YAML syntax error: its line and column
+        mark, start = error.problem_mark, error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        context = f" ({error.context} from line {start.line + 1})" if error.context and start is not None else ""
+        raise DataError(f"feature spec {where}: {error.problem}{context}: fix the YAML (recframe/data/spec.py "
+                        "shows the format)") from None
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: not UTF-8 text
+        raise DataError(f"feature spec {path}: not a YAML text file ({str(error).splitlines()[0]})") from None
+    try:
         return OmegaConf.merge(OmegaConf.structured(SpecFile), loaded)
     except (OmegaConfBaseException, ValueError) as error:  # YAML syntax (ValueError) or a key/type problem
         first = str(error).strip().splitlines()[0]

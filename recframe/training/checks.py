@@ -16,14 +16,18 @@ Example:
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from recframe.config import compose
 from recframe.config.problems import Check, Problem
 from recframe.config.resolve import table_configs
 from recframe.config.validate import validate
+from recframe.data.catalog import DATA_SOURCES
 from recframe.data.checks import data_source_problems
 from recframe.data.resolvers import register_resolvers
+from recframe.errors import RecframeError, one_line
+from recframe.models.zoo import suggestion
+from recframe.training.dense_optimizers import DENSE_OPTIMIZERS
 from recframe.training.planning import manual_plan, planned_world
 from recframe.vocab import ShardingMode
 
@@ -58,7 +62,44 @@ def planner_problems(cfg: DictConfig) -> list[Problem]:
     return out
 
 
-OWNER_CHECKS: tuple[Check, ...] = (data_source_problems, planner_problems)  # run after config's own checks
+def builder_problems(cfg: DictConfig) -> list[Problem]:
+    """The names the builders look up in their registries: ``data.kind`` (``DATA_SOURCES``) and
+    ``optim.dense.name`` (``DENSE_OPTIMIZERS``); config's own check covers ``model.name``, the schemas the Enums.
+
+    Args:
+        cfg: the composed run config.
+
+    Example:
+        >>> [(p.key, p.message) for p in builder_problems(compose_config(["+experiment=dlrm",
+        ...                                                               "optim.dense.name=adamm"]))]
+        [('optim.dense.name', "unknown dense optimizer 'adamm'")]
+    """
+    out = []
+    for key, registry in (("data.kind", DATA_SOURCES), ("optim.dense.name", DENSE_OPTIMIZERS)):
+        name = str(OmegaConf.select(cfg, key))
+        if name not in registry:
+            out.append(Problem(key, f"unknown {registry.kind} {name!r}", suggestion(name, registry.names())))
+    return out
+
+
+def _reported(check: Check, key: str) -> Check:
+    """``check``, with a RecframeError it raises (a data file that cannot be read) turned into a problem of ``key``."""
+
+    def run(cfg: DictConfig) -> list[Problem]:
+        try:
+            return check(cfg)
+        except RecframeError as error:
+            return [Problem(key, one_line(error))]
+
+    return run
+
+
+def _known_data_kind(cfg: DictConfig) -> list[Problem]:
+    """The data source's checks, for a known ``data.kind`` (an unknown one is builder_problems')."""
+    return _reported(data_source_problems, "data.path")(cfg) if cfg.data.kind in DATA_SOURCES else []
+
+
+OWNER_CHECKS: tuple[Check, ...] = (builder_problems, _known_data_kind, planner_problems)  # after config's own checks
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:

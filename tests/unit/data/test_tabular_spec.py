@@ -141,9 +141,9 @@ def test_tabular_experiment_takes_features_and_tables_from_the_spec(tmp_path: Pa
     source = build_datamodule(cfg).source
     source.setup()
     assert source.report()["data/rows_train"] == 150
-    assert find_problems(["+experiment=tabular", f"data.path={csv_path}"])[0].message.endswith(
-        "data.spec is not set: give the feature spec YAML file of the table, data.spec=FILE "
-        "(see recframe/data/spec.py)")
+    unset = find_problems(["+experiment=tabular", f"data.path={csv_path}"])
+    assert len(unset) == 1 and "data.spec is not set: give the feature spec YAML file of the table, data.spec=FILE " \
+        "(see recframe/data/spec.py) (read by features.sparse, tables.specs too)" in unset[0].message  # once
     problems = find_problems([*args, "features=criteo", "tables=criteo_kaggle"])
     assert problems == []  # the same names as the spec's: fine
     bad = write(tmp_path / "s.yaml", CRITEO_SPEC.read_text().replace("column: C26", "column: C27"))
