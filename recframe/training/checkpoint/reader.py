@@ -3,7 +3,9 @@
 Loading never runs code from a file: ``.metadata`` goes through ``safety``'s restricted
 unpickler, non-tensor DCP values are refused, tensors load with ``weights_only``, JSON is JSON.
 The saved world size and sharding plan do not matter: DCP reads each rank's blocks from the
-saved chunks that overlap them (resharding).
+saved chunks that overlap them (resharding). A damaged folder is named with what is wrong and
+what to do: a data file shorter than its index says (``check_storage``), ``state.json`` naming a
+tensor the index does not hold, a tensor that does not load.
 
 Example:
     >>> import tempfile, pathlib, torch
@@ -17,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +61,52 @@ def load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict
         return _load(folder, layout)
     except (UnsafeCheckpointError, CheckpointReadError):
         raise
-    except (ValueError, OSError, KeyError) as error:
+    except KeyError as error:
+        raise CheckpointReadError(f"cannot load the checkpoint {folder}: its state.json has no entry "
+                                  f"{error.args[0]!r} (damaged or not a recframe checkpoint): {USE_ANOTHER}") from error
+    except (ValueError, OSError) as error:
         raise CheckpointReadError(f"cannot load the checkpoint {folder}: {error}") from error
+
+
+USE_ANOTHER = "load another checkpoint (an older checkpoints/step-N), or copy this one again from where it was written"
+
+
+def check_storage(folder: Path, metadata: Any) -> None:
+    """Every data file the index (``.metadata``) names exists and is as long as the index says.
+
+    Args:
+        folder: the checkpoint folder.
+        metadata: its checked DCP index.
+
+    Raises:
+        CheckpointReadError: naming the file, its size, the size it needs and the first tensor cut off.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from recframe.training.checkpoint.writer import save
+        >>> from recframe.training.checkpoint.safety import read_metadata_file
+        >>> folder = save({"state_dict": {"w": torch.ones(2)}}, pathlib.Path(tempfile.mkdtemp()), 1, None, 1)
+        >>> data = next(folder.glob("*.distcp"))
+        >>> _ = data.write_bytes(data.read_bytes()[:100])
+        >>> check_storage(folder, read_metadata_file(folder / ".metadata"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recframe.training.checkpoint.folder.CheckpointReadError: .../__0_0.distcp is truncated: 100 bytes, ...
+    """
+    ends: dict[str, list[tuple[int, str]]] = {}  # data file -> (where each tensor ends, its name)
+    for index, info in (metadata.storage_data or {}).items():
+        ends.setdefault(str(info.relative_path), []).append((int(info.offset) + int(info.length), index.fqn))
+    for path, stops in sorted(ends.items()):
+        file = folder / path
+        if not file.is_file():
+            raise CheckpointReadError(f"{file} is missing, though the checkpoint's index (.metadata) stores tensors "
+                                      f"in it: {USE_ANOTHER}")
+        size, end = file.stat().st_size, max(stops)[0]
+        if size < end:
+            first = min(stop for stop in stops if stop[0] > size)[1]
+            raise CheckpointReadError(f"{file} is truncated: {size} bytes, its index (.metadata) needs {end} (from "
+                                      f"{first!r} on): the file was cut short (an interrupted copy, a full disk); "
+                                      f"{USE_ANOTHER}")
 
 
 def _empty_state(folder: Path, metadata: Any, layout: ModelLayout | None, rank: int) -> dict[str, Any]:
@@ -92,6 +139,7 @@ def _load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dic
     try:  # this rank's own checks: a failure here must reach every rank before the collective dcp.load
         read_manifest(folder)
         metadata = read_metadata_file(folder / ".metadata")
+        check_storage(folder, metadata)
         saved = json.loads((folder / STATE_JSON).read_text())
         with quiet_sharded_tensor():
             state = _empty_state(folder, metadata, layout, rank)
@@ -106,12 +154,23 @@ def _load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dic
         try:
             dcp.load(state, storage_reader=SafeFileSystemReader(str(folder)), planner=SafeLoadPlanner())
         except CheckpointException as error:
-            unsafe = [exc for exc, _ in error.failures.values() if isinstance(exc, UnsafeCheckpointError)]
+            failures = [exc for exc, _ in error.failures.values()]
+            unsafe = [exc for exc in failures if isinstance(exc, UnsafeCheckpointError)]
             if unsafe:
                 raise unsafe[0] from None
-            raise ValueError(f"cannot read the checkpoint {folder}: {describe(error)}") from None
+            if any(isinstance(exc, pickle.UnpicklingError) for exc in failures):  # torch's text suggests unsafe
+                raise UnsafeCheckpointError(f"{folder}: a tensor of the checkpoint is not a plain tensor (it asks for "
+                                            "objects to be built): refused; the file may be crafted, do not load "
+                                            "it") from None
+            raise ValueError(f"cannot read the checkpoint {folder}: {describe(error)}: the data files do not match "
+                             f"the index; {USE_ANOTHER}") from None
     tensors = {k: v.local_shards()[0].tensor if hasattr(v, "local_shards") else v for k, v in state.items()}
-    checkpoint = decode(saved["checkpoint"], tensors)
+    try:
+        checkpoint = decode(saved["checkpoint"], tensors)
+    except KeyError as error:
+        raise CheckpointReadError(f"{folder / STATE_JSON} names the tensor {error.args[0]!r}, which the checkpoint's "
+                                  f"index (.metadata) does not hold: the folder is damaged or mixes two checkpoints; "
+                                  f"{USE_ANOTHER}") from None
     checkpoint["state_dict"] = {k[len("state_dict/"):]: v for k, v in tensors.items() if k.startswith("state_dict/")}
     sparse: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     for key, value in tensors.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from typing import Any
 
 import torch
@@ -155,5 +156,20 @@ class SafeLoadPlanner(DefaultLoadPlanner):
 
 
 def safe_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load`` of a file of tensors and plain containers, never running code (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """``torch.load`` of a file of tensors and plain containers, never running code (``weights_only=True``).
+
+    Args:
+        path: the file.
+
+    Raises:
+        UnsafeCheckpointError: the file asks for other objects (torch's own message would suggest loading it
+            unsafely, which runs its code: recframe never does).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"(?:Unsupported global|Unsupported operand|GLOBAL)[^\n]*", str(error))
+        what = f" ({found.group(0).strip()})" if found else ""
+        raise UnsafeCheckpointError(f"{path} asks for objects other than tensors and plain values to be built"
+                                    f"{what}: refused (the file may be crafted to run code on load; do not load it; "
+                                    "write a new one with recframe export)") from None
