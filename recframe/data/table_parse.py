@@ -85,7 +85,13 @@ def _objects(fields: Sequence[Field]) -> np.ndarray:
     return out
 
 
-def _float_or_nan(field: Field) -> float:
+def float_or_nan(field: Field) -> float:
+    """``float(field)``, or NaN where it is not a number.
+
+    Example:
+        >>> float_or_nan("1e39"), float_or_nan("x")
+        (1e+39, nan)
+    """
     try:
         return float(field)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -106,7 +112,7 @@ def parse_floats(fields: Sequence[Field], empty: float | None) -> tuple[np.ndarr
     try:
         values = objects.astype(np.float64)
     except (TypeError, ValueError):
-        values = np.fromiter(map(_float_or_nan, objects), np.float64, count=len(objects))
+        values = np.fromiter(map(float_or_nan, objects), np.float64, count=len(objects))
     bad = ~np.isfinite(values)
     if empty is None:
         bad |= is_empty

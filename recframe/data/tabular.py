@@ -22,7 +22,11 @@ Malformed rows (a CSV row with another number of fields than the header, a CSV r
 ``bad_encoding``; a field longer than ``csv.field_size_limit()``: ``huge_field``; a dense value that is not
 a finite number, a categorical value that is not of its dtype, a bad label, a field with more values than
 its feature's ``max_values``: ``long_bag``, as bags are padded to the longest one kept) are skipped and counted
-per kind, or stop the run naming file, line (CSV) or row (Parquet) and column (``on_error``).
+per kind, or stop the run naming file, line (CSV) or row (Parquet) and column (``on_error``). A dense value
+is checked after its transform and the cast to float32, the training dtype (``1e39`` is a finite float64 but
+not a float32: ``bad_dense``). A CSV row that ends on a last line without its newline may have been cut inside
+a field (an interrupted copy), so it is never read as a row: ``truncated``. A UTF-8 byte-order mark at the
+start of a CSV file (spreadsheet exports write one) is dropped.
 
 Example:
     >>> from recframe.data.spec import SpecDefaults, spec_from_config
@@ -50,12 +54,21 @@ from recframe.data.categorical import Vocabulary, modulo_ids
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
 from recframe.data.spec import FeatureSpec, tabular_spec
-from recframe.data.table_parse import Bags, Field, bag_size, first_bad_value, parse_bags, parse_floats, stable_hash
+from recframe.data.table_parse import (
+    Bags,
+    Field,
+    bag_size,
+    first_bad_value,
+    float_or_nan,
+    parse_bags,
+    parse_floats,
+    stable_hash,
+)
 
 __all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
 
 KINDS = ("short_row", "long_row", "unclosed_quote", "bad_encoding", "huge_field", "bad_label", "bad_dense",
-         "bad_categorical", "long_bag")
+         "bad_categorical", "long_bag", "truncated")
 FORMATS = ("auto", "csv", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -84,10 +97,12 @@ def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> li
     if table_format(path, fmt) == "parquet":
         return list(import_pyarrow_parquet().read_schema(path).names)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: without a byte-order mark
             return next(csv.reader(f, delimiter=delimiter), [])
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: the header (line 1) is not UTF-8 ({e.reason}): save the file as UTF-8") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: the header (line 1) is not a CSV row ({e}): is it a CSV file?") from None
 
 
 @dataclass
@@ -135,14 +150,19 @@ def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable
     quote, or to the end of the file): its first line is an ``unclosed_quote`` and the lines after it are read
     again as rows, so the good rows among them are kept. A line that is not UTF-8 is ``bad_encoding``; a field
     longer than ``csv.field_size_limit()`` is ``huge_field`` (its first line; the lines after it are read again).
+    A row (of the header's width or shorter) that ends on a last line without its newline is ``truncated``.
     """
     problems: list[tuple[int, str, str]] = []
     header: list[str] = []
 
+    cut = [0]  # the number of a last line without its newline
+
     def decoded(f: BinaryIO) -> Iterator[tuple[int, str]]:
         for number, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                cut[0] = number
             try:
-                yield number, raw.decode("utf-8")
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")  # -sig: drop a byte-order mark
             except UnicodeDecodeError as e:
                 message = (f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8: "
                            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
@@ -170,6 +190,10 @@ def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable
                 continue
             if not header:
                 header = row
+            elif end == cut[0] and (end == start or len(row) == len(header)):
+                problems.append((start, "truncated", f"{path}:{start}: the last line has no line end, so it may have "
+                                 "been cut inside a field (an interrupted copy or download); the row was not read: "
+                                 "if the file is complete, end it with a newline"))
             elif len(row) == len(header):
                 rows.append(row)
                 numbers.append(start)
@@ -264,10 +288,14 @@ class TabularSource(InMemorySource):
             checks.append(("bad_label", name, bad_label, None))
             columns.append(labels)
         labels = columns[0] if len(columns) == 1 else np.stack(columns, axis=1)  # [n] or [n, tasks]
-        dense = np.zeros((raw.lines.size, len(spec.dense)))
+        dense = np.zeros((raw.lines.size, len(spec.dense)), np.float32)
         for k, d in enumerate(spec.dense):
-            dense[:, k], bad = parse_floats(raw.fields[d.column], empty=0.0)
-            checks.append(("bad_dense", d.column, bad, None))
+            values, bad = parse_floats(raw.fields[d.column], empty=0.0)
+            if d.transform == "log1p":
+                values = np.log1p(np.maximum(values, 0))
+            with np.errstate(over="ignore", invalid="ignore"):
+                dense[:, k] = values  # float32, the training dtype: checked after the cast (1e39 becomes inf)
+            checks.append(("bad_dense", d.column, bad | ~np.isfinite(dense[:, k]), None))
         bags = []
         for s in spec.sparse:
             bags.append(parse_bags(raw.fields[s.column], s.dtype, s.separator))
@@ -284,6 +312,9 @@ class TabularSource(InMemorySource):
             rule = "0 or 1" if threshold is None else f">= {threshold} is positive"
             return f"{where}: column {column}: {text!r} is not a label ({rule})"
         if kind == "bad_dense":
+            if np.isfinite(float_or_nan(text)):
+                return (f"{where}: column {column}: {text!r} is beyond float32, the training dtype (|x| <= 3.4e38 "
+                        "after the feature's transform): rescale the column or give it transform: log1p")
             return f"{where}: column {column}: {text!r} is not a finite number"
         if kind == "long_bag":
             return (f"{where}: column {column}: {bag_size(text, sparse.separator)} values, more than max_values="
@@ -341,10 +372,7 @@ class TabularSource(InMemorySource):
                                          capacity=self.table_rows[s.feature])
                 mapped = vocab.lookup(values, ~has)
             ids[:, j] = np.where(keep, mapped, -1)
-        for k, d in enumerate(self.spec.dense):
-            if d.transform == "log1p":
-                dense[:, k] = np.log1p(np.maximum(dense[:, k], 0))
-        self.columns = Columns(dense=dense.astype(np.float32), ids=ids if multi else ids[:, :, 0],
+        self.columns = Columns(dense=dense, ids=ids if multi else ids[:, :, 0],
                                labels=labels.astype(np.float32))
 
     def report(self) -> dict[str, float]:

@@ -62,7 +62,7 @@ def test_malformed_rows_are_counted_or_stop_the_run(tmp_path: Path) -> None:
     assert len(source.columns) == 2 and source.columns.dense[:, 0].tolist() == pytest.approx([np.log1p(2.5), 0.0])
     assert source.skipped.counts == {"short_row": 1, "long_row": 1, "unclosed_quote": 0, "bad_encoding": 0,
                                      "huge_field": 0, "bad_label": 1, "bad_dense": 2, "bad_categorical": 0,
-                                     "long_bag": 0}
+                                     "long_bag": 0, "truncated": 0}
     assert source.skipped.examples["bad_dense"][0] == f"{path}:3: column x: 'abc' is not a finite number"
     assert source.columns.ids[:, 0].tolist() == [1 + stable_hash("a,b") % 9, 0]  # quoted comma; empty = missing
     with pytest.raises(DataError, match=rf"{path}:3: column x: 'abc' is not a finite number; fix or remove"):
@@ -146,3 +146,49 @@ def test_config_names_columns_and_builds() -> None:
     problems = find_problems([*args, "data.label=click"])
     assert problems[0].key == "data.label" and "has no columns ['click']" in problems[0].message
     assert "data.columns.<feature>=<column>" in problems[0].hint and "'C26'" in problems[0].hint
+
+
+def test_a_csv_row_on_a_last_line_without_newline_is_truncated(tmp_path: Path) -> None:
+    import dataclasses
+
+    path = tmp_path / "t.csv"
+    path.write_text("label,x,c\n1,2,16edf87e\n0,1,16edf")  # the last id cut: '16edf' still looks like an id
+    spec = spec_from_config(["x"], ["c"], {}, SpecDefaults())
+    spec = dataclasses.replace(spec, sparse=(dataclasses.replace(spec.sparse[0], dtype="hex"),))
+    source = TabularSource(str(path), spec, {"c": 1 << 30}, batch_size=1, val_fraction=0.0)
+    source.setup()
+    assert len(source.columns) == 1 and source.report()["data/skipped_truncated"] == 1
+    assert f"{path}:3: the last line has no line end" in source.summary()
+    with pytest.raises(DataError, match=r"t.csv:3: the last line has no line end.*end it with a newline"):
+        TabularSource(str(path), spec, {"c": 10}, batch_size=1, on_error="error").setup()
+    path.write_text('label,x,c\n1,2,"a\nb"')  # a quoted field over two lines, the second one cut
+    source = TabularSource(str(path), spec_from_config(["x"], ["c"], {}, SpecDefaults()), {"c": 10}, batch_size=1)
+    with pytest.raises(DataError, match="no valid rows"):
+        source.setup()
+    assert source.skipped.counts["truncated"] == 1
+
+
+def test_a_byte_order_mark_is_dropped_from_a_csv(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes("\ufefflabel,x,c\n1,2,a\n0,3,b\n".encode())  # a spreadsheet's UTF-8 export
+    source = TabularSource(str(path), spec_from_config(["x"], ["c"], {}, SpecDefaults()), {"c": 10}, batch_size=1,
+                           val_fraction=0.0)
+    source.setup()
+    assert source.columns.labels.tolist() == [1.0, 0.0] and source.report()["data/skipped_lines"] == 0
+
+
+def test_dense_values_are_checked_after_the_cast_to_float32(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("label,x,c\n1,1e39,a\n0,-1e300,b\n1,3e38,c\n0,1e300,d\n")
+    raw = spec_from_config(["x"], ["c"], {}, SpecDefaults(dense_transform="none"))
+    source = TabularSource(str(path), raw, {"c": 10}, batch_size=1, val_fraction=0.0)
+    source.setup()  # 1e39 and -1e300 are finite float64s but float32's infinities
+    assert source.report()["data/skipped_bad_dense"] == 3 and source.columns.dense[:, 0].tolist() == [np.float32(3e38)]
+    assert np.isfinite(source.columns.dense).all()
+    assert "column x: '1e39' is beyond float32, the training dtype" in source.summary()
+    with pytest.raises(DataError, match=r"t.csv:2: column x: '1e39' is beyond float32"):
+        TabularSource(str(path), raw, {"c": 10}, batch_size=1, on_error="error").setup()
+    logged = TabularSource(str(path), spec_from_config(["x"], ["c"], {}, SpecDefaults(dense_transform="log1p")),
+                           {"c": 10}, batch_size=1, val_fraction=0.0)
+    logged.setup()  # log(1 + 1e39) is a float32
+    assert len(logged.columns) == 4 and np.isfinite(logged.columns.dense).all()
