@@ -20,7 +20,7 @@ HEX = re.compile(r"[0-9a-fA-F]{1,16}")
 def reference(data: bytes, has_label: bool = True, pad: bool = False) -> tuple[list, dict[str, list[tuple]]]:
     """Plain-Python reading of the format: (good rows as tuples, {kind: [(line, field name, text)]})."""
     text = data.decode("latin-1").removeprefix("\xef\xbb\xbf")  # a UTF-8 byte-order mark, read as latin-1
-    lines = text.split("\n")
+    lines = text.split("\n") if text else []  # an empty file has no line
     if text.endswith("\n"):
         lines = lines[:-1]
     cut = len(lines) if text and not text.endswith("\n") else 0  # the last line lacks its newline: it may be cut
