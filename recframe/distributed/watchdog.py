@@ -19,6 +19,12 @@ watchdog builds on the same signal, on TCP connections of its own between every 
   rank leaving through an error says nothing (``mark_failed``): its peers see it as lost and stop;
   a rank interrupted by Ctrl-C says so (``interrupted``), and its peers stop without calling it lost.
 
+Its listener binds to the address the peers reach this host by (``127.0.0.1`` when every rank runs
+on one machine), and a peer must prove it belongs to the run: its HELLO carries an HMAC of the pair
+of ranks under the run's key, made from a random nonce rank 0 puts in the store and, if set, the
+``RECFRAME_RUN_TOKEN`` environment variable (give every node the same secret when the store is
+reachable by others). A connection that fails the handshake is closed and logged, not trusted.
+
 Why not a gloo group: a thread blocked in a gloo wait aborts the process (std::terminate) when the
 wait returns while the interpreter shuts down; plain sockets in ``select`` do not.
 
@@ -32,6 +38,7 @@ Example (on every rank, once the default process group is up):
 from __future__ import annotations
 
 import atexit
+import hmac
 import logging
 import multiprocessing
 import os
@@ -47,10 +54,13 @@ from typing import NoReturn
 
 import torch.distributed as dist
 
+from recframe.distributed.rendezvous import LOOPBACK, hello_mac, run_key
+
 log = logging.getLogger("recframe")
 
 EXIT_CODE = 1  # exit status of a rank stopped by a lost peer or a failed collective
 _FRAME = struct.Struct("!iii")  # kind, rank, reason
+_MAC_SIZE = 32  # the HMAC-SHA256 after a HELLO frame
 _HELLO, _HEARTBEAT, _GOODBYE, _LOST, _INTERRUPTED = 0, 1, 2, 3, 4  # message kinds
 _CLOSED, _SILENT = 0, 1  # why a peer is lost
 # Substrings of gloo's errors when a peer is gone or a collective timed out (NCCL raises DistBackendError).
@@ -181,21 +191,32 @@ class PeerWatchdog:
             host: this host's address as the peers reach it.
         """
         self.rank = rank
-        listener = socket.create_server(("", 0), backlog=max(world_size, 1))
+        key = run_key(store, rank)
+        listener = socket.create_server((host, 0), backlog=max(world_size, 1))  # only where the peers reach it
         store.set(f"watchdog/{rank}", f"{host}:{listener.getsockname()[1]}")
         for peer in range(rank):  # connect to lower ranks, accept the higher ones
             address = store.get(f"watchdog/{peer}").decode()
             peer_host, port = address.rsplit(":", 1)
             conn = socket.create_connection((peer_host, int(port)), timeout=self.timeout_s)
-            conn.sendall(_FRAME.pack(_HELLO, rank, 0))
+            conn.sendall(_FRAME.pack(_HELLO, rank, 0) + hello_mac(key, rank, peer))
             self._sockets[peer] = conn
-        listener.settimeout(self.timeout_s)
-        for _ in range(rank + 1, world_size):
-            conn, _ = listener.accept()
-            conn.settimeout(self.timeout_s)
-            kind, peer, _ = _FRAME.unpack(self._read_exactly(conn, _FRAME.size))
-            if kind != _HELLO or not rank < peer < world_size:
-                raise ConnectionError(f"watchdog: unexpected handshake {(kind, peer)} on rank {rank}'s port")
+        deadline = time.monotonic() + self.timeout_s
+        while len(self._sockets) < world_size - 1:
+            listener.settimeout(max(deadline - time.monotonic(), 0.001))
+            conn, source = listener.accept()
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                frame = self._read_exactly(conn, _FRAME.size + _MAC_SIZE)
+            except (ConnectionError, OSError):
+                frame = b""
+            kind, peer, _ = _FRAME.unpack(frame[:_FRAME.size]) if frame else (-1, -1, -1)
+            good = (kind == _HELLO and rank < peer < world_size and peer not in self._sockets
+                    and hmac.compare_digest(frame[_FRAME.size:], hello_mac(key, peer, rank)))
+            if not good:  # not a rank of this run (a port scan, another run): never trusted
+                log.warning("watchdog of rank %d: refused a connection from %s that did not prove it belongs to "
+                            "the run", rank, source[0])
+                conn.close()
+                continue
             self._sockets[peer] = conn
         listener.close()
         for conn in self._sockets.values():
@@ -337,7 +358,7 @@ class PeerWatchdog:
 _running: PeerWatchdog | None = None
 
 
-def start_watchdog(timeout_s: float, on_lost: Callable[[str], object]) -> PeerWatchdog:
+def start_watchdog(timeout_s: float, on_lost: Callable[[str], object], single_node: bool = False) -> PeerWatchdog:
     """Start the process's watchdog once, over the default group's store; later calls return it.
 
     Every rank must call it (each connects to the others), after the default group is up.
@@ -345,13 +366,15 @@ def start_watchdog(timeout_s: float, on_lost: Callable[[str], object]) -> PeerWa
     Args:
         timeout_s: a peer silent this long is lost (the configured collective timeout).
         on_lost: called with the line to log when a peer is lost; must end the process.
+        single_node: every rank runs on this machine: listen on 127.0.0.1 only.
     """
     global _running
     if _running is None:
         watchdog = PeerWatchdog(timeout_s, on_lost)
         store = dist.PrefixStore("recframe/", dist.distributed_c10d._get_default_store())
         try:
-            watchdog.start(store, dist.get_rank(), dist.get_world_size(), reachable_host())
+            host = LOOPBACK if single_node else reachable_host()
+            watchdog.start(store, dist.get_rank(), dist.get_world_size(), host)
         except OSError as error:
             raise RuntimeError(f"the peer watchdog could not connect rank {dist.get_rank()} to its peers ({error}); "
                                "distributed.watchdog=false runs without it") from error

@@ -8,6 +8,10 @@ updated by their fused optimizers inside the backward pass, through the sharded 
 collectives. The pipelined step (``recframe.training.pipeline``) is attached here: with
 ``trainer.pipeline`` each next training batch's input all-to-all starts under the current step.
 
+Listening sockets: on one machine the rendezvous store, gloo's (or NCCL's) connections and the
+watchdog listen on loopback only (``recframe.distributed.rendezvous``); across machines on the
+configured ``MASTER_ADDR``; watchdog peers prove they belong to the run with a per-run token.
+
 Failures: the ranks wait ``distributed.startup_timeout_s`` for each other to start (process
 startup, CUDA initialization), then every collective gets ``distributed.timeout_s`` (gloo's and
 Lightning's default is 30 minutes); once the process group is up a ``PeerWatchdog``
@@ -36,6 +40,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from recframe.distributed.rendezvous import loopback_interface, run_store
 from recframe.distributed.watchdog import (
     PeerWatchdog,
     describe_failure,
@@ -82,11 +87,29 @@ class ShardedStrategy(DDPStrategy):
         self.watchdog: PeerWatchdog | None = None
 
     def setup_distributed(self) -> None:
-        super().setup_distributed()
+        if "TORCHELASTIC_RUN_ID" in os.environ or dist.is_initialized():
+            super().setup_distributed()  # torchrun's own store (torchrun's --master-addr decides where it listens)
+        else:  # DDPStrategy.setup_distributed, with a store that listens on loopback only on one machine
+            from lightning_fabric.utilities.distributed import _init_dist_connection
+            from lightning_fabric.utilities.seed import reset_seed
+
+            reset_seed()
+            self.set_world_ranks()
+            self._process_group_backend = self._get_process_group_backend()
+            env = self.cluster_environment
+            assert env is not None
+            if self.num_nodes == 1 and (interface := loopback_interface()) is not None:
+                os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)  # gloo's and NCCL's pairs: loopback too
+                os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
+            store = run_store(self.global_rank, self.world_size, env.main_address, env.main_port,
+                              single_node=self.num_nodes == 1, timeout=self._timeout)
+            device = self.root_device if self.root_device.type != "cpu" else None
+            _init_dist_connection(env, self._process_group_backend, timeout=self._timeout, store=store,
+                                  device_id=device)
         # The rendezvous waited up to startup_timeout_s (ranks start at different times); collectives get timeout_s.
         dist.distributed_c10d._set_pg_timeout(timedelta(seconds=self.timeout_s))
         if self.watch and self.watchdog is None:
-            self.watchdog = start_watchdog(self.timeout_s, on_lost=self._stop)
+            self.watchdog = start_watchdog(self.timeout_s, on_lost=self._stop, single_node=self.num_nodes == 1)
 
     def setup(self, trainer: pl.Trainer) -> None:
         super().setup(trainer)
