@@ -109,7 +109,8 @@ def report(error: RecframeError, command: str, stderr: IO[str] | None = None,
     out = stderr or sys.stderr
     if debug_enabled():
         traceback.print_exception(raised or error, file=out)
-    print(f"{command}: {one_line(error)}", file=out, flush=True)
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))  # several processes: the others say which
+    print(f"{command}: {'' if rank == '0' else f'rank {rank}: '}{one_line(error)}", file=out, flush=True)
     return error.exit_code
 
 

@@ -48,6 +48,7 @@ from recframe.distributed.watchdog import (
     is_collective_failure,
     start_watchdog,
 )
+from recframe.errors import RecframeError
 from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError
 from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.plugin import DistributedCheckpointIO
@@ -55,8 +56,9 @@ from recframe.training.checkpoint.safety import UnsafeCheckpointError
 from recframe.training.module import embedding_collections
 from recframe.training.pipeline import attach_input_pipeline, drop_started_input_dists
 
-# Exits every rank takes at the same point: this rank says goodbye, so its peers do not call it lost.
-AGREED_EXITS = (SystemExit, CheckpointWriteError, CheckpointReadError, UnsafeCheckpointError)
+# Exits every rank takes at the same point: this rank says goodbye, so its peers do not call it lost. A user's
+# error (RecframeError: the data, the config, a checkpoint) is found by every rank alike: each reports it.
+AGREED_EXITS = (SystemExit, RecframeError, CheckpointWriteError, CheckpointReadError, UnsafeCheckpointError)
 
 
 def embedding_state_names(model: nn.Module) -> list[str]:

@@ -48,3 +48,13 @@ def test_debug_shows_the_traceback(tmp_path: Path, flag: str) -> None:
     assert code == 2, stderr[-3000:]
     assert "Traceback (most recent call last)" in stderr and "DataError" in stderr
     assert stderr.rstrip().splitlines()[-1].startswith(f"recframe train: {tmp_path / 'train.txt'}:150: ")
+
+
+@pytest.mark.distributed
+def test_a_data_error_of_two_processes_is_reported_not_a_lost_rank(tmp_path: Path) -> None:
+    code, stderr = train(tmp_path, "trainer.devices=2")
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr and " lost (" not in stderr  # every rank found it: no rank is lost
+    ours = [line for line in stderr.splitlines() if line.startswith("recframe train: ")]
+    assert f"recframe train: {tmp_path / 'train.txt'}:150: 1 tab-separated fields, expected 40" in "\n".join(ours)
+    assert all(line.startswith(("recframe train: /", "recframe train: rank 1: /")) for line in ours), ours

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from recframe.data.report import DataError
 from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError
 from recframe.training.checkpoint.safety import UnsafeCheckpointError
 from recframe.training.strategy import ShardedStrategy
@@ -27,6 +28,7 @@ class FakeWatchdog:
     (SystemExit(143), []),
     (KeyboardInterrupt(), ["interrupted"]),
     (RuntimeError("a bug on this rank"), ["failed"]),
+    (DataError("x.csv:3: bad"), []),
 ])
 def test_checkpoint_errors_are_agreed_exits_not_lost_ranks(exception: BaseException, calls: list[str]) -> None:
     strategy = ShardedStrategy(timeout_s=10.0, startup_timeout_s=10.0, watchdog=True, process_group_backend="gloo")
