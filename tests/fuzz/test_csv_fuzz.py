@@ -124,7 +124,8 @@ def typed(fields: dict[str, str]) -> tuple[str | None, tuple]:
         value = number(fields[column], 0.0)
         if value is None or not np.isfinite(value):
             return "bad_dense", ()
-        value32 = np.float32(np.log1p(np.maximum(np.float64(value), 0.0)) if log else np.float64(value))
+        with np.errstate(over="ignore"):  # beyond float32: inf, which is the point
+            value32 = np.float32(np.log1p(np.maximum(np.float64(value), 0.0)) if log else np.float64(value))
         if not np.isfinite(value32):
             return "bad_dense", ()
         dense.append(value32)
