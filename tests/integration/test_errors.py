@@ -42,7 +42,7 @@ def test_a_data_error_found_while_training_is_one_message_and_exit_2(tmp_path: P
                       "count malformed lines"]
 
 
-@pytest.mark.parametrize("flag", ["--debug", "hydra.verbose=true"])
+@pytest.mark.parametrize("flag", ["--debug", pytest.param("hydra.verbose=true", marks=pytest.mark.slow)])
 def test_debug_shows_the_traceback(tmp_path: Path, flag: str) -> None:
     code, stderr = train(tmp_path, flag)
     assert code == 2, stderr[-3000:]
