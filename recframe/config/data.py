@@ -68,6 +68,8 @@ class CriteoTsvDataConfig:
     num_workers: int = 0  # DataLoader worker processes (started per epoch)
     pin_memory: bool = False  # page-locked batches (useful with GPUs)
     val_fraction: float = 0.1  # the last fraction of valid rows (file order) is the validation set
+    val_path: str | None = None  # a validation file of its own (then val_fraction is unused); None: val_fraction
+    test_path: str | None = None  # a test file, evaluated once after training (test/* in metrics.json); None: none
     shuffle: bool = True  # shuffle the training rows every epoch (False: file order)
     seed: int = 1234  # seed of the per-epoch shuffles
     id_mapping: str = "modulo"  # value -> table row: modulo (1 + v % (rows-1)) | vocab (by count); row 0: missing
@@ -87,6 +89,8 @@ class CriteoBinaryDataConfig:
     num_workers: int = 0  # DataLoader worker processes (started per epoch)
     pin_memory: bool = False  # page-locked batches (useful with GPUs)
     val_fraction: float = 0.1  # the last fraction of rows (input order) is the validation set
+    val_path: str | None = None  # a validation directory, preprocessed like path (its ids must mean the same)
+    test_path: str | None = None  # a test directory, evaluated once after training (test/* in metrics.json)
     shuffle: bool = True  # shuffle the training rows every epoch (False: input order)
     seed: int = 1234  # seed of the per-epoch shuffles
     id_mapping: str = "modulo"  # must match the directory: modulo (raw or --hash-size) | vocab (--vocab-threshold)
@@ -169,6 +173,8 @@ class TabularDataConfig:
     id_mapping: str = "modulo"  # value -> table row: modulo (1 + hash % (rows-1)) | vocab (by count); row 0: missing
     vocab_threshold: int = 1  # vocab: values seen fewer times in the training rows share the out-of-vocabulary row 1
     val_fraction: float = 0.1  # the last fraction of valid rows (file order) is the validation set
+    val_path: str | None = None  # a validation file of its own (then val_fraction is unused); None: val_fraction
+    test_path: str | None = None  # a test file, evaluated once after training (test/* in metrics.json); None: none
     shuffle: bool = True  # shuffle the training rows every epoch
     seed: int = 1234  # seed of the per-epoch shuffles
     on_error: str = "skip"  # malformed rows: skip (count per kind, log the first) | error (stop at the first)

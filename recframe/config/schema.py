@@ -132,6 +132,10 @@ class TrainerConfig:
     pipeline: bool = True  # batch i+1 under batch i: GPU copy on a side stream; input all-to-all with >1 rank
     compile_dense: bool = False  # torch.compile the dense towers, interaction and head (not the embeddings)
     cuda_graph: CudaGraph = CudaGraph.auto  # one CUDA graph per step (forward, loss, backward): auto | on | off
+    monitor: str = "auto"  # the validation metric of early stopping and restore_best: auto (val/auc, the first
+    # task's val/<task>/auc, retrieval: val/recall@10) or a val/ key (logloss, ne: lower is better)
+    early_stopping_patience: int = 0  # stop after this many validations without improving the monitor (0: never)
+    restore_best: bool = False  # end training with the weights of the best validation (metrics.json's val/*)
 
 
 @dataclass

@@ -108,6 +108,12 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     if trainer.val_check_interval is not None and trainer.val_check_interval < 1:
         out.append(Problem("trainer.val_check_interval", f"must be a number of steps >= 1, got "
                            f"{trainer.val_check_interval}"))
+    if trainer.early_stopping_patience < 0:
+        out.append(Problem("trainer.early_stopping_patience", f"must be >= 0 (0: never stop early), got "
+                           f"{trainer.early_stopping_patience}"))
+    if trainer.monitor != "auto" and not trainer.monitor.startswith("val/"):
+        out.append(Problem("trainer.monitor", f"must be auto or a validation key (val/...), got {trainer.monitor!r}",
+                           "e.g. trainer.monitor=val/logloss"))
     checkpoint = cfg.checkpoint
     if checkpoint.every_n_steps < 0:
         out.append(Problem("checkpoint.every_n_steps", f"must be >= 0, got {checkpoint.every_n_steps}"))

@@ -138,6 +138,15 @@ class Columns:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def rows(self, start: int, stop: int) -> Columns:
+        """Rows ``start .. stop - 1`` (views of the arrays).
+
+        Example:
+            >>> len(Columns(np.zeros((5, 1)), np.zeros((5, 2)), np.zeros(5)).rows(1, 4))
+            3
+        """
+        return Columns(self.dense[start:stop], self.ids[start:stop], self.labels[start:stop])
+
 
 def make_batch(columns: Columns, rows: Rows, keys: list[str], id_transform: IdTransform | None = None,
                pin: bool = False) -> Batch:
@@ -338,53 +347,3 @@ class ValBatches(IterableDataset):
         for k in range(worker, len(self), workers):
             first = self.start + k * self.batch_size
             yield self.read(slice(first, min(first + self.batch_size, self.stop)))
-
-
-class InMemorySource:
-    """The shared plumbing of data sources that hold every row as ``Columns`` (Criteo TSV and binary,
-    MovieLens, CSV): rows split in file order, the first ``num_train`` for training (reshuffled every
-    epoch with ``seed``), the rest for validation.
-
-    A subclass sets, by the end of its ``setup()``: ``columns``, ``num_train``, and in ``__init__``:
-    ``batch_size``, ``shuffle``, ``seed``, ``keys`` (the KJT keys) and ``id_transform`` (stored ids ->
-    table rows, or None); optionally ``shuffle_batches`` (shuffle the order of contiguous batches, not
-    the rows) and ``pin_memory`` (page-locked batches).
-
-    Example:
-        >>> class Tiny(InMemorySource):  # doctest: +SKIP
-        ...     def setup(self) -> None: self.columns, self.num_train = columns, 80
-    """
-
-    columns: Columns | None
-    num_train: int
-    batch_size: int
-    shuffle: bool
-    seed: int
-    keys: list[str]
-    id_transform: IdTransform | None = None
-    shuffle_batches: bool = False
-    pin_memory: bool = False
-
-    def setup(self) -> None:
-        raise NotImplementedError
-
-    def _columns(self) -> Columns:
-        self.setup()
-        assert self.columns is not None
-        return self.columns
-
-    def train_dataset(self, rank: int, world_size: int, first_batch: int) -> IterableDataset:
-        """This rank's training batches from position ``first_batch`` (batches it consumed)."""
-        read = self._reader()  # sets up: num_train is known after it
-        plan = EpochPlan(self.num_train, self.batch_size, world_size, rank, self.shuffle, self.seed,
-                         by_batch=self.shuffle_batches)
-        return EpochBatches(read, plan, first_batch=first_batch)
-
-    def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
-        """This rank's validation batches."""
-        read = self._reader()
-        rows = len(read.columns)
-        return ValBatches(read, self.num_train, rows - self.num_train, self.batch_size, world_size, rank)
-
-    def _reader(self) -> ColumnsReader:
-        return ColumnsReader(self._columns(), self.keys, self.id_transform, self.pin_memory)

@@ -37,9 +37,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from recframe.config.resolve import feature_rows
-from recframe.data.arrays import Columns, InMemorySource
+from recframe.data.arrays import Columns
 from recframe.data.categorical import MISSING_ID, OOV_ID
 from recframe.data.criteo import KINDS, NUM_SPARSE, SPARSE_NAMES
+from recframe.data.in_memory import InMemorySource
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
 
@@ -127,6 +128,11 @@ def feature_map_value(directory: str, key: str) -> Any:
     return node
 
 
+def _vocab_bytes(directory: str | os.PathLike) -> bytes:
+    """The bytes of a vocab-mode directory's ``vocab.npz`` (two directories share a vocabulary when they are equal)."""
+    return (Path(directory) / "vocab.npz").read_bytes()
+
+
 def open_columns(directory: str | os.PathLike) -> tuple[Columns, dict[str, Any]]:
     """Memory-mapped columns of a preprocessed directory, and its feature map."""
     feature_map = load_feature_map(directory)
@@ -176,11 +182,14 @@ class CriteoBinarySource(InMemorySource):
         vocab_threshold: ``vocab``: the threshold the directory must have been made with.
         shuffle_batches: shuffle permutes the order of contiguous batches instead of the rows (slices, no gather).
         pin_memory: write batches into page-locked memory (with CUDA, in the main process).
+        val_path: a directory of validation rows, preprocessed like ``path`` (None: the last ``val_fraction``).
+        test_path: a directory of test rows, evaluated once after training (None: none).
     """
 
     def __init__(self, path: str, keys: list[str], table_rows: list[int], batch_size: int, val_fraction: float = 0.1,
                  shuffle: bool = True, seed: int = 0, id_mapping: str = "modulo", vocab_threshold: int = 1,
-                 shuffle_batches: bool = False, pin_memory: bool = False) -> None:
+                 shuffle_batches: bool = False, pin_memory: bool = False, val_path: str | None = None,
+                 test_path: str | None = None) -> None:
         if len(keys) != NUM_SPARSE or len(table_rows) != NUM_SPARSE:
             raise ValueError(f"CriteoBinarySource: Criteo has {NUM_SPARSE} categorical features, got {len(keys)} keys "
                              f"and {len(table_rows)} table sizes")
@@ -188,6 +197,7 @@ class CriteoBinarySource(InMemorySource):
         self.batch_size, self.val_fraction, self.shuffle, self.seed = batch_size, val_fraction, shuffle, seed
         self.id_mapping, self.vocab_threshold = id_mapping, vocab_threshold
         self.shuffle_batches, self.pin_memory = shuffle_batches, pin_memory
+        self.val_path, self.test_path = val_path, test_path
         self.columns: Columns | None = None
         self.feature_map: dict[str, Any] = {}
         self.num_train = 0
@@ -222,21 +232,37 @@ class CriteoBinarySource(InMemorySource):
         self.num_train = len(columns) - int(round(len(columns) * self.val_fraction))
         self.id_transform = TableRows(self.feature_map["id_mode"], self.table_rows)
         self.columns = columns
+        if self.val_path is not None:
+            self.val_columns, self.num_train = self._other(self.val_path, "val_path"), len(columns)
+        if self.test_path is not None:
+            self.test_columns = self._other(self.test_path, "test_path")
+
+    def _other(self, path: str, key: str) -> Columns:
+        """The rows of a validation or test directory, whose ids must mean what the training directory's mean."""
+        columns, feature_map = open_columns(path)
+        same = ["id_mode", "hash_size", "vocab_threshold"]
+        if [feature_map.get(k) for k in same] != [self.feature_map.get(k) for k in same] or \
+                feature_map["id_mode"] == "vocab" and _vocab_bytes(path) != _vocab_bytes(self.path):
+            raise DataError(f"data.{key}={path}: its ids do not mean what those of data.path={self.path} mean (id "
+                            f"mode {feature_map['id_mode']} vs {self.feature_map['id_mode']}, or another vocabulary): "
+                            "preprocess both without --vocab-threshold (raw ids) or with the same --hash-size")
+        if len(columns) == 0:
+            raise DataError(f"data.{key}={path}: has no rows")
+        return columns
 
     def report(self) -> dict[str, float]:
-        columns = self._columns()
+        self._columns()
         skipped = SkipReport(KINDS)
         for kind, count in self.feature_map["skipped"]["counts"].items():
             skipped.add(kind, "", count)
-        return {"data/rows_train": self.num_train, "data/rows_val": len(columns) - self.num_train,
-                **skipped.metrics()}
+        return {**self.split_sizes(), **skipped.metrics()}
 
     def summary(self) -> str:
-        columns = self._columns()
+        self._columns()
         skipped = sum(self.feature_map["skipped"]["counts"].values())
-        return (f"{self.path}: {len(columns)} rows ({self.feature_map['id_mode']} ids): {self.num_train} for training, "
-                f"{len(columns) - self.num_train} for validation (the last {self.val_fraction:g}); "
-                f"{skipped} malformed lines were skipped when it was preprocessed")
+        split = self.split_summary(self.val_path, self.test_path)
+        return (f"{self.path} ({self.feature_map['id_mode']} ids): {split}; {skipped} malformed lines were skipped "
+                "when it was preprocessed")
 
 
 @DATA_SOURCES.register("criteo_binary")
@@ -247,5 +273,5 @@ def criteo_binary_from_config(cfg: DictConfig) -> CriteoBinarySource:
         str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
         batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
         id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, shuffle_batches=data.shuffle_batches,
-        pin_memory=data.pin_memory,
+        pin_memory=data.pin_memory, val_path=data.val_path, test_path=data.test_path,
     )

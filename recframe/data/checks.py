@@ -27,6 +27,7 @@ from recframe.data.spec import tabular_spec
 
 FILE_KINDS = ("criteo_tsv", "criteo_binary", "criteo_multihot", "movielens", "movielens_retrieval",
               "tabular")  # kinds with data.path
+SPLIT_FILE_KINDS = ("criteo_tsv", "criteo_binary", "tabular")  # kinds with data.val_path and data.test_path
 
 
 def data_source_problems(cfg: DictConfig) -> list[Problem]:
@@ -56,6 +57,7 @@ def data_source_problems(cfg: DictConfig) -> list[Problem]:
     elif data.kind in ("criteo_tsv", "tabular") and "://" not in data.path and not Path(data.path).is_file():
         out.append(Problem("data.path", f"no such file: {data.path} (from {Path.cwd()})",
                            "check the path; relative paths start from where recframe runs"))
+    out += _split_file_problems(cfg)
     if data.kind.startswith("movielens"):
         return out + _movielens_problems(cfg)
     if data.kind == "criteo_multihot":
@@ -77,6 +79,22 @@ def data_source_problems(cfg: DictConfig) -> list[Problem]:
         out.append(Problem("features", f"data={data.kind} has 13 dense and 26 sparse features (Criteo), the features "
                            f"config has {dense} and {sparse}", "use features=criteo"))
     return out + _table_problems(cfg)
+
+
+def _split_file_problems(cfg: DictConfig) -> list[Problem]:
+    """``data.val_path`` and ``data.test_path`` (tabular, Criteo TSV and binary): files (directories) that exist."""
+    out, data = [], cfg.data
+    for key in ("val_path", "test_path"):
+        path = data[key] if data.kind in SPLIT_FILE_KINDS else None  # other kinds have no such key
+        if path is None or "://" in path:
+            continue
+        if data.kind == "criteo_binary" and not (Path(path) / "feature_map.json").is_file():
+            out.append(Problem(f"data.{key}", f"{path} has no feature_map.json (from {Path.cwd()})",
+                               f"make it with: recframe preprocess criteo --input FILE... --output {path}"))
+        elif data.kind != "criteo_binary" and not Path(path).is_file():
+            out.append(Problem(f"data.{key}", f"no such file: {path} (from {Path.cwd()})",
+                               "check the path; relative paths start from where recframe runs"))
+    return out
 
 
 def _multihot_problems(cfg: DictConfig) -> list[Problem]:
@@ -134,8 +152,8 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
         spec = tabular_spec(cfg)
     except DataError as error:
         return [Problem("data.spec", str(error))]
-    names = {"dense": [d.feature for d in spec.dense], "sparse": [s.feature for s in spec.sparse]}
     out += _task_problems(cfg, list(spec.labels))
+    names = {"dense": [d.feature for d in spec.dense], "sparse": [s.feature for s in spec.sparse]}
     if data.spec is not None:
         for kind in ("dense", "sparse"):
             if list(cfg.features[kind]) != names[kind]:

@@ -32,8 +32,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from recframe.config.resolve import feature_rows
-from recframe.data.arrays import Columns, InMemorySource
+from recframe.data.arrays import Columns
 from recframe.data.categorical import Vocabulary
+from recframe.data.in_memory import InMemorySource
 from recframe.data.movielens_files import MovieLensData, Ratings, read_100k_ratings, read_movielens
 from recframe.data.report import DataError
 from recframe.data.source import DATA_SOURCES

@@ -33,8 +33,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from recframe.config.resolve import feature_rows
-from recframe.data.arrays import Columns, InMemorySource
+from recframe.data.arrays import Columns
 from recframe.data.categorical import Vocabulary
+from recframe.data.in_memory import InMemorySource
 from recframe.data.movielens import item_values, missing_features, user_values, vocab_ids
 from recframe.data.movielens_files import read_movielens
 from recframe.data.report import DataError

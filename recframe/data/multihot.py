@@ -262,6 +262,10 @@ class CriteoMultiHotSource:
         rows = len(read.arrays)
         return ValBatches(read, self.num_train, rows - self.num_train, self.batch_size, world_size, rank)
 
+    def test_dataset(self, rank: int, world_size: int) -> None:
+        """No test set (``data.test_path`` is for the tabular, Criteo TSV and binary sources)."""
+        return None
+
     def report(self) -> dict[str, float]:
         read = self._reader()
         return {"data/rows_train": self.num_train, "data/rows_val": len(read.arrays) - self.num_train}

@@ -49,6 +49,9 @@ class DataSource(Protocol):
     def val_dataset(self, rank: int, world_size: int) -> IterableDataset:
         """This rank's validation batches."""
 
+    def test_dataset(self, rank: int, world_size: int) -> IterableDataset | None:
+        """This rank's test batches (``data.test_path``), evaluated once after training; None without a test set."""
+
     def report(self) -> dict[str, float]:
         """Numbers about the data read (rows, skipped lines by kind) for metrics.json and TensorBoard."""
 
@@ -105,6 +108,10 @@ class SyntheticSource:
         return SyntheticDataset(self.generator, self.batch_size, num_batches=self.num_val_batches, rank=rank,
                                 world_size=world_size, first_batch=VALIDATION_FIRST_BATCH // world_size,
                                 requests=self._on_device)
+
+    def test_dataset(self, rank: int, world_size: int) -> None:
+        """No test set: the validation batches are never trained on."""
+        return None
 
     def report(self) -> dict[str, float]:
         return {}

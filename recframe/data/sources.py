@@ -20,9 +20,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from recframe.config.resolve import feature_rows
-from recframe.data.arrays import Columns, InMemorySource
+from recframe.data.arrays import Columns
 from recframe.data.categorical import ID_MAPPINGS, Vocabulary, modulo_ids
-from recframe.data.criteo import NUM_SPARSE, read_criteo_tsv
+from recframe.data.criteo import NUM_SPARSE, CriteoRows, read_criteo_tsv
+from recframe.data.in_memory import InMemorySource
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
 
@@ -48,12 +49,14 @@ class CriteoTsvSource(InMemorySource):
         on_error: ``skip`` or ``error`` for malformed lines.
         max_examples: malformed lines described per kind.
         pad_short_rows: read rows with fewer fields as having trailing empty fields.
+        val_path: a validation TSV (None: the last ``val_fraction`` of ``path``'s rows validate).
+        test_path: a test TSV with labels, evaluated once after training (None: none).
     """
 
     def __init__(self, path: str, keys: list[str], table_rows: list[int], batch_size: int,
                  val_fraction: float = 0.1, shuffle: bool = True, seed: int = 0, id_mapping: str = "modulo",
                  vocab_threshold: int = 1, on_error: str = "skip", max_examples: int = 5,
-                 pad_short_rows: bool = False) -> None:
+                 pad_short_rows: bool = False, val_path: str | None = None, test_path: str | None = None) -> None:
         if len(keys) != NUM_SPARSE or len(table_rows) != NUM_SPARSE:
             raise ValueError(f"CriteoTsvSource: Criteo has {NUM_SPARSE} categorical features, got {len(keys)} keys "
                              f"and {len(table_rows)} table sizes")
@@ -63,6 +66,7 @@ class CriteoTsvSource(InMemorySource):
         self.batch_size, self.val_fraction, self.shuffle, self.seed = batch_size, val_fraction, shuffle, seed
         self.id_mapping, self.vocab_threshold = id_mapping, vocab_threshold
         self.on_error, self.max_examples, self.pad_short_rows = on_error, max_examples, pad_short_rows
+        self.val_path, self.test_path = val_path, test_path
         self.columns: Columns | None = None
         self.num_train = 0
         self.skipped = SkipReport(())
@@ -72,12 +76,20 @@ class CriteoTsvSource(InMemorySource):
     def setup(self) -> None:
         if self.columns is not None:
             return
-        rows, self.skipped = read_criteo_tsv(self.path, has_label=True, pad_short_rows=self.pad_short_rows,
-                                             on_error=self.on_error, max_examples=self.max_examples)
-        if len(rows) == 0:
-            raise DataError(f"{self.path}: no valid rows ({self.skipped.total} malformed lines skipped). "
-                            + self.skipped.summary(self.path) + "\nIs it a Criteo TSV with labels (40 fields)?")
-        self.num_train = split_rows(len(rows), self.val_fraction)
+        parts = []  # training, [validation], [test]: one file after the other (vocabularies count training rows)
+        for path in (p for p in (self.path, self.val_path, self.test_path) if p is not None):
+            part, skipped = read_criteo_tsv(path, has_label=True, pad_short_rows=self.pad_short_rows,
+                                            on_error=self.on_error, max_examples=self.max_examples)
+            if path == self.path:
+                self.skipped = skipped
+            else:  # counted with the training file's (the messages name the file)
+                self.skipped.merge(skipped)
+            if len(part) == 0:
+                raise DataError(f"{path}: no valid rows ({skipped.total} malformed lines skipped). "
+                                + skipped.summary(path) + "\nIs it a Criteo TSV with labels (40 fields)?")
+            parts.append(part)
+        rows = CriteoRows.concat(parts, has_label=True)
+        self.num_train = len(parts[0]) if self.val_path is not None else split_rows(len(parts[0]), self.val_fraction)
         ids = np.empty(rows.categorical.shape, dtype=np.int32 if max(self.table_rows) < 2**31 else np.int64)
         for j, table_rows in enumerate(self.table_rows):
             values, missing = rows.categorical[:, j], rows.missing[:, j]
@@ -90,11 +102,11 @@ class CriteoTsvSource(InMemorySource):
                 self.vocab_rows.append(vocab.num_rows)
                 self.vocab_truncated += vocab.truncated
         assert rows.labels is not None
-        self.columns = Columns(dense=rows.dense, ids=ids, labels=rows.labels)
+        self.split_files(Columns(dense=rows.dense, ids=ids, labels=rows.labels), [len(p) for p in parts],
+                         self.val_path is not None, self.val_fraction)
 
     def report(self) -> dict[str, float]:
-        columns = self._columns()
-        out: dict[str, float] = {"data/rows_train": self.num_train, "data/rows_val": len(columns) - self.num_train}
+        out = self.split_sizes()
         if self.id_mapping == "vocab":
             out["data/vocab_rows"] = int(sum(self.vocab_rows))
             out["data/vocab_truncated_values"] = self.vocab_truncated
@@ -102,9 +114,7 @@ class CriteoTsvSource(InMemorySource):
         return out
 
     def summary(self) -> str:
-        columns = self._columns()
-        text = (f"{self.path}: {len(columns)} valid rows: {self.num_train} for training, "
-                f"{len(columns) - self.num_train} for validation (the last {self.val_fraction:g}); ")
+        text = f"{self.path}: {self.split_summary(self.val_path, self.test_path)}; "
         text += self.skipped.summary(self.path).removeprefix(f"{self.path}: ")
         if self.vocab_truncated:
             text += (f"\n{self.vocab_truncated} categorical values over the vocabulary threshold did not fit their "
@@ -120,5 +130,6 @@ def criteo_tsv_from_config(cfg: DictConfig) -> CriteoTsvSource:
         str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
         batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
         id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, on_error=data.on_error,
-        max_examples=data.max_reported_errors, pad_short_rows=data.pad_short_rows,
+        max_examples=data.max_reported_errors, pad_short_rows=data.pad_short_rows, val_path=data.val_path,
+        test_path=data.test_path,
     )

@@ -39,24 +39,22 @@ Example:
 from __future__ import annotations
 
 import csv
-from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
 from recframe.config.resolve import feature_rows
-from recframe.data.arrays import Columns, InMemorySource
+from recframe.data.arrays import Columns
 from recframe.data.categorical import Vocabulary, modulo_ids
+from recframe.data.in_memory import InMemorySource
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
 from recframe.data.spec import FeatureSpec, tabular_spec
+from recframe.data.table_files import RawTable, import_pyarrow_parquet, read_csv_table, read_parquet_table
 from recframe.data.table_parse import (
     Bags,
-    Field,
     bag_size,
     first_bad_value,
     float_or_nan,
@@ -82,16 +80,6 @@ def table_format(path: str | Path, fmt: str = "auto") -> str:
     return "parquet" if Path(path).suffix.lower() in PARQUET_SUFFIXES else "csv"
 
 
-def import_pyarrow_parquet() -> Any:
-    """``pyarrow.parquet``, or an ImportError that names the extra to install."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError("reading Parquet needs pyarrow, which is not installed: pip install 'recframe[parquet]' "
-                          "(or pip install pyarrow), or give a CSV file") from None
-    return pq
-
-
 def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> list[str]:
     """The column names of a table file: a CSV file's first row, or a Parquet file's schema."""
     if table_format(path, fmt) == "parquet":
@@ -105,134 +93,9 @@ def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> li
         raise DataError(f"{path}: the header (line 1) is not a CSV row ({e}): is it a CSV file?") from None
 
 
-@dataclass
-class RawTable:
-    """The fields of the rows read (of the right width), by column, and where each row is.
-
-    Args:
-        header: every column name.
-        fields: column name -> its fields, for the columns asked for.
-        lines: each row's CSV line number (Parquet: row number, from 1).
-        problems: (line, kind, message) of rows left out while reading (wrong number of fields).
-    """
-
-    header: list[str]
-    fields: dict[str, list[Field]]
-    lines: np.ndarray
-    problems: list[tuple[int, str, str]]
-
-
-class _Lines:
-    """The physical lines of a CSV file for ``csv.reader``, numbered, with lines to read again pushed back.
-
-    ``csv.reader`` pulls lines one at a time and keeps none between rows, so the lines of a row that ran on
-    (an unclosed quote) can be pushed back and read again as rows of their own. ``taken`` holds the lines of
-    the current row as ``(number, text)``.
-    """
-
-    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
-        self.lines, self.pending, self.taken = lines, deque[tuple[int, str]](), list[tuple[int, str]]()
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        number, text = self.pending.popleft() if self.pending else next(self.lines)
-        self.taken.append((number, text))
-        return text
-
-
-def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable:
-    """The ``wanted`` columns of a CSV file with a header; malformed rows become problems.
-
-    Blank lines are ignored. A row of another width than the header is a ``short_row`` or ``long_row``. A row
-    of another width that spans several physical lines has an unclosed quote (``csv`` read on to the next
-    quote, or to the end of the file): its first line is an ``unclosed_quote`` and the lines after it are read
-    again as rows, so the good rows among them are kept. A line that is not UTF-8 is ``bad_encoding``; a field
-    longer than ``csv.field_size_limit()`` is ``huge_field`` (its first line; the lines after it are read again).
-    A row (of the header's width or shorter) that ends on a last line without its newline is ``truncated``.
-    """
-    problems: list[tuple[int, str, str]] = []
-    header: list[str] = []
-
-    cut = [0]  # the number of a last line without its newline
-
-    def decoded(f: BinaryIO) -> Iterator[tuple[int, str]]:
-        for number, raw in enumerate(f, start=1):
-            if not raw.endswith(b"\n"):
-                cut[0] = number
-            try:
-                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")  # -sig: drop a byte-order mark
-            except UnicodeDecodeError as e:
-                message = (f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8: "
-                           "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
-                if not header:  # without the header no row can be read
-                    raise DataError(f"{message} (the header)") from None
-                problems.append((number, "bad_encoding", message))
-
-    with open(path, "rb") as f:
-        lines = _Lines(decoded(f))
-        reader = csv.reader(lines, delimiter=delimiter)
-        rows, numbers = [], []
-        while True:
-            lines.taken.clear()
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                start = lines.taken[0][0] if lines.taken else 0
-                problems.append((start, "huge_field", f"{path}:{start}: {e} (is a quote not closed?)"))
-                lines.pending.extendleft(reversed(lines.taken[1:]))
-                continue
-            start, end = lines.taken[0][0], lines.taken[-1][0]
-            if not row:  # a blank line
-                continue
-            if not header:
-                header = row
-            elif end == cut[0] and (end == start or len(row) == len(header)):
-                problems.append((start, "truncated", f"{path}:{start}: the last line has no line end, so it may have "
-                                 "been cut inside a field (an interrupted copy or download); the row was not read: "
-                                 "if the file is complete, end it with a newline"))
-            elif len(row) == len(header):
-                rows.append(row)
-                numbers.append(start)
-            elif end > start:
-                problems.append((start, "unclosed_quote",
-                                 f"{path}:{start}-{end}: a quoted field is not closed (the row ran on to line {end}); "
-                                 f"lines {start + 1}-{end} were read again: close or remove the quote"))
-                lines.pending.extendleft(reversed(lines.taken[1:]))
-            else:
-                problems.append((start, "short_row" if len(row) < len(header) else "long_row",
-                                 f"{path}:{start}: {len(row)} fields, expected {len(header)} (the header's)"))
-    by_column = list(zip(*rows, strict=True)) if rows else [()] * len(header)
-    fields = {name: list(by_column[header.index(name)]) for name in wanted if name in header}
-    return RawTable(header, fields, np.array(numbers, np.int64), problems)
-
-
-def _parquet_texts(column: Any) -> list[Field]:
-    """A Parquet column as texts: nulls empty, lists as lists of texts, booleans as 0/1."""
-    import pyarrow as pa
-
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        return [[str(v) for v in value if v is not None] if value is not None else "" for value in column.to_pylist()]
-    if pa.types.is_boolean(column.type):
-        column = column.cast(pa.int8())
-    return ["" if v is None else v for v in column.cast(pa.string()).to_pylist()]
-
-
-def read_parquet_table(path: str, wanted: Sequence[str]) -> RawTable:
-    """The ``wanted`` columns of a Parquet file (Parquet rows have no width problems)."""
-    parquet = import_pyarrow_parquet().ParquetFile(path)
-    header = list(parquet.schema_arrow.names)
-    present = [name for name in dict.fromkeys(wanted) if name in header]
-    table = parquet.read(columns=present)
-    fields = {name: _parquet_texts(table.column(name)) for name in present}
-    return RawTable(header, fields, np.arange(1, table.num_rows + 1, dtype=np.int64), [])
-
-
 class TabularSource(InMemorySource):
-    """A CSV or Parquet table read into memory as the spec says; the last ``val_fraction`` of rows validate.
+    """A CSV or Parquet table read into memory as the spec says; the last ``val_fraction`` of rows validate, or
+    the rows of ``val_path`` (a table with the same columns); ``test_path``'s rows are a test set.
 
     Args:
         path: the CSV or Parquet file.
@@ -246,15 +109,20 @@ class TabularSource(InMemorySource):
         seed: seed of the shuffles.
         on_error: ``skip`` or ``error`` for malformed rows.
         max_examples: malformed rows described per kind.
+        val_path: a validation table (None: the last ``val_fraction`` of ``path``'s rows validate).
+        test_path: a test table, evaluated once after training (None: none).
     """
 
     def __init__(self, path: str, spec: FeatureSpec, table_rows: dict[str, int], batch_size: int,
                  fmt: str = "auto", delimiter: str = ",", val_fraction: float = 0.1, shuffle: bool = True,
-                 seed: int = 0, on_error: str = "skip", max_examples: int = 5) -> None:
+                 seed: int = 0, on_error: str = "skip", max_examples: int = 5, val_path: str | None = None,
+                 test_path: str | None = None) -> None:
         problems = spec.problems()
         if problems:
             raise ValueError(f"TabularSource: {'; '.join(problems)}")
         self.path, self.spec, self.format = path, spec, table_format(path, fmt)
+        self.fmt, self.val_path, self.test_path = fmt, val_path, test_path
+        self.reading = path  # the file being read (its messages name it)
         self.keys = [s.feature for s in spec.sparse]  # the KJT keys
         self.table_rows = {s.feature: int(table_rows[s.feature]) for s in spec.sparse}
         self.batch_size, self.delimiter, self.val_fraction = batch_size, delimiter, val_fraction
@@ -264,17 +132,18 @@ class TabularSource(InMemorySource):
         self.num_train = 0
 
     def _where(self, line: int) -> str:
-        return f"{self.path}:{line}" if self.format == "csv" else f"{self.path}: row {line}"
+        return f"{self.reading}:{line}" if self.format == "csv" else f"{self.reading}: row {line}"
 
-    def _read(self) -> tuple[np.ndarray, np.ndarray, list[Bags]]:
-        """Labels, dense values and categorical bags of the valid rows (problems counted or raised)."""
+    def _read(self, path: str) -> tuple[np.ndarray, np.ndarray, list[Bags]]:
+        """Labels, dense values and categorical bags of the valid rows of ``path`` (problems counted or raised)."""
         spec = self.spec
+        self.reading, self.format = path, table_format(path, self.fmt)
         wanted = [*spec.labels, *(d.column for d in spec.dense), *(s.column for s in spec.sparse)]
-        raw = read_csv_table(self.path, self.delimiter, wanted) if self.format == "csv" else \
-            read_parquet_table(self.path, wanted)
+        raw = read_csv_table(path, self.delimiter, wanted) if self.format == "csv" else \
+            read_parquet_table(path, wanted)
         absent = [c for c in dict.fromkeys(wanted) if c not in raw.header]
         if absent:
-            raise DataError(f"{self.path}: the table has no columns {absent}; it has {raw.header}: fix the feature "
+            raise DataError(f"{path}: the table has no columns {absent}; it has {raw.header}: fix the feature "
                             "spec (data.spec) or, without one, set data.label or map features to columns with "
                             "data.columns.<feature>=<column>")
         checks: list[tuple[str, str, np.ndarray, Any]] = []
@@ -302,6 +171,8 @@ class TabularSource(InMemorySource):
             checks.append(("bad_categorical", s.column, bags[-1].bad, s))
             checks.append(("long_bag", s.column, bags[-1].lengths > s.max_values, s))
         ok = self._count_problems(raw, checks)
+        if not ok.any():
+            raise DataError(f"{path}: no valid rows. " + self.skipped.summary(path))
         return labels[ok], dense[ok], [b.take(ok) for b in bags]
 
     def _message(self, raw: RawTable, row: int, check: tuple[str, str, np.ndarray, Any]) -> str:
@@ -353,11 +224,13 @@ class TabularSource(InMemorySource):
     def setup(self) -> None:
         if self.columns is not None:
             return
-        labels, dense, bags = self._read()
-        if not labels.shape[0]:
-            raise DataError(f"{self.path}: no valid rows. " + self.skipped.summary(self.path))
-        n, num_sparse = labels.shape[0], len(self.spec.sparse)
-        self.num_train = n - int(round(n * self.val_fraction))
+        # training, [validation], [test]: one table after the other (a vocabulary counts the training rows only)
+        parts = [self._read(path) for path in (self.path, self.val_path, self.test_path) if path is not None]
+        labels, dense = (np.concatenate([p[k] for p in parts]) for k in (0, 1))
+        bags = [Bags(*map(np.concatenate, zip(*((b.values, b.lengths, b.bad) for b in column), strict=True)))
+                for column in zip(*(p[2] for p in parts), strict=True)]
+        n, num_sparse, file_rows = labels.shape[0], len(self.spec.sparse), [p[0].shape[0] for p in parts]
+        self.num_train = file_rows[0] if self.val_path else file_rows[0] - int(round(file_rows[0] * self.val_fraction))
         multi = any(s.separator for s in self.spec.sparse) or any(b.lengths.max(initial=0) > 1 for b in bags)
         width = max([int(b.lengths.max(initial=1)) for b in bags] + [1]) if multi else 1
         ids = np.full((n, num_sparse, width), -1, dtype=np.int64)
@@ -372,19 +245,15 @@ class TabularSource(InMemorySource):
                                          capacity=self.table_rows[s.feature])
                 mapped = vocab.lookup(values, ~has)
             ids[:, j] = np.where(keep, mapped, -1)
-        self.columns = Columns(dense=dense, ids=ids if multi else ids[:, :, 0],
-                               labels=labels.astype(np.float32))
+        self.split_files(Columns(dense=dense, ids=ids if multi else ids[:, :, 0], labels=labels.astype(np.float32)),
+                         file_rows, self.val_path is not None, self.val_fraction)
 
     def report(self) -> dict[str, float]:
-        columns = self._columns()
-        return {"data/rows_train": self.num_train, "data/rows_val": len(columns) - self.num_train,
-                **self.skipped.metrics()}
+        return {**self.split_sizes(), **self.skipped.metrics()}
 
     def summary(self) -> str:
-        columns = self._columns()
-        return (f"{self.path}: {len(columns)} valid rows: {self.num_train} for training, "
-                f"{len(columns) - self.num_train} for validation; "
-                + self.skipped.summary(self.path).removeprefix(f"{self.path}: "))
+        split = self.split_summary(self.val_path, self.test_path)
+        return f"{self.path}: {split}; " + self.skipped.summary(self.path).removeprefix(f"{self.path}: ")
 
 
 @DATA_SOURCES.register("tabular")
@@ -394,5 +263,5 @@ def tabular_from_config(cfg: DictConfig) -> TabularSource:
     return TabularSource(
         str(data.path), tabular_spec(cfg), table_rows=feature_rows(cfg), batch_size=data.batch_size, fmt=data.format,
         delimiter=data.delimiter, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
-        on_error=data.on_error, max_examples=data.max_reported_errors,
+        on_error=data.on_error, max_examples=data.max_reported_errors, val_path=data.val_path, test_path=data.test_path,
     )

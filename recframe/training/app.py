@@ -232,6 +232,7 @@ def train_job(cfg: DictConfig) -> float | None:
     """Train, validate on the whole validation set, write ``metrics.json``; returns the main metric."""
     import pytorch_lightning as pl
 
+    from recframe.training.best import evaluation_callbacks
     from recframe.training.builders import build_datamodule
     from recframe.training.checkpoint.folder import CheckpointReadError, set_aside_newer
     from recframe.training.checkpoint.safety import UnsafeCheckpointError
@@ -249,7 +250,8 @@ def train_job(cfg: DictConfig) -> float | None:
                         resume_step, moved)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module, datamodule = _build_module(cfg), build_datamodule(cfg)
-    trainer = build_trainer(cfg, run_dir, resume_step=resume_step)
+    best = evaluation_callbacks(cfg)  # the best and last validations; early stopping (recframe.training.best)
+    trainer = build_trainer(cfg, run_dir, extra_callbacks=best, resume_step=resume_step)
     log.info("run directory: %s%s", run_dir, f" (resuming from {ckpt}, step {resume_step})" if ckpt else "")
     try:  # any other RecframeError (data, a checkpoint write: exit 1) is reported by _run_hydra
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
@@ -258,6 +260,9 @@ def train_job(cfg: DictConfig) -> float | None:
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in results.items()}
     metrics["global_step"] = trainer.global_step
+    metrics.update(best[0].summary())
+    if datamodule.test_dataloader() is not None:  # data.test_path: evaluated once, with the weights kept
+        metrics.update({k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()})
     data_report = datamodule.report()  # real data: rows read, malformed lines skipped per kind (data/skipped_<kind>)
     metrics.update(data_report)
     if trainer.is_global_zero:

@@ -165,6 +165,13 @@ class RecDataModule(pl.LightningDataModule):
         rank, world = self._rank_and_world()
         return self._loader(self.source.val_dataset(rank, world))
 
+    def test_dataloader(self) -> DataLoader | DevicePrefetcher | None:
+        """The test set's loader (``data.test_path``: evaluated once after training), or None without one."""
+        self.setup()
+        self._place_source()
+        dataset = self.source.test_dataset(*self._rank_and_world())
+        return self._loader(dataset) if dataset is not None else None
+
     def report(self) -> dict[str, float]:
         """What the source read and skipped (empty for synthetic data)."""
         self.setup()

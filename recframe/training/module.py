@@ -210,11 +210,21 @@ class RecModule(pl.LightningModule):
         self.objective.update_metrics(self.model, batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """A test batch (``data.test_path``, evaluated once after training): the validation metrics, as ``test/*``."""
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def _log_metrics(self, prefix: str) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         for name, value in values.items():
             # Every rank holds the same synced value (torchmetrics gathered the whole validation set).
-            self.log(f"val/{name}", value.float(), prog_bar=name in ("auc", "recall@10"), sync_dist=True)
+            self.log(f"{prefix}/{name}", value.float(), prog_bar=name in ("auc", "recall@10"), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         assert self.model is not None
