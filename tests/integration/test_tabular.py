@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 
 QUIET = ["trainer.enable_progress_bar=false", "logger.table_stats_every_n_steps=0", "checkpoint.every_n_steps=0"]
 # criteo_kaggle's data settings, given to the tabular run (the spec leaves mapping and threshold to data.*)
-AS_CRITEO_KAGGLE = ["data.id_mapping=vocab", "data.vocab_threshold=20"]
+AS_CRITEO_KAGGLE = ["data.id_mapping=vocab", "data.vocab_threshold=20", "trainer.max_epochs=3",
+                    "trainer.early_stopping_patience=0", "trainer.restore_best=false"]
 
 
 def as_parquet(csv_path: Path, out: Path) -> Path:
