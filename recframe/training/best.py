@@ -4,7 +4,8 @@ Every validation during training is recorded by ``BestValidation``: the last one
 ``trainer.monitor`` (``auto``: ``val/auc``, or the first task's ``val/<task>/auc``, or ``val/recall@10``
 for retrieval models). With ``trainer.restore_best`` the weights of the best validation are kept (a copy on
 the host) and put back when training ends, so the final validation and ``metrics.json``'s ``val/*`` are
-theirs; the checkpoints hold the weights of their own step. ``trainer.early_stopping_patience`` > 0 stops
+theirs; the checkpoints hold the weights of their own step (and the records, not the best weights: a run
+resumed with ``restore_best`` keeps the best of its own validations). ``trainer.early_stopping_patience`` > 0 stops
 training after that many validations without improvement (Lightning's ``EarlyStopping``).
 ``metrics.json`` gets ``best/<key>`` and ``last/<key>`` of the validations during training, with their
 ``best/global_step`` and ``last/global_step``.
@@ -96,6 +97,18 @@ class BestValidation(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.restore and self.weights is not None:
             pl_module.load_state_dict(self.weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The last and best validations (plain numbers: saved in checkpoints, so a resumed run continues them)."""
+        return {"last": list(self.last) if self.last else None, "best": list(self.best) if self.best else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue a checkpoint's records. The best weights are not in checkpoints: with ``restore`` a resumed run
+        keeps the best of the validations it makes itself."""
+        last, best = state_dict["last"], state_dict["best"]
+        self.last = (int(last[0]), {str(k): float(v) for k, v in last[1].items()}) if last else None
+        if best and not self.restore:
+            self.best = (int(best[0]), {str(k): float(v) for k, v in best[1].items()})
 
     def summary(self) -> dict[str, float]:
         """``best/<key>``, ``best/global_step``, ``last/<key>``, ``last/global_step`` (empty before a validation)."""

@@ -71,3 +71,14 @@ def test_best_follows_the_monitor_and_its_direction() -> None:
 def test_the_settings_are_checked_before_anything_is_built() -> None:
     problems = find_problems(["+experiment=dlrm", "trainer.monitor=auc", "trainer.early_stopping_patience=-1"])
     assert [p.key for p in problems] == ["trainer.early_stopping_patience", "trainer.monitor"]
+
+
+def test_the_records_travel_in_checkpoints_so_a_resumed_run_continues_them() -> None:
+    saved = BestValidation("val/auc", restore=False)
+    saved.best, saved.last = (4, {"val/auc": 0.7}), (8, {"val/auc": 0.6})
+    resumed = BestValidation("val/auc", restore=False)
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.summary() == saved.summary() and not resumed._better(0.65)
+    with_weights = BestValidation("val/auc", restore=True)  # the best weights are not saved: its own best only
+    with_weights.load_state_dict(saved.state_dict())
+    assert with_weights.best is None and with_weights.last == (8, {"val/auc": 0.6})
