@@ -151,3 +151,56 @@ class TopologyDevice(Vocab):
     auto = "auto"  # the trainer's accelerator
     cuda = "cuda"
     cpu = "cpu"
+
+
+class MatmulPrecision(Vocab):
+    """float32 matrix products on GPUs (``trainer.matmul_precision``; torch.set_float32_matmul_precision)."""
+
+    highest = "highest"  # full float32
+    high = "high"  # TF32 tensor cores (10-bit mantissa inputs, float32 accumulation)
+    medium = "medium"  # bf16 tensor cores
+
+
+class CudaGraph(Vocab):
+    """Whether a GPU training step is one CUDA graph (``trainer.cuda_graph``; ``recframe.training.step_graph``)."""
+
+    auto = "auto"  # where nothing rules it out (one GPU, graph-safe embedding kernels, not 16-mixed)
+    on = "on"  # required: an error where something rules it out
+    off = "off"  # every step eager
+
+
+class GenerateOn(Vocab):
+    """Where synthetic batches are made (``data.generate_on``)."""
+
+    auto = "auto"  # on the training device when it is a GPU, else on the host
+    host = "host"  # numpy on the host (DataLoader workers can share the work)
+    device = "device"  # torch on the training device (no workers needed)
+
+
+class OnError(Vocab):
+    """What a reader does with a malformed line or row (``data.on_error``; ``recframe.data.report``)."""
+
+    skip = "skip"  # drop it, count it per kind, describe the first few
+    error = "error"  # stop at the first, naming file:line and the field
+
+
+class IdMapping(Vocab):
+    """How a raw categorical value becomes a table row (``data.id_mapping``; row 0 is "missing")."""
+
+    modulo = "modulo"  # 1 + hash(value) % (rows - 1): no vocabulary pass
+    vocab = "vocab"  # rows by count in the training rows; rare values share an out-of-vocabulary row
+
+
+class DenseTransform(Vocab):
+    """What is applied to a dense column before training (a spec's ``dense.<f>.transform``)."""
+
+    none = "none"
+    log1p = "log1p"  # log(1 + max(x, 0))
+
+
+class TableFormat(Vocab):
+    """The file format of a tabular source (``data.format``)."""
+
+    auto = "auto"  # Parquet for .parquet/.pq, else CSV
+    csv = "csv"
+    parquet = "parquet"  # needs pip install recframe[parquet]

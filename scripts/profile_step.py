@@ -60,12 +60,12 @@ class PhaseClock:
 
 def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
     """The phased plain loop; returns ms per step per phase (host and device) and the loop's wall ms/step."""
-    from recframe.config.schema import MatmulPrecision
     from recframe.training.builders import build_datamodule, build_model
     from recframe.training.checks import compose_config
     from recframe.training.dense_optimizers import build_dense_optimizer
     from recframe.training.module import dense_parameters
     from recframe.training.objectives import training_loss
+    from recframe.vocab import MatmulPrecision
 
     cfg = compose_config(["run_dir=unused", *overrides])
     cuda = cfg.trainer.accelerator == "gpu"

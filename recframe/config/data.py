@@ -7,23 +7,16 @@ Example:
     >>> from omegaconf import OmegaConf
     >>> cfg = OmegaConf.structured(SyntheticDataConfig)
     >>> cfg.kind, cfg.generate_on
-    ('synthetic', <GenerateOn.auto: 'auto'>)
+    ('synthetic', 'auto')
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
 from omegaconf import MISSING
 
-
-class GenerateOn(str, Enum):
-    """Where synthetic batches are made."""
-
-    auto = "auto"  # on the training device when it is a GPU, else on the host
-    host = "host"  # numpy on the host (DataLoader workers can share the work)
-    device = "device"  # torch on the training device (no workers needed)
+from recframe.vocab import DenseTransform, GenerateOn, IdMapping, OnError, TableFormat
 
 
 @dataclass
@@ -72,9 +65,9 @@ class CriteoTsvDataConfig:
     test_path: str | None = None  # a test file, evaluated once after training (test/* in metrics.json); None: none
     shuffle: bool = True  # shuffle the training rows every epoch (False: file order)
     seed: int = 1234  # seed of the per-epoch shuffles
-    id_mapping: str = "modulo"  # value -> table row: modulo (1 + v % (rows-1)) | vocab (by count); row 0: missing
+    id_mapping: IdMapping = IdMapping.modulo  # value -> table row: modulo (1 + v % (rows-1)) | vocab (by count)
     vocab_threshold: int = 1  # vocab: values seen fewer times in the training rows share the out-of-vocabulary row 1
-    on_error: str = "skip"  # malformed lines: skip (count per kind, log the first) | error (stop at the first)
+    on_error: OnError = OnError.skip  # malformed lines: skip (count per kind, log the first) | error (stop)
     max_reported_errors: int = 5  # malformed lines described (file:line: field) per kind in the log
     pad_short_rows: bool = False  # read lines with fewer fields as having trailing empty fields (stripped exports)
 
@@ -93,7 +86,7 @@ class CriteoBinaryDataConfig:
     test_path: str | None = None  # a test directory, evaluated once after training (test/* in metrics.json)
     shuffle: bool = True  # shuffle the training rows every epoch (False: input order)
     seed: int = 1234  # seed of the per-epoch shuffles
-    id_mapping: str = "modulo"  # must match the directory: modulo (raw or --hash-size) | vocab (--vocab-threshold)
+    id_mapping: IdMapping = IdMapping.modulo  # as the directory was made: modulo (raw, --hash-size) | vocab
     vocab_threshold: int = 1  # vocab: the --vocab-threshold the directory was made with (checked)
     shuffle_batches: bool = False  # shuffle: permute the order of contiguous batches (slices) instead of the rows
 
@@ -160,7 +153,7 @@ class TabularDataConfig:
     kind: str = "tabular"  # data source: tabular
     path: str = MISSING  # the CSV file (first row: column names) or Parquet file
     spec: str | None = None  # feature spec YAML file: label, dense and categorical columns (None: the features config)
-    format: str = "auto"  # auto (.parquet/.pq: Parquet, else CSV) | csv | parquet (needs pip install recframe[parquet])
+    format: TableFormat = TableFormat.auto  # auto (by suffix: .parquet/.pq Parquet, else CSV) | csv | parquet
     batch_size: int = 256  # samples per batch per rank
     num_workers: int = 0  # DataLoader worker processes (started per epoch)
     pin_memory: bool = False  # page-locked batches (useful with GPUs)
@@ -168,14 +161,14 @@ class TabularDataConfig:
     positive_threshold: float | None = None  # label = value >= this (e.g. 4 for ratings); None: the column is 0/1
     columns: dict[str, str] = field(default_factory=dict)  # feature name -> column name where they differ
     delimiter: str = ","  # field separator
-    dense_transform: str = "log1p"  # dense columns: none | log1p (log(1 + max(x, 0))); empty -> 0 first
+    dense_transform: DenseTransform = DenseTransform.log1p  # dense columns: none | log1p (log(1 + max(x, 0)))
     multi_value_separator: str = ""  # splits categorical fields into bags of ids, e.g. "|" ("": one id per field)
-    id_mapping: str = "modulo"  # value -> table row: modulo (1 + hash % (rows-1)) | vocab (by count); row 0: missing
+    id_mapping: IdMapping = IdMapping.modulo  # value -> table row: modulo (1 + hash % (rows-1)) | vocab (by count)
     vocab_threshold: int = 1  # vocab: values seen fewer times in the training rows share the out-of-vocabulary row 1
     val_fraction: float = 0.1  # the last fraction of valid rows (file order) is the validation set
     val_path: str | None = None  # a validation file of its own (then val_fraction is unused); None: val_fraction
     test_path: str | None = None  # a test file, evaluated once after training (test/* in metrics.json); None: none
     shuffle: bool = True  # shuffle the training rows every epoch
     seed: int = 1234  # seed of the per-epoch shuffles
-    on_error: str = "skip"  # malformed rows: skip (count per kind, log the first) | error (stop at the first)
+    on_error: OnError = OnError.skip  # malformed rows: skip (count per kind, log the first) | error (stop at the first)
     max_reported_errors: int = 5  # malformed rows described (file:line: column) per kind in the log

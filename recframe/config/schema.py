@@ -15,14 +15,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
 
 from recframe.config.sharding import ShardingConfig
 from recframe.embedding.config import SparseOptimizer, TableConfig
-from recframe.vocab import Backend, IdPolicy, LrDecay, Pooling, WeightDtype
+from recframe.vocab import Backend, CudaGraph, IdPolicy, LrDecay, MatmulPrecision, Pooling, WeightDtype
 
 
 @dataclass
@@ -94,22 +93,6 @@ class OptimConfig:
     dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     gradient_clip_val: float | None = None  # clip the dense gradients' norm (None: off)
-
-
-class MatmulPrecision(str, Enum):
-    """float32 matrix products on GPUs (torch.set_float32_matmul_precision)."""
-
-    highest = "highest"  # full float32
-    high = "high"  # TF32 tensor cores (10-bit mantissa inputs, float32 accumulation)
-    medium = "medium"  # bf16 tensor cores
-
-
-class CudaGraph(str, Enum):
-    """Whether a GPU training step is one CUDA graph (``recframe.training.step_graph``)."""
-
-    auto = "auto"  # where nothing rules it out (one GPU, graph-safe embedding kernels, not 16-mixed)
-    on = "on"  # required: an error where something rules it out
-    off = "off"  # every step eager
 
 
 @dataclass

@@ -43,6 +43,7 @@ from recframe.data.criteo import KINDS, NUM_SPARSE, SPARSE_NAMES
 from recframe.data.in_memory import InMemorySource
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
+from recframe.vocab import IdMapping
 
 FORMAT = "recframe.criteo_binary"
 VERSION = 1
@@ -205,12 +206,13 @@ class CriteoBinarySource(InMemorySource):
 
     def _check(self, feature_map: dict[str, Any]) -> None:
         mode, where = feature_map["id_mode"], f"{self.path} (made with id mode {feature_map['id_mode']})"
-        if self.id_mapping == "vocab" and (mode != "vocab" or feature_map["vocab_threshold"] != self.vocab_threshold):
+        made_vocab = mode == IdMapping.vocab and feature_map["vocab_threshold"] == self.vocab_threshold
+        if self.id_mapping == IdMapping.vocab and not made_vocab:
             raise DataError(f"data.id_mapping=vocab data.vocab_threshold={self.vocab_threshold}, but {where}"
                             f"{', threshold ' + str(feature_map['vocab_threshold']) if mode == 'vocab' else ''}: "
                             f"preprocess with --vocab-threshold {self.vocab_threshold}, or set data.id_mapping and "
                             "data.vocab_threshold to match the directory")
-        if self.id_mapping == "modulo" and mode == "vocab":
+        if self.id_mapping == IdMapping.modulo and mode == "vocab":
             raise DataError(f"data.id_mapping=modulo, but {where}: preprocess with --hash-size or without either "
                             "option (raw values), or set data.id_mapping=vocab")
         if mode == "hash":
@@ -242,7 +244,7 @@ class CriteoBinarySource(InMemorySource):
         columns, feature_map = open_columns(path)
         same = ["id_mode", "hash_size", "vocab_threshold"]
         if [feature_map.get(k) for k in same] != [self.feature_map.get(k) for k in same] or \
-                feature_map["id_mode"] == "vocab" and _vocab_bytes(path) != _vocab_bytes(self.path):
+                feature_map["id_mode"] == IdMapping.vocab and _vocab_bytes(path) != _vocab_bytes(self.path):
             raise DataError(f"data.{key}={path}: its ids do not mean what those of data.path={self.path} mean (id "
                             f"mode {feature_map['id_mode']} vs {self.feature_map['id_mode']}, or another vocabulary): "
                             "preprocess both without --vocab-threshold (raw ids) or with the same --hash-size")

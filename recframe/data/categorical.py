@@ -28,7 +28,6 @@ import numpy as np
 
 MISSING_ID = 0  # the row of an empty field, in every mode
 OOV_ID = 1  # vocab mode: the row of values outside the vocabulary
-ID_MAPPINGS = ("modulo", "vocab")  # the values of data.id_mapping
 
 
 def modulo_ids(values: np.ndarray, missing: np.ndarray, rows: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from recframe.config.problems import Problem
 from recframe.config.resolve import table_configs
 from recframe.data.report import DataError
 from recframe.data.spec import tabular_spec
+from recframe.vocab import TableFormat
 
 FILE_KINDS = ("criteo_tsv", "criteo_binary", "criteo_multihot", "movielens", "movielens_retrieval",
               "tabular")  # kinds with data.path
@@ -143,11 +144,11 @@ def _table_problems(cfg: DictConfig) -> list[Problem]:
 
 def _tabular_problems(cfg: DictConfig) -> list[Problem]:
     """``tabular``: the spec (or the features config) against the file's columns; the settings' values."""
-    from recframe.data.tabular import FORMATS, read_header
+    from recframe.data.tabular import read_header
 
     data, out = cfg.data, []
-    if data.format not in FORMATS:
-        return [*out, Problem("data.format", f"unknown format {data.format!r}", f"choose one of {list(FORMATS)}")]
+    if data.format not in TableFormat.choices():
+        return [Problem("data.format", f"unknown format {data.format!r}", f"choose one of {TableFormat.choices()}")]
     try:
         spec = tabular_spec(cfg)
     except DataError as error:

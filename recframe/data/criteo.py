@@ -43,7 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recframe.data.report import ON_ERROR, DataError, SkipReport
+from recframe.data.report import DataError, SkipReport
+from recframe.vocab import OnError
 
 NUM_DENSE = 13
 NUM_SPARSE = 26
@@ -203,8 +204,8 @@ def parse_criteo_bytes(data: bytes, source: str = "<bytes>", first_line: int = 1
     Returns:
         The valid rows and the report of skipped lines.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}: choose one of {list(ON_ERROR)}")
+    if problem := OnError.problem("on_error", on_error):
+        raise ValueError(problem)
     report = SkipReport(KINDS, max_examples)
     if first_line == 1 and data.startswith(BOM):
         data = data[len(BOM):]
@@ -264,7 +265,7 @@ def parse_criteo_bytes(data: bytes, source: str = "<bytes>", first_line: int = 1
         field_of[rows[bad_rows]] = first_bad[bad_rows]
         position = {int(rows[i]): int(i) for i in np.flatnonzero(bad_rows)}  # line -> index in rows
         counts = np.bincount(kind[kind >= 0], minlength=len(KINDS))
-        if on_error == "error":
+        if on_error == OnError.error:
             examples = np.flatnonzero(kind >= 0)[:1]
         else:  # the first few lines of each kind, in file order
             examples = np.sort(np.concatenate([np.flatnonzero(kind == k)[:max_examples] for k in range(len(KINDS))]))
@@ -277,7 +278,7 @@ def parse_criteo_bytes(data: bytes, source: str = "<bytes>", first_line: int = 1
                 bounds = (int(field_start[i, f]), int(field_end[i, f]))
             message = _describe(buf, name, f, first_line + int(line), source, int(ntabs[line]), bounds, has_label,
                                 num_fields)
-            if on_error == "error":
+            if on_error == OnError.error:
                 raise DataError(f"{message}; fix or remove the line, or set data.on_error=skip to skip and count "
                                 "malformed lines")
             report.add(name, message, count=0)

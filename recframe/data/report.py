@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 
 from recframe.errors import RecframeError
 
-ON_ERROR = ("skip", "error")  # the values of data.on_error
-
 
 class DataError(RecframeError, ValueError):
     """A malformed input line with ``data.on_error=error``; the message names file, line and field."""

@@ -23,13 +23,13 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import IterableDataset
 
-from recframe.config.data import GenerateOn
 from recframe.config.resolve import feature_rows, tasks
 from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
 from recframe.data.synthetic_dataset import BatchRequest, SyntheticDataset
 from recframe.data.synthetic_device import DeviceSynthesizer
 from recframe.data.synthetic_retrieval import SyntheticRetrieval, SyntheticRetrievalConfig
 from recframe.registry import Registry
+from recframe.vocab import GenerateOn
 
 # Validation batches are drawn from this batch index on: far from any training position. A multiple
 # of every world size up to 16 (720720 = lcm(1..16)), so that N ranks with num_val_batches / N each

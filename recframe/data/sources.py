@@ -21,11 +21,12 @@ from omegaconf import DictConfig
 
 from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns
-from recframe.data.categorical import ID_MAPPINGS, Vocabulary, modulo_ids
+from recframe.data.categorical import Vocabulary, modulo_ids
 from recframe.data.criteo import NUM_SPARSE, CriteoRows, read_criteo_tsv
 from recframe.data.in_memory import InMemorySource
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
+from recframe.vocab import IdMapping
 
 
 def split_rows(num_rows: int, val_fraction: float) -> int:
@@ -60,8 +61,8 @@ class CriteoTsvSource(InMemorySource):
         if len(keys) != NUM_SPARSE or len(table_rows) != NUM_SPARSE:
             raise ValueError(f"CriteoTsvSource: Criteo has {NUM_SPARSE} categorical features, got {len(keys)} keys "
                              f"and {len(table_rows)} table sizes")
-        if id_mapping not in ID_MAPPINGS:
-            raise ValueError(f"CriteoTsvSource: id_mapping={id_mapping!r}; choose one of {list(ID_MAPPINGS)}")
+        if problem := IdMapping.problem("CriteoTsvSource: id_mapping", id_mapping):
+            raise ValueError(problem)
         self.path, self.keys, self.table_rows = path, list(keys), [int(r) for r in table_rows]
         self.batch_size, self.val_fraction, self.shuffle, self.seed = batch_size, val_fraction, shuffle, seed
         self.id_mapping, self.vocab_threshold = id_mapping, vocab_threshold
@@ -93,7 +94,7 @@ class CriteoTsvSource(InMemorySource):
         ids = np.empty(rows.categorical.shape, dtype=np.int32 if max(self.table_rows) < 2**31 else np.int64)
         for j, table_rows in enumerate(self.table_rows):
             values, missing = rows.categorical[:, j], rows.missing[:, j]
-            if self.id_mapping == "modulo":
+            if self.id_mapping == IdMapping.modulo:
                 ids[:, j] = modulo_ids(values, missing, table_rows)
             else:
                 train = slice(0, self.num_train)
@@ -107,7 +108,7 @@ class CriteoTsvSource(InMemorySource):
 
     def report(self) -> dict[str, float]:
         out = self.split_sizes()
-        if self.id_mapping == "vocab":
+        if self.id_mapping == IdMapping.vocab:
             out["data/vocab_rows"] = int(sum(self.vocab_rows))
             out["data/vocab_truncated_values"] = self.vocab_truncated
         out.update(self.skipped.metrics())

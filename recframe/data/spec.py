@@ -39,10 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from recframe.data.report import DataError
+from recframe.vocab import DenseTransform, IdMapping
 
 DTYPES = ("string", "int", "hex")  # how a categorical field's text becomes a 64-bit value
-MAPPINGS = ("modulo", "vocab")
-TRANSFORMS = ("none", "log1p")
 
 
 @dataclass
@@ -91,8 +90,8 @@ class SpecDefaults:
 
     label: str = "label"
     positive_threshold: float | None = None
-    dense_transform: str = "log1p"
-    id_mapping: str = "modulo"
+    dense_transform: DenseTransform = DenseTransform.log1p
+    id_mapping: IdMapping = IdMapping.modulo
     vocab_threshold: int = 1
     multi_value_separator: str = ""
 
@@ -143,13 +142,12 @@ class FeatureSpec:
 
     def problems(self) -> list[str]:
         """What is wrong with the settings (empty when fine)."""
-        out = [f"dense.{d.feature}.transform: {d.transform!r} is not one of {list(TRANSFORMS)}"
-               for d in self.dense if d.transform not in TRANSFORMS]
+        out = [p for d in self.dense if (p := DenseTransform.problem(f"dense.{d.feature}.transform:", d.transform))]
         for s in self.sparse:
             if s.dtype not in DTYPES:
                 out.append(f"categorical.{s.feature}.dtype: {s.dtype!r} is not one of {list(DTYPES)}")
-            if s.mapping not in MAPPINGS:
-                out.append(f"categorical.{s.feature}.mapping: {s.mapping!r} is not one of {list(MAPPINGS)}")
+            if problem := IdMapping.problem(f"categorical.{s.feature}.mapping:", s.mapping):
+                out.append(problem)
             if s.vocab_threshold < 1:
                 out.append(f"categorical.{s.feature}.vocab_threshold: must be >= 1, got {s.vocab_threshold}")
             if s.max_values < 1:

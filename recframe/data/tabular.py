@@ -62,27 +62,27 @@ from recframe.data.table_parse import (
     parse_floats,
     stable_hash,
 )
+from recframe.vocab import DenseTransform, IdMapping, OnError, TableFormat
 
 __all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
 
 KINDS = ("short_row", "long_row", "unclosed_quote", "bad_encoding", "huge_field", "bad_label", "bad_dense",
          "bad_categorical", "long_bag", "truncated")
-FORMATS = ("auto", "csv", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def table_format(path: str | Path, fmt: str = "auto") -> str:
     """``csv`` or ``parquet``: ``fmt``, or by the suffix of ``path`` when ``fmt`` is ``auto``."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}; choose one of {list(FORMATS)}")
-    if fmt != "auto":
-        return fmt
-    return "parquet" if Path(path).suffix.lower() in PARQUET_SUFFIXES else "csv"
+    if problem := TableFormat.problem("format", fmt):
+        raise ValueError(problem)
+    if fmt != TableFormat.auto:
+        return TableFormat(fmt)
+    return TableFormat.parquet if Path(path).suffix.lower() in PARQUET_SUFFIXES else TableFormat.csv
 
 
 def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> list[str]:
     """The column names of a table file: a CSV file's first row, or a Parquet file's schema."""
-    if table_format(path, fmt) == "parquet":
+    if table_format(path, fmt) == TableFormat.parquet:
         return list(import_pyarrow_parquet().read_schema(path).names)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: without a byte-order mark
@@ -132,14 +132,14 @@ class TabularSource(InMemorySource):
         self.num_train = 0
 
     def _where(self, line: int) -> str:
-        return f"{self.reading}:{line}" if self.format == "csv" else f"{self.reading}: row {line}"
+        return f"{self.reading}:{line}" if self.format == TableFormat.csv else f"{self.reading}: row {line}"
 
     def _read(self, path: str) -> tuple[np.ndarray, np.ndarray, list[Bags]]:
         """Labels, dense values and categorical bags of the valid rows of ``path`` (problems counted or raised)."""
         spec = self.spec
         self.reading, self.format = path, table_format(path, self.fmt)
         wanted = [*spec.labels, *(d.column for d in spec.dense), *(s.column for s in spec.sparse)]
-        raw = read_csv_table(path, self.delimiter, wanted) if self.format == "csv" else \
+        raw = read_csv_table(path, self.delimiter, wanted) if self.format == TableFormat.csv else \
             read_parquet_table(path, wanted)
         absent = [c for c in dict.fromkeys(wanted) if c not in raw.header]
         if absent:
@@ -160,7 +160,7 @@ class TabularSource(InMemorySource):
         dense = np.zeros((raw.lines.size, len(spec.dense)), np.float32)
         for k, d in enumerate(spec.dense):
             values, bad = parse_floats(raw.fields[d.column], empty=0.0)
-            if d.transform == "log1p":
+            if d.transform == DenseTransform.log1p:
                 values = np.log1p(np.maximum(values, 0))
             with np.errstate(over="ignore", invalid="ignore"):
                 dense[:, k] = values  # float32, the training dtype: checked after the cast (1e39 becomes inf)
@@ -200,7 +200,7 @@ class TabularSource(InMemorySource):
         for c, (_, _, bad, _) in enumerate(checks):
             first[(first < 0) & bad] = c
         bad_rows = np.flatnonzero(first >= 0)
-        if self.on_error == "error":
+        if self.on_error == OnError.error:
             found = [(line, message) for line, _, message in raw.problems]
             if bad_rows.size:
                 row = int(bad_rows[0])
@@ -238,7 +238,7 @@ class TabularSource(InMemorySource):
             values, has = b.matrix(width)
             keep = has.copy()
             keep[~has.any(axis=1), 0] = True  # a missing field is a bag of one id: row 0
-            if s.mapping == "modulo":
+            if s.mapping == IdMapping.modulo:
                 mapped = modulo_ids(values, ~has, self.table_rows[s.feature])
             else:
                 vocab = Vocabulary.build(values[: self.num_train][has[: self.num_train]], s.vocab_threshold,

@@ -142,10 +142,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     from pytorch_lightning.callbacks import TQDMProgressBar
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from recframe.config.schema import MatmulPrecision
     from recframe.training.callbacks import ConfigToTensorBoard, TableStats, Throughput
     from recframe.training.checkpoint.callback import StepCheckpoint
     from recframe.training.checkpoint.plugin import DistributedCheckpointIO
+    from recframe.vocab import MatmulPrecision
 
     t = cfg.trainer
     world = t.devices * t.num_nodes

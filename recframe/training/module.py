@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from recframe.config.schema import CudaGraph, OptimConfig
+from recframe.config.schema import OptimConfig
 from recframe.embedding.protocol import EmbeddingModule
 from recframe.sparse import Batch
 from recframe.training.dense_optimizers import build_dense_optimizer
@@ -35,6 +35,7 @@ from recframe.training.objectives import Objective, training_loss
 from recframe.training.schedule import build_scheduler
 from recframe.training.step_graph import GraphedStep, graph_blockers
 from recframe.training.step_scalars import StepScalars
+from recframe.vocab import CudaGraph
 
 log = logging.getLogger("recframe")
 

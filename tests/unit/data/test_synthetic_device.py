@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from recframe.config.data import GenerateOn
 from recframe.data.prefetch import DevicePrefetcher
 from recframe.data.source import SyntheticSource
 from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
@@ -15,6 +14,7 @@ from recframe.data.synthetic_device import DeviceSynthesizer, hash_uniforms
 from recframe.data.synthetic_hash import hash_uniforms as host_hash_uniforms
 from recframe.data.synthetic_hash import zipf_ids
 from recframe.training.datamodule import RecDataModule
+from recframe.vocab import GenerateOn
 
 CPU = torch.device("cpu")
 MULTI_HOT = SyntheticConfig(num_dense_features=5, table_sizes=(50, 1000, 7, 30_000), ids_per_feature=(1, 3, 2, 9))

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from recframe.config.compose import compose_config
-from recframe.config.schema import CudaGraph
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
 from recframe.sparse import Batch, KeyedJaggedTensor
 from recframe.training.builders import build_model, build_objective
 from recframe.training.module import RecModule
 from recframe.training.step_graph import graph_blockers
+from recframe.vocab import CudaGraph
 
 CUDA = torch.device("cuda")
 
