@@ -20,13 +20,43 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from recframe.config.resolve import sparse_optimizer, table_configs
+from recframe.config.sharding import TopologyConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import TableWorkload
 from recframe.distributed.planner.planner import Planner, TableConstraint
 from recframe.distributed.planner.report import PlanReport
-from recframe.distributed.planner.topology import topology_from_config
+from recframe.distributed.planner.topology import GB, PlanningError, Topology, detect_device_and_memory
 from recframe.embedding.config import TableConfig, table_optimizer
-from recframe.vocab import Pooling, ShardingMode
+from recframe.vocab import Pooling, ShardingMode, TopologyDevice
+
+
+def topology_from_config(topology_cfg: TopologyConfig, world_size: int, local_world_size: int,
+                         accelerator: str) -> Topology:
+    """A Topology from ``cfg.sharding.topology`` (configured values override detected ones).
+
+    Args:
+        topology_cfg: the ``sharding.topology`` node (recframe.config.sharding.TopologyConfig).
+        world_size: ranks in all.
+        local_world_size: ranks per node, unless the config sets it.
+        accelerator: ``trainer.accelerator``.
+
+    Example:
+        >>> from recframe.config.sharding import TopologyConfig
+        >>> topology_from_config(TopologyConfig(memory_per_rank_gb=80), 8, 8, "gpu").memory_per_rank_bytes
+        80000000000
+    """
+    t = topology_cfg
+    local = t.local_world_size if t.local_world_size is not None else local_world_size
+    device, detected = detect_device_and_memory(accelerator if t.device == TopologyDevice.auto else t.device, local)
+    memory = int(t.memory_per_rank_gb * GB) if t.memory_per_rank_gb is not None else detected
+    if memory is None:
+        raise PlanningError(f"the tables are to live on GPUs (trainer.accelerator={accelerator}, "
+                            f"sharding.topology.device={t.device}) but this machine has no CUDA device to measure "
+                            "their memory: set sharding.topology.memory_per_rank_gb (e.g. 80 for H100 80GB)")
+    return Topology(world_size=world_size, local_world_size=local, memory_per_rank_bytes=memory,
+                    reserved_fraction=t.reserved_fraction, intra_node_bw=t.intra_node_bw_gbps * GB,
+                    inter_node_bw=t.inter_node_bw_gbps * GB, hbm_bw=t.hbm_bw_gbps * GB, ddr_bw=t.ddr_bw_gbps * GB,
+                    device=device)
 
 
 def planned_world(cfg: DictConfig) -> tuple[int, int]:

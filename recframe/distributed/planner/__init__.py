@@ -15,7 +15,7 @@ Example:
 from recframe.distributed.planner.cost import OptionCost, TableWorkload, option_cost
 from recframe.distributed.planner.planner import Planner, PlanResult, TableConstraint
 from recframe.distributed.planner.report import PlanReport
-from recframe.distributed.planner.topology import PlanningError, Topology, topology_from_config
+from recframe.distributed.planner.topology import PlanningError, Topology
 
 __all__ = ["OptionCost", "PlanReport", "PlanResult", "Planner", "PlanningError", "TableConstraint", "TableWorkload",
-           "Topology", "option_cost", "topology_from_config"]
+           "Topology", "option_cost"]

@@ -20,10 +20,9 @@ from recframe.distributed.planner import (
     TableWorkload,
     Topology,
     option_cost,
-    topology_from_config,
 )
 from recframe.training.checks import check_config
-from recframe.training.planning import make_plan, table_workloads
+from recframe.training.planning import make_plan, table_workloads, topology_from_config
 
 GB = 10**9
 # 1000 x 16 fp32 with rowwise Adagrad, one feature with 2 ids per sample; batch 10 per rank.
