@@ -204,3 +204,20 @@ class TableFormat(Vocab):
     auto = "auto"  # Parquet for .parquet/.pq, else CSV
     csv = "csv"
     parquet = "parquet"  # needs pip install recframe[parquet]
+
+
+class Quantize(Vocab):
+    """How an exported model stores its tables (``recframe export quantize=``; ``recframe.serving.quantize``)."""
+
+    none = "none"  # the trained fp32 rows
+    fp16 = "fp16"  # half precision: 2 bytes a value
+    int8 = "int8"  # 1 byte a value, a float32 scale and bias per row (fbgemm's 8-bit rowwise layout)
+    int4 = "int4"  # 2 values a byte, a float16 scale and bias per row (fbgemm's 4-bit rowwise layout)
+
+
+class ExportFormat(Vocab):
+    """What ``recframe export format=`` writes (``recframe.training.export``)."""
+
+    eager = "eager"  # torch.save of the unsharded model's weights and config: needs recframe to load
+    exported = "exported"  # a torch.export program (.pt2): torch.export.load runs it without recframe
+    aoti = "aoti"  # an AOTInductor package (.pt2): compiled kernels, loads without recframe (Python or C++)
