@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,13 +31,28 @@ from contextlib import contextmanager
 from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.problems import Check, Problem
-from recframe.config.store import CONFIG_DIR, register_schemas
+from recframe.config.store import CONFIG_DIR, CONFIG_SEARCH_PATH, register_schemas
 from recframe.config.validate import validate
 
 # Command-line flags of Hydra's own that take a value (they are not overrides).
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--experimental-rerun"}
 _FLAGS_WITH_OPTIONAL_VALUE = {"--info", "-i"}
+
+
+def config_dir(args: list[str]) -> str | None:
+    """The user's config folder of a command line (``--config-dir DIR``, ``-cd DIR``, ``--config-dir=DIR``), if any.
+
+    Example:
+        >>> config_dir(["--config-dir", "my_configs", "+experiment=mine"]), config_dir(["+experiment=dlrm"])
+        ('my_configs', None)
+    """
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config-dir="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def split_command_line(args: list[str]) -> tuple[list[str], bool]:
@@ -78,12 +94,27 @@ def _first_of_sweeps(overrides: list[str]) -> list[str]:
 
 
 @contextmanager
-def _hydra_context() -> Iterator[None]:
-    from hydra import initialize_config_dir
+def _hydra_context(user_dir: str | None = None) -> Iterator[None]:
+    """Hydra set up as ``recframe train`` sets it up: recframe's configs (``pkg://recframe.configs``) behind the
+    user's ``--config-dir`` if given (a ``hydra.searchpath`` override is read by Hydra's composition itself)."""
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     register_schemas()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    backup = get_gh_backup()
+    version.setbase("1.3")
+    search_path = create_automatic_config_search_path(None, None, CONFIG_SEARCH_PATH)
+    if user_dir is not None:  # where hydra.main puts --config-dir: before every other source
+        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(user_dir)}",
+                            anchor=SearchPathQuery(provider="schema"))
+    Hydra.create_main_hydra2("recframe", search_path)
+    try:
         yield
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
@@ -95,6 +126,11 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
 
 
 def _group_options(group: str) -> list[str]:
+    """The options of a config group in every folder of the search path (recframe's and the user's)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
     folder = CONFIG_DIR / group
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
@@ -188,7 +224,7 @@ def added_key_problems(overrides: list[str], cfg: DictConfig) -> list[Problem]:
     out = []
     for parsed in OverridesParser.create().parse_overrides(overrides):
         key = str(parsed.key_or_group)
-        group = parsed.package is not None or "/" in key or (CONFIG_DIR / key).is_dir() or key == "hydra" \
+        group = parsed.package is not None or "/" in key or bool(_group_options(key)) or key == "hydra" \
             or key.startswith("hydra.")
         fix = _added_key(key, cfg) if (parsed.is_add() or parsed.is_force_add()) and not group else None
         if fix is not None:
@@ -228,12 +264,17 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
         overrides = _first_of_sweeps(overrides)
     except Exception as error:  # a syntax error in an override
         return [Problem(" ".join(overrides), str(error).strip().splitlines()[0])]
-    with _hydra_context():
+    user_dir = config_dir(args)
+    if user_dir is not None and not os.path.isdir(user_dir):
+        return [Problem("--config-dir", f"no such folder: {os.path.abspath(user_dir)}")]
+    with _hydra_context(user_dir):
         cfg, error = _try_compose(overrides, config_name)
         if cfg is not None:
             return added_key_problems(overrides, cfg) + validate(cfg, owner_checks)
-        # Find each bad override: group selections first (they change which keys exist).
-        ordered = sorted(overrides, key=lambda o: "." in o.partition("=")[0])
+        # Find each bad override: the search path first (it changes which options exist), then group selections
+        # (they change which keys exist).
+        ordered = sorted(overrides, key=lambda o: (o.partition("=")[0].lstrip("+~") != "hydra.searchpath",
+                                                   "." in o.partition("=")[0]))
         kept: list[str] = []
         problems: list[Problem] = []
         for override in ordered:

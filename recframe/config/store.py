@@ -12,13 +12,17 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 
 from recframe.config import data, schema, sharding
 from recframe.models import MODELS
 
-# configs/ lives at the repository top; recframe/configs points at it (and ships in the wheel).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# configs/ lives at the repository top and is the package recframe.configs (setup.py maps it at build time, so
+# the wheel ships it; an editable install maps it through setuptools' finder). Hydra reads it as CONFIG_SEARCH_PATH.
+CONFIG_MODULE = "recframe.configs"
+CONFIG_SEARCH_PATH = f"pkg://{CONFIG_MODULE}"
+CONFIG_DIR = Path(importlib.import_module(CONFIG_MODULE).__file__).parent
 
 SCHEMAS: dict[tuple[str | None, str], type] = {
     (None, "train_schema"): schema.TrainConfig,

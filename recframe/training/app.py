@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.problems import format_problems
-from recframe.config.store import CONFIG_DIR, register_schemas
+from recframe.config.store import CONFIG_SEARCH_PATH, register_schemas
 from recframe.data.resolvers import register_resolvers
 from recframe.errors import DEBUG_ENV, debug_enabled, reported
 from recframe.training.checks import find_problems
@@ -60,7 +60,7 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
     saved_argv = sys.argv
     sys.argv = [saved_argv[0], *args]
     try:
-        hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(reporting_job)()
+        hydra.main(config_path=CONFIG_SEARCH_PATH, config_name="train", version_base="1.3")(reporting_job)()
     finally:
         sys.argv = saved_argv
     return 0
