@@ -201,9 +201,10 @@ class DenseTransform(Vocab):
 class TableFormat(Vocab):
     """The file format of a tabular source (``data.format``)."""
 
-    auto = "auto"  # Parquet for .parquet/.pq, else CSV
+    auto = "auto"  # Parquet for .parquet/.pq, libsvm for .libsvm/.svm/.ffm, else CSV
     csv = "csv"
     parquet = "parquet"  # needs pip install recframe[parquet]
+    libsvm = "libsvm"  # lines of label field:id:value ... (libffm) or label key:value ... (libsvm)
 
 
 class Quantize(Vocab):

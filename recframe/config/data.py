@@ -151,9 +151,10 @@ class TabularDataConfig:
     """
 
     kind: str = "tabular"  # data source: tabular
-    path: str = MISSING  # the CSV file (first row: column names) or Parquet file
+    path: str = MISSING  # the CSV file (first row: column names), Parquet or libsvm file
     spec: str | None = None  # feature spec YAML file: label, dense and categorical columns (None: the features config)
-    format: TableFormat = TableFormat.auto  # auto (by suffix: .parquet/.pq Parquet, else CSV) | csv | parquet
+    format: TableFormat = TableFormat.auto  # auto (by suffix: .parquet/.pq, .libsvm/.svm/.ffm, else CSV) | csv
+    # | parquet | libsvm (lines of label field:id:value ... or label key:value ...: recframe/data/tabular.py)
     batch_size: int = 256  # samples per batch per rank
     num_workers: int = 0  # DataLoader worker processes (started per epoch)
     pin_memory: bool = False  # page-locked batches (useful with GPUs)

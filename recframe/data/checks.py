@@ -144,7 +144,7 @@ def _table_problems(cfg: DictConfig) -> list[Problem]:
 
 def _tabular_problems(cfg: DictConfig) -> list[Problem]:
     """``tabular``: the spec (or the features config) against the file's columns; the settings' values."""
-    from recframe.data.tabular import read_header
+    from recframe.data.tabular import read_header, table_format
 
     data, out = cfg.data, []
     if data.format not in TableFormat.choices():
@@ -154,6 +154,10 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
     except DataError as error:
         return [Problem("data.spec", str(error))]
     out += _task_problems(cfg, list(spec.labels))
+    if not OmegaConf.is_missing(data, "path") and table_format(data.path, data.format) == TableFormat.libsvm and \
+            len(spec.labels) != 1:
+        out.append(Problem("data.spec" if data.spec is not None else "data.label", f"{len(spec.labels)} label "
+                           f"columns {list(spec.labels)}, but a libsvm line has one label", "name one label column"))
     names = {"dense": [d.feature for d in spec.dense], "sparse": [s.feature for s in spec.sparse]}
     if data.spec is not None:
         for kind in ("dense", "sparse"):
@@ -171,7 +175,7 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
         if data.spec is not None:  # the spec names every column
             wanted = {"data.spec": [c for columns in wanted.values() for c in columns]}
         for key, columns in wanted.items():
-            absent = [c for c in columns if c not in header]
+            absent = [c for c in columns if header is not None and c not in header]  # libsvm: None, its reader checks
             if absent:
                 hint = "map a feature to a column with data.columns.<feature>=<column>" if data.spec is None \
                     else f"fix the columns named in {data.spec}"

@@ -1,8 +1,9 @@
-"""Reading a table file's fields: CSV (with its malformed rows located) and Parquet, for the tabular source.
+"""Reading a table file's fields: CSV (with its malformed rows located), Parquet and libsvm, for the tabular source.
 
-``read_csv_table`` and ``read_parquet_table`` return the wanted columns' fields as text (a Parquet list as a
-list of texts) with each row's line (CSV) or row number (Parquet), and the rows of another width than the
-header as problems; ``recframe.data.tabular`` parses the fields as its feature spec says.
+``read_csv_table``, ``read_parquet_table`` and ``read_libsvm_table`` return the wanted columns' fields as text
+(a Parquet list, or a libsvm field given several times in a line, as a list of texts) with each row's line
+(CSV, libsvm) or row number (Parquet), and the rows that could not be split into fields as problems;
+``recframe.data.tabular`` parses the fields as its feature spec says.
 
 Example:
     >>> import pathlib, tempfile
@@ -161,3 +162,83 @@ def read_parquet_table(path: str, wanted: Sequence[str]) -> RawTable:
     table = parquet.read(columns=present)
     fields = {name: _parquet_texts(table.column(name)) for name in present}
     return RawTable(header, fields, np.arange(1, table.num_rows + 1, dtype=np.int64), [])
+
+
+def _libsvm_entry(token: str) -> tuple[str, str, str] | None:
+    """``(column, id, value)`` of ``field:id:value``, ``(column, value, value)`` of ``key:value``; None if neither."""
+    parts = token.split(":")
+    if len(parts) == 3 and all(parts):
+        return parts[0], parts[1], parts[2]
+    if len(parts) == 2 and all(parts):
+        return parts[0], parts[1], parts[1]
+    return None
+
+
+def read_libsvm_table(path: str, label: str, dense: Sequence[str], categorical: Sequence[str]) -> RawTable:
+    """The label, ``dense`` and ``categorical`` columns of a libsvm file; malformed lines become problems.
+
+    A line is ``label entry entry ...`` (separated by spaces or tabs; ``#`` starts a comment to the line's end),
+    each entry ``field:id:value`` (libffm, field-aware: FuxiCTR's and many CTR data sets') or ``key:value``
+    (plain libsvm). The entry's first part names its column: a categorical column gets the entry's ``id``
+    (``key:value``: the value) as its field's text, several entries of the column in a line making a bag, and
+    the entry's value is not used (ids are unweighted); a dense column gets the entry's ``value``, one entry at
+    most. A column without an entry in a line is empty: a missing id (row 0), or the dense value 0 (libsvm
+    leaves zeros out). The first token is the label column, named ``label`` in the returned table. A column is
+    read as dense or as categorical, not both (``field:id:value`` holds two different things).
+
+    Problems: an entry that is neither form, or a second entry of a dense column in a line: ``bad_entry``; a line
+    that is not UTF-8: ``bad_encoding``; a last line without its newline (perhaps cut inside an entry):
+    ``truncated``. Blank and comment lines are ignored. The header is the label and every column seen.
+    """
+    both = sorted(set(dense) & set(categorical))
+    if both:
+        raise DataError(f"{path}: libsvm columns {both} are read as dense and as categorical: a libsvm field gives "
+                        "ids (categorical) or values (dense), not both; read each once in the feature spec")
+    wanted_dense, wanted_ids = set(dense), set(categorical)
+    labels: list[str] = []
+    values: dict[str, list[Field]] = {name: [] for name in [*dense, *categorical]}
+    numbers: list[int] = []
+    problems: list[tuple[int, str, str]] = []
+    seen: set[str] = set()
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                problems.append((number, "bad_encoding", f"{path}:{number}: byte {raw[e.start]:#04x} at column "
+                                 f"{e.start + 1} is not UTF-8: save the file as UTF-8"))
+                continue
+            tokens = text.partition("#")[0].split()
+            if not tokens:
+                continue
+            if not raw.endswith(b"\n"):
+                problems.append((number, "truncated", f"{path}:{number}: the last line has no line end, so it may "
+                                 "have been cut inside an entry (an interrupted copy or download); the line was not "
+                                 "read: if the file is complete, end it with a newline"))
+                continue
+            row: dict[str, Field] = {}
+            problem = ""
+            for token in tokens[1:]:
+                entry = _libsvm_entry(token)
+                if entry is None:
+                    problem = f"entry {token!r} is not field:id:value nor key:value"
+                    break
+                column, id_text, value = entry
+                seen.add(column)
+                if column in wanted_dense:
+                    if column in row:
+                        problem = f"dense column {column} has more than one entry ({token!r})"
+                        break
+                    row[column] = value
+                elif column in wanted_ids:
+                    held = row.get(column)
+                    row[column] = id_text if held is None else [*([held] if isinstance(held, str) else held), id_text]
+            if problem:
+                problems.append((number, "bad_entry", f"{path}:{number}: {problem}"))
+                continue
+            labels.append(tokens[0])
+            numbers.append(number)
+            for name, column_values in values.items():
+                column_values.append(row.get(name, ""))
+    header = [label, *sorted(seen, key=lambda c: (len(c), c))]
+    return RawTable(header, {label: labels, **values}, np.array(numbers, np.int64), problems)

@@ -1,4 +1,4 @@
-"""Any CSV or Parquet table as click data: data kind ``tabular``, described by a feature spec.
+"""Any CSV, Parquet or libsvm table as click data: data kind ``tabular``, described by a feature spec.
 
 The spec (``recframe.data.spec``: a YAML file given as ``data.spec``, or the features config)
 says which column is the label, which are dense and which categorical. Each dense feature reads
@@ -13,20 +13,27 @@ Criteo reader), then a table row by modulo or by a vocabulary of the training ro
 with several label columns makes labels of shape ``[rows, tasks]`` (one task each).
 The last ``val_fraction`` of the valid rows validate.
 
-Formats: CSV with a header row (Python's ``csv`` module: quoting works) and Parquet (pyarrow,
-the optional extra ``recframe[parquet]``), chosen by ``format`` (``auto``: by the file suffix,
-``.parquet``/``.pq`` is Parquet). Fields are parsed column by column (``recframe.data.table_parse``).
+Formats: CSV with a header row (Python's ``csv`` module: quoting works), Parquet (pyarrow,
+the optional extra ``recframe[parquet]``) and libsvm, chosen by ``format`` (``auto``: by the file suffix,
+``.parquet``/``.pq`` is Parquet, ``.libsvm``/``.svm``/``.ffm`` libsvm). A libsvm line is ``label
+field:id:value ...`` (libffm) or ``label key:value ...``: the first part of an entry names its column; a
+categorical feature reading it gets the ``id`` (``key:value``: the value; several entries: a bag; the value of
+a ``field:id:value`` entry is not used), a dense feature its ``value`` (no entry: 0); the label is the first
+token, read as the spec's label column (one; ``-1``/``+1`` labels: ``positive_threshold: 0.5``); see
+``recframe.data.table_files.read_libsvm_table``. Fields are parsed column by column
+(``recframe.data.table_parse``).
 
-Malformed rows (a CSV row with another number of fields than the header, a CSV row with an unclosed quote:
-``unclosed_quote``, counted on its first line, the lines it ran over read again; a line that is not UTF-8:
-``bad_encoding``; a field longer than ``csv.field_size_limit()``: ``huge_field``; a dense value that is not
-a finite number, a categorical value that is not of its dtype, a bad label, a field with more values than
-its feature's ``max_values``: ``long_bag``, as bags are padded to the longest one kept) are skipped and counted
-per kind, or stop the run naming file, line (CSV) or row (Parquet) and column (``on_error``). A dense value
-is checked after its transform and the cast to float32, the training dtype (``1e39`` is a finite float64 but
-not a float32: ``bad_dense``). A CSV row that ends on a last line without its newline may have been cut inside
-a field (an interrupted copy), so it is never read as a row: ``truncated``. A UTF-8 byte-order mark at the
-start of a CSV file (spreadsheet exports write one) is dropped.
+Malformed rows (a CSV row with another number of fields than the header, a libsvm entry that is not
+``field:id:value`` nor ``key:value`` or a dense column's second entry in a line: ``bad_entry``, a CSV row with
+an unclosed quote: ``unclosed_quote``, counted on its first line, the lines it ran over read again; a line
+that is not UTF-8: ``bad_encoding``; a field longer than ``csv.field_size_limit()``: ``huge_field``; a dense
+value that is not a finite number, a categorical value that is not of its dtype, a bad label, a field with
+more values than its feature's ``max_values``: ``long_bag``, as bags are padded to the longest one kept) are
+skipped and counted per kind, or stop the run naming file, line (CSV, libsvm) or row (Parquet) and column
+(``on_error``). A dense value is checked after its transform and the cast to float32, the training dtype
+(``1e39`` is a finite float64 but not a float32: ``bad_dense``). A CSV row (a libsvm line) ending on a last
+line without its newline may have been cut inside a field (an interrupted copy), so it is never read as a row:
+``truncated``. A UTF-8 byte-order mark at the start of a CSV file (spreadsheet exports write one) is dropped.
 
 Example:
     >>> from recframe.data.spec import SpecDefaults, spec_from_config
@@ -52,7 +59,13 @@ from recframe.data.in_memory import InMemorySource
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
 from recframe.data.spec import FeatureSpec, tabular_spec
-from recframe.data.table_files import RawTable, import_pyarrow_parquet, read_csv_table, read_parquet_table
+from recframe.data.table_files import (
+    RawTable,
+    import_pyarrow_parquet,
+    read_csv_table,
+    read_libsvm_table,
+    read_parquet_table,
+)
 from recframe.data.table_parse import (
     Bags,
     bag_size,
@@ -67,21 +80,25 @@ from recframe.vocab import DenseTransform, IdMapping, OnError, TableFormat
 __all__ = ["TabularSource", "read_header", "stable_hash", "table_format"]
 
 KINDS = ("short_row", "long_row", "unclosed_quote", "bad_encoding", "huge_field", "bad_label", "bad_dense",
-         "bad_categorical", "long_bag", "truncated")
-PARQUET_SUFFIXES = (".parquet", ".pq")
+         "bad_categorical", "long_bag", "truncated", "bad_entry")
+SUFFIXES = {".parquet": TableFormat.parquet, ".pq": TableFormat.parquet, ".libsvm": TableFormat.libsvm,
+            ".svm": TableFormat.libsvm, ".ffm": TableFormat.libsvm}
 
 
 def table_format(path: str | Path, fmt: str = "auto") -> str:
-    """``csv`` or ``parquet``: ``fmt``, or by the suffix of ``path`` when ``fmt`` is ``auto``."""
+    """``csv``, ``parquet`` or ``libsvm``: ``fmt``, or by the suffix of ``path`` when ``fmt`` is ``auto``."""
     if problem := TableFormat.problem("format", fmt):
         raise ValueError(problem)
     if fmt != TableFormat.auto:
         return TableFormat(fmt)
-    return TableFormat.parquet if Path(path).suffix.lower() in PARQUET_SUFFIXES else TableFormat.csv
+    return SUFFIXES.get(Path(path).suffix.lower(), TableFormat.csv)
 
 
-def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> list[str]:
-    """The column names of a table file: a CSV file's first row, or a Parquet file's schema."""
+def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> list[str] | None:
+    """The column names of a table file: a CSV file's first row, or a Parquet file's schema (libsvm: None, its
+    columns are known once every line is read)."""
+    if table_format(path, fmt) == TableFormat.libsvm:
+        return None
     if table_format(path, fmt) == TableFormat.parquet:
         return list(import_pyarrow_parquet().read_schema(path).names)
     try:
@@ -94,15 +111,15 @@ def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> li
 
 
 class TabularSource(InMemorySource):
-    """A CSV or Parquet table read into memory as the spec says; the last ``val_fraction`` of rows validate, or
+    """A CSV, Parquet or libsvm table read into memory as the spec says; the last ``val_fraction`` of rows validate, or
     the rows of ``val_path`` (a table with the same columns); ``test_path``'s rows are a test set.
 
     Args:
-        path: the CSV or Parquet file.
+        path: the CSV, Parquet or libsvm file.
         spec: what the columns are.
         table_rows: rows of the table behind each sparse feature.
         batch_size: samples per batch per rank.
-        fmt: ``auto`` (by suffix), ``csv`` or ``parquet``.
+        fmt: ``auto`` (by suffix), ``csv``, ``parquet`` or ``libsvm``.
         delimiter: the CSV field separator.
         val_fraction: the last fraction of rows used for validation.
         shuffle: shuffle the training rows every epoch.
@@ -132,18 +149,26 @@ class TabularSource(InMemorySource):
         self.num_train = 0
 
     def _where(self, line: int) -> str:
-        return f"{self.reading}:{line}" if self.format == TableFormat.csv else f"{self.reading}: row {line}"
+        return f"{self.reading}: row {line}" if self.format == TableFormat.parquet else f"{self.reading}:{line}"
 
     def _read(self, path: str) -> tuple[np.ndarray, np.ndarray, list[Bags]]:
         """Labels, dense values and categorical bags of the valid rows of ``path`` (problems counted or raised)."""
         spec = self.spec
         self.reading, self.format = path, table_format(path, self.fmt)
         wanted = [*spec.labels, *(d.column for d in spec.dense), *(s.column for s in spec.sparse)]
-        raw = read_csv_table(path, self.delimiter, wanted) if self.format == TableFormat.csv else \
-            read_parquet_table(path, wanted)
+        if self.format == TableFormat.libsvm:
+            if len(spec.labels) != 1:
+                raise DataError(f"{path}: a libsvm line has one label, the spec names {list(spec.labels)}")
+            raw = read_libsvm_table(path, spec.labels[0], [d.column for d in spec.dense],
+                                    [s.column for s in spec.sparse])
+        elif self.format == TableFormat.csv:
+            raw = read_csv_table(path, self.delimiter, wanted)
+        else:
+            raw = read_parquet_table(path, wanted)
         absent = [c for c in dict.fromkeys(wanted) if c not in raw.header]
         if absent:
-            raise DataError(f"{path}: the table has no columns {absent}; it has {raw.header}: fix the feature "
+            has = raw.header if len(raw.header) <= 40 else [*raw.header[:40], f"... ({len(raw.header)} in all)"]
+            raise DataError(f"{path}: the table has no columns {absent}; it has {has}: fix the feature "
                             "spec (data.spec) or, without one, set data.label or map features to columns with "
                             "data.columns.<feature>=<column>")
         checks: list[tuple[str, str, np.ndarray, Any]] = []

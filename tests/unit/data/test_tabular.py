@@ -62,7 +62,7 @@ def test_malformed_rows_are_counted_or_stop_the_run(tmp_path: Path) -> None:
     assert len(source.columns) == 2 and source.columns.dense[:, 0].tolist() == pytest.approx([np.log1p(2.5), 0.0])
     assert source.skipped.counts == {"short_row": 1, "long_row": 1, "unclosed_quote": 0, "bad_encoding": 0,
                                      "huge_field": 0, "bad_label": 1, "bad_dense": 2, "bad_categorical": 0,
-                                     "long_bag": 0, "truncated": 0}
+                                     "long_bag": 0, "truncated": 0, "bad_entry": 0}
     assert source.skipped.examples["bad_dense"][0] == f"{path}:3: column x: 'abc' is not a finite number"
     assert source.columns.ids[:, 0].tolist() == [1 + stable_hash("a,b") % 9, 0]  # quoted comma; empty = missing
     with pytest.raises(DataError, match=rf"{path}:3: column x: 'abc' is not a finite number; fix or remove"):
