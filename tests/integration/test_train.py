@@ -67,10 +67,14 @@ def test_resume_continues_exactly(tiny: list[str], tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     first = run_recframe("train", *common, "trainer.max_steps=12", f"hydra.run.dir={straight}")
     assert first.returncode == 0, first.stderr[-3000:]
-    part = run_recframe("train", *common, "trainer.max_steps=8", f"hydra.run.dir={resumed}")
+    # The first part ends at step 6, between periodic checkpoints: it resumes from its end-of-run checkpoint, with
+    # a larger trainer.max_steps (issue 18: that run stopped at once, "max_epochs=1 reached", at step 6).
+    part = run_recframe("train", *common, "trainer.max_steps=6", f"hydra.run.dir={resumed}")
     assert part.returncode == 0, part.stderr[-3000:]
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step-4", "step-6"]
     rest = run_recframe("train", *common, "trainer.max_steps=12", f"hydra.run.dir={resumed}", "ckpt_path=last")
     assert rest.returncode == 0, rest.stderr[-3000:]
+    assert json.loads((resumed / "metrics.json").read_text())["global_step"] == 12, "resumed to a larger max_steps"
     a, b = scalars(straight)["train/loss"], scalars(resumed)["train/loss"]
     assert [s for s, _ in b] == list(range(12)), "the resumed run should continue the same event files"
     assert [v for _, v in a] == [v for _, v in b], "losses after resume must equal the uninterrupted run's"

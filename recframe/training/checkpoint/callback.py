@@ -2,6 +2,9 @@
 
 ``StepCheckpoint`` saves ``checkpoints/step-N`` through ``trainer.save_checkpoint`` (on every rank:
 the save is collective, see ``recframe.training.checkpoint``).
+The last step of a run that ends at ``trainer.max_steps`` is saved after its batch, inside the epoch,
+so that resuming it with a larger ``max_steps`` trains on; a run that ends otherwise (its epochs,
+early stopping) is saved at the end of training.
 
 SIGTERM (a scheduler's preemption, ``kill``, ``docker stop``): the handler only sets a flag. One
 process acts at the next step boundary. With several ranks, every ``sigterm_check_every_n_steps``
@@ -90,7 +93,11 @@ class StepCheckpoint(pl.Callback):
                            batch_idx: int) -> None:
         step = trainer.global_step
         terminating = self._terminating_at(trainer, step)
-        if terminating or (self.every_n_steps and step % self.every_n_steps == 0):
+        # The last step (max_steps) is saved here, inside the epoch, like every periodic checkpoint: saved in
+        # on_train_end, Lightning's loops would record the epoch as finished, and a resume with a larger
+        # trainer.max_steps would stop at once ("max_epochs=1 reached") instead of training on.
+        last = step == trainer.max_steps
+        if terminating or last or (self.every_n_steps and step % self.every_n_steps == 0):
             self.save(trainer)
         if terminating:
             log.warning("SIGTERM: wrote the checkpoint of step %d; stopping with exit code %d", step,

@@ -16,7 +16,7 @@ def test_flags_are_exchanged_every_n_steps_and_a_sigterm_stops_at_the_next_excha
     monkeypatch.setattr(checkpoint_callback.dist, "is_initialized", lambda: True)
     callback = StepCheckpoint(tmp_path, every_n_steps=0, sigterm_check_every_n_steps=4)
     exchanges: list[int] = []
-    trainer = SimpleNamespace(world_size=2, global_step=0)
+    trainer = SimpleNamespace(world_size=2, global_step=0, max_steps=-1)
     monkeypatch.setattr(callback, "_any_rank_terminating",
                         lambda t: exchanges.append(t.global_step) or callback.terminate_requested)
     saved: list[int] = []
