@@ -41,8 +41,9 @@ COMMANDS: dict[str, Command] = {
                      "recframe.training.app:train_command"),
     "eval": Command("evaluate a checkpoint on any world size and write metrics.json: recframe eval +experiment=... "
                     "ckpt_path=...", "recframe.training.evaluate:eval_command"),
-    "export": Command("write one unsharded model file for single-process eval/inference: recframe export "
-                      "ckpt=<run>/checkpoints/step-N out=model.pt", "recframe.training.export:export_command"),
+    "export": Command("write one unsharded model file (eager), or a serving program torch runs without recframe: "
+                      "recframe export ckpt=<run>/checkpoints/step-N out=model.pt [format=eager|exported|aoti] "
+                      "[quantize=none|fp16|int8|int4]", "recframe.training.export:export_command"),
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", "recframe.training.app:plan_command"),
     "preprocess": Command("convert raw data to recframe's binary layout: recframe preprocess criteo --input FILE... "

@@ -7,8 +7,13 @@ each table) and ``state_dict`` (the model's weights, every table whole; no optim
 :func:`load_exported` rebuilds the model through recframe's own builder, which picks the class by
 ``model.name`` among recframe's models: the file names no class or function to import.
 
+``format=exported`` and ``format=aoti`` write a serving program instead (``recframe.serving``): a
+``torch.export`` program or an AOTInductor package of ``(dense, values, lengths) -> probabilities``
+that torch runs without recframe, its tables as trained or quantized (``quantize=fp16|int8|int4``).
+
 Example:
     $ recframe export ckpt=outputs/run1/checkpoints/step-300 out=dlrm.pt
+    $ recframe export ckpt=outputs/run1/checkpoints/step-300 out=dlrm.pt2 format=aoti quantize=int8
 
     >>> model, cfg = load_exported("dlrm.pt")  # doctest: +SKIP
     >>> logits = model(batch)  # a recframe.sparse.Batch with cfg.features' dense and sparse features  # doctest: +SKIP
@@ -26,9 +31,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from recframe.errors import RecframeError
+from recframe.vocab import ExportFormat, Quantize
 
 FORMAT = "recframe-export/1"
-USAGE = "usage: recframe export ckpt=<run>/checkpoints/step-N out=<file.pt>"
+USAGE = ("usage: recframe export ckpt=<run>/checkpoints/step-N out=<file.pt | file.pt2> "
+         "[format=eager|exported|aoti] [quantize=none|fp16|int8|int4]")
+OPTIONS = ("ckpt", "out", "format", "quantize")
 
 
 class ExportWriteError(RecframeError, RuntimeError):
@@ -43,6 +51,23 @@ def _model_from_config(config_text: str, backend: str) -> tuple[nn.Module, DictC
     return build_model(cfg), cfg
 
 
+def trained_model(folder: Path) -> tuple[nn.Module, DictConfig, dict[str, torch.Tensor], int, str]:
+    """The unsharded model of checkpoint ``folder`` (torch backend): ``(model, cfg, state, global step, config)``.
+
+    Raises:
+        ValueError: the checkpoint is incomplete, or does not fit the model its config describes.
+    """
+    from recframe.training.checkpoint.reader import load
+
+    checkpoint, saved = load(folder, layout=None)
+    if not saved.get("config"):
+        raise ValueError(f"{folder} holds no run config: it cannot be exported")
+    model, cfg = _model_from_config(saved["config"], backend="torch")
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    model.load_state_dict(state)  # strict: every weight of the model is in the checkpoint, and nothing else
+    return model.eval(), cfg, state, int(checkpoint["global_step"]), saved["config"]
+
+
 def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
     """Write the unsharded export of checkpoint ``folder`` to ``out``; returns what was written.
 
@@ -55,19 +80,13 @@ def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
         ExportWriteError: ``out`` cannot be written (the message names it; nothing is left half-written).
     """
     from recframe.config.resolve import table_configs
-    from recframe.training.checkpoint.reader import load
     from recframe.training.files import write_atomic
 
-    checkpoint, saved = load(folder, layout=None)
-    if not saved.get("config"):
-        raise ValueError(f"{folder} holds no run config: it cannot be exported")
-    model, cfg = _model_from_config(saved["config"], backend="torch")
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-    model.load_state_dict(state)  # strict: every weight of the model is in the checkpoint, and nothing else
+    _, cfg, state, step, config = trained_model(folder)
     export = {
         "format": FORMAT,
-        "config": saved["config"],
-        "global_step": int(checkpoint["global_step"]),
+        "config": config,
+        "global_step": step,
         "features": {"dense": list(cfg.features.dense), "sparse": list(cfg.features.sparse)},
         "tables": [{k: v for k, v in dataclasses.asdict(t).items()
                     if k in ("name", "num_embeddings", "embedding_dim", "feature_names", "pooling")}
@@ -79,6 +98,25 @@ def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
     except OSError as error:
         raise ExportWriteError(f"cannot write {out}: {type(error).__name__}: {error}") from error
     return export
+
+
+def export_serving(folder: Path, out: Path, fmt: ExportFormat, quantize: Quantize) -> dict[str, Any]:
+    """Write the serving program of checkpoint ``folder`` (``recframe.serving.package``); returns its metadata.
+
+    Args:
+        folder: a ``checkpoints/step-N`` folder of any world size.
+        out: the ``.pt2`` file to write (atomically).
+        fmt: ``exported`` or ``aoti``.
+        quantize: how the tables are stored.
+    """
+    from recframe.serving.package import write_program
+    from recframe.serving.program import ServingModel
+
+    model, cfg, _, step, config = trained_model(folder)
+    serving = ServingModel(model, list(cfg.features.sparse), quantize)
+    meta = {"global_step": step, "dense_features": list(cfg.features.dense),
+            "tasks": [t.name for t in getattr(model, "tasks", ())], "config": config}
+    return write_program(serving, out, fmt, meta, num_dense=len(cfg.features.dense))
 
 
 def load_exported(path: str | Path, backend: str = "auto") -> tuple[nn.Module, DictConfig]:
@@ -104,22 +142,37 @@ def load_exported(path: str | Path, backend: str = "auto") -> tuple[nn.Module, D
 
 
 def export_command(args: list[str]) -> int:
-    """``recframe export ckpt=FOLDER out=FILE``."""
+    """``recframe export ckpt=FOLDER out=FILE [format=eager|exported|aoti] [quantize=none|fp16|int8|int4]``."""
     options = dict(a.split("=", 1) for a in args if "=" in a)
     problems = [f"{a!r} is not key=value" for a in args if "=" not in a]
-    problems += [f"unknown option {k!r} (options: ckpt, out)" for k in options if k not in ("ckpt", "out")]
+    problems += [f"unknown option {k!r} (options: {', '.join(OPTIONS)})" for k in options if k not in OPTIONS]
     problems += [f"{k}= is missing" for k in ("ckpt", "out") if k not in options]
+    fmt, quantize = options.get("format", ExportFormat.eager), options.get("quantize", Quantize.none)
+    problems += [p for p in (ExportFormat.problem("format", fmt), Quantize.problem("quantize", quantize)) if p]
+    if not problems and fmt == ExportFormat.eager and quantize != Quantize.none:
+        problems.append(f"quantize={quantize} needs format=exported or format=aoti (the eager file holds the "
+                        "trained weights)")
     if problems:
         print("recframe export: " + "; ".join(problems) + f"\n{USAGE}", file=sys.stderr)
         return 2
+    folder, out = Path(options["ckpt"]), Path(options["out"])
     try:
-        export = export_checkpoint(Path(options["ckpt"]), Path(options["out"]))
-    except ExportWriteError as error:
+        if fmt == ExportFormat.eager:
+            export = export_checkpoint(folder, out)
+        else:
+            meta = export_serving(folder, out, ExportFormat(fmt), Quantize(quantize))
+    except RecframeError as error:
         print(f"recframe export: {error}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"recframe export: {options['ckpt']}: {error}", file=sys.stderr)
         return 2
-    print(f"recframe export: wrote {options['out']} (step {export['global_step']}, {len(export['tables'])} tables, "
-          f"{sum(v.numel() for v in export['state_dict'].values())} weights)")
+    if fmt == ExportFormat.eager:
+        print(f"recframe export: wrote {out} (step {export['global_step']}, {len(export['tables'])} tables, "
+              f"{sum(v.numel() for v in export['state_dict'].values())} weights)")
+    else:
+        print(f"recframe export: wrote {out} ({fmt}, step {meta['global_step']}, tables {quantize}: "
+              f"{meta['table_bytes'] / 1e6:.1f} MB, file {out.stat().st_size / 1e6:.1f} MB); run it with "
+              + ("torch.export.load(path).module()" if fmt == ExportFormat.exported
+                 else "torch._inductor.aoti_load_package(path)") + "(dense, values, lengths)")
     return 0

@@ -33,7 +33,7 @@ LAYERS = {
     "embedding": 2,
     "models": 3,
     "config": 4,
-    "data": 5, "distributed": 5,
+    "data": 5, "distributed": 5, "serving": 5,
     "training": 6,
     "cli": 7,
     "__main__": 8,
