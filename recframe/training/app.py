@@ -31,6 +31,7 @@ from recframe.config.store import CONFIG_SEARCH_PATH, register_schemas
 from recframe.data.resolvers import register_resolvers
 from recframe.errors import DEBUG_ENV, debug_enabled, reported
 from recframe.training.checks import find_problems
+from recframe.training.devices import check_devices
 
 log = logging.getLogger("recframe")
 
@@ -240,6 +241,7 @@ def train_job(cfg: DictConfig) -> float | None:
 
     run_dir = Path(cfg.run_dir)
     _use_torchrun_world(cfg)
+    check_devices(cfg)  # trainer.accelerator=gpu without a GPU: one line, exit 2, before anything is built
     _check_plan(cfg)
     ckpt, resume_step = None, 0
     if cfg.ckpt_path is not None:
@@ -293,6 +295,7 @@ def bench_job(cfg: DictConfig) -> None:
             self.end = time.perf_counter()
 
     _use_torchrun_world(cfg)
+    check_devices(cfg)
     _check_plan(cfg)
     OmegaConf.set_struct(cfg, False)
     cfg.trainer.max_steps = cfg.bench.warmup_steps + cfg.bench.steps

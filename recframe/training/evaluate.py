@@ -36,6 +36,7 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
     from recframe.training.builders import build_datamodule
     from recframe.training.checkpoint.folder import CheckpointReadError
     from recframe.training.checkpoint.safety import UnsafeCheckpointError
+    from recframe.training.devices import check_devices
     from recframe.training.files import write_json_atomic
 
     if cfg.ckpt_path is None:
@@ -44,6 +45,7 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
         raise SystemExit(2)
     run_dir = Path(cfg.run_dir)
     _use_torchrun_world(cfg)
+    check_devices(cfg)
     _check_plan(cfg)
     folder, step = checkpoint_folder(cfg.ckpt_path, run_dir, "recframe eval")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
