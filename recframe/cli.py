@@ -1,4 +1,4 @@
-"""The ``recframe`` command: ``recframe train|eval|export|plan|preprocess|bench [args]``.
+"""The ``recframe`` command: ``recframe train|eval|export|predict|plan|preprocess|bench [args]``.
 
 No subcommand means ``train``. The arguments after the subcommand go to that command (Hydra
 overrides for train/eval/plan/bench). Only the chosen command's module is imported, so
@@ -44,6 +44,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("write one unsharded model file (eager), or a serving program torch runs without recframe: "
                       "recframe export ckpt=<run>/checkpoints/step-N out=model.pt [format=eager|exported|aoti] "
                       "[quantize=none|fp16|int8|int4]", "recframe.training.export:export_command"),
+    "predict": Command("score a data file (or the run's validation rows) with an exported model: recframe predict "
+                       "model=model.pt2 input=FILE out=scores.csv", "recframe.training.predict:predict_command"),
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", "recframe.training.app:plan_command"),
     "preprocess": Command("convert raw data to recframe's binary layout: recframe preprocess criteo --input FILE... "
@@ -74,6 +76,23 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def completion_line(line: str) -> str:
+    """The line that bash completion hands over (``COMP_LINE``), without the subcommand.
+
+    Hydra's completion script (``recframe -sc install=bash``) asks ``recframe -sc query=bash`` for the
+    words of the line typed so far; Hydra completes the words after the program's name, so the
+    subcommand, a word Hydra does not know, is taken out (all subcommands compose the same configs).
+
+    Example:
+        >>> completion_line("recframe train +experiment=dl"), completion_line("recframe +experiment=dl")
+        ('recframe +experiment=dl', 'recframe +experiment=dl')
+    """
+    words = line.split(" ")
+    if len(words) > 2 and words[1] in COMMANDS:
+        return " ".join([words[0], *words[2:]])
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -85,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"recframe {__version__}")
         return 0
+    if "COMP_LINE" in os.environ and any(a.startswith("query=") for a in args):  # a shell completion query
+        os.environ["COMP_LINE"] = completion_line(os.environ["COMP_LINE"])
     name = args.pop(0) if args and args[0] in COMMANDS else os.environ.get(COMMAND_ENV, "train")
     os.environ[COMMAND_ENV] = name
     if "--debug" in args:  # through the environment, so that the ranks Lightning starts see it too

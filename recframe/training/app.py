@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from recframe.config.compose import split_command_line
 from recframe.config.problems import format_problems
 from recframe.config.store import CONFIG_SEARCH_PATH, register_schemas
 from recframe.data.resolvers import register_resolvers
@@ -41,8 +42,11 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
     if run_id and not any(a.startswith("hydra.run.dir=") for a in args):
         # Under torchrun every rank runs this: they must agree on the run directory.
         args = [*args, f"hydra.run.dir=outputs/torchrun/{run_id}"]
-    if only_prints(args):  # --cfg job/hydra/all, --info: nothing is built, so no data file is read or checked
+    if only_prints(args):  # Hydra prints (help, --cfg, --info, shell completion): nothing is built, read or checked
         register_resolvers()  # for --resolve
+        if "--hydra-help" in args:  # Hydra composes its help without the primary config: only hydra overrides apply
+            app_overrides = [o for o in split_command_line(args)[0] if not o.lstrip("+~").startswith("hydra")]
+            args = [a for a in args if a not in app_overrides]
     else:
         problems = find_problems(args)
         if problems:
@@ -67,14 +71,20 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
     return 0
 
 
+HYDRA_PRINTS = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc")
+
+
 def only_prints(args: list[str]) -> bool:
-    """Whether Hydra only prints something (``--cfg job|hydra|all``, ``--info``) and runs no job.
+    """Whether Hydra only prints something and runs no job: ``--cfg job|hydra|all``, ``--info``, ``--help``,
+    ``--hydra-help``, shell completion (``-sc install=bash``, the queries of the completion script).
 
     Example:
         >>> only_prints(["+experiment=tabular", "--cfg", "job"]), only_prints(["+experiment=dlrm"])
         (True, False)
+        >>> only_prints(["-sc", "install=bash"]), only_prints(["+experiment=dlrm", "--hydra-help"])
+        (True, True)
     """
-    return any(a in ("--cfg", "-c", "--info", "-i") or a.startswith(("--cfg=", "--info=")) for a in args)
+    return any(a in HYDRA_PRINTS or a.startswith(("--cfg=", "--info=", "--shell-completion=")) for a in args)
 
 
 def train_command(args: list[str]) -> int:
