@@ -106,7 +106,7 @@ def program_format(path: str | Path) -> ExportFormat:
                                "with recframe export format=exported|aoti") from error
     if any("/data/aotinductor/" in n for n in names):
         return ExportFormat.aoti
-    if any(n.endswith("serialized_exported_program.json") for n in names):
+    if any(n.endswith(("/models/model.json", "serialized_exported_program.json")) for n in names):  # (torch versions)
         return ExportFormat.exported
     raise ServingFileError(f"{path} is a zip file but neither a torch.export program nor an AOTInductor package")
 
