@@ -175,3 +175,6 @@ class TrainConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)  # a sharding/ option: planner or fixed plan
     world_size: int | None = None  # ranks to plan for (recframe plan); None: trainer.devices x trainer.num_nodes
+    # other libraries' log lines (Lightning, fbgemm, torch): WARNING (default) hides their INFO chatter, INFO or
+    # DEBUG shows it; recframe's own INFO lines are always shown, and hydra.verbose=true shows everything
+    log_level: str = "WARNING"

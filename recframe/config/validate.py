@@ -26,6 +26,7 @@ from recframe.models.zoo import MODELS, CheckContext, suggestion
 from recframe.vocab import Pooling, ShardingMode
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "64-true")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # log_level: the logging module's level names
 RETRIEVAL_DATA = ("synthetic_retrieval", "movielens_retrieval")  # the data kinds of retrieval models (and only theirs)
 
 
@@ -122,6 +123,9 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     if checkpoint.sigterm_check_every_n_steps < 1:
         out.append(Problem("checkpoint.sigterm_check_every_n_steps",
                            f"must be >= 1, got {checkpoint.sigterm_check_every_n_steps}"))
+    if str(cfg.log_level).upper() not in LOG_LEVELS:
+        out.append(Problem("log_level", f"unknown level {cfg.log_level!r}; choose one of {list(LOG_LEVELS)}",
+                           suggestion(str(cfg.log_level).upper(), list(LOG_LEVELS))))
     for key in ("timeout_s", "startup_timeout_s"):
         if cfg.distributed[key] <= 0:
             out.append(Problem(f"distributed.{key}", f"must be > 0 seconds, got {cfg.distributed[key]}",

@@ -33,6 +33,7 @@ from recframe.data.resolvers import register_resolvers
 from recframe.errors import DEBUG_ENV, debug_enabled, reported
 from recframe.training.checks import find_problems
 from recframe.training.devices import check_devices
+from recframe.training.output import configure_output
 
 log = logging.getLogger("recframe")
 
@@ -59,7 +60,10 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
         os.environ[DEBUG_ENV] = "1"  # hydra.verbose=true: the ranks Lightning starts show tracebacks too
 
     def reporting_job(cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+
         with reported(command):  # a RecframeError anywhere in the job (inside trainer.fit too): one message
+            configure_output(cfg, verbose=HydraConfig.get().verbose is True)  # other libraries' INFO lines: log_level
             return job(cfg)
 
     saved_argv = sys.argv
@@ -150,10 +154,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     """The Lightning Trainer of a run: logger, callbacks, atomic checkpoints."""
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import TQDMProgressBar
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from recframe.training.callbacks import ConfigToTensorBoard, TableStats, Throughput
+    from recframe.config.resolve import table_configs
+    from recframe.training.callbacks import ConfigToTensorBoard, ModelSize, StepProgressBar, TableStats, Throughput
     from recframe.training.checkpoint.callback import StepCheckpoint
     from recframe.training.checkpoint.plugin import DistributedCheckpointIO
     from recframe.vocab import MatmulPrecision
@@ -162,9 +166,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     world = t.devices * t.num_nodes
     # float32 matmuls of the dense towers: full float32, TF32 ("high") or bf16 ("medium") on GPUs
     torch.set_float32_matmul_precision(MatmulPrecision(t.matmul_precision).value)
-    callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps)]
-    if t.enable_progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=t.progress_bar_refresh_steps))
+    callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps),
+                                    ModelSize(cfg.model.name, table_configs(cfg))]
+    if t.enable_progress_bar:  # with a total and an ETA for endless synthetic data (trainer.max_steps)
+        callbacks.append(StepProgressBar(t.progress_bar_refresh_steps))
     logger: Any = False
     if cfg.logger.tensorboard:
         logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
@@ -191,6 +196,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         check_val_every_n_epoch=None if t.val_check_interval is not None else 1,
         limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
+        enable_model_summary=False,  # ModelSize logs the size, tables included
         num_sanity_val_steps=0, logger=logger, callbacks=[*callbacks, *(extra_callbacks or [])],
         # Validate under no_grad, not inference_mode: fbgemm's fused training kernels refuse inference tensors.
         inference_mode=False,

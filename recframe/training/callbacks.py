@@ -1,20 +1,31 @@
-"""Lightning callbacks of a recframe run: throughput, per-table statistics, the config in TensorBoard.
+"""Lightning callbacks of a recframe run: throughput, per-table statistics, the config in TensorBoard, the
+model's size, a progress bar with the total of an endless stream.
 
 Example:
     >>> callbacks = [Throughput(), TableStats(every_n_steps=200)]  # doctest: +SKIP
+    >>> human(166_400_000), human(665_600_000, "B")
+    ('166.4 M', '665.6 MB')
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 
+from recframe.embedding.config import TableConfig
+from recframe.embedding.kernels import DTYPES
 from recframe.sparse import Batch
-from recframe.training.module import embedding_collections, host_scalar, is_logging_step
+from recframe.training.module import dense_parameters, embedding_collections, host_scalar, is_logging_step
+
+log = logging.getLogger("recframe")
 
 
 class Throughput(pl.Callback):
@@ -93,3 +104,57 @@ class ConfigToTensorBoard(pl.Callback):
         if hasattr(experiment, "add_text"):
             fenced = "\n".join("    " + line for line in self.config_yaml.splitlines())
             experiment.add_text("config", fenced, global_step=trainer.global_step)
+
+
+def human(number: float, unit: str = "") -> str:
+    """``166.4 M`` (a count) or ``665.6 MB`` (bytes, decimal prefixes)."""
+    for prefix, scale in (("T", 1e12), ("G" if unit else "B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if number >= scale:
+            return f"{number / scale:.1f} {prefix}{unit}"
+    return f"{number:.0f} {unit}".rstrip() if unit else f"{number:.0f}"
+
+
+class ModelSize(pl.Callback):
+    """Logs the model's size when fit starts (rank 0), tables included; Lightning's ModelSummary counts only
+    ``nn.Parameter``s and so misses the tables (the kernels' buffers): ``499 K Total params`` for 167 M.
+
+    Args:
+        name: the model's name.
+        tables: the model's whole tables (before sharding), ``recframe.config.resolve.table_configs``.
+    """
+
+    def __init__(self, name: str, tables: Sequence[TableConfig]) -> None:
+        self.name = name
+        self.tables = list(tables)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        table_params = sum(t.num_embeddings * t.embedding_dim for t in self.tables)
+        table_bytes = sum(t.num_embeddings * t.embedding_dim * DTYPES[t.weight_dtype].itemsize for t in self.tables)
+        dense = dense_parameters(getattr(pl_module, "model", None) or pl_module)
+        dense_params = sum(p.numel() for p in dense)
+        dense_bytes = sum(p.numel() * p.element_size() for p in dense)
+        dtypes = "/".join(sorted({str(t.weight_dtype.value) for t in self.tables}))
+        log.info("model %s: %s parameters (%s): %d tables %s (%s %s), dense %s (%s)", self.name,
+                 human(table_params + dense_params), human(table_bytes + dense_bytes, "B"), len(self.tables),
+                 human(table_params), human(table_bytes, "B"), dtypes, human(dense_params), human(dense_bytes, "B"))
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's progress bar; an endless training stream (synthetic data) shows ``trainer.max_steps`` as its
+    total, so the bar has a total and an ETA (``37/300 [00:05<00:35]``) instead of ``37/?``.
+
+    Args:
+        refresh_rate: redraw every N steps.
+    """
+
+    def __init__(self, refresh_rate: int) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        total = super().total_train_batches
+        if math.isinf(total) and self.trainer.max_steps > 0:
+            return self.trainer.max_steps
+        return total

@@ -110,6 +110,8 @@ def test_bench_prints_one_json_line(tiny: list[str], tmp_path: Path) -> None:
     result = run_recframe("bench", "+experiment=dlrm", *small_model("dlrm"), *tiny, "bench.warmup_steps=2",
                           "bench.steps=3", f"hydra.run.dir={tmp_path / 'bench'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1
-    assert lines[0]["steps"] == 3 and lines[0]["samples_per_s"] > 0 and lines[0]["world"] == 1
+    # stdout is the JSON line alone (`recframe bench ... | jq` works); the log lines are on stderr
+    assert len(result.stdout.splitlines()) == 1, result.stdout[-3000:]
+    line = json.loads(result.stdout)
+    assert line["steps"] == 3 and line["samples_per_s"] > 0 and line["world"] == 1
+    assert "[recframe][INFO]" in result.stderr
