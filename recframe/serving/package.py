@@ -37,7 +37,8 @@ from recframe.vocab import ExportFormat
 
 META_FILE = "recframe.json"
 INPUTS = ("dense [batch, num_dense] float32; values [num_ids] int64 (feature-major: feature 0's ids of sample 0, "
-          "1, ..., then feature 1's); lengths [num_sparse, batch] int64 ids per feature and sample")
+          "1, ..., then feature 1's; ids as the run's data source makes them, after data.id_mapping); "
+          "lengths [num_sparse, batch] int64 ids per feature and sample")
 
 
 class ServingFileError(RecframeError, ValueError):

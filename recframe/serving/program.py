@@ -5,8 +5,11 @@ Inputs (the documented interface of every exported program):
 - ``dense``: ``[batch, num_dense]`` float32, the dense features in the config's order (after the
   data source's transform, e.g. log1p); ``[batch, 0]`` for a model without dense features.
 - ``values``: ``[num_ids]`` int64, every id of every sparse feature, feature-major: all ids of
-  feature 0 (sample 0's, then sample 1's, ...), then feature 1's, and so on (raw ids: ``modulo``
-  tables hash them as in training).
+  feature 0 (sample 0's, then sample 1's, ...), then feature 1's, and so on. These are the ids as
+  recframe's data source hands them to the model: after its ``data.id_mapping`` (a vocabulary, or
+  the hash of a string column), which the program does not hold; ``recframe predict`` reads raw
+  files through the run's data source. A table with ``id_policy=modulo`` hashes them again, as in
+  training.
 - ``lengths``: ``[num_sparse, batch]`` int64, the number of ids of each feature in each sample.
 
 Output: ``[batch]`` click probabilities (``[batch, tasks]`` for several tasks), the sigmoid of
