@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The fbgemm build follows the hardware: the CUDA build where nvidia-smi sees a GPU, else the CPU build.
-FBGEMM_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+DEV_STAMP := $(VENV)/.installed-dev
+# The extras follow the hardware: fbgemm's CUDA build and triton where nvidia-smi sees a GPU, else fbgemm's CPU
+# build and no triton (1 GB that only runs on a GPU). `make install`/`make train` stop there; `make test` and
+# `make lint` add the dev extra (pytest, hypothesis, ruff, pyarrow, and triton for its CPU interpreter tier).
+EXTRAS := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda,triton || echo cpu)
 PYTEST_ARGS ?=
 
 .PHONY: install train test test-all test-gpu lint bench clean
@@ -14,24 +17,28 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$(FBGEMM_EXTRA),dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$(EXTRAS),dev]"
+	touch $(DEV_STAMP)
 
 train: $(STAMP)
 	$(VENV)/bin/recframe train +experiment=dlrm
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 # The gpu-marked tests (tests/gpu: CUDA paths, the triton kernels compiled), on a machine with a GPU
 # (there tests/conftest.py leaves TRITON_INTERPRET unset).
-test-gpu: $(STAMP)
+test-gpu: $(DEV_STAMP)
 	$(PY) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(DEV_STAMP)
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check recframe tests scripts
 
 bench: $(STAMP)
