@@ -1,4 +1,4 @@
-"""The ``recframe`` command: ``recframe train|eval|export|predict|plan|preprocess|bench [args]``.
+"""The ``recframe`` command: ``recframe train|eval|export|predict|retrieve|plan|preprocess|bench [args]``.
 
 No subcommand means ``train``. The arguments after the subcommand go to that command (Hydra
 overrides for train/eval/plan/bench). Only the chosen command's module is imported, so
@@ -46,6 +46,8 @@ COMMANDS: dict[str, Command] = {
                       "[quantize=none|fp16|int8|int4]", "recframe.training.export:export_command"),
     "predict": Command("score a data file (or the run's validation rows) with an exported model: recframe predict "
                        "model=model.pt2 input=FILE out=scores.csv", "recframe.training.predict:predict_command"),
+    "retrieve": Command("top-k items of a two-tower run's validation users from its retrieval export: recframe "
+                        "retrieve model=<folder> k=10 out=top10.csv", "recframe.training.retrieve:retrieve_command"),
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", "recframe.training.app:plan_command"),
     "preprocess": Command("convert raw data to recframe's binary layout: recframe preprocess criteo --input FILE... "

@@ -222,3 +222,4 @@ class ExportFormat(Vocab):
     eager = "eager"  # torch.save of the unsharded model's weights and config: needs recframe to load
     exported = "exported"  # a torch.export program (.pt2): torch.export.load runs it without recframe
     aoti = "aoti"  # an AOTInductor package (.pt2): compiled kernels, loads without recframe (Python or C++)
+    retrieval = "retrieval"  # a folder: the user tower as a torch.export program and every item's vector

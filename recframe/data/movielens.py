@@ -81,10 +81,9 @@ def item_values(data: MovieLensData, items: np.ndarray) -> dict[str, np.ndarray]
             "item_release_year": np.where(year > 0, (year - 1900) / 100.0, 0.0)}
 
 
-def vocab_ids(raw: np.ndarray, num_train: int, threshold: int, rows: int, bag: bool) -> tuple[np.ndarray, int]:
+def vocab_ids(raw: np.ndarray, num_train: int, threshold: int, rows: int, bag: bool) -> tuple[np.ndarray, Vocabulary]:
     """Table rows ``[n, w]`` of raw values (``[n]``, or bags ``[n, w]``; -1 missing) by a vocabulary of the first
-    ``num_train`` rows (capped at ``rows``), and the rows the vocabulary needs. A bag keeps only its values (-1
-    padding); a missing single value is row 0.
+    ``num_train`` rows (capped at ``rows``), and that vocabulary (``map_values`` maps more values alike).
 
     Example:
         >>> vocab_ids(np.array([5, 5, 7, -1]), num_train=3, threshold=1, rows=10, bag=False)[0][:, 0].tolist()
@@ -93,8 +92,16 @@ def vocab_ids(raw: np.ndarray, num_train: int, threshold: int, rows: int, bag: b
     raw = raw if raw.ndim == 2 else raw[:, None]
     present = raw >= 0
     vocab = Vocabulary.build(raw[:num_train][present[:num_train]], threshold, capacity=rows)
+    return map_values(vocab, raw, bag), vocab
+
+
+def map_values(vocab: Vocabulary, raw: np.ndarray, bag: bool) -> np.ndarray:
+    """Table rows ``[n, w]`` of raw values (``[n]`` or ``[n, w]``, -1 missing): a bag keeps only its values (-1
+    padding), a missing single value is row 0 (``MISSING_ID``)."""
+    raw = raw if raw.ndim == 2 else raw[:, None]
+    present = raw >= 0
     mapped = vocab.lookup(np.maximum(raw, 0), ~present)
-    return (np.where(present, mapped, -1) if bag else mapped), vocab.num_rows
+    return np.where(present, mapped, -1) if bag else mapped
 
 
 class MovieLensSource(InMemorySource):
@@ -166,8 +173,9 @@ class MovieLensSource(InMemorySource):
         ids = np.full((len(ratings), len(self.sparse_names), width), -1, dtype=np.int64)
         for j, name in enumerate(self.sparse_names):
             raw = values[name][:, :width] if name == "item_genres" else values[name]
-            mapped, self.vocab_rows[name] = vocab_ids(raw, self.num_train, self.vocab_threshold,
-                                                      self.table_rows[name], bag=name == "item_genres")
+            mapped, vocab = vocab_ids(raw, self.num_train, self.vocab_threshold, self.table_rows[name],
+                                      bag=name == "item_genres")
+            self.vocab_rows[name] = vocab.num_rows
             ids[:, j, : mapped.shape[1]] = mapped
         dense = np.stack([values[n] for n in self.dense_names], axis=1) if self.dense_names else \
             np.zeros((len(ratings), 0))

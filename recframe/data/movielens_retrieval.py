@@ -30,16 +30,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns
 from recframe.data.categorical import Vocabulary
 from recframe.data.in_memory import InMemorySource
-from recframe.data.movielens import item_values, missing_features, user_values, vocab_ids
-from recframe.data.movielens_files import read_movielens
+from recframe.data.movielens import item_values, map_values, missing_features, user_values, vocab_ids
+from recframe.data.movielens_files import MovieLensData, read_movielens
 from recframe.data.report import DataError
 from recframe.data.source import DATA_SOURCES
+from recframe.sparse import KeyedJaggedTensor
 
 USER_FEATURES = ("user_id", "user_history", "user_age_bucket", "user_gender", "user_occupation", "user_zip")
 ITEM_FEATURES = ("item_id", "item_genres", "item_year")
@@ -96,6 +98,9 @@ class MovieLensRetrievalSource(InMemorySource):
         self.layout = ""
         self.single_rating_users = 0
         self.vocab_rows: dict[str, int] = {}
+        self.vocabularies: dict[str, Vocabulary] = {}
+        self.catalog_items = np.zeros(0, np.int64)
+        self.data: MovieLensData | None = None
 
     def setup(self) -> None:
         if self.columns is not None:
@@ -128,15 +133,37 @@ class MovieLensRetrievalSource(InMemorySource):
             raw = values[name]
             if name in ITEM_VOCAB_FEATURES:
                 vocab = Vocabulary.build(item_counts, self.vocab_threshold, capacity=self.table_rows[name])
-                mapped = vocab.lookup(np.maximum(raw, 0), raw < 0)
-                mapped = np.where(raw >= 0, mapped, -1) if raw.ndim == 2 else mapped[:, None]
-                self.vocab_rows[name] = vocab.num_rows
+                mapped = map_values(vocab, raw, bag=raw.ndim == 2)
             else:
-                mapped, self.vocab_rows[name] = vocab_ids(raw, self.num_train, self.vocab_threshold,
-                                                          self.table_rows[name], bag=name == "item_genres")
+                mapped, vocab = vocab_ids(raw, self.num_train, self.vocab_threshold, self.table_rows[name],
+                                          bag=name == "item_genres")
+            self.vocabularies[name], self.vocab_rows[name] = vocab, vocab.num_rows
             ids[:, j, : mapped.shape[1]] = mapped[:, :width]
+        self.catalog_items = np.unique(r.item)  # every rated item
+        self.data = data
         self.columns = Columns(dense=np.zeros((at.size, 0), np.float32), ids=ids if width > 1 else ids[:, :, 0],
                                labels=np.ones(at.size, np.float32))
+
+    def item_catalog(self) -> tuple[np.ndarray, KeyedJaggedTensor]:
+        """Every rated item: its MovieLens id, and its item features as a KJT (one sample per item, the item
+        features of ``keys`` in their order, mapped by the training vocabularies), for a retrieval index.
+
+        Example:
+            >>> items, kjt = source.item_catalog()  # doctest: +SKIP
+            >>> kjt.stride() == len(items)  # doctest: +SKIP
+            True
+        """
+        self.setup()
+        assert self.data is not None
+        values = item_values(self.data, self.catalog_items)
+        keys = [k for k in self.keys if k in ITEM_FEATURES]
+        ids, lengths = [], []
+        for name in keys:
+            mapped = map_values(self.vocabularies[name], values[name], bag=name == "item_genres")
+            present = mapped >= 0
+            ids.append(torch.from_numpy(mapped[present]))
+            lengths.append(torch.from_numpy(present.sum(axis=1)))
+        return self.catalog_items, KeyedJaggedTensor.from_lengths(keys, torch.cat(ids), torch.cat(lengths))
 
     def report(self) -> dict[str, float]:
         columns = self._columns()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from recframe.errors import RecframeError
 from recframe.serving.program import ServingModel, example_inputs
@@ -45,11 +46,11 @@ class ServingFileError(RecframeError, ValueError):
     """A file that is not a serving program recframe wrote (or could not be written)."""
 
 
-def export_program(serving: ServingModel, num_dense: int) -> torch.export.ExportedProgram:
+def export_program(serving: ServingModel | nn.Module, num_dense: int) -> torch.export.ExportedProgram:
     """``torch.export`` of ``serving`` with a dynamic batch size and id count.
 
     Args:
-        serving: the model (on the device the program is for).
+        serving: a ``ServingModel`` or ``retrieval.UserTower`` (``sparse_keys``; on the device the program is for).
         num_dense: dense features per sample.
     """
     device = next(serving.buffers()).device
@@ -60,12 +61,12 @@ def export_program(serving: ServingModel, num_dense: int) -> torch.export.Export
                                    dynamic_shapes={"dense": {0: batch}, "values": {0: ids}, "lengths": {1: batch}})
 
 
-def write_program(serving: ServingModel, out: Path, fmt: ExportFormat | str, meta: dict[str, Any],
+def write_program(serving: ServingModel | nn.Module, out: Path, fmt: ExportFormat | str, meta: dict[str, Any],
                   num_dense: int) -> dict[str, Any]:
     """Export ``serving`` and write it to ``out`` atomically (a temporary file in its folder, then a rename).
 
     Args:
-        serving: the model.
+        serving: a ``ServingModel`` or ``retrieval.UserTower`` (``sparse_keys``, ``quantize``, ``table_bytes``).
         out: the ``.pt2`` file to write.
         fmt: ``exported`` or ``aoti``.
         meta: metadata to add to the program's own (``global_step``, ``config``, ...).

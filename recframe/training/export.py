@@ -34,8 +34,8 @@ from recframe.errors import RecframeError
 from recframe.vocab import ExportFormat, Quantize
 
 FORMAT = "recframe-export/1"
-USAGE = ("usage: recframe export ckpt=<run>/checkpoints/step-N out=<file.pt | file.pt2> "
-         "[format=eager|exported|aoti] [quantize=none|fp16|int8|int4]")
+USAGE = ("usage: recframe export ckpt=<run>/checkpoints/step-N out=<file.pt | file.pt2 | folder> "
+         "[format=eager|exported|aoti|retrieval] [quantize=none|fp16|int8|int4]")
 OPTIONS = ("ckpt", "out", "format", "quantize")
 
 
@@ -119,6 +119,42 @@ def export_serving(folder: Path, out: Path, fmt: ExportFormat, quantize: Quantiz
     return write_program(serving, out, fmt, meta, num_dense=len(cfg.features.dense))
 
 
+def export_retrieval(folder: Path, out: Path, quantize: Quantize) -> dict[str, Any]:
+    """Write the retrieval export of a two-tower checkpoint into folder ``out`` (``recframe.serving.retrieval``):
+    ``user_tower.pt2`` and ``items.pt`` (every catalog item's vector); returns the user program's metadata.
+
+    Args:
+        folder: a ``checkpoints/step-N`` folder of a two-tower run.
+        out: the folder to write (created; its two files are each written atomically).
+        quantize: how the user tables are stored.
+    """
+    from recframe.serving.package import write_program
+    from recframe.serving.retrieval import UserTower, item_vectors, select_keys
+    from recframe.training.builders import build_datamodule
+    from recframe.training.files import write_atomic
+
+    model, cfg, _, step, config = trained_model(folder)
+    tower = UserTower(model, quantize)  # checks the model first
+    source = build_datamodule(cfg).source
+    if not hasattr(source, "item_catalog"):
+        raise ValueError(f"data.kind={cfg.data.kind} has no item catalog to index (movielens_retrieval has one)")
+    item_ids, catalog = source.item_catalog()
+    vectors = item_vectors(model, catalog)
+    rows = select_keys(catalog, ["item_id"]).values() if "item_id" in catalog.keys() else \
+        torch.full((len(item_ids),), -1)
+    items = {"item_ids": torch.as_tensor(item_ids, dtype=torch.int64), "vectors": vectors.contiguous(),
+             "item_rows": rows.to(torch.int64)}
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        write_atomic(out / "items.pt", lambda f: torch.save(items, f))
+    except OSError as error:
+        raise ExportWriteError(f"cannot write {out / 'items.pt'}: {type(error).__name__}: {error}") from error
+    meta = {"global_step": step, "dense_features": list(cfg.features.dense), "config": config,
+            "items": len(item_ids), "dim": int(vectors.shape[1])}
+    return write_program(tower, out / "user_tower.pt2", ExportFormat.exported, meta,
+                         num_dense=int(getattr(model, "num_dense_features", 0)))
+
+
 def load_exported(path: str | Path, backend: str = "auto") -> tuple[nn.Module, DictConfig]:
     """The model of an export file (eval mode) and its run config.
 
@@ -159,6 +195,8 @@ def export_command(args: list[str]) -> int:
     try:
         if fmt == ExportFormat.eager:
             export = export_checkpoint(folder, out)
+        elif fmt == ExportFormat.retrieval:
+            meta = export_retrieval(folder, out, Quantize(quantize))
         else:
             meta = export_serving(folder, out, ExportFormat(fmt), Quantize(quantize))
     except RecframeError as error:
@@ -170,6 +208,10 @@ def export_command(args: list[str]) -> int:
     if fmt == ExportFormat.eager:
         print(f"recframe export: wrote {out} (step {export['global_step']}, {len(export['tables'])} tables, "
               f"{sum(v.numel() for v in export['state_dict'].values())} weights)")
+    elif fmt == ExportFormat.retrieval:
+        print(f"recframe export: wrote {out}/user_tower.pt2 (the user tower, tables {quantize}: "
+              f"{meta['table_bytes'] / 1e6:.1f} MB) and {out}/items.pt ({meta['items']} items x {meta['dim']}); "
+              f"query them with recframe retrieve model={out}")
     else:
         print(f"recframe export: wrote {out} ({fmt}, step {meta['global_step']}, tables {quantize}: "
               f"{meta['table_bytes'] / 1e6:.1f} MB, file {out.stat().st_size / 1e6:.1f} MB); run it with "

@@ -63,13 +63,18 @@ def load_scorer(path: Path, device: torch.device) -> tuple[Callable[..., torch.T
     return run, OmegaConf.create(meta["config"]), list(meta.get("tasks", []))
 
 
-def _config(cfg: DictConfig, options: dict[str, str], overrides: list[str]) -> DictConfig:
-    """The run config with predict's options and ``data.*`` overrides applied."""
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """Set ``KEY=VALUE`` overrides (values parsed as YAML) on a run config; a key it lacks is a ConfigError."""
     for item in overrides:
         key, value = item.split("=", 1)
         if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
             raise ConfigError(f"{key}: no such key in the model's run config (data keys: {sorted(cfg.data.keys())})")
         OmegaConf.update(cfg, key, yaml.safe_load(value) if value else value, merge=False)
+
+
+def _config(cfg: DictConfig, options: dict[str, str], overrides: list[str]) -> DictConfig:
+    """The run config with predict's options and ``data.*`` overrides applied."""
+    apply_overrides(cfg, overrides)
     if "batch_size" in options:
         cfg.data.batch_size = int(options["batch_size"])
     if "input" in options:

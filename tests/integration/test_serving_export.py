@@ -81,7 +81,7 @@ def test_an_exported_program_runs_without_recframe(trained: Path, tmp_path: Path
 def test_export_options_are_checked(trained: Path, tmp_path: Path) -> None:
     done = run_recframe("export", f"ckpt={trained}", f"out={tmp_path / 'm.pt'}", "format=onnx", "quantize=int3")
     assert done.returncode == 2
-    assert "format 'onnx' is unknown; choose one of ['eager', 'exported', 'aoti']" in done.stderr
+    assert "format 'onnx' is unknown; choose one of ['eager', 'exported', 'aoti', 'retrieval']" in done.stderr
     assert "quantize 'int3' is unknown" in done.stderr
     done = run_recframe("export", f"ckpt={trained}", f"out={tmp_path / 'm.pt'}", "quantize=int8")
     assert done.returncode == 2 and "quantize=int8 needs format=exported or format=aoti" in done.stderr

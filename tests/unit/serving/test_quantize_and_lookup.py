@@ -130,3 +130,20 @@ def test_a_model_without_pooled_tables_is_refused() -> None:
     sequence = TableConfig(name="s", num_embeddings=5, embedding_dim=4, feature_names=["f"], pooling="none")
     with pytest.raises(ValueError, match="sequence tables"):
         InferenceEmbeddingBags([sequence], {"s": torch.zeros(5, 4)}, "none", ["f"])
+
+
+def test_item_vectors_in_chunks_equal_one_pass_and_top_k_is_exact() -> None:
+    from recframe.serving.retrieval import item_vectors, top_k
+
+    cfg = compose_config(["+experiment=two_tower", "tables.row_cap=20", "run_dir=unused"])
+    model = build_model(cfg).eval()
+    keys = list(model.item_feature_names)
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(0, 3, (len(keys) * 11,), generator=g)
+    catalog = KeyedJaggedTensor.from_lengths(keys, torch.randint(0, 20, (int(lengths.sum()),), generator=g), lengths)
+    whole = item_vectors(model, catalog, batch_size=100)
+    torch.testing.assert_close(item_vectors(model, catalog, batch_size=4), whole, rtol=1e-5, atol=1e-6)
+    users = torch.randn(7, whole.shape[1], generator=g)
+    scores, rows = top_k(users, whole, k=3, chunk=2)
+    want = (users @ whole.T).topk(3, dim=1)
+    assert torch.equal(rows, want.indices) and torch.allclose(scores, want.values)
