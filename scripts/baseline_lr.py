@@ -9,7 +9,7 @@ over a linear model. The last line is a JSON summary: the best epoch's val AUC (
 last epoch's, and the seconds taken.
 
 Example:
-    $ python scripts/baseline_lr.py +experiment=movielens data.path=../shared/data/movielens_100k
+    $ python scripts/baseline_lr.py +experiment=movielens data.path=$DATA/movielens_100k
     $ python scripts/baseline_lr.py +experiment=criteo_kaggle data.path=... data.val_fraction=0.2 --epochs 3
     $ python scripts/baseline_lr.py +experiment=tabular data.path=t.csv data.val_path=v.csv data.spec=spec.yaml
 """

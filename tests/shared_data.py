@@ -1,4 +1,5 @@
-"""Where tests find the real data sets: ``../shared/data`` next to the repository (never committed here).
+"""Where tests find the real data sets: ``$RECFRAME_DATA``, else ``../shared/data`` next to the repository (never
+committed here; the recipes' download commands fill such a folder).
 
 Example:
     >>> path = require(KAGGLE_SAMPLE)  # doctest: +SKIP
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the data sets' folder (the recipes' $DATA): RECFRAME_DATA, else ../shared/data next to the repository
+SHARED_DATA = Path(os.environ.get("RECFRAME_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 KAGGLE_SAMPLE = SHARED_DATA / "criteo_kaggle_dac_sample" / "train_examples.txt"
 KAGGLE_TEST_SAMPLE = SHARED_DATA / "criteo_kaggle_dac_sample" / "test_head1999" / "test.tiny.txt"
 MOVIELENS_100K = SHARED_DATA / "movielens_100k"
@@ -27,8 +30,8 @@ CRITEO_HEADER = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in r
 def require(path: Path) -> Path:
     """``path`` if it exists, else skip the test saying which file is missing and why."""
     if not path.exists():
-        pytest.skip(f"{path} is absent: the real data sets live in ../shared/data next to the repository "
-                    "(they may not be redistributed, so they are never committed here)")
+        pytest.skip(f"{path} is absent: download the real data sets into RECFRAME_DATA or ../shared/data next to the "
+                    "repository (recipes/*/README.md; they may not be redistributed, so they are never committed here)")
     return path
 
 

@@ -19,9 +19,9 @@ does not parse stops the run naming file, line and field (these files are small 
 bad line means a wrong or damaged copy).
 
 Example:
-    >>> detect_layout("../shared/data/movielens_latest_small")  # doctest: +SKIP
+    >>> detect_layout("data/ml-latest-small")  # doctest: +SKIP
     'latest'
-    >>> data = read_movielens("../shared/data/movielens_latest_small")  # doctest: +SKIP
+    >>> data = read_movielens("data/ml-latest-small")  # doctest: +SKIP
     >>> len(data.ratings.user), data.has_user_attributes  # doctest: +SKIP
     (100836, False)
 """

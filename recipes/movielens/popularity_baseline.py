@@ -7,7 +7,7 @@ ties count in favour, as in ``recframe.training.metrics.RecallAtK``.
 
 Example:
     $ python recipes/movielens/popularity_baseline.py +experiment=movielens_two_tower \\
-        data.path=../shared/data/movielens_100k
+        data.path=$DATA/movielens_100k
 """
 
 from __future__ import annotations

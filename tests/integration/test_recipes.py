@@ -1,10 +1,12 @@
 """The recipes stay true: every command of a recipe README's ```` ```sh smoke ```` blocks runs on the sample data
-(``../shared/data``) and succeeds, with training cut to a few steps and small tables. The default tier runs each
-recipe's first block (one training run each); the slow tier runs every block (about 13 runs, 1.5-3 minutes)."""
+(``$DATA``: ``tests.shared_data.SHARED_DATA``) and succeeds, with training cut to a few steps and small tables. The
+default tier runs each recipe's first block (one training run each); the slow tier runs every block (about 13 runs,
+1.5-3 minutes)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -49,7 +51,7 @@ def smoke_commands(readme: Path, blocks: int | None = None) -> list[str]:
 def runnable(command: str, run_dir: Path) -> str:
     """``command`` as run here: paths to the data and the repository made absolute, recframe and python from this
     interpreter, training cut short into ``run_dir``."""
-    command = command.replace("../shared/data/", f"{SHARED_DATA}/")
+    command = command.replace("../shared/data/", f"{SHARED_DATA}/")  # a recipe that still names the folder
     command = REPO_PATH.sub(lambda m: f"{REPO}/{m.group(1)}/", command)
     command = re.sub(r"^recframe ", f"{sys.executable} -m recframe ", command)
     command = re.sub(r"^python ", f"{sys.executable} ", command)
@@ -64,7 +66,7 @@ def run_commands(commands: list[str], tmp_path: Path) -> None:
     for k, command in enumerate(commands):
         run_dir = tmp_path / f"run{k}"
         result = subprocess.run(["bash", "-c", runnable(command, run_dir)], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=600)
+                                text=True, timeout=600, env={**os.environ, "DATA": str(SHARED_DATA)})  # $DATA
         assert result.returncode == 0, f"{command}\n{(result.stdout + result.stderr)[-3000:]}"
         if " train " in command:
             metrics = json.loads((run_dir / "metrics.json").read_text())
