@@ -164,16 +164,6 @@ def read_parquet_table(path: str, wanted: Sequence[str]) -> RawTable:
     return RawTable(header, fields, np.arange(1, table.num_rows + 1, dtype=np.int64), [])
 
 
-def _libsvm_entry(token: str) -> tuple[str, str, str] | None:
-    """``(column, id, value)`` of ``field:id:value``, ``(column, value, value)`` of ``key:value``; None if neither."""
-    parts = token.split(":")
-    if len(parts) == 3 and all(parts):
-        return parts[0], parts[1], parts[2]
-    if len(parts) == 2 and all(parts):
-        return parts[0], parts[1], parts[1]
-    return None
-
-
 def read_libsvm_table(path: str, label: str, dense: Sequence[str], categorical: Sequence[str]) -> RawTable:
     """The label, ``dense`` and ``categorical`` columns of a libsvm file; malformed lines become problems.
 
@@ -219,11 +209,17 @@ def read_libsvm_table(path: str, label: str, dense: Sequence[str], categorical: 
             row: dict[str, Field] = {}
             problem = ""
             for token in tokens[1:]:
-                entry = _libsvm_entry(token)
-                if entry is None:
+                parts = token.split(":")  # field:id:value, or key:value (its value is also its id)
+                if len(parts) == 3:
+                    column, id_text, value = parts
+                elif len(parts) == 2:
+                    column, id_text = parts
+                    value = id_text
+                else:
+                    column = id_text = value = ""
+                if not (column and id_text and value):
                     problem = f"entry {token!r} is not field:id:value nor key:value"
                     break
-                column, id_text, value = entry
                 seen.add(column)
                 if column in wanted_dense:
                     if column in row:
