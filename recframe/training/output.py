@@ -34,6 +34,9 @@ from typing import TextIO
 from omegaconf import DictConfig
 
 OWN_LOGGER = "recframe"
+# Lightning gives these loggers a handler of their own, and stops their propagation, when it is imported before
+# the root logger has handlers (before Hydra set up logging): configure_output sends them through Hydra's again
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
 
 
 class LibraryFilter(logging.Filter):
@@ -82,10 +85,16 @@ def configure_output(cfg: DictConfig, verbose: bool) -> None:
         warnings.showwarning = ShowOnce(warnings.showwarning)  # fit and validate raise the same warnings
     # recframe's IterableDatasets split batches over workers themselves (get_worker_info): __len__ is exact
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+    root = logging.getLogger()
+    for name in LIGHTNING_LOGGERS if root.handlers else ():
+        logger = logging.getLogger(name)
+        if not logger.propagate:
+            for handler in logger.handlers[:]:
+                logger.removeHandler(handler)
+            logger.propagate = True
     if verbose:
         return
     level = logging.getLevelName(str(cfg.log_level).upper())
-    root = logging.getLogger()
     for handler in root.handlers:
         for old in [f for f in handler.filters if isinstance(f, LibraryFilter)]:
             handler.removeFilter(old)

@@ -40,6 +40,20 @@ def test_other_libraries_info_lines_are_held_back_by_default(printed) -> None:  
     assert printed() == ["embedding kernels on cpu", "a library's warning"]
 
 
+def test_lightning_imported_before_the_handlers_goes_through_them(printed) -> None:  # noqa: ANN001
+    lightning = logging.getLogger("lightning_fabric")  # as Lightning leaves it, imported before Hydra's set-up
+    own = logging.StreamHandler(io.StringIO())
+    lightning.addHandler(own)
+    lightning.propagate = False
+    try:
+        configure_output(OmegaConf.create({"log_level": "WARNING"}), verbose=False)
+        assert own not in lightning.handlers and lightning.propagate
+        assert printed() == ["embedding kernels on cpu", "a library's warning"]
+    finally:
+        lightning.removeHandler(own)
+        lightning.propagate = True
+
+
 def test_log_level_info_and_hydra_verbose_show_them(printed) -> None:  # noqa: ANN001
     every = ["Successfully loaded: 'fbgemm_gpu_py.so'", "GPU available: False, used: False",
              "embedding kernels on cpu", "a library's warning"]
