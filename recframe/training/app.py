@@ -55,7 +55,11 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
             return 2
     import hydra
 
+    from recframe.training.tensorboard import register_run_name_resolver, sweep_folder_overrides
+
     register_schemas()
+    register_run_name_resolver()  # sweep folders named by their overrides (configs/train.yaml)
+    args = [*args, *sweep_folder_overrides(args)]  # ... by the swept ones only
     if debug_enabled(args):
         os.environ[DEBUG_ENV] = "1"  # hydra.verbose=true: the ranks Lightning starts show tracebacks too
 
@@ -154,12 +158,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     """The Lightning Trainer of a run: logger, callbacks, atomic checkpoints."""
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.loggers import TensorBoardLogger
 
     from recframe.config.resolve import table_configs
     from recframe.training.callbacks import ConfigToTensorBoard, ModelSize, StepProgressBar, TableStats, Throughput
     from recframe.training.checkpoint.callback import StepCheckpoint
     from recframe.training.checkpoint.plugin import DistributedCheckpointIO
+    from recframe.training.tensorboard import RunLogger
     from recframe.vocab import MatmulPrecision
 
     t = cfg.trainer
@@ -172,8 +176,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         callbacks.append(StepProgressBar(t.progress_bar_refresh_steps))
     logger: Any = False
     if cfg.logger.tensorboard:
-        logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
-                                   purge_step=resume_step or None)
+        logger = RunLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
+                           purge_step=resume_step or None)
         callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
     if checkpoints:
         # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint.callback).
@@ -254,6 +258,7 @@ def train_job(cfg: DictConfig) -> float | None:
     from recframe.training.checkpoint.folder import CheckpointReadError, set_aside_newer
     from recframe.training.checkpoint.safety import UnsafeCheckpointError
     from recframe.training.files import write_json_atomic
+    from recframe.training.tensorboard import RunLogger, hparam_metrics, run_hparams, task_overrides
 
     run_dir = Path(cfg.run_dir)
     _use_torchrun_world(cfg)
@@ -286,6 +291,10 @@ def train_job(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         if data_report and trainer.logger:
             trainer.logger.log_metrics(data_report, step=trainer.global_step)
+        if isinstance(trainer.logger, RunLogger):  # the HPARAMS tab: this run's knobs and overrides with its metrics
+            trainer.logger.log_hyperparams(run_hparams(cfg, task_overrides()), metrics=hparam_metrics(metrics),
+                                           step=trainer.global_step)
+            trainer.logger.close()
         write_json_atomic(run_dir / "metrics.json", metrics)
         log.info("final validation: %s", json.dumps({k: round(v, 5) for k, v in metrics.items()}))
     return metrics.get("val/auc", metrics.get("val/recall@10"))
