@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recframe.config.store import CONFIG_DIR
-from tests.integration.helpers import run_recframe, scalars
+from tests.integration.helpers import assert_clean_output, run_recframe, scalars
 from tests.shared_data import experiment_data_args
 
 pytestmark = pytest.mark.integration
@@ -50,8 +50,10 @@ def test_every_experiment_trains_a_few_steps(experiment: str, tiny: list[str], t
 def test_run_directory_holds_every_scalar(tiny: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_recframe("train", "+experiment=dlrm", *small_model("dlrm"), *tiny, "trainer.max_steps=10",
-                          "trainer.val_check_interval=5", f"hydra.run.dir={run_dir}")
+                          "trainer.val_check_interval=5", "trainer.enable_progress_bar=true",
+                          "trainer.progress_bar_refresh_steps=1", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_clean_output(result, run_dir, steps=10, size="26 tables 208.0 K (832.0 KB fp32)")  # the output, too
     tags = scalars(run_dir)
     for tag in ("train/loss", "val/auc", "val/ne", "val/logloss", "val/calibration", "val/ctr", "perf/samples_per_s",
                 "optim/lr_dense", "optim/lr_sparse", "tables/t_cat_0/row_norm_mean"):
