@@ -40,6 +40,8 @@ from recframe.serving.quantize import QuantizedRows
 from recframe.sparse import KeyedJaggedTensor, KeyedTensor
 from recframe.vocab import IdPolicy, Pooling, Quantize
 
+KERNELS = ("auto", "torch", "triton")
+
 
 class InferenceEmbeddingBags(nn.Module):
     """Pooled lookups of trained tables, quantized or not, traceable by torch.export.
@@ -49,11 +51,16 @@ class InferenceEmbeddingBags(nn.Module):
         weights: ``{table name: [rows, dim] float tensor}``, the trained rows.
         mode: ``none``, ``fp16``, ``int8`` or ``int4`` (``recframe.vocab.Quantize``).
         batch_keys: the keys of the KeyedJaggedTensors it will get, in their order.
+        kernel: ``auto`` (the Triton kernel of ``triton_lookup`` for CUDA tensors where Triton imports, outside
+            ``torch.export``; else plain torch), ``torch`` or ``triton``.
     """
 
     def __init__(self, tables: Sequence[TableConfig], weights: dict[str, torch.Tensor], mode: Quantize | str,
-                 batch_keys: Sequence[str]) -> None:
+                 batch_keys: Sequence[str], kernel: str = "auto") -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"InferenceEmbeddingBags: kernel={kernel!r}; choose one of {list(KERNELS)}")
+        self.kernel = kernel
         self.tables = list(tables)
         self.feature_names = [f for t in self.tables for f in t.feature_names]
         self.feature_dims = [t.embedding_dim for t in self.tables for _ in t.feature_names]
@@ -95,12 +102,23 @@ class InferenceEmbeddingBags(nn.Module):
         self.output_groups = [self.dims.index(d) for d in self.feature_dims]
 
     @staticmethod
-    def from_collection(collection: nn.Module, mode: Quantize | str, batch_keys: Sequence[str]
-                        ) -> InferenceEmbeddingBags:
+    def from_collection(collection: nn.Module, mode: Quantize | str, batch_keys: Sequence[str],
+                        kernel: str = "auto") -> InferenceEmbeddingBags:
         """The inference form of a trained ``EmbeddingBagCollection`` (its tables and state dict)."""
         state = collection.state_dict()
         weights = {t.name: state[f"{t.name}.weight"] for t in collection.tables}
-        return InferenceEmbeddingBags(collection.tables, weights, mode, batch_keys)
+        return InferenceEmbeddingBags(collection.tables, weights, mode, batch_keys, kernel)
+
+    def _use_triton(self, device: torch.device) -> bool:
+        if self.kernel != "auto":
+            return self.kernel == "triton"
+        if device.type != "cuda" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return False
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        return True
 
     @property
     def num_bytes(self) -> int:
@@ -121,11 +139,19 @@ class InferenceEmbeddingBags(nn.Module):
         weight = in_range.float()
         weight = torch.where(self.mean_of_key[key], weight / lengths[bag].clamp(min=1).float(), weight)
         pooled = []
+        triton_kernel = self._use_triton(ids.device)
+        offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]) if triton_kernel else None
         for g, table in enumerate(self.groups):
             use = in_range & (self.group_of_key[key] == g)
             row = torch.where(use, hashed + self.offset_of_key[key], torch.zeros_like(hashed))
-            values = table.rows(row) * torch.where(use, weight, torch.zeros_like(weight)).unsqueeze(1)
-            out = torch.zeros(bags, table.dim, device=ids.device, dtype=values.dtype)
-            pooled.append(out.index_add_(0, bag, values).view(len(self.batch_keys), batch, table.dim))
+            weight_g = torch.where(use, weight, torch.zeros_like(weight))
+            if triton_kernel:
+                from recframe.serving.triton_lookup import pooled_rows
+
+                out = pooled_rows(table, row, weight_g, offsets)
+            else:
+                values = table.rows(row) * weight_g.unsqueeze(1)
+                out = torch.zeros(bags, table.dim, device=ids.device, dtype=values.dtype).index_add_(0, bag, values)
+            pooled.append(out.view(len(self.batch_keys), batch, table.dim))
         columns = [pooled[g][k] for k, g in zip(self.output_keys, self.output_groups, strict=True)]
         return KeyedTensor(self.feature_names, self.feature_dims, torch.cat(columns, dim=1))
