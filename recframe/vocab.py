@@ -169,6 +169,15 @@ class CudaGraph(Vocab):
     off = "off"  # every step eager
 
 
+class Profiler(Vocab):
+    """Lightning's profiler of a training run (``trainer.profiler``); its report goes to ``<run_dir>/profile``."""
+
+    none = "none"  # no profiler
+    simple = "simple"  # time per Lightning hook (a table at the end of fit)
+    advanced = "advanced"  # cProfile per hook
+    pytorch = "pytorch"  # torch.profiler: a trace (*.pt.trace.json) that Perfetto or chrome://tracing opens
+
+
 class GenerateOn(Vocab):
     """Where synthetic batches are made (``data.generate_on``)."""
 

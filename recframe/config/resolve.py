@@ -54,3 +54,27 @@ def tasks(cfg: DictConfig) -> list[Task]:
 def feature_rows(cfg: DictConfig) -> dict[str, int]:
     """Rows of the table serving each sparse feature (its id range), by feature name."""
     return {f: t.num_embeddings for t in table_configs(cfg) for f in t.feature_names}
+
+
+def log_period(setting: str | int, max_steps: int) -> int:
+    """The scalar logging period of ``trainer.log_every_n_steps``: an integer as given, or ``auto``:
+    ``max(1, min(50, max_steps // 20))``, about 20 points a run (50 when training by epochs, ``max_steps`` -1).
+
+    Example:
+        >>> log_period("auto", 30), log_period("auto", 400), log_period("auto", 100_000), log_period("auto", -1)
+        (1, 20, 50, 50)
+        >>> log_period("7", 30)
+        7
+
+    Raises:
+        ValueError: neither ``auto`` nor an integer >= 1.
+    """
+    if str(setting) == "auto":
+        return 50 if max_steps <= 0 else max(1, min(50, max_steps // 20))
+    try:
+        period = int(str(setting))
+    except ValueError:
+        period = 0
+    if period < 1:
+        raise ValueError(f"must be auto or a number of steps >= 1, got {setting!r}")
+    return period

@@ -21,7 +21,7 @@ from omegaconf import MISSING
 
 from recframe.config.sharding import ShardingConfig
 from recframe.embedding.config import SparseOptimizer, TableConfig
-from recframe.vocab import Backend, CudaGraph, IdPolicy, LrDecay, MatmulPrecision, Pooling, WeightDtype
+from recframe.vocab import Backend, CudaGraph, IdPolicy, LrDecay, MatmulPrecision, Pooling, Profiler, WeightDtype
 
 
 @dataclass
@@ -92,6 +92,8 @@ class OptimConfig:
     sparse: SparseOptimizer = field(default_factory=SparseOptimizer)  # fused into the tables' backward
     dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # the sparse (fused) optimizer's LR schedule, of the same form: its lr (and each table's own) times the factor
+    sparse_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     gradient_clip_val: float | None = None  # clip the dense gradients' norm (None: off)
 
 
@@ -107,7 +109,9 @@ class TrainerConfig:
     max_epochs: int = 1  # stop after this many epochs
     val_check_interval: int | None = None  # validate every N training steps (None: each epoch)
     limit_val_batches: int | None = None  # cap validation batches (None: all)
-    log_every_n_steps: int = 50  # scalar logging period
+    # scalar logging period: an integer, or auto: max(1, min(50, max_steps // 20)) (~20 points a run; 50 by epochs)
+    log_every_n_steps: str = "auto"
+    profiler: Profiler = Profiler.none  # Lightning's profiler: none | simple | advanced | pytorch (<run_dir>/profile)
     enable_progress_bar: bool = True  # Lightning's progress bar
     progress_bar_refresh_steps: int = 10  # redraw the progress bar every N steps (a redraw waits for the GPU)
     deterministic: bool = False  # torch deterministic algorithms
@@ -122,11 +126,23 @@ class TrainerConfig:
 
 
 @dataclass
+class ProjectorConfig:
+    """Embeddings in TensorBoard's Projector, written at the end of training (rank 0)."""
+
+    tables: list[str] = field(default_factory=list)  # the tables to show (none by default)
+    rows: int = 1000  # the most looked-up rows of each (with their id and lookup count as metadata)
+
+
+@dataclass
 class LoggerConfig:
     """TensorBoard logging."""
 
     tensorboard: bool = True  # write TensorBoard event files under <run_dir>/tensorboard
-    table_stats_every_n_steps: int = 200  # per-table row-norm statistics period (0: off)
+    # table health period (row-norm histogram and stats, coverage, skew, out-of-range ids, optimizer state,
+    # tables/summary); 0: off (no lookup counting either)
+    table_stats_every_n_steps: int = 200
+    curves: bool = True  # the final validation's PR curve and reliability diagram (val/pr_curve, val/calibration)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
 
 
 @dataclass

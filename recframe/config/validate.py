@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.problems import Check, Problem
-from recframe.config.resolve import sparse_optimizer, table_configs
+from recframe.config.resolve import log_period, sparse_optimizer, table_configs
 from recframe.models.zoo import MODELS, CheckContext, suggestion
 from recframe.vocab import Pooling, ShardingMode
 
@@ -109,6 +109,10 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
     if trainer.val_check_interval is not None and trainer.val_check_interval < 1:
         out.append(Problem("trainer.val_check_interval", f"must be a number of steps >= 1, got "
                            f"{trainer.val_check_interval}"))
+    try:
+        log_period(trainer.log_every_n_steps, trainer.max_steps)
+    except ValueError as error:
+        out.append(Problem("trainer.log_every_n_steps", str(error), "e.g. trainer.log_every_n_steps=auto"))
     if trainer.early_stopping_patience < 0:
         out.append(Problem("trainer.early_stopping_patience", f"must be >= 0 (0: never stop early), got "
                            f"{trainer.early_stopping_patience}"))
@@ -116,6 +120,12 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
         out.append(Problem("trainer.monitor", f"must be auto or a validation key (val/...), got {trainer.monitor!r}",
                            "e.g. trainer.monitor=val/logloss"))
     checkpoint = cfg.checkpoint
+    unknown = [str(t) for t in cfg.logger.projector.tables if str(t) not in cfg.tables.specs]
+    if unknown:
+        out.append(Problem("logger.projector.tables", f"no such tables {unknown}",
+                           suggestion(unknown[0], [str(k) for k in cfg.tables.specs])))
+    if cfg.logger.projector.rows < 1:
+        out.append(Problem("logger.projector.rows", f"must be >= 1, got {cfg.logger.projector.rows}"))
     if checkpoint.every_n_steps < 0:
         out.append(Problem("checkpoint.every_n_steps", f"must be >= 0, got {checkpoint.every_n_steps}"))
     if checkpoint.keep_last < 1:

@@ -259,6 +259,10 @@ class ShardedEmbeddingBagCollection(nn.Module):
         return features if order is None else features.permute(order)
 
     # ---- state ---------------------------------------------------------------------------------------
+    def local_collections(self) -> list[EmbeddingBagCollection]:
+        """This rank's local collections (their kernels hold the shards; ``recframe.training.sparse_lr``)."""
+        return [ebc for _, _, ebc in self._local]
+
     def local_shards(self) -> dict[str, LocalShard]:
         """This rank's shards by table name: block position, live weight and optimizer state views."""
         out = {}

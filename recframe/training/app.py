@@ -159,19 +159,29 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     import pytorch_lightning as pl
     import torch
 
-    from recframe.config.resolve import table_configs
-    from recframe.training.callbacks import ConfigToTensorBoard, ModelSize, StepProgressBar, TableStats, Throughput
+    from recframe.config.resolve import log_period, table_configs, tasks
+    from recframe.training.callbacks import ConfigToTensorBoard, ModelSize, StepProgressBar, Throughput
     from recframe.training.checkpoint.callback import StepCheckpoint
     from recframe.training.checkpoint.plugin import DistributedCheckpointIO
+    from recframe.training.curves import FinalCurves
+    from recframe.training.projector import Projector
+    from recframe.training.table_health import TableHealth
     from recframe.training.tensorboard import RunLogger
+    from recframe.training.train_scalars import StepBreakdown, TrainAUC
     from recframe.vocab import MatmulPrecision
 
     t = cfg.trainer
     world = t.devices * t.num_nodes
     # float32 matmuls of the dense towers: full float32, TF32 ("high") or bf16 ("medium") on GPUs
     torch.set_float32_matmul_precision(MatmulPrecision(t.matmul_precision).value)
-    callbacks: list[pl.Callback] = [Throughput(), TableStats(cfg.logger.table_stats_every_n_steps),
+    projector = cfg.logger.projector
+    health = TableHealth(cfg.logger.table_stats_every_n_steps,
+                         count=cfg.logger.table_stats_every_n_steps > 0 or bool(projector.tables))
+    callbacks: list[pl.Callback] = [Throughput(), StepBreakdown(), health,
                                     ModelSize(cfg.model.name, table_configs(cfg))]
+    task_names = [t.name for t in tasks(cfg)]
+    if task_names:  # one logit per task (not retrieval): train/auc of each logging window
+        callbacks.append(TrainAUC(task_names))
     if t.enable_progress_bar:  # with a total and an ETA for endless synthetic data (trainer.max_steps)
         callbacks.append(StepProgressBar(t.progress_bar_refresh_steps))
     logger: Any = False
@@ -179,6 +189,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         logger = RunLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
                            purge_step=resume_step or None)
         callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
+        if projector.tables:
+            callbacks.append(Projector(health, projector.tables, projector.rows))
+        if cfg.logger.curves and task_names:
+            callbacks.append(FinalCurves())
     if checkpoints:
         # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint.callback).
         callbacks.append(StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps,
@@ -198,7 +212,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision, strategy=strategy,
         max_steps=t.max_steps, max_epochs=t.max_epochs, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None if t.val_check_interval is not None else 1,
-        limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
+        limit_val_batches=t.limit_val_batches, log_every_n_steps=log_period(t.log_every_n_steps, t.max_steps),
+        profiler=_profiler(t.profiler, run_dir),
         enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
         enable_model_summary=False,  # ModelSize logs the size, tables included
         num_sanity_val_steps=0, logger=logger, callbacks=[*callbacks, *(extra_callbacks or [])],
@@ -206,6 +221,22 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         inference_mode=False,
         enable_checkpointing=False, plugins=plugins, default_root_dir=str(run_dir),
     )
+
+
+def _profiler(name: str, run_dir: Path):  # noqa: ANN202 (a Lightning Profiler or None, imported lazily)
+    """Lightning's profiler ``trainer.profiler`` names, writing into ``<run_dir>/profile`` (None for ``none``)."""
+    from recframe.vocab import Profiler
+
+    kind = Profiler(name)
+    if kind is Profiler.none:
+        return None
+    from pytorch_lightning import profilers
+
+    folder = str(run_dir / "profile")
+    if kind is Profiler.pytorch:  # a Chrome/Perfetto trace (*.pt.trace.json) of the profiled steps
+        return profilers.PyTorchProfiler(dirpath=folder, filename="trace", export_to_chrome=True)
+    cls = profilers.SimpleProfiler if kind is Profiler.simple else profilers.AdvancedProfiler
+    return cls(dirpath=folder, filename="profile")
 
 
 def _use_torchrun_world(cfg: DictConfig) -> None:

@@ -1,8 +1,9 @@
-"""Lightning callbacks of a recframe run: throughput, per-table statistics, the config in TensorBoard, the
-model's size, a progress bar with the total of an endless stream.
+"""Lightning callbacks of a recframe run: throughput, the config in TensorBoard, the model's size, a progress bar
+with the total of an endless stream (table health: ``table_health``; train AUC and the step's phases:
+``train_scalars``; final curves: ``curves``; the Projector: ``projector``).
 
 Example:
-    >>> callbacks = [Throughput(), TableStats(every_n_steps=200)]  # doctest: +SKIP
+    >>> callbacks = [Throughput()]  # doctest: +SKIP
     >>> human(166_400_000), human(665_600_000, "B")
     ('166.4 M', '665.6 MB')
 """
@@ -17,13 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
 from recframe.embedding.config import TableConfig
 from recframe.embedding.kernels import DTYPES
 from recframe.sparse import Batch
-from recframe.training.module import dense_parameters, embedding_collections, host_scalar, is_logging_step
+from recframe.training.module import dense_parameters, host_scalar, is_logging_step
 
 log = logging.getLogger("recframe")
 
@@ -55,33 +55,6 @@ class Throughput(pl.Callback):
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ends.clear()  # validation time is not training throughput
-
-
-class TableStats(pl.Callback):
-    """Every N steps, on rank 0: each table's row-norm mean and max (``tables/<table>/row_norm_*``).
-
-    Args:
-        every_n_steps: period in optimizer steps; 0 disables.
-    """
-
-    def __init__(self, every_n_steps: int) -> None:
-        self.every_n_steps = every_n_steps
-
-    @torch.no_grad()
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: Batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        if not self.every_n_steps or step % self.every_n_steps or not trainer.is_global_zero or trainer.logger is None:
-            return
-        stats: dict[str, float] = {}
-        for collection in embedding_collections(pl_module).values():
-            for key, weight in collection.state_dict().items():
-                if key.endswith(".weight") and weight.dim() == 2 and weight.numel():
-                    norms = weight.float().norm(dim=1)
-                    table = key.removesuffix(".weight")
-                    stats[f"tables/{table}/row_norm_mean"] = norms.mean().item()
-                    stats[f"tables/{table}/row_norm_max"] = norms.max().item()
-        trainer.logger.log_metrics(stats, step=step)
 
 
 class ConfigToTensorBoard(pl.Callback):

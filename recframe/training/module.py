@@ -10,7 +10,7 @@ On a GPU the step's forward, loss and backward can be one CUDA graph (``trainer.
 (Lightning's manual optimization), after the replay.
 
 What the run directory's TensorBoard gets from here: ``train/loss`` (and ``train/loss_<task>``
-with several tasks), ``val/<metric>``, ``optim/lr_dense``, ``optim/lr_sparse``.
+with several tasks), ``val/<metric>``, ``optim/lr_dense``, ``optim/lr_sparse`` (as ``optim.sparse_schedule`` sets it).
 
 Example:
     >>> module = RecModule(build_model=lambda: my_model, objective=CTRObjective([Task("click")]),
@@ -33,6 +33,7 @@ from recframe.sparse import Batch
 from recframe.training.dense_optimizers import build_dense_optimizer
 from recframe.training.objectives import Objective, training_loss
 from recframe.training.schedule import build_scheduler
+from recframe.training.sparse_lr import SparseLrSchedule
 from recframe.training.step_graph import GraphedStep, graph_blockers
 from recframe.training.step_scalars import StepScalars
 from recframe.vocab import CudaGraph
@@ -132,6 +133,7 @@ class RecModule(pl.LightningModule):
         self.model: nn.Module | None = None
         self.val_metrics = objective.make_metrics()
         self.step_scalars = StepScalars()
+        self.sparse_lr: SparseLrSchedule | None = None  # optim.sparse_schedule, set up in configure_model
 
     def configure_model(self) -> None:
         if self.model is None:
@@ -140,6 +142,7 @@ class RecModule(pl.LightningModule):
             if self.compile_dense:
                 compile_dense_modules(self.model)
             self.graphed_step = self._graphed_step()
+            self.sparse_lr = SparseLrSchedule(embedding_collections(self.model).values(), self.optim.sparse_schedule)
 
     def _graphed_step(self) -> GraphedStep | None:
         """The step's CUDA graph where ``cuda_graph`` asks for one and nothing rules it out (else None)."""
@@ -166,6 +169,8 @@ class RecModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         torch.manual_seed(self.seed * 1_000_003 + self.global_step)
+        if self.sparse_lr is not None:
+            self.sparse_lr.step(self.global_step)  # the lr this step's fused update uses
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         assert self.model is not None
@@ -185,7 +190,9 @@ class RecModule(pl.LightningModule):
             scheduler = self.lr_schedulers()
             if scheduler is not None:
                 self.log("optim/lr_dense", host_scalar(scheduler.get_last_lr()[0]), batch_size=batch.batch_size)
-            self.log("optim/lr_sparse", host_scalar(self.optim.sparse.lr), batch_size=batch.batch_size)
+            lr_sparse = self.sparse_lr.lr if self.sparse_lr is not None else None
+            lr_sparse = self.optim.sparse.lr if lr_sparse is None else lr_sparse
+            self.log("optim/lr_sparse", host_scalar(lr_sparse), batch_size=batch.batch_size)
         self._write_step_scalars(wait=False)
         return total
 

@@ -9,6 +9,7 @@ import pytest
 
 from recframe.config.store import CONFIG_DIR
 from tests.integration.helpers import assert_clean_output, run_recframe, scalars
+from tests.integration.test_tensorboard_health import assert_table_health_and_curves
 from tests.shared_data import experiment_data_args
 
 pytestmark = pytest.mark.integration
@@ -51,13 +52,17 @@ def test_run_directory_holds_every_scalar(tiny: list[str], tmp_path: Path) -> No
     run_dir = tmp_path / "run"
     result = run_recframe("train", "+experiment=dlrm", *small_model("dlrm"), *tiny, "trainer.max_steps=10",
                           "trainer.val_check_interval=5", "trainer.enable_progress_bar=true",
-                          "trainer.progress_bar_refresh_steps=1", f"hydra.run.dir={run_dir}")
+                          "trainer.progress_bar_refresh_steps=1", "logger.projector.tables=[t_cat_0]",
+                          f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert_clean_output(result, run_dir, steps=10, size="26 tables 208.0 K (832.0 KB fp32)")  # the output, too
     tags = scalars(run_dir)
     for tag in ("train/loss", "val/auc", "val/ne", "val/logloss", "val/calibration", "val/ctr", "perf/samples_per_s",
-                "optim/lr_dense", "optim/lr_sparse", "tables/t_cat_0/row_norm_mean"):
+                "optim/lr_dense", "optim/lr_sparse", "train/auc", "perf/data_wait_ms", "perf/forward_backward_ms",
+                "perf/optimizer_ms", *(f"tables/t_cat_0/{k}" for k in (
+                    "row_norm_mean", "row_norm_max", "coverage", "top1pct_share", "momentum1_mean", "momentum1_max"))):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    assert_table_health_and_curves(run_dir, projector_table="t_cat_0")
     assert [step for step, _ in tags["train/loss"]] == list(range(10))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics) >= {"val/auc", "val/ne", "val/logloss", "val/calibration", "val/ctr", "global_step"}

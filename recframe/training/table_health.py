@@ -1,0 +1,162 @@
+"""Table health in TensorBoard: lookup counts per row, and every N steps what they and the tables show.
+
+``LookupCounts`` counts, on the device and without a host sync, how often each row of each table
+was looked up by this process's batches (one int32 per row of every table, all tables in one buffer:
+4 bytes a row, a sixteenth of a dim-16 fp32 table), and how many ids lay outside their table's rows
+(folded in by ``id_policy=modulo``: the hashed ids; an ``error`` table stops on them instead).
+
+``TableHealth`` (rank 0, every ``logger.table_stats_every_n_steps``) writes per table ``<t>``:
+
+- ``tables/<t>/row_norm`` (histogram) and ``tables/<t>/row_norm_mean``, ``row_norm_max``: the L2
+  norms of the rows this rank holds (its shards with several ranks);
+- ``tables/<t>/coverage``: the share of the table's rows looked up at least once so far (rank 0's batches);
+- ``tables/<t>/top1pct_share``: the share of the lookups that went to the most looked-up 1% of rows (skew);
+- ``tables/<t>/out_of_range``: ids outside the table so far (``modulo`` tables; 0 otherwise);
+- ``tables/<t>/<state>_mean`` and ``_max``: the fused optimizer's state (rowwise Adagrad: ``momentum1``);
+- ``tables/summary``: a text table of the above, one line per table.
+
+Example:
+    >>> counts = LookupCounts([TableConfig(name="t", num_embeddings=4, embedding_dim=2, feature_names=["f"])],
+    ...                       torch.device("cpu"))
+    >>> counts.update(KeyedJaggedTensor.from_lengths(["f"], torch.tensor([1, 1, 3]), torch.tensor([2, 1])))
+    >>> counts.of("t").tolist(), counts.stats("t")["coverage"]
+    ([0, 2, 0, 1], 0.5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from recframe.embedding.config import TableConfig
+from recframe.sparse import Batch, KeyedJaggedTensor
+from recframe.training.module import embedding_collections
+from recframe.vocab import IdPolicy
+
+
+class LookupCounts:
+    """Per-row lookup counts of tables, kept on the device (module docstring).
+
+    Args:
+        tables: the tables (whole, as configured).
+        device: where the counts live (the training device).
+    """
+
+    def __init__(self, tables: Sequence[TableConfig], device: torch.device) -> None:
+        self.tables = {t.name: t for t in tables}
+        starts, total = {}, 0
+        for t in tables:
+            starts[t.name], total = total, total + t.num_embeddings
+        self._starts = starts
+        self._scratch = total  # ids of features that no table serves land here
+        self.counts = torch.zeros(total + 1, dtype=torch.int32, device=device)
+        self.out_of_range = torch.zeros(len(tables), dtype=torch.int64, device=device)
+        self._table_index = {t.name: i for i, t in enumerate(tables)}
+        self._feature_table = {f: t.name for t in tables for f in t.feature_names}
+        self._layouts: dict[tuple[str, ...], tuple[torch.Tensor, ...]] = {}
+
+    def _layout(self, keys: tuple[str, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Per key of a KJT: its table's first row in ``counts``, its rows (1 for the scratch), its table index,
+        whether a table serves it."""
+        if keys not in self._layouts:
+            names = [self._feature_table.get(k) for k in keys]
+            start = [self._starts[n] if n else self._scratch for n in names]
+            rows = [self.tables[n].num_embeddings if n else 1 for n in names]
+            index = [self._table_index[n] if n else 0 for n in names]
+            known = [int(n is not None) for n in names]
+            self._layouts[keys] = tuple(torch.tensor(v, dtype=torch.int64, device=device)
+                                        for v in (start, rows, index, known))
+        return self._layouts[keys]
+
+    @torch.no_grad()
+    def update(self, features: KeyedJaggedTensor) -> None:
+        """Count a batch's lookups (no host sync: sizes come from tensor shapes)."""
+        keys, ids = tuple(features.keys()), features.values()
+        if not keys or ids.numel() == 0:
+            return
+        start, rows, table, known = self._layout(keys, ids.device)
+        per_key = features.lengths().view(len(keys), -1).sum(dim=1)
+        key_of = torch.repeat_interleave(torch.arange(len(keys), device=ids.device), per_key, output_size=ids.numel())
+        key_rows = rows[key_of]
+        outside = ((ids < 0) | (ids >= key_rows)).long() * known[key_of]
+        self.counts.index_add_(0, start[key_of] + ids.remainder(key_rows), torch.ones_like(ids, dtype=torch.int32))
+        self.out_of_range.index_add_(0, table[key_of], outside)
+
+    def of(self, table: str) -> torch.Tensor:
+        """The lookup counts of a table's rows (a view)."""
+        start = self._starts[table]
+        return self.counts[start:start + self.tables[table].num_embeddings]
+
+    def stats(self, table: str) -> dict[str, float]:
+        """``coverage``, ``top1pct_share`` and ``out_of_range`` of a table so far (reads the device)."""
+        counts = self.of(table)
+        total = counts.sum().item()
+        top = torch.topk(counts, max(1, counts.numel() // 100)).values.sum().item()
+        return {"coverage": (counts > 0).sum().item() / max(1, counts.numel()),
+                "top1pct_share": top / total if total else 0.0,
+                "out_of_range": float(self.out_of_range[self._table_index[table]].item())}
+
+
+class TableHealth(pl.Callback):
+    """Counts lookups every step; every N steps, on rank 0, writes the table-health summaries (module docstring).
+
+    Args:
+        every_n_steps: period in optimizer steps (0: no summaries; ``count`` may still keep the counts).
+        count: keep the lookup counts (for the summaries, or for the Projector's rows).
+    """
+
+    def __init__(self, every_n_steps: int, count: bool = True) -> None:
+        self.every_n_steps = every_n_steps
+        self.count = count
+        self.counts: LookupCounts | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.count and self.counts is None:
+            tables = [t for c in embedding_collections(pl_module).values() for t in c.tables]
+            self.counts = LookupCounts(tables, pl_module.device)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Batch, batch_idx: int) -> None:
+        if self.counts is not None:
+            self.counts.update(batch.sparse_features)
+        step = trainer.global_step
+        if self.every_n_steps and not step % self.every_n_steps and trainer.is_global_zero and trainer.logger:
+            self.write(trainer, pl_module, step)
+
+    @torch.no_grad()
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        """Write every table's health summaries at ``step`` (rank 0)."""
+        experiment = trainer.logger.experiment  # type: ignore[union-attr]
+        scalars: dict[str, float] = {}
+        lines = ["| table | rows here | dim | coverage | top 1% share | out of range | row norm mean | max |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for collection in embedding_collections(pl_module).values():
+            weights, states = collection.state_dict(), collection.optimizer_state_dict()
+            for table in collection.tables:
+                weight = weights.get(f"{table.name}.weight")
+                if weight is None or weight.dim() != 2 or not weight.numel():
+                    continue  # no rows of it on this rank
+                stats: dict[str, float] = dict(self.counts.stats(table.name)) if self.counts is not None else {}
+                norms = weight.float().norm(dim=1)
+                stats["row_norm_mean"], stats["row_norm_max"] = norms.mean().item(), norms.max().item()
+                if hasattr(experiment, "add_histogram"):
+                    experiment.add_histogram(f"tables/{table.name}/row_norm", norms, global_step=step)
+                for name, state in states.get(table.name, {}).items():
+                    if state.is_floating_point() and state.numel():
+                        stats[f"{name}_mean"], stats[f"{name}_max"] = state.mean().item(), state.max().item()
+                if table.id_policy != IdPolicy.modulo:
+                    stats.pop("out_of_range", None)
+                scalars.update({f"tables/{table.name}/{k}": v for k, v in stats.items()})
+                lines.append(f"| {table.name} | {weight.shape[0]} | {weight.shape[1]} | "
+                             + " | ".join(_cell(stats.get(k)) for k in ("coverage", "top1pct_share", "out_of_range",
+                                                                         "row_norm_mean", "row_norm_max")) + " |")
+        trainer.logger.log_metrics(scalars, step=step)  # type: ignore[union-attr]
+        if hasattr(experiment, "add_text"):
+            experiment.add_text("tables/summary", "\n".join(lines), global_step=step)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
