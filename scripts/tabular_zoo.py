@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=sorted(n for n, e in MODELS.items() if not e.retrieval))
     p.add_argument("--out", type=Path, required=True, help="JSON lines, one per run (appended)")
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2], help="seed=S data.seed=S of every run")
-    p.add_argument("--lr-epochs", type=int, default=5, help="the baseline's epochs (0: no baseline)")
+    p.add_argument("--lr-epochs", type=int, default=15, help="the baseline's epochs (0: none; 15: the models' cap)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="recframe train overrides of every model run")
     args = p.parse_args()
