@@ -232,3 +232,11 @@ class ExportFormat(Vocab):
     exported = "exported"  # a torch.export program (.pt2): torch.export.load runs it without recframe
     aoti = "aoti"  # an AOTInductor package (.pt2): compiled kernels, loads without recframe (Python or C++)
     retrieval = "retrieval"  # a folder: the user tower as a torch.export program and every item's vector
+
+
+class CommsDtype(Vocab):
+    """The wire format of the pooled all-to-alls (``sharding.comms.forward_dtype`` / ``backward_dtype``)."""
+
+    fp32 = "fp32"  # exact
+    bf16 = "bf16"  # half the bytes, fp32's range, 8 mantissa bits
+    fp16 = "fp16"  # half the bytes, 11 mantissa bits, scaled per sender by a power of two (no overflow)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from recframe.vocab import Backend, ShardingMode, ShardingType, TopologyDevice
+from recframe.vocab import Backend, CommsDtype, ShardingMode, ShardingType, TopologyDevice
 
 
 @dataclass
@@ -58,6 +58,14 @@ class TopologyConfig:
 
 
 @dataclass
+class CommsConfig:
+    """Wire formats of the pooled all-to-alls (``recframe.distributed.qcomms``)."""
+
+    forward_dtype: CommsDtype = CommsDtype.fp32  # the pooled embeddings (and row-wise partial sums): fp32 | bf16 | fp16
+    backward_dtype: CommsDtype = CommsDtype.fp32  # their gradients: fp32 | bf16 | fp16 (fp16 scaled per sender)
+
+
+@dataclass
 class ShardingConfig:
     """How embedding tables are sharded (configs/sharding/)."""
 
@@ -67,3 +75,4 @@ class ShardingConfig:
     topology: TopologyConfig = field(default_factory=TopologyConfig)  # memory and bandwidths per rank
     data_parallel_max_rows: int = 10_000  # auto: only tables with at most this many rows may be replicated
     min_column_shard_dim: int = 32  # auto: column_wise shards have at least this many columns
+    comms: CommsConfig = field(default_factory=CommsConfig)  # quantized communication (default exact fp32)

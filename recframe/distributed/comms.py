@@ -37,6 +37,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from recframe.distributed.qcomms import CommsPrecision, all_to_all_float
+
 
 def all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
                   group: dist.ProcessGroup | None) -> torch.Tensor:
@@ -87,7 +89,7 @@ def start_all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits:
 class PooledAllToAll(torch.autograd.Function):
     """The output dist of pooled embeddings (see the module docstring).
 
-    ``apply(anchor, mp, dp, batch, mp_dims, rank, group, grad_scale)``:
+    ``apply(anchor, mp, dp, batch, mp_dims, rank, group, grad_scale, precision)``:
 
     Args:
         anchor: an empty tensor that requires grad: it makes the backward run on every rank, even
@@ -101,6 +103,7 @@ class PooledAllToAll(torch.autograd.Function):
         rank: this rank in ``group``.
         group: the process group.
         grad_scale: factor applied to the gradients sent back (``1 / world`` for mean losses).
+        precision: the wire formats forward and backward (``qcomms.CommsPrecision``; fp32: exact).
 
     Returns:
         ``[batch, sum(mp_dims) + D_dp]``: rank 0's block for this rank's samples, then rank 1's,
@@ -109,12 +112,14 @@ class PooledAllToAll(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, anchor: torch.Tensor, mp: torch.Tensor, dp: torch.Tensor, batch: int,  # noqa: ANN001
-                mp_dims: list[int], rank: int, group: dist.ProcessGroup | None, grad_scale: float) -> torch.Tensor:
+                mp_dims: list[int], rank: int, group: dist.ProcessGroup | None, grad_scale: float,
+                precision: CommsPrecision) -> torch.Tensor:
         world = len(mp_dims)
         own = mp_dims[rank]
         ctx.batch, ctx.mp_dims, ctx.rank, ctx.group, ctx.grad_scale = batch, mp_dims, rank, group, grad_scale
-        ctx.dp_dim = dp.shape[1]
-        recv = all_to_all_1d(mp.reshape(-1), [batch * own] * world, [batch * d for d in mp_dims], group)
+        ctx.dp_dim, ctx.precision = dp.shape[1], precision
+        recv = all_to_all_float(mp.reshape(-1), [batch * own] * world, [batch * d for d in mp_dims], group,
+                                precision.forward)
         blocks = [b.view(batch, d) for b, d in zip(recv.split([batch * d for d in mp_dims]), mp_dims, strict=True)]
         blocks.append(dp[rank * batch:(rank + 1) * batch])
         return torch.cat(blocks, dim=1)
@@ -129,14 +134,14 @@ class PooledAllToAll(torch.autograd.Function):
         pieces = grad.split([*mp_dims, dp_dim], dim=1)
         dp_flat = pieces[-1].reshape(-1)
         send = torch.cat([part for s in range(world) for part in (pieces[s].reshape(-1), dp_flat)])
-        recv = all_to_all_1d(send, [batch * (d + dp_dim) for d in mp_dims], [batch * (own + dp_dim)] * world,
-                             ctx.group).view(world, batch * (own + dp_dim))
+        recv = all_to_all_float(send, [batch * (d + dp_dim) for d in mp_dims], [batch * (own + dp_dim)] * world,
+                                ctx.group, ctx.precision.backward).view(world, batch * (own + dp_dim))
         grad_mp = grad_dp = None
         if ctx.needs_input_grad[1]:
             grad_mp = recv[:, :batch * own].reshape(world * batch, own)
         if ctx.needs_input_grad[2]:
             grad_dp = recv[:, batch * own:].reshape(world * batch, dp_dim)
-        return None, grad_mp, grad_dp, None, None, None, None, None
+        return None, grad_mp, grad_dp, None, None, None, None, None, None
 
 
 def broadcast_(tensor: torch.Tensor, src_group_rank: int, group: dist.ProcessGroup | None) -> None:

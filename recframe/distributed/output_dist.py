@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from recframe.distributed.comms import PooledAllToAll
 from recframe.distributed.layout import ShardLayout
+from recframe.distributed.qcomms import CommsPrecision
 
 
 class OutputDist:
@@ -40,6 +41,7 @@ class OutputDist:
         group: the process group (None = the default group).
         device: where the outputs are.
         grad_scale: factor of the gradients sent back (``1 / world`` for mean losses, else 1).
+        precision: the all-to-all's wire formats (``qcomms``; default fp32 both ways).
 
     Example:
         >>> out = OutputDist(layout, rank=0, group=None, device=torch.device("cpu"), grad_scale=0.5)  # doctest: +SKIP
@@ -47,8 +49,9 @@ class OutputDist:
     """
 
     def __init__(self, layout: ShardLayout, rank: int, group: dist.ProcessGroup | None, device: torch.device,
-                 grad_scale: float) -> None:
+                 grad_scale: float, precision: CommsPrecision | None = None) -> None:
         self.rank, self.group, self.device, self.grad_scale = rank, group, device, grad_scale
+        self.precision = precision or CommsPrecision()
         self.mp_dims = layout.mp_dims()
         self.num_features = len(layout.feature_names)
         dst = layout.output_columns(rank)
@@ -84,7 +87,7 @@ class OutputDist:
         dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(rows, 0, device=self.device)
         anchor = torch.empty(0, device=self.device, requires_grad=torch.is_grad_enabled())
         wide = PooledAllToAll.apply(anchor, mp_out, dp_out, batch, self.mp_dims, self.rank, self.group,
-                                    self.grad_scale)
+                                    self.grad_scale, self.precision)
         return self.combine(wide, lengths)
 
     def combine(self, wide: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

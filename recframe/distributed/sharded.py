@@ -63,6 +63,7 @@ from recframe.distributed.layout import ShardLayout
 from recframe.distributed.output_dist import OutputDist
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.prefetch_queue import Prefetched, PrefetchQueue
+from recframe.distributed.qcomms import CommsPrecision
 from recframe.distributed.types import LocalShard, ShardSpec
 from recframe.embedding.collection import EmbeddingBagCollection
 from recframe.embedding.config import SparseOptimizer, TableConfig, check_tables
@@ -99,11 +100,13 @@ class ShardedEmbeddingBagCollection(nn.Module):
         check_ids: check ids of ``error`` tables against the whole table, on the sending rank.
         local_world_size: ranks per node, for table_row_wise.
         gradient_division: divide the gradients reaching the shards by the world size.
+        comms: the pooled all-to-all's wire formats (``qcomms.CommsPrecision``; default fp32, exact).
     """
 
     def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, plan: ShardingPlan,
                  process_group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
-                 check_ids: bool = True, local_world_size: int | None = None, gradient_division: bool = True) -> None:
+                 check_ids: bool = True, local_world_size: int | None = None, gradient_division: bool = True,
+                 comms: CommsPrecision | None = None) -> None:
         super().__init__()
         world, rank = dist.get_world_size(process_group), dist.get_rank(process_group)
         problems = check_tables(list(tables), optimizer, sequence=False)
@@ -131,7 +134,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
             [t.id_policy for t in self.tables for _ in t.feature_names], layout.slots(), world, rank, process_group,
             check_ids, [by_slot.index(f) for _, _, ebc in self._local for f in _group_order(ebc)]).to(self.device)
         self.output_dist = OutputDist(layout, rank, process_group, self.device,
-                                      1.0 / world if gradient_division else 1.0)
+                                      1.0 / world if gradient_division else 1.0, comms)
         self._orders: dict[tuple[str, ...], list[int] | None] = {}
         self._prefetched = PrefetchQueue(MAX_PREFETCHED)
         self.sync_replicas()
@@ -141,7 +144,8 @@ class ShardedEmbeddingBagCollection(nn.Module):
     def from_collection(collection: EmbeddingBagCollection, plan: ShardingPlan,
                         process_group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
                         check_ids: bool = True, local_world_size: int | None = None,
-                        gradient_division: bool = True) -> ShardedEmbeddingBagCollection:
+                        gradient_division: bool = True, comms: CommsPrecision | None = None
+                        ) -> ShardedEmbeddingBagCollection:
         """Shard ``collection``: each rank keeps its blocks of the tables and of their optimizer state.
 
         A collection on the meta device (built without memory) is not copied: each rank then
@@ -154,11 +158,11 @@ class ShardedEmbeddingBagCollection(nn.Module):
         target = torch.device(device) if device is not None else collection.device
         if collection.device.type == "meta":  # built without memory: each rank initializes only its shards
             return ShardedEmbeddingBagCollection(collection.tables, collection.optimizer, plan, process_group,
-                                                 target, check_ids, local_world_size, gradient_division)
+                                                 target, check_ids, local_world_size, gradient_division, comms)
         with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
             sharded = ShardedEmbeddingBagCollection(
                 collection.tables, collection.optimizer, plan, process_group,
-                target, check_ids, local_world_size, gradient_division)
+                target, check_ids, local_world_size, gradient_division, comms)
         weights, states = collection.state_dict(), collection.optimizer_state_dict()
         with torch.no_grad():
             for _, specs, ebc in sharded._local:
@@ -342,7 +346,8 @@ def _block(value: torch.Tensor, spec: ShardSpec) -> torch.Tensor:
 
 def shard_model(model: nn.Module, plan: ShardingPlan, process_group: dist.ProcessGroup | None = None,
                 device: torch.device | str | None = None, check_ids: bool = True,
-                local_world_size: int | None = None, gradient_division: bool = True) -> nn.Module:
+                local_world_size: int | None = None, gradient_division: bool = True,
+                comms: CommsPrecision | None = None) -> nn.Module:
     """Replace every EmbeddingBagCollection inside ``model`` by its ShardedEmbeddingBagCollection, in place.
 
     Call it on every rank of ``process_group`` (collective), with the same model values and plan.
@@ -355,6 +360,7 @@ def shard_model(model: nn.Module, plan: ShardingPlan, process_group: dist.Proces
         check_ids: check ids of ``error`` tables on the sending rank.
         local_world_size: ranks per node (table_row_wise).
         gradient_division: divide the shards' gradients by the world size (see the module docstring).
+        comms: the pooled all-to-all's wire formats (``qcomms.CommsPrecision``; default fp32).
 
     Returns:
         ``model`` (or the sharded collection when ``model`` is an EmbeddingBagCollection).
@@ -377,7 +383,7 @@ def shard_model(model: nn.Module, plan: ShardingPlan, process_group: dist.Proces
     for name, module in found:
         if id(module) not in done:
             done[id(module)] = ShardedEmbeddingBagCollection.from_collection(
-                module, plan, process_group, device, check_ids, local_world_size, gradient_division)
+                module, plan, process_group, device, check_ids, local_world_size, gradient_division, comms)
         if name == "":
             return done[id(module)]
         parent_name, _, attr = name.rpartition(".")

@@ -39,6 +39,7 @@ def make_sharder(cfg: DictConfig, run_dir: Path) -> Callable[[nn.Module, pl.Trai
     """
 
     def shard(model: nn.Module, trainer: pl.Trainer) -> nn.Module:
+        from recframe.distributed.qcomms import CommsPrecision
         from recframe.distributed.sharded import shard_model
         from recframe.training.planning import make_plan
 
@@ -49,6 +50,8 @@ def make_sharder(cfg: DictConfig, run_dir: Path) -> Callable[[nn.Module, pl.Trai
             report.write_json(run_dir / "sharding_plan.json")
             if trainer.logger is not None and hasattr(trainer.logger.experiment, "add_text"):
                 report.log_to_tensorboard(trainer.logger.experiment)
-        return shard_model(model, plan, device=trainer.strategy.root_device, local_world_size=local_world)
+        comms = CommsPrecision(cfg.sharding.comms.forward_dtype, cfg.sharding.comms.backward_dtype)
+        return shard_model(model, plan, device=trainer.strategy.root_device, local_world_size=local_world,
+                           comms=comms)
 
     return shard

@@ -1,0 +1,86 @@
+"""Quantized communication of the pooled all-to-alls: fp32 values sent as bf16 or fp16, received as fp32.
+
+``sharding.comms.forward_dtype`` (the pooled embeddings, and the partial sums of row-wise splits)
+and ``sharding.comms.backward_dtype`` (their gradients) pick the wire format of
+``comms.PooledAllToAll``; fp32 is exact and the default. Halving the bytes halves the all-to-all
+time where it is bandwidth-bound (NCCL across GPUs); values are rounded once, on the wire:
+
+- ``bf16``: 8 significant bits (relative error <= 2^-8), fp32's range: no scaling needed.
+- ``fp16``: 11 significant bits (<= 2^-11) but a range of +-65504, and values below ~6e-8 vanish. Each rank
+  scales what it sends by a power of two that brings its largest magnitude into (2^14, 2^15]
+  (exact in binary; overflow is impossible and small gradients keep their bits), sends its scale
+  to every rank (one all-gather of one float), and each receiver divides each sender's block by
+  that sender's scale.
+
+Errors against fp32 (tests/distributed/test_qcomms.py): each value within 2^-8 of itself (bf16), or
+within 2^-11 of its sender's largest magnitude (fp16: values far below the largest lose bits, down to
+nothing below 2^-24 of it); a sharded collection trained 3 steps stays within 8 roundings of fp32's
+weights; bf16 comms end 2-process ``dlrm`` training with the val AUC of fp32 within 0.001 (slow tier).
+
+Example (one process, world of 1):
+    >>> import os, tempfile, torch, torch.distributed as dist
+    >>> store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
+    >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    >>> all_to_all_float(torch.tensor([1e6, 3.0]), [2], [2], None, "fp16").tolist()
+    [1000000.0, 3.0]
+    >>> dist.destroy_process_group()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from recframe.distributed import comms  # (comms imports this module: read its names at call time)
+from recframe.vocab import CommsDtype
+
+WIRE = {CommsDtype.bf16: torch.bfloat16, CommsDtype.fp16: torch.float16}
+FP16_TOP = 2.0**15  # fp16 scaling brings the largest magnitude into (2^14, 2^15]
+
+
+@dataclass(frozen=True)
+class CommsPrecision:
+    """The wire formats of the pooled all-to-all (``sharding.comms``).
+
+    Args:
+        forward: the pooled embeddings' format.
+        backward: their gradients' format.
+    """
+
+    forward: CommsDtype = CommsDtype.fp32
+    backward: CommsDtype = CommsDtype.fp32
+
+
+def fp16_scale(values: torch.Tensor) -> torch.Tensor:
+    """The power of two (a 1-element fp32 tensor, on the device: no host read) that brings ``values``' largest
+    magnitude into (2^14, 2^15]; 1 for all-zero values."""
+    top = values.abs().amax() if values.numel() else values.new_zeros(())
+    scale = torch.exp2(torch.floor(torch.log2(FP16_TOP / top.float().clamp(min=1e-30))))
+    return torch.where(top > 0, scale.clamp(max=2.0**100), torch.ones_like(scale)).reshape(1)
+
+
+def all_to_all_float(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
+                     group: dist.ProcessGroup | None, dtype: CommsDtype | str) -> torch.Tensor:
+    """``comms.all_to_all_1d`` of fp32 values sent in ``dtype`` (fp32 | bf16 | fp16); returns fp32.
+
+    Args:
+        send: 1-D float tensor; its entries for rank 0 first, then rank 1, ...
+        send_splits: entries for each rank.
+        recv_splits: entries from each rank.
+        group: the process group (None = the default group).
+        dtype: the wire format (collective: every rank must pass the same).
+    """
+    dtype = CommsDtype(dtype)
+    if dtype == CommsDtype.fp32:
+        return comms.all_to_all_1d(send.float(), send_splits, recv_splits, group)
+    if dtype == CommsDtype.bf16:
+        return comms.all_to_all_1d(send.to(torch.bfloat16), send_splits, recv_splits, group).float()
+    scale = fp16_scale(send)
+    scales = [torch.empty_like(scale) for _ in recv_splits]
+    dist.all_gather(scales, scale, group=group)
+    received = comms.all_to_all_1d((send.float() * scale).to(torch.float16), send_splits, recv_splits,
+                                   group).float()
+    divisor = torch.cat([s.expand(n) for s, n in zip(scales, recv_splits, strict=True)])  # (no host sync)
+    return received / divisor
