@@ -152,6 +152,7 @@ class CheckpointConfig:
     every_n_steps: int = 500  # save every N training steps (0: only at the end of training and on SIGTERM)
     keep_last: int = 2  # complete checkpoints kept (int >= 1); older step-N folders are deleted
     sigterm_check_every_n_steps: int = 10  # several ranks: how often they tell each other of a SIGTERM (>= 1)
+    dir: str | None = None  # where step-N folders go (default <run_dir>/checkpoints); a path or an fsspec URL (s3://...)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from recframe.config.problems import format_problems
 from recframe.config.store import CONFIG_SEARCH_PATH, register_schemas
 from recframe.data.resolvers import register_resolvers
 from recframe.errors import DEBUG_ENV, debug_enabled, reported
+from recframe.storage import Location
 from recframe.training.checks import find_problems
 from recframe.training.devices import check_devices
 from recframe.training.output import configure_output
@@ -128,24 +129,35 @@ def _flat_scalars(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def checkpoint_folder(ckpt_path: str, run_dir: Path, command: str) -> tuple[Path, int]:
+def checkpoints_root(cfg: DictConfig, run_dir: Path) -> Location:
+    """Where the run's ``step-N`` folders go: ``checkpoint.dir`` (a local path or an fsspec URL such as
+    ``s3://bucket/run1/checkpoints``) or ``<run_dir>/checkpoints``."""
+    from recframe import storage
+
+    folder = cfg.checkpoint.get("dir")
+    return storage.location(folder) if folder else run_dir / "checkpoints"
+
+
+def checkpoint_folder(ckpt_path: str, root: Location, command: str) -> tuple[Location, int]:
     """The checkpoint folder that ``ckpt_path`` names, and its step; exit code 2 with the reason if unusable.
 
-    ``last``: the newest complete ``step-N`` of the run directory; newer unfinished ones (a process
-    stopped while writing them) are passed over, saying so.
+    ``last``: the newest complete ``step-N`` of ``root`` (the run's checkpoints folder, :func:`checkpoints_root`);
+    newer unfinished ones (a process stopped while writing them) are passed over, saying so. Any other value:
+    a ``step-N`` folder, a local path or an fsspec URL.
     """
+    from recframe import storage
     from recframe.training.checkpoint.folder import find_last, read_manifest
 
     if ckpt_path == "last":
-        last = find_last(run_dir / "checkpoints")
+        last = find_last(root)
         for reason in last.skipped:
             log.warning("not resuming from it: %s", reason)
         if last.folder is None:
-            print(f"{command}: ckpt_path=last: no complete checkpoint in {run_dir / 'checkpoints'} yet: pass the "
+            print(f"{command}: ckpt_path=last: no complete checkpoint in {root} yet: pass the "
                   "run directory to resume with hydra.run.dir=<run dir>", file=sys.stderr)
             raise SystemExit(2)
         return last.folder, last.step
-    folder = Path(ckpt_path)
+    folder = storage.location(ckpt_path)
     try:
         return folder, int(read_manifest(folder)["global_step"])
     except ValueError as error:
@@ -195,7 +207,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
             callbacks.append(FinalCurves())
     if checkpoints:
         # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint.callback).
-        callbacks.append(StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps,
+        callbacks.append(StepCheckpoint(checkpoints_root(cfg, run_dir), cfg.checkpoint.every_n_steps,
                                         cfg.checkpoint.sigterm_check_every_n_steps))
     # One checkpoint format for one process and many: DCP folders (recframe.training.checkpoint).
     checkpoint_io = DistributedCheckpointIO(cfg.checkpoint.keep_last, OmegaConf.to_yaml(cfg, resolve=True))
@@ -297,9 +309,9 @@ def train_job(cfg: DictConfig) -> float | None:
     _check_plan(cfg)
     ckpt, resume_step = None, 0
     if cfg.ckpt_path is not None:
-        folder, resume_step = checkpoint_folder(cfg.ckpt_path, run_dir, "recframe train")
+        folder, resume_step = checkpoint_folder(cfg.ckpt_path, checkpoints_root(cfg, run_dir), "recframe train")
         ckpt = str(folder)
-        for moved in set_aside_newer(run_dir / "checkpoints", resume_step):
+        for moved in set_aside_newer(checkpoints_root(cfg, run_dir), resume_step):
             log.warning("resuming from step %d: set aside the abandoned run's newer checkpoint as %s",
                         resume_step, moved)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

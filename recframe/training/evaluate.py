@@ -32,7 +32,14 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
     """Validate the checkpoint ``cfg.ckpt_path`` on the whole validation set; write and return the metrics."""
     import pytorch_lightning as pl
 
-    from recframe.training.app import _build_module, _check_plan, _use_torchrun_world, build_trainer, checkpoint_folder
+    from recframe.training.app import (
+        _build_module,
+        _check_plan,
+        _use_torchrun_world,
+        build_trainer,
+        checkpoint_folder,
+        checkpoints_root,
+    )
     from recframe.training.builders import build_datamodule
     from recframe.training.checkpoint.folder import CheckpointReadError
     from recframe.training.checkpoint.safety import UnsafeCheckpointError
@@ -47,7 +54,7 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
     _use_torchrun_world(cfg)
     check_devices(cfg)
     _check_plan(cfg)
-    folder, step = checkpoint_folder(cfg.ckpt_path, run_dir, "recframe eval")
+    folder, step = checkpoint_folder(cfg.ckpt_path, checkpoints_root(cfg, run_dir), "recframe eval")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module, datamodule = _build_module(cfg), build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, checkpoints=False)

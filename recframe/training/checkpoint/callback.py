@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import logging
 import signal
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+
+from recframe import storage
+from recframe.storage import Location
 
 log = logging.getLogger("recframe")
 
@@ -51,13 +53,13 @@ class StepCheckpoint(pl.Callback):
     """Save ``root/step-<global step>`` every ``every_n_steps`` steps, at the end of training, and on SIGTERM.
 
     Args:
-        root: the run's ``checkpoints/`` folder.
+        root: the run's ``checkpoints/`` folder (a local path or an fsspec URL).
         every_n_steps: period in optimizer steps (0: only at the end and on SIGTERM).
         sigterm_check_every_n_steps: with several ranks, the period (global steps) of the exchange of
             SIGTERM flags; a SIGTERM is acted on at the next such step.
     """
 
-    def __init__(self, root: Path, every_n_steps: int, sigterm_check_every_n_steps: int = 10) -> None:
+    def __init__(self, root: Location, every_n_steps: int, sigterm_check_every_n_steps: int = 10) -> None:
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
         if sigterm_check_every_n_steps < 1:
@@ -123,7 +125,8 @@ class StepCheckpoint(pl.Callback):
         if trainer.global_step == self._saved_step:
             return
         # weights_only=False: the whole training state (optimizers, loops), not only the model's weights
-        trainer.save_checkpoint(self.root / f"step-{trainer.global_step}", weights_only=False)
+        folder = storage.join(self.root, f"step-{trainer.global_step}")
+        trainer.save_checkpoint(folder, weights_only=False)
         self._saved_step = trainer.global_step
         if trainer.is_global_zero:
-            log.info("checkpoint: %s", self.root / f"step-{trainer.global_step}")
+            log.info("checkpoint: %s", folder)

@@ -11,12 +11,11 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins import CheckpointIO
 
+from recframe import storage
 from recframe.training.checkpoint.folder import STEP_FOLDER
 from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.reader import load
@@ -29,7 +28,8 @@ class DistributedCheckpointIO(CheckpointIO):
     :func:`~recframe.training.checkpoint.reader.load` (see the package docstring).
 
     ``save_checkpoint`` is collective: a strategy must call it on every rank (``ShardedStrategy``
-    does; Lightning's single-device strategy has only one). ``path`` is the ``step-N`` folder.
+    does; Lightning's single-device strategy has only one). ``path`` is the ``step-N`` folder, a local path or
+    an fsspec URL (``recframe.storage``).
 
     Args:
         keep_last: complete checkpoints to keep.
@@ -43,21 +43,21 @@ class DistributedCheckpointIO(CheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: ModelLayout | None = None) -> None:
         """Save; ``storage_options``: this rank's table layout (None when nothing is sharded)."""
-        folder = Path(path)
-        step = int(folder.name.removeprefix("step-"))
-        save(checkpoint, folder.parent, step, storage_options, self.keep_last, self.config_text)
+        folder = storage.location(path)
+        step = int(storage.name(folder).removeprefix("step-"))
+        save(checkpoint, storage.parent(folder), step, storage_options, self.keep_last, self.config_text)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any | None = None,
                         weights_only: bool | None = None, layout: ModelLayout | None = None) -> dict[str, Any]:
         """Load into this rank's ``layout`` (None: whole tensors). ``map_location``: tensors stay on the CPU."""
-        checkpoint, _ = load(Path(path), layout)
+        checkpoint, _ = load(storage.location(path), layout)
         if "rng" in checkpoint:
             restore_rng(checkpoint.pop("rng"))
         return checkpoint
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
         """Delete a checkpoint folder (only one named like recframe's own ``step-N``)."""
-        folder = Path(path)
-        if not STEP_FOLDER.match(folder.name):
+        folder = storage.location(path)
+        if not STEP_FOLDER.match(storage.name(folder)):
             raise ValueError(f"{folder} is not a recframe checkpoint folder (step-N): not removed")
-        shutil.rmtree(folder, ignore_errors=True)
+        storage.rmtree(folder)

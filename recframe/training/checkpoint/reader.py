@@ -20,31 +20,32 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
+from recframe import storage
+from recframe.storage import Location
 from recframe.training.checkpoint.blocks import quiet_sharded_tensor, sharded_block
 from recframe.training.checkpoint.folder import CheckpointReadError, read_manifest
 from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.ranks import agree, describe, rank_world
 from recframe.training.checkpoint.safety import (
-    SafeFileSystemReader,
     SafeLoadPlanner,
     UnsafeCheckpointError,
     read_metadata_file,
+    safe_storage_reader,
 )
 from recframe.training.checkpoint.tree import decode
 from recframe.training.checkpoint.writer import STATE_JSON
 
 
-def load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def load(folder: Location, layout: ModelLayout | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a checkpoint folder into this rank's layout; collective: call it on every rank.
 
     Args:
-        folder: a ``step-N`` folder.
+        folder: a ``step-N`` folder (a local path or an fsspec URL).
         layout: the blocks this rank holds now (None: everything whole, one process). The saved
             world size and plan do not matter.
 
@@ -71,7 +72,7 @@ def load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict
 USE_ANOTHER = "load another checkpoint (an older checkpoints/step-N), or copy this one again from where it was written"
 
 
-def check_storage(folder: Path, metadata: Any) -> None:
+def check_storage(folder: Location, metadata: Any) -> None:
     """Every data file the index (``.metadata``) names exists and is as long as the index says.
 
     Args:
@@ -97,11 +98,11 @@ def check_storage(folder: Path, metadata: Any) -> None:
     for index, info in (metadata.storage_data or {}).items():
         ends.setdefault(str(info.relative_path), []).append((int(info.offset) + int(info.length), index.fqn))
     for path, stops in sorted(ends.items()):
-        file = folder / path
-        if not file.is_file():
+        file = storage.join(folder, path)
+        if not storage.is_file(file):
             raise CheckpointReadError(f"{file} is missing, though the checkpoint's index (.metadata) stores tensors "
                                       f"in it: {USE_ANOTHER}")
-        size, end = file.stat().st_size, max(stops)[0]
+        size, end = storage.size(file), max(stops)[0]
         if size < end:
             first = min(stop for stop in stops if stop[0] > size)[1]
             raise CheckpointReadError(f"{file} is truncated: {size} bytes, its index (.metadata) needs {end} (from "
@@ -109,7 +110,7 @@ def check_storage(folder: Path, metadata: Any) -> None:
                                       f"{USE_ANOTHER}")
 
 
-def _empty_state(folder: Path, metadata: Any, layout: ModelLayout | None, rank: int) -> dict[str, Any]:
+def _empty_state(folder: Location, metadata: Any, layout: ModelLayout | None, rank: int) -> dict[str, Any]:
     """Empty tensors (table blocks as ShardedTensors) for what this rank loads, checked against the model's shapes."""
     state: dict[str, Any] = {}
     for key, meta in metadata.state_dict_metadata.items():
@@ -131,16 +132,16 @@ def _empty_state(folder: Path, metadata: Any, layout: ModelLayout | None, rank: 
     return state
 
 
-def _load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _load(folder: Location, layout: ModelLayout | None) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch.distributed.checkpoint as dcp
 
     rank, _ = rank_world()
     failure: Exception | None = None
     try:  # this rank's own checks: a failure here must reach every rank before the collective dcp.load
         read_manifest(folder)
-        metadata = read_metadata_file(folder / ".metadata")
+        metadata = read_metadata_file(storage.join(folder, ".metadata"))
         check_storage(folder, metadata)
-        saved = json.loads((folder / STATE_JSON).read_text())
+        saved = json.loads(storage.read_text(storage.join(folder, STATE_JSON)))
         with quiet_sharded_tensor():
             state = _empty_state(folder, metadata, layout, rank)
     except (ValueError, OSError, KeyError) as error:
@@ -152,7 +153,7 @@ def _load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dic
         raise CheckpointReadError(f"cannot load the checkpoint {folder}: " + "; ".join(problems))
     with quiet_sharded_tensor():
         try:
-            dcp.load(state, storage_reader=SafeFileSystemReader(str(folder)), planner=SafeLoadPlanner())
+            dcp.load(state, storage_reader=safe_storage_reader(folder), planner=SafeLoadPlanner())
         except CheckpointException as error:
             failures = [exc for exc, _ in error.failures.values()]
             unsafe = [exc for exc in failures if isinstance(exc, UnsafeCheckpointError)]
@@ -168,9 +169,9 @@ def _load(folder: Path, layout: ModelLayout | None) -> tuple[dict[str, Any], dic
     try:
         checkpoint = decode(saved["checkpoint"], tensors)
     except KeyError as error:
-        raise CheckpointReadError(f"{folder / STATE_JSON} names the tensor {error.args[0]!r}, which the checkpoint's "
-                                  f"index (.metadata) does not hold: the folder is damaged or mixes two checkpoints; "
-                                  f"{USE_ANOTHER}") from None
+        raise CheckpointReadError(f"{storage.join(folder, STATE_JSON)} names the tensor {error.args[0]!r}, which the "
+                                  f"checkpoint's index (.metadata) does not hold: the folder is damaged or mixes two "
+                                  f"checkpoints; {USE_ANOTHER}") from None
     checkpoint["state_dict"] = {k[len("state_dict/"):]: v for k, v in tensors.items() if k.startswith("state_dict/")}
     sparse: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     for key, value in tensors.items():

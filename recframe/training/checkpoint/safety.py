@@ -30,10 +30,12 @@ from typing import Any
 
 import torch
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem
 
+from recframe import storage
 from recframe.errors import RecframeError
 
 METADATA_FILE = ".metadata"
@@ -121,8 +123,9 @@ def check_metadata(metadata: Any, source: str) -> Metadata:
 
 
 def read_metadata_file(path: str | os.PathLike) -> Metadata:
-    """Read and check a ``.metadata`` file (see :func:`check_metadata`), never running code from it."""
-    with open(path, "rb") as f:
+    """Read and check a ``.metadata`` file (a local path or an fsspec URL, see :func:`check_metadata`), never
+    running code from it."""
+    with storage.open_file(storage.location(path), "rb") as f:
         try:
             metadata = RestrictedUnpickler(f, str(path)).load()
         except UnsafeCheckpointError:
@@ -145,6 +148,27 @@ class SafeFileSystemReader(FileSystemReader):
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+class SafeFsspecReader(FsspecReader):
+    """DCP's FsspecReader (a checkpoint at an fsspec URL) with the index read by :func:`read_metadata_file`.
+
+    Args:
+        path: the checkpoint folder's URL.
+    """
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        metadata = read_metadata_file(storage.join(str(self.path).rstrip("/"), METADATA_FILE))
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+def safe_storage_reader(folder: str | os.PathLike) -> FileSystemReader:
+    """The safe DCP reader of a checkpoint folder: :class:`SafeFileSystemReader` for a local path,
+    :class:`SafeFsspecReader` for a URL. Tensors are read with ``torch.load(weights_only=True)`` by both."""
+    return SafeFsspecReader(str(folder)) if storage.is_url(str(folder)) else SafeFileSystemReader(str(folder))
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):

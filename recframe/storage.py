@@ -1,0 +1,179 @@
+"""Paths that are a local path or an fsspec URL (``s3://``, ``gs://``, ``hdfs://``, ``memory://``, ``file://``).
+
+A *location* is a :class:`~pathlib.Path` (local disk: atomic renames, fsync) or a URL string
+(any fsspec filesystem; credentials come from the usual environment of its package, e.g. s3fs
+reads ``AWS_*``). :func:`location` turns what a user wrote into one; the other functions work on
+both, so a caller never joins URLs with ``Path`` (which would fold ``s3://b`` into ``s3:/b``).
+``file://`` URLs go through fsspec's local filesystem like any other URL (the tests use them to
+exercise the URL path across processes); a plain path keeps local-disk semantics.
+
+Example:
+    >>> loc = location("memory://doc/run")
+    >>> write_bytes(join(loc, "a.txt"), b"hi")
+    >>> read_bytes(join(loc, "a.txt")), children(loc), name(join(loc, "a.txt"))
+    (b'hi', [('a.txt', False)], 'a.txt')
+    >>> rmtree(loc)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import IO, Any, Union
+
+Location = Union[Path, str]  # noqa: UP007 (a runtime alias)
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a URL (``scheme://...``) rather than a local path.
+
+    Example:
+        >>> is_url("s3://bucket/x"), is_url("file:///tmp/x"), is_url("outputs/run1"), is_url(Path("a"))
+        (True, True, False, False)
+    """
+    return isinstance(path, str) and bool(_URL.match(path))
+
+
+def location(path: str | os.PathLike) -> Location:
+    """A URL stays a string (without a trailing ``/``); anything else becomes a :class:`Path`."""
+    if is_url(path):
+        text = str(path)
+        return text.rstrip("/") if not text.endswith("://") else text
+    return Path(path)
+
+
+def _fs(loc: str) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(loc)
+
+
+def join(loc: Location, *names: str) -> Location:
+    """``loc`` / ``names`` (a URL joined with ``/``)."""
+    if isinstance(loc, Path):
+        return loc.joinpath(*names)
+    return "/".join([loc.rstrip("/"), *names])
+
+
+def name(loc: Location) -> str:
+    """The last component (``step-4`` of ``s3://b/run/checkpoints/step-4``)."""
+    return loc.name if isinstance(loc, Path) else loc.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(loc: Location) -> Location:
+    """The folder holding ``loc``."""
+    return loc.parent if isinstance(loc, Path) else loc.rstrip("/").rsplit("/", 1)[0]
+
+
+def exists(loc: Location) -> bool:
+    if isinstance(loc, Path):
+        return loc.exists()
+    fs, path = _fs(loc)
+    return bool(fs.exists(path))
+
+
+def is_dir(loc: Location) -> bool:
+    if isinstance(loc, Path):
+        return loc.is_dir()
+    fs, path = _fs(loc)
+    return bool(fs.isdir(path))
+
+
+def is_file(loc: Location) -> bool:
+    if isinstance(loc, Path):
+        return loc.is_file()
+    fs, path = _fs(loc)
+    return bool(fs.isfile(path))
+
+
+def size(loc: Location) -> int:
+    """The size of a file in bytes."""
+    if isinstance(loc, Path):
+        return loc.stat().st_size
+    fs, path = _fs(loc)
+    return int(fs.size(path))
+
+
+def children(loc: Location) -> list[tuple[str, bool]]:
+    """``(name, is a folder)`` of every entry directly in the folder ``loc``, sorted; [] if it is missing."""
+    if isinstance(loc, Path):
+        return sorted((p.name, p.is_dir()) for p in loc.iterdir()) if loc.is_dir() else []
+    fs, path = _fs(loc)
+    if not fs.isdir(path):
+        return []
+    out = []
+    for entry in fs.ls(path, detail=True):
+        entry_name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        out.append((entry_name, entry.get("type") == "directory"))
+    return sorted(out)
+
+
+def open_file(loc: Location, mode: str = "rb") -> IO[Any]:
+    """An open file (a context manager); URLs through ``fsspec``."""
+    if isinstance(loc, Path):
+        return open(loc, mode)  # noqa: SIM115 (the caller closes it)
+    fs, path = _fs(loc)
+    return fs.open(path, mode)
+
+
+def read_bytes(loc: Location) -> bytes:
+    with open_file(loc, "rb") as f:
+        return f.read()
+
+
+def read_text(loc: Location) -> str:
+    return read_bytes(loc).decode()
+
+
+def write_bytes(loc: Location, data: bytes, durable: bool = False) -> None:
+    """Write a whole file; ``durable``: fsync it (local disk; an object store's upload is complete on close)."""
+    if isinstance(loc, Path):
+        with open(loc, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        return
+    fs, path = _fs(loc)
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
+def makedirs(loc: Location) -> None:
+    """Create the folder and its parents (a no-op on object stores, which have no empty folders)."""
+    if isinstance(loc, Path):
+        loc.mkdir(parents=True, exist_ok=True)
+    else:
+        fs, path = _fs(loc)
+        fs.makedirs(path, exist_ok=True)
+
+
+def rmtree(loc: Location) -> None:
+    """Delete a folder and everything in it; a missing one is fine."""
+    if isinstance(loc, Path):
+        shutil.rmtree(loc, ignore_errors=True)
+        return
+    fs, path = _fs(loc)
+    try:
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def move(source: Location, target: Location) -> None:
+    """Rename a folder (local: one atomic rename; URL: fsspec's move, a copy and delete on object stores).
+
+    Raises:
+        FileNotFoundError: ``source`` is gone.
+    """
+    if isinstance(source, Path) and isinstance(target, Path):
+        source.rename(target)
+        return
+    fs, path = _fs(str(source))
+    if not fs.exists(path):
+        raise FileNotFoundError(str(source))
+    fs.mv(path, _fs(str(target))[1], recursive=True)
