@@ -95,7 +95,7 @@ def test_problems_are_reported_in_file_order(tmp_path: Path) -> None:
     source.setup()
     assert source.skipped.counts == {"short_row": 1, "long_row": 0, "unclosed_quote": 0, "bad_encoding": 0,
                                      "huge_field": 0, "bad_label": 1, "bad_dense": 8, "bad_categorical": 0,
-                                     "long_bag": 0, "truncated": 0}
+                                     "long_bag": 0, "truncated": 0, "bad_entry": 0}
     assert source.skipped.examples["bad_dense"] == [f"{path}:5: column x: 'x' is not a finite number",
                                                     f"{path}:8: column x: 'y' is not a finite number"]
     assert len(source.columns) == 4
