@@ -10,15 +10,18 @@ one PlanningError names each such table with its size and the memory available.
 Candidates per table, over its pool of ranks (pinned ranks, else all), come from each sharding
 type's rule (``ShardingRule.candidates`` in ``recframe.distributed.sharding``):
 
-- ``table_wise``: each rank of the pool.
+- ``table_wise``: each rank of the pool (a pool of more than 64 ranks: its 64 least-loaded ranks with room).
 - ``row_wise``: all ranks of the pool, rows split evenly (auto: at least two ranks); a table with
   fewer rows than ranks goes to its least-loaded ranks, one row each.
 - ``column_wise``: the least-loaded ``n`` ranks of the pool for ``n`` in 2, 4, 8, ... and the pool
   size, with at least ``min_column_shard_dim`` columns per shard (a fixed ``column_wise``: the whole
   pool, up to one rank per column); auto never column-shards a table whose optimizer it does not
   train exactly (rowwise_adagrad, rowwise_adam, lamb: ``ShardingRule.is_exact``).
-- ``table_row_wise``: the pool's ranks of one node (at most one per row), for each node; auto: only
-  with several nodes.
+- ``table_row_wise``: the pool's ranks of one node (at most one per row), for each node (more than 8
+  nodes: the 8 whose most loaded rank is least loaded); auto: only with several nodes.
+
+Each candidate is costed in O(world) numpy work (``cost.option_arrays``), so a table costs
+O(candidates x world): 4,096 ranks plan in seconds.
 - ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
   ``data_parallel_max_rows`` rows and only with several ranks.
 
@@ -38,9 +41,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from recframe.config.sharding import ShardingConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
-from recframe.distributed.planner.cost import OptionCost, TableWorkload, option_cost
+from recframe.distributed.planner.cost import OptionArrays, OptionCost, TableWorkload, option_arrays, option_cost
 from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
 from recframe.distributed.sharding import rule_for
 from recframe.distributed.sharding.base import PlacementQuery
@@ -103,30 +108,30 @@ class Planner:
         """
         constraints = constraints or {}
         world, cap = self.topo.world_size, self.topo.usable_memory_bytes
-        load, used = [0.0] * world, [0] * world
+        load, used = np.zeros(world), np.zeros(world, dtype=np.int64)
         chosen: dict[str, OptionCost] = {}
         failures: list[str] = []
         for t in sorted(tables, key=lambda t: -t.memory_bytes):
             constraint = constraints.get(t.name, TableConstraint())
-            placements, reasons = self._candidates(t, constraint, sharding_type, load)
-            best: tuple[tuple, OptionCost] | None = None
+            placements, reasons = self._candidates(t, constraint, sharding_type, load.tolist(), (cap - used).tolist())
+            best: tuple[tuple, OptionArrays] | None = None
             for placement in placements:
-                cost = option_cost(t, placement, self.topo, self.batch_size)
-                if any(u + m > cap for u, m in zip(used, cost.memory, strict=True)):
+                cost = option_arrays(t, placement, self.topo, self.batch_size)
+                after = used + cost.memory
+                if (after > cap).any():
                     continue
-                new = [a + b for a, b in zip(load, cost.seconds, strict=True)]
-                peak = max(u + m for u, m in zip(used, cost.memory, strict=True))
-                score = (max(new), max(new[r] for r in placement.ranks), sum(new), peak,
+                new = load + cost.seconds
+                score = (new.max(), new[placement.ranks].max(), sum(new.tolist()), after.max(),
                          list(ShardingType).index(placement.sharding_type))
                 if best is None or score < best[0]:
                     best = (score, cost)
             if best is None:
-                failures.append(self._why(t, placements, reasons, used))
+                failures.append(self._why(t, placements, reasons, used.tolist()))
                 continue
             cost = best[1]
-            chosen[t.name] = cost
-            load = [a + b for a, b in zip(load, cost.seconds, strict=True)]
-            used = [u + m for u, m in zip(used, cost.memory, strict=True)]
+            chosen[t.name] = cost.cost()
+            load = load + cost.seconds
+            used = used + cost.memory
         if failures:
             raise PlanningError(self._failure_message(failures, tables))
         plan = ShardingPlan(world, {t.name: chosen[t.name].placement for t in tables})
@@ -161,7 +166,7 @@ class Planner:
         return PlanResult(plan, costs, source, {t.name: t for t in tables})
 
     def _candidates(self, t: TableWorkload, constraint: TableConstraint, sharding_type: ShardingMode,
-                    load: list[float]) -> tuple[list[TablePlacement], list[str]]:
+                    load: list[float], free: list[int]) -> tuple[list[TablePlacement], list[str]]:
         """Placements allowed for ``t`` (each type's rule proposes its own), and for each allowed type that yields
         none, why."""
         world, topo = self.topo.world_size, self.topo
@@ -176,7 +181,8 @@ class Planner:
                                by_load=sorted(pool, key=lambda r: (load[r], r)), world_size=world,
                                nodes=[topo.node_ranks(node) for node in range(topo.num_nodes)], explicit=explicit,
                                fixed=fixed, data_parallel_max_rows=self.data_parallel_max_rows,
-                               min_column_shard_dim=self.min_column_shard_dim)
+                               min_column_shard_dim=self.min_column_shard_dim, free_bytes=free,
+                               table_bytes=t.memory_bytes)
         out: list[TablePlacement] = []
         reasons: list[str] = []
         for kind in types:

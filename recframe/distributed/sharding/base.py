@@ -80,6 +80,8 @@ class PlacementQuery:
         fixed: one type for every table (``sharding.type=<type>``).
         data_parallel_max_rows: auto replicates only tables of at most this many rows.
         min_column_shard_dim: auto column shards have at least this many columns.
+        free_bytes: table memory still free on each rank of the world (None: unknown, every rank has room).
+        table_bytes: the whole table with its optimizer state.
 
     Example:
         >>> from recframe.distributed.sharding import rule_for
@@ -101,6 +103,19 @@ class PlacementQuery:
     fixed: bool
     data_parallel_max_rows: int
     min_column_shard_dim: int
+    free_bytes: list[int] | None = None
+    table_bytes: int = 0
+
+    def least_loaded_with_room(self, count: int) -> list[int]:
+        """Up to ``count`` ranks of the pool with room for the whole table, the least loaded first (none has room:
+        the least loaded, so that the planner can say why nothing fits).
+
+        Args:
+            count: how many.
+        """
+        free = self.free_bytes
+        room = self.by_load if free is None else [r for r in self.by_load if free[r] >= self.table_bytes]
+        return (room or self.by_load)[:count]
 
 
 class ShardingRule:

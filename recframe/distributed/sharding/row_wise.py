@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from recframe.distributed.sharding.base import Axis, Combine, PlacementQuery, ShardingRule
 from recframe.vocab import ShardingType
 
+BATCHED_SHARDS = 64  # more row shards than this are costed in one vectorized pass (fewer: shard by shard, as before)
+
 if TYPE_CHECKING:
     from recframe.distributed.planner.cost import CostSheet
 
@@ -35,6 +37,9 @@ def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, i
         >>> add_row_shards(sheet, [0, 1], [(0, 500), (500, 1000)], output_each=True)  # doctest: +SKIP
     """
     t = sheet.table
+    if len(ranks) > BATCHED_SHARDS:  # the same terms for every shard at once (equal up to rounding)
+        sheet.row_shards(ranks, [end - start for start, end in bounds], output_each)
+        return
     for rank, (start, end) in zip(ranks, bounds, strict=True):
         rows = end - start
         ids = sheet.ids_all * rows / t.rows

@@ -17,6 +17,8 @@ from recframe.distributed.sharding.base import Axis, Combine, PlacementQuery, Sh
 from recframe.distributed.sharding.row_wise import add_row_shards
 from recframe.vocab import ShardingType
 
+CANDIDATE_NODES = 8  # auto tries at most this many nodes (its least-loaded ones) for a table
+
 if TYPE_CHECKING:
     from recframe.distributed.planner.cost import CostSheet
 
@@ -45,8 +47,14 @@ class TableRowWise(ShardingRule):
         """For each node, the pool's ranks on it (at most one per row); auto: only with several nodes."""
         if not (query.explicit or len(query.nodes) > 1):
             return [], []
-        found = [[r for r in node if r in query.pool][:query.rows] for node in query.nodes]
-        return [ranks for ranks in found if ranks], []
+        pool = set(query.pool)
+        found = [[r for r in node if r in pool][:query.rows] for node in query.nodes]
+        found = [ranks for ranks in found if ranks]
+        if len(found) <= CANDIDATE_NODES:
+            return found, []
+        rank_order = {r: i for i, r in enumerate(query.by_load)}  # the nodes whose most loaded rank is least loaded
+        keep = sorted(range(len(found)), key=lambda i: (max(rank_order[r] for r in found[i]), i))[:CANDIDATE_NODES]
+        return [found[i] for i in sorted(keep)], []
 
     def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
         add_row_shards(sheet, ranks, bounds, output_each=False)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from recframe.distributed.sharding.base import Combine, PlacementQuery, ShardingRule
 from recframe.vocab import ShardingType
 
+CANDIDATES = 64  # table_wise candidates per table in a larger pool: its least-loaded ranks with room
+
 if TYPE_CHECKING:
     from recframe.distributed.planner.cost import CostSheet
 
@@ -35,7 +37,12 @@ class TableWise(ShardingRule):
         return [] if len(ranks) == 1 else [f"{where}: table_wise needs exactly one rank, got {ranks}"]
 
     def candidates(self, query: PlacementQuery) -> tuple[list[list[int]], list[str]]:
-        return [[r] for r in query.pool], []
+        """Each of the ``CANDIDATES`` least-loaded ranks of the pool with room (every rank of a pool that small),
+        in rank order: the planner costs each candidate in O(world), so all ranks of a large world would be
+        O(world^2) per table."""
+        if len(query.pool) <= CANDIDATES:
+            return [[r] for r in query.pool], []
+        return [[r] for r in sorted(query.least_loaded_with_room(CANDIDATES))], []
 
     def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
         t, rank = sheet.table, ranks[0]

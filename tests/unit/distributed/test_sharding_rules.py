@@ -140,7 +140,7 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
                 traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)
         if kind == "table_row_wise":
             _table_row_wise_output(traffic, topo, ranks, 2 * big_b * outputs * t.dim * OUTPUT_BYTES)
-    return memory, [b / topo.lookup_bw for b in lookup], traffic.seconds()
+    return memory, [b / topo.lookup_bw for b in lookup], traffic.seconds().tolist()
 
 
 def _random_placement(kind: ShardingType, topo: Topology, rows: int, dim: int, rng: random.Random) -> TablePlacement:
