@@ -118,12 +118,14 @@ class OptionCost:
         memory: bytes on each rank.
         lookup_s: estimated lookup seconds per step on each rank.
         comm_s: estimated communication seconds per step on each rank.
+        inter_s: the part of ``comm_s`` between nodes (the rest is inside the node; None: not known).
     """
 
     placement: TablePlacement
     memory: list[int]
     lookup_s: list[float]
     comm_s: list[float]
+    inter_s: list[float] | None = None
 
     @property
     def seconds(self) -> list[float]:
@@ -196,6 +198,10 @@ class Traffic:
     def seconds(self) -> np.ndarray:
         topo = self.topo
         return self.intra / topo.intra_node_bw + self.inter / topo.inter_node_bw
+
+    def inter_seconds(self) -> np.ndarray:
+        """The part of ``seconds()`` spent between nodes."""
+        return self.inter / self.topo.inter_node_bw
 
 
 def _lookup_bytes(t: TableWorkload, ids: float, update_ids: float, rows: int, cols: int) -> float:
@@ -293,20 +299,23 @@ class OptionArrays:
     memory: np.ndarray
     lookup_s: np.ndarray
     comm_s: np.ndarray
+    inter_s: np.ndarray
 
     @property
     def seconds(self) -> np.ndarray:
         return self.lookup_s + self.comm_s
 
     def cost(self) -> OptionCost:
-        return OptionCost(self.placement, self.memory.tolist(), self.lookup_s.tolist(), self.comm_s.tolist())
+        return OptionCost(self.placement, self.memory.tolist(), self.lookup_s.tolist(), self.comm_s.tolist(),
+                          self.inter_s.tolist())
 
 
 def option_arrays(t: TableWorkload, placement: TablePlacement, topo: Topology, batch_size: int) -> OptionArrays:
     """``option_cost`` as arrays: O(world) numpy work, plus O(shards) Python work for the split types."""
     sheet = CostSheet(t, topo, batch_size)
     placement.rule.add_cost(sheet, list(placement.ranks), placement.shard_bounds(t.rows, t.dim))
-    return OptionArrays(placement, sheet.memory, sheet.lookup / topo.lookup_bw, sheet.traffic.seconds())
+    return OptionArrays(placement, sheet.memory, sheet.lookup / topo.lookup_bw, sheet.traffic.seconds(),
+                        sheet.traffic.inter_seconds())
 
 
 def _table_row_wise_output(traffic: Traffic, topo: Topology, shards: list[int], per_rank: float) -> None:

@@ -2,8 +2,10 @@
 
 The text is two tables: one line per table (type, ranks, rows x dim, memory with optimizer
 state), then one line per rank (table memory used / available, estimated lookup and
-communication milliseconds per step). ``to_dict`` is what ``sharding_plan.json`` holds; its
-``plan`` entry loads back with ``ShardingPlan.from_dict``.
+communication milliseconds per step), then the balance: the estimated max and mean step cost, their
+ratio and the critical rank's lookup, intra-node and inter-node communication milliseconds.
+``to_dict`` is what ``sharding_plan.json`` holds; its ``plan`` entry loads back with
+``ShardingPlan.from_dict``.
 
 Example:
     >>> from recframe.distributed.planner.cost import TableWorkload
@@ -58,10 +60,16 @@ class RankLine:
     available_bytes: int
     lookup_ms: float
     comm_ms: float
+    inter_ms: float = 0.0  # the part of comm_ms between nodes
 
     @property
     def total_ms(self) -> float:
         return self.lookup_ms + self.comm_ms
+
+    @property
+    def intra_ms(self) -> float:
+        """The part of ``comm_ms`` inside the node."""
+        return self.comm_ms - self.inter_ms
 
 
 def format_ranks(ranks: list[int]) -> str:
@@ -106,7 +114,8 @@ class PlanReport:
                   for name, placement in result.plan.tables.items()]
         ranks = [RankLine(r, sum(c.memory[r] for c in result.costs.values()), topology.usable_memory_bytes,
                           1e3 * sum(c.lookup_s[r] for c in result.costs.values()),
-                          1e3 * sum(c.comm_s[r] for c in result.costs.values()))
+                          1e3 * sum(c.comm_s[r] for c in result.costs.values()),
+                          1e3 * sum(c.inter_s[r] for c in result.costs.values() if c.inter_s is not None))
                  for r in range(topology.world_size)]
         return PlanReport(result.plan, topology, result.source, batch_size, tables, ranks)
 
@@ -114,6 +123,24 @@ class PlanReport:
     def busiest(self) -> RankLine:
         """The rank with the largest estimated step cost."""
         return max(self.ranks, key=lambda line: (line.total_ms, -line.rank))
+
+    @property
+    def mean_ms(self) -> float:
+        """The mean estimated step cost over the ranks."""
+        return sum(line.total_ms for line in self.ranks) / len(self.ranks)
+
+    @property
+    def imbalance(self) -> float:
+        """max / mean of the estimated step cost (1.0: balanced; the job runs at the slowest rank's pace)."""
+        mean = self.mean_ms
+        return self.busiest.total_ms / mean if mean > 0 else 1.0
+
+    def balance_line(self) -> str:
+        """Max, mean, max/mean and where the critical rank's time goes."""
+        b = self.busiest
+        return (f"estimated step (tables only): max {b.total_ms:.3f} ms on rank {b.rank} (lookup {b.lookup_ms:.3f}, "
+                f"intra-node comm {b.intra_ms:.3f}, inter-node comm {b.inter_ms:.3f}), mean {self.mean_ms:.3f} ms, "
+                f"max/mean {self.imbalance:.2f}")
 
     def format(self) -> str:
         """The plan as a printed table, then memory and cost per rank."""
@@ -132,7 +159,8 @@ class PlanReport:
             lines.append(f"{r.rank:<5}  {used:<30}  {r.lookup_ms:>9.3f}  {r.comm_ms:>8.3f}  {r.total_ms:>8.3f}")
         total = sum(t.memory_bytes for t in self.tables)
         lines += ["", f"{len(self.tables)} tables, {format_bytes(total)} with optimizer state; most loaded: rank "
-                      f"{self.busiest.rank} at an estimated {self.busiest.total_ms:.3f} ms per step (tables only)"]
+                      f"{self.busiest.rank} at an estimated {self.busiest.total_ms:.3f} ms per step (tables only)",
+                  self.balance_line()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +173,10 @@ class PlanReport:
             "tables": [asdict(t) for t in self.tables],
             "ranks": [{**asdict(r), "total_ms": r.total_ms} for r in self.ranks],
             "max_rank_est_ms": self.busiest.total_ms,
+            "mean_rank_est_ms": self.mean_ms,
+            "max_over_mean": self.imbalance,
+            "critical_rank": {"rank": self.busiest.rank, "lookup_ms": self.busiest.lookup_ms,
+                              "intra_node_comm_ms": self.busiest.intra_ms, "inter_node_comm_ms": self.busiest.inter_ms},
         }
 
     def write_json(self, path: Path) -> None:

@@ -94,3 +94,16 @@ def test_mlperf_plans_4096_ranks_in_seconds() -> None:
     plan, report = make_plan(cfg, world_size=4096, local_world_size=8)
     assert time.perf_counter() - start < 20  # ~3 s on the 2-core VM (the former planner: minutes)
     assert len(plan.tables) == 26 and len(report.ranks) == 4096
+
+
+def test_the_report_gives_max_over_mean_and_the_critical_rank_s_time() -> None:
+    cfg = compose_config(["+experiment=mlperf_dcnv2", "world_size=64", "sharding.topology.local_world_size=8"])
+    _, report = make_plan(cfg, world_size=64, local_world_size=8)
+    b = report.busiest
+    assert report.imbalance == pytest.approx(b.total_ms / (sum(r.total_ms for r in report.ranks) / 64))
+    assert b.lookup_ms > 0 and b.intra_ms > 0 and b.inter_ms > 0  # 8 nodes: both links carry traffic
+    assert b.lookup_ms + b.intra_ms + b.inter_ms == pytest.approx(b.total_ms)
+    text = report.format()
+    assert f"max/mean {report.imbalance:.2f}" in text and f"inter-node comm {b.inter_ms:.3f}" in text
+    data = report.to_dict()
+    assert data["max_over_mean"] == report.imbalance and data["critical_rank"]["rank"] == b.rank
