@@ -107,3 +107,19 @@ def test_the_report_gives_max_over_mean_and_the_critical_rank_s_time() -> None:
     assert f"max/mean {report.imbalance:.2f}" in text and f"inter-node comm {b.inter_ms:.3f}" in text
     data = report.to_dict()
     assert data["max_over_mean"] == report.imbalance and data["critical_rank"]["rank"] == b.rank
+
+
+def test_mlperf_max_over_mean_at_64_ranks() -> None:
+    """MLPerf DLRM-DCNv2, 64 ranks of 8 per node: 1.18 (issue 24 asks <= 1.10, not reached).
+
+    The critical node holds t_cat_20 alone (100 ids per sample, table_row_wise on its 8 ranks: 8.6 ms of
+    lookups on top of the ~13 ms every rank pays to receive its embeddings); the runtime has no placement
+    that splits one table's rows over several nodes with a node-level reduce, and row_wise over 16 ranks
+    costs more than it saves (each shard exchanges dense partial sums with all 64 ranks). A pass that
+    re-places each table given all the others (objective: the slowest rank) finds no better placement.
+    """
+    cfg = compose_config(["+experiment=mlperf_dcnv2", "world_size=64", "sharding.topology.local_world_size=8"])
+    plan, report = make_plan(cfg, world_size=64, local_world_size=8)
+    assert report.imbalance <= 1.181
+    critical = [n for n, p in plan.tables.items() if report.busiest.rank in p.ranks and len(p.ranks) < 64]
+    assert critical == ["t_cat_20"]
