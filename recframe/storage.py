@@ -177,3 +177,27 @@ def move(source: Location, target: Location) -> None:
     if not fs.exists(path):
         raise FileNotFoundError(str(source))
     fs.mv(path, _fs(str(target))[1], recursive=True)
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` (a local path or a URL) is not a readable file, or None when it is one.
+
+    Example:
+        >>> file_problem("memory://nowhere/x.csv")
+        'no such file: memory://nowhere/x.csv'
+        >>> file_problem("nosuchscheme://b/x.csv").split(":")[0]
+        'cannot open nosuchscheme'
+    """
+    loc = location(path)
+    if isinstance(loc, Path):
+        return None if loc.is_file() else f"no such file: {path} (from {Path.cwd()})"
+    try:
+        fs, inner = _fs(loc)
+        found = fs.isfile(inner)
+    except (ImportError, ValueError) as error:  # the scheme's fsspec package is not installed, or no such scheme
+        scheme = loc.split("://", 1)[0]
+        return (f"cannot open {scheme}:// URLs: {str(error).splitlines()[0]} (install the fsspec package of that "
+                f"store, e.g. pip install 'recframe[s3]' for s3://)")
+    except OSError as error:  # no access, no network
+        return f"cannot read {path}: {type(error).__name__}: {error}"
+    return None if found else f"no such file: {path}"

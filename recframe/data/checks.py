@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from recframe import storage
 from recframe.config.problems import Problem
 from recframe.config.resolve import table_configs
 from recframe.data.report import DataError
@@ -55,9 +56,9 @@ def data_source_problems(cfg: DictConfig) -> list[Problem]:
     elif data.kind == "criteo_binary" and not (Path(data.path) / "feature_map.json").is_file():
         out.append(Problem("data.path", f"{data.path} has no feature_map.json (from {Path.cwd()})",
                            f"make it with: recframe preprocess criteo --input FILE... --output {data.path}"))
-    elif data.kind in ("criteo_tsv", "tabular") and "://" not in data.path and not Path(data.path).is_file():
-        out.append(Problem("data.path", f"no such file: {data.path} (from {Path.cwd()})",
-                           "check the path; relative paths start from where recframe runs"))
+    elif data.kind in ("criteo_tsv", "tabular") and (problem := storage.file_problem(data.path)):
+        out.append(Problem("data.path", problem, "check the path (or URL); relative paths start from where "
+                           "recframe runs"))
     out += _split_file_problems(cfg)
     if data.kind.startswith("movielens"):
         return out + _movielens_problems(cfg)
@@ -87,14 +88,14 @@ def _split_file_problems(cfg: DictConfig) -> list[Problem]:
     out, data = [], cfg.data
     for key in ("val_path", "test_path"):
         path = data[key] if data.kind in SPLIT_FILE_KINDS else None  # other kinds have no such key
-        if path is None or "://" in path:
+        if path is None:
             continue
         if data.kind == "criteo_binary" and not (Path(path) / "feature_map.json").is_file():
             out.append(Problem(f"data.{key}", f"{path} has no feature_map.json (from {Path.cwd()})",
                                f"make it with: recframe preprocess criteo --input FILE... --output {path}"))
-        elif data.kind != "criteo_binary" and not Path(path).is_file():
-            out.append(Problem(f"data.{key}", f"no such file: {path} (from {Path.cwd()})",
-                               "check the path; relative paths start from where recframe runs"))
+        elif data.kind != "criteo_binary" and (problem := storage.file_problem(path)):
+            out.append(Problem(f"data.{key}", problem, "check the path (or URL); relative paths start from where "
+                               "recframe runs"))
     return out
 
 
@@ -165,7 +166,7 @@ def _tabular_problems(cfg: DictConfig) -> list[Problem]:
                 out.append(Problem(f"features.{kind}", f"{list(cfg.features[kind])} differ from the {kind} features "
                                    f"of the spec {data.spec}: {names[kind]}",
                                    "take them from the spec: features=from_spec tables=from_spec"))
-    if not OmegaConf.is_missing(data, "path") and Path(data.path).is_file():
+    if not OmegaConf.is_missing(data, "path") and storage.file_problem(data.path) is None:
         try:
             header = read_header(data.path, data.delimiter, data.format)
         except (ImportError, DataError) as error:  # no pyarrow; a header that is not text

@@ -33,11 +33,13 @@ Example:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recframe import storage
 from recframe.data.report import DataError
 from recframe.vocab import DenseTransform, IdMapping
 
@@ -186,12 +188,12 @@ def read_spec_file(path: str | Path) -> Any:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"feature spec {path}: no such file (from {Path.cwd()}); give the YAML file that describes "
-                        "the columns: data.spec=FILE")
+    path = storage.location(path)  # a local path or an fsspec URL
+    if problem := storage.file_problem(path):
+        raise DataError(f"feature spec {path}: {problem}; give the YAML file that describes the columns: "
+                        "data.spec=FILE")
     try:
-        loaded = OmegaConf.load(path)
+        loaded = OmegaConf.load(path if isinstance(path, Path) else io.StringIO(storage.read_text(path)))
     except yaml.MarkedYAMLError as error:  # a YAML syntax error: its line and column
         mark, start = error.problem_mark, error.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

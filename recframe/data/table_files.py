@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from recframe import storage
 from recframe.data.report import DataError
 from recframe.data.table_parse import Field
 
@@ -103,7 +104,7 @@ def read_csv_table(path: str, delimiter: str, wanted: Sequence[str]) -> RawTable
                     raise DataError(f"{message} (the header)") from None
                 problems.append((number, "bad_encoding", message))
 
-    with open(path, "rb") as f:
+    with storage.open_file(storage.location(path), "rb") as f:  # a local path or an fsspec URL, read as it streams
         lines = _Lines(decoded(f))
         reader = csv.reader(lines, delimiter=delimiter)
         rows, numbers = [], []
@@ -156,10 +157,12 @@ def _parquet_texts(column: Any) -> list[Field]:
 
 def read_parquet_table(path: str, wanted: Sequence[str]) -> RawTable:
     """The ``wanted`` columns of a Parquet file (Parquet rows have no width problems)."""
-    parquet = import_pyarrow_parquet().ParquetFile(path)
-    header = list(parquet.schema_arrow.names)
-    present = [name for name in dict.fromkeys(wanted) if name in header]
-    table = parquet.read(columns=present)
+    pq = import_pyarrow_parquet()
+    with storage.open_file(storage.location(path), "rb") as f:  # pyarrow reads the columns it needs from it
+        parquet = pq.ParquetFile(f)
+        header = list(parquet.schema_arrow.names)
+        present = [name for name in dict.fromkeys(wanted) if name in header]
+        table = parquet.read(columns=present)
     fields = {name: _parquet_texts(table.column(name)) for name in present}
     return RawTable(header, fields, np.arange(1, table.num_rows + 1, dtype=np.int64), [])
 
@@ -190,7 +193,7 @@ def read_libsvm_table(path: str, label: str, dense: Sequence[str], categorical: 
     numbers: list[int] = []
     problems: list[tuple[int, str, str]] = []
     seen: set[str] = set()
-    with open(path, "rb") as f:
+    with storage.open_file(storage.location(path), "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")

@@ -46,12 +46,14 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
+from recframe import storage
 from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns
 from recframe.data.categorical import Vocabulary, modulo_ids
@@ -100,9 +102,12 @@ def read_header(path: str | Path, delimiter: str = ",", fmt: str = "auto") -> li
     if table_format(path, fmt) == TableFormat.libsvm:
         return None
     if table_format(path, fmt) == TableFormat.parquet:
-        return list(import_pyarrow_parquet().read_schema(path).names)
+        pq = import_pyarrow_parquet()  # first: without pyarrow, the error names the extra
+        with storage.open_file(storage.location(path), "rb") as raw:  # a local path or an fsspec URL
+            return list(pq.read_schema(raw).names)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: without a byte-order mark
+        with storage.open_file(storage.location(path), "rb") as raw, \
+                io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:  # -sig: without a byte-order mark
             return next(csv.reader(f, delimiter=delimiter), [])
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: the header (line 1) is not UTF-8 ({e.reason}): save the file as UTF-8") from None
