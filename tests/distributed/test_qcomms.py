@@ -79,15 +79,15 @@ def test_a_sharded_collection_with_quantized_comms_trains_close_to_fp32(tmp_path
 
 @pytest.mark.slow
 def test_bf16_comms_train_dlrm_to_the_same_auc(tmp_path: Path) -> None:
-    """Two gloo processes, `dlrm`, 200 steps: val AUC within 0.001 of fp32 comms (~3 min on 2 cores)."""
+    """`+experiment=dlrm` (300 steps of 2048) on two gloo processes, row_wise: val AUC within 0.001 of fp32 comms
+    (measured 2026-12-07: 0.78848 fp32, 0.78828 bf16; ~5 min a run on 2 busy cores). A 200-step run at batch 256
+    ended 0.0027 apart: short runs on small batches are too chaotic for a 0.001 comparison."""
     auc = {}
     for dtype in ("fp32", "bf16"):
         run_dir = tmp_path / dtype
         done = run_recframe("train", "+experiment=dlrm", "trainer.devices=2", "sharding=row_wise",
-                            "tables.num_embeddings=10000", "data.batch_size=256", "trainer.max_steps=200",
-                            "trainer.val_check_interval=200", "data.num_val_batches=8",
                             "trainer.enable_progress_bar=false", f"sharding.comms.forward_dtype={dtype}",
-                            f"sharding.comms.backward_dtype={dtype}", f"hydra.run.dir={run_dir}", timeout=900)
+                            f"sharding.comms.backward_dtype={dtype}", f"hydra.run.dir={run_dir}", timeout=1800)
         assert done.returncode == 0, done.stderr[-3000:]
         auc[dtype] = json.loads((run_dir / "metrics.json").read_text())["val/auc"]
     assert abs(auc["bf16"] - auc["fp32"]) <= 0.001, auc
