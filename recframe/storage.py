@@ -20,6 +20,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -201,3 +204,53 @@ def file_problem(path: str | os.PathLike) -> str | None:
     except OSError as error:  # no access, no network
         return f"cannot read {path}: {type(error).__name__}: {error}"
     return None if found else f"no such file: {path}"
+
+
+@contextmanager
+def staged_output(path: str | os.PathLike) -> Iterator[Path]:
+    """A local path to write ``path``'s file or folder to: ``path`` itself, or for a URL a temporary local copy that
+    is uploaded when the block ends without an error (each file in one upload: on an object store it appears
+    whole; nothing is uploaded after an error).
+
+    Example:
+        >>> with staged_output("memory://doc-out/model.pt") as local:
+        ...     _ = local.write_bytes(b"weights")
+        >>> read_bytes("memory://doc-out/model.pt")
+        b'weights'
+    """
+    loc = location(path)
+    if isinstance(loc, Path):
+        yield loc
+        return
+    with tempfile.TemporaryDirectory(prefix="recframe-out-") as tmp:
+        local = Path(tmp) / name(loc)
+        yield local
+        fs, inner = _fs(loc)
+        files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
+        for file in files:
+            target = inner if file == local else f"{inner}/{file.relative_to(local).as_posix()}"
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(file), target)
+
+
+@contextmanager
+def staged_input(path: str | os.PathLike) -> Iterator[Path]:
+    """A local path to read ``path``'s file or folder from: ``path`` itself, or for a URL a temporary local copy
+    (downloaded whole; removed when the block ends)."""
+    loc = location(path)
+    if isinstance(loc, Path):
+        yield loc
+        return
+    fs, inner = _fs(loc)
+    if not fs.exists(inner):
+        raise FileNotFoundError(f"no such file: {path}")
+    with tempfile.TemporaryDirectory(prefix="recframe-in-") as tmp:
+        local = Path(tmp) / name(loc)
+        if fs.isdir(inner):
+            for entry in fs.find(inner):
+                relative = entry[len(inner.rstrip("/")) + 1:]
+                (local / relative).parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(entry, str(local / relative))
+        else:
+            fs.get_file(inner, str(local))
+        yield local

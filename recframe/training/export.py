@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from recframe.errors import RecframeError
+from recframe.storage import Location
 from recframe.vocab import ExportFormat, Quantize
 
 FORMAT = "recframe-export/1"
@@ -51,7 +52,7 @@ def _model_from_config(config_text: str, backend: str) -> tuple[nn.Module, DictC
     return build_model(cfg), cfg
 
 
-def trained_model(folder: Path) -> tuple[nn.Module, DictConfig, dict[str, torch.Tensor], int, str]:
+def trained_model(folder: Location) -> tuple[nn.Module, DictConfig, dict[str, torch.Tensor], int, str]:
     """The unsharded model of checkpoint ``folder`` (torch backend): ``(model, cfg, state, global step, config)``.
 
     Raises:
@@ -68,7 +69,7 @@ def trained_model(folder: Path) -> tuple[nn.Module, DictConfig, dict[str, torch.
     return model.eval(), cfg, state, int(checkpoint["global_step"]), saved["config"]
 
 
-def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
+def export_checkpoint(folder: Location, out: Path) -> dict[str, Any]:
     """Write the unsharded export of checkpoint ``folder`` to ``out``; returns what was written.
 
     Args:
@@ -100,7 +101,7 @@ def export_checkpoint(folder: Path, out: Path) -> dict[str, Any]:
     return export
 
 
-def export_serving(folder: Path, out: Path, fmt: ExportFormat, quantize: Quantize) -> dict[str, Any]:
+def export_serving(folder: Location, out: Path, fmt: ExportFormat, quantize: Quantize) -> dict[str, Any]:
     """Write the serving program of checkpoint ``folder`` (``recframe.serving.package``); returns its metadata.
 
     Args:
@@ -119,7 +120,7 @@ def export_serving(folder: Path, out: Path, fmt: ExportFormat, quantize: Quantiz
     return write_program(serving, out, fmt, meta, num_dense=len(cfg.features.dense))
 
 
-def export_retrieval(folder: Path, out: Path, quantize: Quantize) -> dict[str, Any]:
+def export_retrieval(folder: Location, out: Path, quantize: Quantize) -> dict[str, Any]:
     """Write the retrieval export of a two-tower checkpoint into folder ``out`` (``recframe.serving.retrieval``):
     ``user_tower.pt2`` and ``items.pt`` (every catalog item's vector); returns the user program's metadata.
 
@@ -159,7 +160,7 @@ def load_exported(path: str | Path, backend: str = "auto") -> tuple[nn.Module, D
     """The model of an export file (eval mode) and its run config.
 
     Args:
-        path: a file written by ``recframe export``.
+        path: a file written by ``recframe export`` (a local path or an fsspec URL).
         backend: embedding kernel backend for the rebuilt tables (``auto``, ``torch``, ``fbgemm``, ``triton``).
 
     Example:
@@ -167,9 +168,11 @@ def load_exported(path: str | Path, backend: str = "auto") -> tuple[nn.Module, D
         >>> list(cfg.features.sparse)[:2]  # doctest: +SKIP
         ['cat_0', 'cat_1']
     """
+    from recframe import storage
     from recframe.training.checkpoint.safety import safe_torch_load
 
-    export = safe_torch_load(path)
+    with storage.staged_input(path) as local:  # a local path, or an fsspec URL downloaded to a temporary file
+        export = safe_torch_load(local)
     if not isinstance(export, dict) or export.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (write one with `recframe export`)")
     model, cfg = _model_from_config(export["config"], backend)
@@ -191,14 +194,18 @@ def export_command(args: list[str]) -> int:
     if problems:
         print("recframe export: " + "; ".join(problems) + f"\n{USAGE}", file=sys.stderr)
         return 2
-    folder, out = Path(options["ckpt"]), Path(options["out"])
+    from recframe import storage
+
+    folder, out = storage.location(options["ckpt"]), options["out"]  # each a local path or an fsspec URL
     try:
-        if fmt == ExportFormat.eager:
-            export = export_checkpoint(folder, out)
-        elif fmt == ExportFormat.retrieval:
-            meta = export_retrieval(folder, out, Quantize(quantize))
-        else:
-            meta = export_serving(folder, out, ExportFormat(fmt), Quantize(quantize))
+        with storage.staged_output(out) as local:  # a URL: written locally, uploaded once complete
+            if fmt == ExportFormat.eager:
+                export = export_checkpoint(folder, local)
+            elif fmt == ExportFormat.retrieval:
+                meta = export_retrieval(folder, local, Quantize(quantize))
+            else:
+                meta = export_serving(folder, local, ExportFormat(fmt), Quantize(quantize))
+                size = local.stat().st_size
     except RecframeError as error:
         print(f"recframe export: {error}", file=sys.stderr)
         return 2
@@ -214,7 +221,7 @@ def export_command(args: list[str]) -> int:
               f"query them with recframe retrieve model={out}")
     else:
         print(f"recframe export: wrote {out} ({fmt}, step {meta['global_step']}, tables {quantize}: "
-              f"{meta['table_bytes'] / 1e6:.1f} MB, file {out.stat().st_size / 1e6:.1f} MB); run it with "
+              f"{meta['table_bytes'] / 1e6:.1f} MB, file {size / 1e6:.1f} MB); run it with "
               + ("torch.export.load(path).module()" if fmt == ExportFormat.exported
                  else "torch._inductor.aoti_load_package(path)") + "(dense, values, lengths)")
     return 0

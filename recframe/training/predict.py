@@ -35,6 +35,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from recframe import storage
 from recframe.errors import ConfigError, RecframeError
 
 USAGE = ("usage: recframe predict model=<file.pt2 | file.pt> out=<scores.csv | scores.parquet> [input=FILE] "
@@ -170,14 +171,16 @@ def predict_command(args: list[str]) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the reader's skip report
     device = torch.device(options.get("device", "cpu"))
-    run, cfg, tasks = load_scorer(Path(options["model"]), device)
+    with storage.staged_input(options["model"]) as model:  # a local path, or a URL downloaded to a temporary file
+        run, cfg, tasks = load_scorer(model, device)
     cfg = _config(cfg, options, overrides)
     scored = "test" if "input" in options else "val"
     start = time.perf_counter()
     columns, report = predict(run, cfg, tasks, scored, device)
     seconds = time.perf_counter() - start
-    out = Path(options["out"])
-    write_scores(columns, out)
+    out = options["out"]
+    with storage.staged_output(out) as local:  # a URL: written locally, then uploaded
+        write_scores(columns, local)
     rows = len(columns["row"])
     summary: dict[str, Any] = {"rows": rows, "seconds": round(seconds, 3),
                                "samples_per_s": round(rows / seconds, 1) if seconds > 0 else None,
