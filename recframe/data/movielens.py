@@ -140,6 +140,8 @@ class MovieLensSource(InMemorySource):
         self.num_train = 0
         self.layout = ""
         self.vocab_rows: dict[str, int] = {}
+        self.vocabularies: dict[str, Vocabulary] = {}
+        self.titles: np.ndarray | None = None
 
     def _ratings(self, data: MovieLensData) -> tuple[Ratings, int]:
         """All ratings used, training ones first, and how many train."""
@@ -175,8 +177,9 @@ class MovieLensSource(InMemorySource):
             raw = values[name][:, :width] if name == "item_genres" else values[name]
             mapped, vocab = vocab_ids(raw, self.num_train, self.vocab_threshold, self.table_rows[name],
                                       bag=name == "item_genres")
-            self.vocab_rows[name] = vocab.num_rows
+            self.vocab_rows[name], self.vocabularies[name] = vocab.num_rows, vocab
             ids[:, j, : mapped.shape[1]] = mapped
+        self.titles = data.titles
         dense = np.stack([values[n] for n in self.dense_names], axis=1) if self.dense_names else \
             np.zeros((len(ratings), 0))
         self.columns = Columns(
@@ -184,6 +187,19 @@ class MovieLensSource(InMemorySource):
             ids=ids if bags else ids[:, :, 0],
             labels=(ratings.rating >= self.positive_rating).astype(np.float32),
         )
+
+    def row_labels(self, feature: str) -> dict[int, str]:
+        """What each vocabulary row of ``feature`` stands for: the raw value, and for ``item_id`` the movie's title
+        (the Projector's metadata). Rows 0 (missing) and 1 (out of vocabulary) are not listed."""
+        vocab = self.vocabularies.get(feature)
+        if vocab is None:
+            return {}
+        titles = self.titles if feature == "item_id" else None
+        out = {}
+        for value, row in zip(vocab.sorted_values.tolist(), vocab.sorted_ids.tolist(), strict=True):
+            title = titles[value] if titles is not None and value < len(titles) else ""
+            out[int(row)] = f"{value} {title}".strip()
+        return out
 
     def report(self) -> dict[str, float]:
         columns = self._columns()

@@ -93,6 +93,7 @@ class MovieLensData:
         zip_code: per user, the zip code text.
         year: per item, the release year (-1 unknown).
         genres: per item, genre codes ``[items, MAX_GENRES]`` padded with -1.
+        titles: per item, its title ("" where unknown).
     """
 
     layout: str
@@ -103,6 +104,7 @@ class MovieLensData:
     zip_code: np.ndarray | None
     year: np.ndarray
     genres: np.ndarray
+    titles: np.ndarray | None = None
 
     @property
     def has_user_attributes(self) -> bool:
@@ -170,6 +172,7 @@ class _Attributes:
         self.text = {k: np.full(size, "", dtype=object) for k in ("gender", "occupation", "zip_code")}
         self.year = np.full(size, -1, np.int64)
         self.genres = np.full((size, MAX_GENRES), -1, np.int64)
+        self.title = np.full(size, "", dtype=object)
         self.genre_codes: dict[str, int] = {}
         self.items = np.zeros(size, bool)  # ids of the movie file
 
@@ -201,6 +204,7 @@ def _read_100k(p: Path) -> MovieLensData:
     for n, fields in items:
         it = int(fields[0])
         movies.items[it] = True
+        movies.title[it] = fields[1]
         if fields[2]:
             movies.year[it] = _number(p / "u.item", n, "release date", fields[2].rsplit("-", 1)[-1])
         flags = [_number(p / "u.item", n, "genre", f) for f in fields[5:]]
@@ -218,6 +222,7 @@ def _read_1m(p: Path) -> MovieLensData:
         people.set_user(p / "users.dat", n, u, dict(age=age, gender=gender, occupation=occupation, zip_code=zip_code))
     movies = _Attributes(max(int(_number(p / "movies.dat", n, "id", f[0])) for n, f in movies_lines) + 1)
     for _, (mid, title, genres) in movies_lines:
+        movies.title[int(mid)] = title
         movies.year[int(mid)] = _title_year(title)
         movies.set_genres(int(mid), genres.split("|"))
     return _data("1m", ratings, people, movies, p / "movies.dat", p / "users.dat")
@@ -229,6 +234,7 @@ def _read_latest(p: Path) -> MovieLensData:
     movie_lines = _csv_lines(p / "movies.csv", ["movieId", "title", "genres"])
     movies = _Attributes(max(int(_number(p / "movies.csv", n, "movieId", f[0])) for n, f in movie_lines) + 1)
     for _, (mid, title, genres) in movie_lines:
+        movies.title[int(mid)] = title
         movies.year[int(mid)] = _title_year(title)
         movies.set_genres(int(mid), genres.split("|"))
     return _data("latest", ratings, None, movies, p / "movies.csv", None)
@@ -242,6 +248,7 @@ def _read_joined(p: Path) -> MovieLensData:
     for n, (uid, mid, _, _, title, genres, gender, age, occupation, zip_code) in lines:
         u, m = int(uid), int(mid)
         people.set_user(p, n, u, dict(age=age, gender=gender, occupation=occupation, zip_code=zip_code))
+        movies.title[m] = title
         movies.year[m] = _title_year(title)
         movies.set_genres(m, genres.split("|"))
     return _data("joined", ratings, people, movies, p, p)
@@ -267,7 +274,7 @@ def _data(layout: str, ratings: Ratings, people: _Attributes | None, movies: _At
         gender=None if people is None else people.text["gender"],
         occupation=None if people is None else people.text["occupation"],
         zip_code=None if people is None else people.text["zip_code"],
-        year=movies.year, genres=movies.genres,
+        year=movies.year, genres=movies.genres, titles=movies.title,
     )
 
 

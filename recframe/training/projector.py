@@ -3,7 +3,9 @@
 For each table of ``logger.projector.tables``, rank 0 writes its ``logger.projector.rows`` most
 looked-up rows (counted by ``table_health.LookupCounts`` on rank 0's batches) with ``add_embedding``:
 ``tensorboard/projector_config.pbtxt`` and, under ``tensorboard/<step>/<table>/``, ``tensors.tsv``
-and ``metadata.tsv`` (columns ``id``: the row, the id after the data source's mapping, and ``lookups``).
+and ``metadata.tsv`` (columns ``id``: the row, the id after the data source's mapping, ``lookups``, and
+``value`` where the data source can say what a row stands for (``row_labels(feature)``: the raw value of
+a vocabulary row; MovieLens items: the movie id and title)).
 The table must be whole on rank 0 (one process, or a table-wise or data-parallel table there).
 
 Example:
@@ -62,5 +64,18 @@ class Projector(pl.Callback):
             if not rows.numel():
                 continue
             metadata = [[str(r), str(c)] for r, c in zip(rows.tolist(), table_counts[rows].tolist(), strict=True)]
-            experiment.add_embedding(weight[rows].float().cpu(), metadata=metadata, metadata_header=["id", "lookups"],
+            header = ["id", "lookups"]
+            labels = self._row_labels(trainer, counts.tables[table].feature_names[0])
+            if labels:
+                metadata = [[*line, labels.get(int(line[0]), "(missing)" if line[0] == "0" else "(other)")]
+                            for line in metadata]
+                header.append("value")
+            experiment.add_embedding(weight[rows].float().cpu(), metadata=metadata, metadata_header=header,
                                      tag=table, global_step=trainer.global_step)
+
+    @staticmethod
+    def _row_labels(trainer: pl.Trainer, feature: str) -> dict[int, str]:
+        """The data source's ``row_labels(feature)`` where it has one (else empty)."""
+        source = getattr(getattr(trainer, "datamodule", None), "source", None)
+        row_labels = getattr(source, "row_labels", None)
+        return row_labels(feature) if row_labels is not None else {}
