@@ -56,6 +56,28 @@ def feature_rows(cfg: DictConfig) -> dict[str, int]:
     return {f: t.num_embeddings for t in table_configs(cfg) for f in t.feature_names}
 
 
+def stats_period(setting: str | int, max_steps: int) -> int:
+    """The table-health period of ``logger.table_stats_every_n_steps``: an integer as given (0: off), or ``auto``:
+    ``max(1, min(200, max_steps // 5))``, about 5 points a run (200 when training by epochs).
+
+    Example:
+        >>> stats_period("auto", 30), stats_period("auto", 300), stats_period("auto", -1), stats_period("0", 30)
+        (6, 60, 200, 0)
+
+    Raises:
+        ValueError: neither ``auto`` nor an integer >= 0.
+    """
+    if str(setting) == "auto":
+        return 200 if max_steps <= 0 else max(1, min(200, max_steps // 5))
+    try:
+        period = int(str(setting))
+    except ValueError:
+        period = -1
+    if period < 0:
+        raise ValueError(f"must be auto, 0 (off) or a number of steps >= 1, got {setting!r}")
+    return period
+
+
 def log_period(setting: str | int, max_steps: int) -> int:
     """The scalar logging period of ``trainer.log_every_n_steps``: an integer as given, or ``auto``:
     ``max(1, min(50, max_steps // 20))``, about 20 points a run (50 when training by epochs, ``max_steps`` -1).

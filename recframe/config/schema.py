@@ -140,7 +140,7 @@ class LoggerConfig:
     tensorboard: bool = True  # write TensorBoard event files under <run_dir>/tensorboard
     # table health period (row-norm histogram and stats, coverage, skew, out-of-range ids, optimizer state,
     # tables/summary); 0: off (no lookup counting either)
-    table_stats_every_n_steps: int = 200
+    table_stats_every_n_steps: str = "auto"  # table health every N steps: auto (~5 a run) | N | 0 (off)
     curves: bool = True  # the final validation's PR curve and reliability diagram (val/pr_curve, val/calibration)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
 

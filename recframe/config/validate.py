@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from recframe.config.problems import Check, Problem
-from recframe.config.resolve import log_period, sparse_optimizer, table_configs
+from recframe.config.resolve import log_period, sparse_optimizer, stats_period, table_configs
 from recframe.models.zoo import MODELS, CheckContext, suggestion
 from recframe.vocab import Pooling, ShardingMode
 
@@ -113,6 +113,11 @@ def _check_trainer(cfg: DictConfig) -> list[Problem]:
         log_period(trainer.log_every_n_steps, trainer.max_steps)
     except ValueError as error:
         out.append(Problem("trainer.log_every_n_steps", str(error), "e.g. trainer.log_every_n_steps=auto"))
+    try:
+        stats_period(cfg.logger.table_stats_every_n_steps, trainer.max_steps)
+    except ValueError as error:
+        out.append(Problem("logger.table_stats_every_n_steps", str(error),
+                           "e.g. logger.table_stats_every_n_steps=auto"))
     if trainer.early_stopping_patience < 0:
         out.append(Problem("trainer.early_stopping_patience", f"must be >= 0 (0: never stop early), got "
                            f"{trainer.early_stopping_patience}"))

@@ -171,7 +171,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     import pytorch_lightning as pl
     import torch
 
-    from recframe.config.resolve import log_period, table_configs, tasks
+    from recframe.config.resolve import log_period, stats_period, table_configs, tasks
     from recframe.training.callbacks import ConfigToTensorBoard, ModelSize, StepProgressBar, Throughput
     from recframe.training.checkpoint.callback import StepCheckpoint
     from recframe.training.checkpoint.plugin import DistributedCheckpointIO
@@ -187,8 +187,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     # float32 matmuls of the dense towers: full float32, TF32 ("high") or bf16 ("medium") on GPUs
     torch.set_float32_matmul_precision(MatmulPrecision(t.matmul_precision).value)
     projector = cfg.logger.projector
-    health = TableHealth(cfg.logger.table_stats_every_n_steps,
-                         count=cfg.logger.table_stats_every_n_steps > 0 or bool(projector.tables))
+    every = stats_period(cfg.logger.table_stats_every_n_steps, t.max_steps)
+    health = TableHealth(every, count=every > 0 or bool(projector.tables))
     callbacks: list[pl.Callback] = [Throughput(), StepBreakdown(), health,
                                     ModelSize(cfg.model.name, table_configs(cfg))]
     task_names = [t.name for t in tasks(cfg)]
