@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +97,7 @@ class PlanReport:
         batch_size: samples per rank per step the costs assume.
         tables: one line per table, in the config's order.
         ranks: one line per rank.
+        critical_tables: the tables costing the busiest rank most, ``(name, ms)``, most first (up to 3).
     """
 
     plan: ShardingPlan
@@ -105,6 +106,7 @@ class PlanReport:
     batch_size: int
     tables: list[TableLine]
     ranks: list[RankLine]
+    critical_tables: list[tuple[str, float]] = field(default_factory=list)
 
     @staticmethod
     def from_result(result: PlanResult, topology: Topology, batch_size: int) -> PlanReport:
@@ -117,7 +119,11 @@ class PlanReport:
                           1e3 * sum(c.comm_s[r] for c in result.costs.values()),
                           1e3 * sum(c.inter_s[r] for c in result.costs.values() if c.inter_s is not None))
                  for r in range(topology.world_size)]
-        return PlanReport(result.plan, topology, result.source, batch_size, tables, ranks)
+        report = PlanReport(result.plan, topology, result.source, batch_size, tables, ranks)
+        r = report.busiest.rank
+        costs = sorted(((1e3 * (c.lookup_s[r] + c.comm_s[r]), name) for name, c in result.costs.items()), reverse=True)
+        report.critical_tables = [(name, ms) for ms, name in costs[:3] if ms > 0]
+        return report
 
     @property
     def busiest(self) -> RankLine:
@@ -140,7 +146,10 @@ class PlanReport:
         b = self.busiest
         return (f"estimated step (tables only): max {b.total_ms:.3f} ms on rank {b.rank} (lookup {b.lookup_ms:.3f}, "
                 f"intra-node comm {b.intra_ms:.3f}, inter-node comm {b.inter_ms:.3f}), mean {self.mean_ms:.3f} ms, "
-                f"max/mean {self.imbalance:.2f}")
+                f"max/mean {self.imbalance:.2f}" + "".join(
+                    f"{'; its costliest tables: ' if i == 0 else ', '}{name} "
+                    f"({self.plan.tables[name].sharding_type}) {ms:.3f} ms"
+                    for i, (name, ms) in enumerate(self.critical_tables)))
 
     def format(self) -> str:
         """The plan as a printed table, then memory and cost per rank."""
@@ -176,7 +185,8 @@ class PlanReport:
             "mean_rank_est_ms": self.mean_ms,
             "max_over_mean": self.imbalance,
             "critical_rank": {"rank": self.busiest.rank, "lookup_ms": self.busiest.lookup_ms,
-                              "intra_node_comm_ms": self.busiest.intra_ms, "inter_node_comm_ms": self.busiest.inter_ms},
+                              "intra_node_comm_ms": self.busiest.intra_ms, "inter_node_comm_ms": self.busiest.inter_ms,
+                              "costliest_tables": [{"table": n, "ms": ms} for n, ms in self.critical_tables]},
         }
 
     def write_json(self, path: Path) -> None:

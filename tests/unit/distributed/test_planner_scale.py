@@ -107,6 +107,9 @@ def test_the_report_gives_max_over_mean_and_the_critical_rank_s_time() -> None:
     assert f"max/mean {report.imbalance:.2f}" in text and f"inter-node comm {b.inter_ms:.3f}" in text
     data = report.to_dict()
     assert data["max_over_mean"] == report.imbalance and data["critical_rank"]["rank"] == b.rank
+    name, ms = report.critical_tables[0]  # t_cat_20: 100 ids per sample, table_row_wise on the critical node
+    assert name == "t_cat_20" and f"its costliest tables: t_cat_20 (table_row_wise) {ms:.3f} ms" in text
+    assert [t["table"] for t in data["critical_rank"]["costliest_tables"]] == [n for n, _ in report.critical_tables]
 
 
 def test_mlperf_max_over_mean_at_64_ranks() -> None:
