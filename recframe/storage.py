@@ -106,6 +106,7 @@ def children(loc: Location) -> list[tuple[str, bool]]:
     if isinstance(loc, Path):
         return sorted((p.name, p.is_dir()) for p in loc.iterdir()) if loc.is_dir() else []
     fs, path = _fs(loc)
+    fs.invalidate_cache(path)  # another process (rank) may have written here since this one last looked
     if not fs.isdir(path):
         return []
     out = []
@@ -177,9 +178,18 @@ def move(source: Location, target: Location) -> None:
         source.rename(target)
         return
     fs, path = _fs(str(source))
-    if not fs.exists(path):
+    target_path = _fs(str(target))[1]
+    files = fs.find(path) if fs.isdir(path) else ([path] if fs.exists(path) else [])
+    if not files:
         raise FileNotFoundError(str(source))
-    fs.mv(path, _fs(str(target))[1], recursive=True)
+    for file in files:  # copy every file (server-side on object stores), then delete the originals
+        destination = target_path if file == path else f"{target_path}/{file[len(path.rstrip('/')) + 1:]}"
+        fs.makedirs(destination.rsplit("/", 1)[0], exist_ok=True)
+        fs.copy(file, destination)
+    fs.rm(files)
+    if fs.isdir(path):  # a local or memory folder left empty
+        fs.rm(path, recursive=True)
+    fs.invalidate_cache()
 
 
 def file_problem(path: str | os.PathLike) -> str | None:

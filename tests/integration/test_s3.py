@@ -1,0 +1,132 @@
+"""Checkpoints in an S3 bucket of a local S3-compatible server (moto): kill while writing, resume (issue 20).
+
+Needs two things the default environment does not have, so it is ``slow`` and skips without them:
+
+- ``s3fs`` for the recframe processes (``pip install 'recframe[s3]'``), importable in this venv or from the
+  folder in ``RECFRAME_S3FS_PATH`` (put on their PYTHONPATH);
+- a moto server (``pip install 'moto[server]'``): started by the test on 127.0.0.1 with a random port, from
+  ``RECFRAME_MOTO_PATH`` (a folder put on the server's PYTHONPATH) or this venv. moto[server] pins
+  antlr4-python3-runtime 4.13, which breaks hydra-core 1.3's pin (4.9): install it into a folder of its own
+  (``pip install --target DIR 'moto[server]'``), not into the project's venv.
+
+Example:
+    $ pip install --target /tmp/moto 'moto[server]' && pip install --target /tmp/s3fs s3fs==<fsspec's version>
+    $ RECFRAME_MOTO_PATH=/tmp/moto RECFRAME_S3FS_PATH=/tmp/s3fs pytest -m slow tests/integration/test_s3.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_checkpoints import SMALL, kill_group, newest_losses, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+COMMON = [*SMALL, "trainer.max_steps=12",
+          "trainer.val_check_interval=6", "data.num_val_batches=2", "checkpoint.every_n_steps=1",
+          "checkpoint.keep_last=2"]
+
+
+def python_path(variable: str) -> dict[str, str]:
+    extra = os.environ.get(variable, "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (extra, os.environ.get("PYTHONPATH", "")) if p)}
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The server's URL and the environment of a recframe process that uses it; stopped afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    client = {**python_path("RECFRAME_S3FS_PATH"), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+              "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    if subprocess.run([sys.executable, "-c", "import s3fs"], env=client, capture_output=True).returncode:
+        pytest.skip("s3fs is not installed (pip install 'recframe[s3]', or set RECFRAME_S3FS_PATH)")
+    log = tmp_path / "moto.log"  # a file, not a pipe: the server logs every request, a full pipe would stop it
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env=python_path("RECFRAME_MOTO_PATH"), stdout=subprocess.DEVNULL,
+                              stderr=log.open("w"))
+    try:
+        for _ in range(200):
+            if server.poll() is not None:
+                pytest.skip(f"no moto server (pip install 'moto[server]' into RECFRAME_MOTO_PATH): "
+                            f"{log.read_text()[-300:]}")
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        request = urllib.request.Request(f"{endpoint}/bucket", method="PUT")  # create the bucket
+        urllib.request.urlopen(request, timeout=10)
+        yield endpoint, client
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+
+
+def keys(endpoint: str, prefix: str) -> list[str]:
+    """Every object key under ``prefix`` (S3's ListObjectsV2, unsigned: moto does not check signatures)."""
+    with urllib.request.urlopen(f"{endpoint}/bucket?list-type=2&max-keys=1000&prefix={prefix}", timeout=120) as r:
+        return re.findall(r"<Key>([^<]+)</Key>", r.read().decode())
+
+
+def unfinished(names: list[str]) -> list[str]:
+    """The ``step-N`` folders with files but no manifest.json."""
+    steps = {n.split("/")[-2] for n in names if re.search(r"/step-\d+/[^/]+$", n)}
+    return sorted(s for s in steps if not any(n.endswith(f"/{s}/manifest.json") for n in names))
+
+
+def test_killed_while_writing_to_s3_resumes_to_the_same_metrics(s3: tuple[str, dict[str, str]],
+                                                                 tmp_path: Path) -> None:
+    endpoint, env = s3
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = subprocess.run([sys.executable, "-m", "recframe", "train", *COMMON, f"hydra.run.dir={straight}"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    url, prefix = "s3://bucket/run1/checkpoints", "run1/checkpoints/"
+    caught: list[str] = []
+    for attempt in range(4):  # kill as soon as a step-N has files but no manifest (retried if the write won)
+        process = subprocess.Popen([sys.executable, "-m", "recframe", "train", *COMMON, f"hydra.run.dir={killed}",
+                                    f"checkpoint.dir={url}", *(["ckpt_path=last"] if attempt else [])], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        wait_for(lambda: bool(unfinished(keys(endpoint, prefix))) and any(
+            k.endswith("/manifest.json") for k in keys(endpoint, prefix)), process, poll=0.01)
+        kill_group(process, signal.SIGKILL)
+        caught = unfinished(keys(endpoint, prefix))
+        if caught:
+            break
+    assert caught, "could not kill the process while it wrote a checkpoint"
+    rest = subprocess.run([sys.executable, "-m", "recframe", "train", *COMMON, f"hydra.run.dir={killed}",
+                           f"checkpoint.dir={url}", "ckpt_path=last"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    log = rest.stdout + rest.stderr
+    assert f"{url}/{caught[-1]} has no manifest.json: it was not finished" in log, "the unfinished step is passed over"
+    resumed_from = int(re.search(r"\(resuming from s3://\S+, step (\d+)\)", log).group(1))
+    assert f"set aside the abandoned run's newer checkpoint as {url}/abandoned-{caught[-1]}-" in log
+    assert resumed_from < int(caught[-1].removeprefix("step-"))
+    expected, got = newest_losses(straight), newest_losses(killed)
+    assert [got[s] for s in range(resumed_from, 12)] == [expected[s] for s in range(resumed_from, 12)]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
+    assert {k: round(v, 6) for k, v in a.items()} == {k: round(v, 6) for k, v in b.items()}
+    final = keys(endpoint, prefix)
+    assert f"{prefix}step-12/manifest.json" in final and f"{prefix}step-11/manifest.json" in final
+    assert not unfinished([k for k in final if "/abandoned-" not in k]), "keep_last pruned the leftovers"
