@@ -143,6 +143,7 @@ class LoggerConfig:
     table_stats_every_n_steps: str = "auto"  # table health every N steps: auto (~5 a run) | N | 0 (off)
     curves: bool = True  # the final validation's PR curve and reliability diagram (val/pr_curve, val/calibration)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    dir: str | None = None  # where event files go (default <run_dir>/tensorboard); a path or an fsspec URL (s3://...)
 
 
 @dataclass

@@ -198,7 +198,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
         callbacks.append(StepProgressBar(t.progress_bar_refresh_steps))
     logger: Any = False
     if cfg.logger.tensorboard:
-        logger = RunLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
+        # logger.dir: a local path or an fsspec URL (torch's SummaryWriter writes through tensorboard's gfile,
+        # which reaches fsspec's filesystems)
+        where = (cfg.logger.get("dir"), "") if cfg.logger.get("dir") else (str(run_dir), "tensorboard")
+        logger = RunLogger(save_dir=where[0], name=where[1], version="", default_hp_metric=False,
                            purge_step=resume_step or None)
         callbacks.append(ConfigToTensorBoard(OmegaConf.to_yaml(cfg, resolve=True), _flat_scalars(cfg)))
         if projector.tables:
