@@ -27,7 +27,7 @@ from recframe.distributed.planner.planner import Planner, TableConstraint
 from recframe.distributed.planner.report import PlanReport
 from recframe.distributed.planner.topology import GB, PlanningError, Topology, detect_device_and_memory
 from recframe.embedding.config import TableConfig, table_optimizer
-from recframe.vocab import Pooling, ShardingMode, TopologyDevice
+from recframe.vocab import CommsDtype, Pooling, ShardingMode, TopologyDevice
 
 
 def topology_from_config(topology_cfg: TopologyConfig, world_size: int, local_world_size: int,
@@ -86,6 +86,8 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
         tables: the model's tables (None: ``cfg``'s tables).
     """
     per_feature, default_opt = _ids_per_feature(cfg), sparse_optimizer(cfg)
+    comms = cfg.sharding.comms  # the pooled all-to-alls' wire formats: fp32 4 bytes a value, bf16 and fp16 2
+    wire = sum(4 if CommsDtype(d) == CommsDtype.fp32 else 2 for d in (comms.forward_dtype, comms.backward_dtype))
     out = []
     for t in tables if tables is not None else table_configs(cfg):
         constraint = cfg.sharding.constraints[t.name] if t.name in cfg.sharding.constraints else None
@@ -93,7 +95,8 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
                else sum(per_feature[f] for f in t.feature_names))
         out.append(TableWorkload(name=t.name, rows=t.num_embeddings, dim=t.embedding_dim,
                                  num_features=len(t.feature_names), ids_per_sample=ids, weight_dtype=t.weight_dtype,
-                                 optimizer=table_optimizer(t, default_opt).name, pooled=t.pooling != Pooling.none))
+                                 optimizer=table_optimizer(t, default_opt).name, pooled=t.pooling != Pooling.none,
+                                 output_wire_bytes=wire))
     return out
 
 

@@ -25,7 +25,8 @@ bandwidth depending on the peer's node:
   sequence table). For row_wise these are partial sums: a reduce-scatter. table_row_wise reduces
   inside the node first (each shard exchanges ``2 * N * B * P * D * 4`` with each node peer, ``N``
   nodes), then each shard exchanges ``2 * B * P * D * 4`` with the rank of its local index on every
-  other node.
+  other node. ``2 * 4`` is fp32 both ways: the table's ``output_wire_bytes`` (``sharding.comms``: bf16
+  or fp16 sends 2 bytes a value in that direction).
 - data_parallel: no dists; the table's fp32 gradient is all-reduced (reduce-scatter + all-gather):
   ``4 * (W - 1) / W * R * D * 4`` bytes in and out per rank, inter-node when there are several nodes.
 
@@ -79,6 +80,8 @@ class TableWorkload:
         weight_dtype: fp32 | fp16 | bf16.
         optimizer: its sparse optimizer's name (see ``STATE_PER_ROW``).
         pooled: False for a sequence table (one output row per id instead of per feature).
+        output_wire_bytes: bytes of one output value on the wire, forward + backward (``sharding.comms``:
+            fp32 both ways 8; bf16 or fp16 forward 2 + fp32 backward 4 = 6; half both ways 4).
     """
 
     name: str
@@ -89,6 +92,7 @@ class TableWorkload:
     weight_dtype: WeightDtype = WeightDtype.fp32
     optimizer: OptimizerName = OptimizerName.rowwise_adagrad
     pooled: bool = True
+    output_wire_bytes: int = 2 * OUTPUT_BYTES
 
     def state_row_bytes(self, cols: int) -> int:
         """Optimizer state bytes of one row of a shard with ``cols`` columns."""
@@ -251,7 +255,7 @@ class CostSheet:
 
     def output_all_to_all(self, rank: int, cols: int) -> None:
         """The shard on ``rank`` exchanges ``cols`` columns of output rows (and their gradients) with every rank."""
-        self.traffic.every_rank_with([rank], 2 * self.batch_size * self.outputs * cols * OUTPUT_BYTES)
+        self.traffic.every_rank_with([rank], self.batch_size * self.outputs * cols * self.table.output_wire_bytes)
 
     def row_shards(self, ranks: list[int], rows: list[int], output_each: bool) -> None:
         """Row blocks of ``rows[i]`` rows on ``ranks[i]``: ``shard``, ``input_dist`` and (``output_each``)
@@ -264,13 +268,13 @@ class CostSheet:
             self.lookup[rank] = _lookup_bytes(t, ids, ids, n, t.dim)
         sent = self.batch_size * (t.ids_per_sample * share * ID_BYTES + t.num_features * LENGTH_BYTES)
         if output_each:
-            sent = sent + 2 * self.batch_size * self.outputs * t.dim * OUTPUT_BYTES
+            sent = sent + self.batch_size * self.outputs * t.dim * t.output_wire_bytes
         self.traffic.shards_with_every_rank(ranks, sent.tolist())
 
     def output_node_reduce(self, shards: list[int]) -> None:
         """Partial sums reduced inside the shards' node, then sent to the other nodes by one shard each."""
         _table_row_wise_output(self.traffic, self.topo, shards,
-                               2 * self.batch_size * self.outputs * self.table.dim * OUTPUT_BYTES)
+                               self.batch_size * self.outputs * self.table.dim * self.table.output_wire_bytes)
 
     def gradient_all_reduce(self, ranks: list[int]) -> None:
         """The table's dense fp32 gradient all-reduced over ``ranks`` (reduce-scatter + all-gather)."""

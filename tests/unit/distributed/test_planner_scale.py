@@ -21,7 +21,7 @@ from recframe.distributed.planner.planner import Planner
 from recframe.distributed.planner.topology import Topology
 from recframe.distributed.sharding import RULES, table_row_wise, table_wise
 from recframe.distributed.sharding.base import PlacementQuery
-from recframe.training.planning import make_plan
+from recframe.training.planning import make_plan, table_workloads
 from recframe.vocab import ShardingType
 from tests.unit.distributed.test_sharding_rules import _reference_cost
 
@@ -126,3 +126,16 @@ def test_mlperf_max_over_mean_at_64_ranks() -> None:
     assert report.imbalance <= 1.181
     critical = [n for n, p in plan.tables.items() if report.busiest.rank in p.ranks and len(p.ranks) < 64]
     assert critical == ["t_cat_20"]
+
+
+def test_half_precision_comms_halve_the_output_terms() -> None:
+    cfg = compose_config(["+experiment=mlperf_dcnv2", "world_size=16", "sharding.topology.local_world_size=8",
+                          "sharding.comms.forward_dtype=bf16", "sharding.comms.backward_dtype=fp16"])
+    assert {t.output_wire_bytes for t in table_workloads(cfg)} == {4}  # 2 + 2 (fp32 both ways: 8)
+    topo, placement = Topology(16, 8, 10**11), TablePlacement("table_wise", [3])
+    fp32 = TableWorkload("t", rows=1000, dim=128, num_features=1, ids_per_sample=0.0)  # no ids: output terms only
+    half = TableWorkload("t", rows=1000, dim=128, num_features=1, ids_per_sample=0.0, output_wire_bytes=4)
+    length = option_cost(TableWorkload("t", 1000, 128, 1, 0.0, output_wire_bytes=0), placement, topo, 64).comm_s
+    out32 = [a - b for a, b in zip(option_cost(fp32, placement, topo, 64).comm_s, length, strict=True)]
+    out16 = [a - b for a, b in zip(option_cost(half, placement, topo, 64).comm_s, length, strict=True)]
+    assert out16 == pytest.approx([x / 2 for x in out32]) and min(out32) > 0
