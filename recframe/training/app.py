@@ -56,7 +56,7 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
             return 2
     import hydra
 
-    from recframe.training.tensorboard import register_run_name_resolver, sweep_folder_overrides
+    from recframe.training.run_names import register_run_name_resolver, sweep_folder_overrides
 
     register_schemas()
     register_run_name_resolver()  # sweep folders named by their overrides (configs/train.yaml)

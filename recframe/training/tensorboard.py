@@ -7,12 +7,10 @@
   run has: model, learning rates, dim, batch, sharding, backend, seed, and every key overridden on
   the command line) go to the HPARAMS tab with its final, best and test metrics
   (``hparams/<metric>``), so the runs of a sweep line up side by side.
-- ``short_run_name`` (the ``recframe_run_name`` resolver): a sweep job's folder name from Hydra's
-  ``override_dirname``, each key shortened to its last part (``0_lr=0.05,embedding_dim=16``).
+- Sweep folders named by their overrides: ``recframe.training.run_names`` (no Lightning import: it
+  runs before Hydra starts).
 
 Example:
-    >>> short_run_name("optim.sparse.lr=0.05,tables.embedding_dim=16")
-    'lr=0.05,embedding_dim=16'
     >>> hparam_metrics({"val/auc": 0.75, "best/val/auc": 0.76, "global_step": 10, "val/ne": float("nan")})
     {'hparams/val/auc': 0.75, 'hparams/best/val/auc': 0.76}
 """
@@ -29,7 +27,6 @@ KNOBS = ("model.name", "optim.sparse.name", "optim.sparse.lr", "optim.dense.name
          "tables.embedding_dim", "tables.backend", "data.kind", "data.batch_size", "sharding.type", "trainer.devices",
          "trainer.precision", "seed")
 METRIC_PREFIXES = ("val/", "best/", "test/")
-NAME_LIMIT = 120  # characters of a sweep job's folder name
 
 
 class RunLogger(TensorBoardLogger):
@@ -90,39 +87,3 @@ def hparam_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The final, best and test metrics of a run (finite numbers) under ``hparams/``."""
     return {f"hparams/{k}": float(v) for k, v in metrics.items()
             if k.startswith(METRIC_PREFIXES) and isinstance(v, int | float) and math.isfinite(v)}
-
-
-def short_run_name(override_dirname: str) -> str:
-    """A folder name from Hydra's ``override_dirname``: keys shortened to their last part, ``/`` made ``_``."""
-    items = []
-    for item in override_dirname.split(","):
-        key, _, value = item.partition("=")
-        items.append(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={value}" if value else key)
-    name = ",".join(items).replace("/", "_").replace(" ", "")
-    return name[:NAME_LIMIT] or "default"
-
-
-def sweep_folder_overrides(args: list[str]) -> list[str]:
-    """For a multirun (``-m``), the override that leaves the keys every job shares out of ``override_dirname``, so a
-    job's folder is named by what it sweeps (``0_lr=0.01``); nothing otherwise, or when the user sets it.
-
-    Example:
-        >>> sweep_folder_overrides(["-m", "+experiment=dlrm", "optim.sparse.lr=0.01,0.05"])
-        ["hydra.job.config.override_dirname.exclude_keys=['experiment']"]
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from recframe.config.compose import split_command_line
-
-    overrides = split_command_line(args)[0]
-    if not {"-m", "--multirun"} & set(args) or any("override_dirname" in o for o in overrides):
-        return []
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    shared = [p.key_or_group for p in parsed if not p.is_sweep_override() and not p.is_hydra_override()]
-    return [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(repr(k) for k in shared)}]"] if shared else []
-
-
-def register_run_name_resolver() -> None:
-    """``${recframe_run_name:${hydra.job.override_dirname}}`` in configs/train.yaml's sweep subdir."""
-    if not OmegaConf.has_resolver("recframe_run_name"):
-        OmegaConf.register_new_resolver("recframe_run_name", short_run_name)
