@@ -10,8 +10,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -115,8 +117,9 @@ class ModelSize(pl.Callback):
 
 
 class StepProgressBar(TQDMProgressBar):
-    """Lightning's progress bar; an endless training stream (synthetic data) shows ``trainer.max_steps`` as its
-    total, so the bar has a total and an ETA (``37/300 [00:05<00:35]``) instead of ``37/?``.
+    """Lightning's progress bar, on stderr (Lightning draws it on stdout, which then holds more than results);
+    an endless training stream (synthetic data) shows ``trainer.max_steps`` as its total, so the bar has a total
+    and an ETA (``37/300 [00:05<00:35]``) instead of ``37/?``.
 
     Args:
         refresh_rate: redraw every N steps.
@@ -124,6 +127,26 @@ class StepProgressBar(TQDMProgressBar):
 
     def __init__(self, refresh_rate: int) -> None:
         super().__init__(refresh_rate=refresh_rate)
+
+    def init_sanity_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):  # Lightning passes file=sys.stdout: the bars take stderr
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_test_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_test_tqdm()
+
+    def init_predict_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_predict_tqdm()
 
     @property
     def total_train_batches(self) -> int | float:

@@ -50,5 +50,6 @@ def assert_clean_output(result: subprocess.CompletedProcess, run_dir: Path, step
     assert len(warned) == len(set(warned)), warned
     assert "IterableDataset" not in result.stderr  # recframe's datasets split over workers: their length is exact
     assert "model dlrm: " in log_file and size in log_file, log_file  # Lightning's summary counted the dense part only
-    assert "Epoch 0: 100%" in result.stdout and f"{steps}/{steps} [" in result.stdout  # the total: max_steps
-    assert not re.search(r"Epoch \d+: [^\r\n]*/\?", result.stdout), "the epoch's bar has no total"
+    assert "Epoch 0: 100%" in result.stderr and f"{steps}/{steps} [" in result.stderr  # the total: max_steps
+    assert not re.search(r"Epoch \d+: [^\r\n]*/\?", result.stderr), "the epoch's bar has no total"
+    assert "Epoch 0" not in result.stdout and "Validation" not in result.stdout  # stdout holds results only
