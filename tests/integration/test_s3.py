@@ -130,3 +130,50 @@ def test_killed_while_writing_to_s3_resumes_to_the_same_metrics(s3: tuple[str, d
     final = keys(endpoint, prefix)
     assert f"{prefix}step-12/manifest.json" in final and f"{prefix}step-11/manifest.json" in final
     assert not unfinished([k for k in final if "/abandoned-" not in k]), "keep_last pruned the leftovers"
+
+
+def put(env: dict[str, str], key: str, file: Path) -> None:
+    """Upload through s3fs (moto stores the body of an unsigned PUT as empty)."""
+    script = "import fsspec, sys; fsspec.filesystem('s3').put_file(sys.argv[1], sys.argv[2])"
+    subprocess.run([sys.executable, "-c", script, str(file), f"bucket/{key}"], env=env, check=True, timeout=120)
+
+
+def get(env: dict[str, str], key: str) -> bytes:
+    script = "import fsspec, sys; sys.stdout.buffer.write(fsspec.filesystem('s3').cat_file(sys.argv[1]))"
+    return subprocess.run([sys.executable, "-c", script, f"bucket/{key}"], env=env, check=True, timeout=120,
+                          capture_output=True).stdout
+
+
+def test_train_from_a_csv_in_the_bucket_export_and_predict_there(s3: tuple[str, dict[str, str]],
+                                                                  tmp_path: Path) -> None:
+    from tests.integration.test_predict import QUICK, write_table
+
+    endpoint, env = s3
+    write_table(tmp_path / "train.csv", 300, seed=0)
+    write_table(tmp_path / "new.csv", 40, seed=1)
+    (tmp_path / "spec.yaml").write_text("label: click\ndense: {price: {}}\ncategorical: {user: {rows: 50}, "
+                                        "item: {rows: 50}}\n")
+    for name in ("train.csv", "new.csv", "spec.yaml"):
+        put(env, f"data/{name}", tmp_path / name)
+
+    def recframe(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "recframe", *args], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    quick = [a for a in QUICK if a != "logger.tensorboard=false"]
+    for where, data in (("local", str(tmp_path)), ("s3", "s3://bucket/data")):
+        out = "s3://bucket/run2" if where == "s3" else str(tmp_path / "local")
+        checkpoints = f"{out}/checkpoints" if where == "s3" else f"{tmp_path / 'local' / 'run'}/checkpoints"
+        recframe("train", "+experiment=tabular", f"data.path={data}/train.csv", f"data.spec={data}/spec.yaml",
+                 *quick, f"hydra.run.dir={tmp_path / where / 'run'}", f"checkpoint.dir={checkpoints}",
+                 f"logger.dir={out}/tb")
+        recframe("export", f"ckpt={checkpoints}/step-6", f"out={out}/model.pt2", "format=exported")
+        recframe("predict", f"model={out}/model.pt2", f"input={data}/new.csv", f"out={out}/scores.csv")
+    assert get(env, "run2/scores.csv") == (tmp_path / "local" / "scores.csv").read_bytes()
+    names = keys(endpoint, "run2/")
+    assert "run2/checkpoints/step-6/manifest.json" in names and "run2/model.pt2" in names
+    assert any(n.startswith("run2/tb/events.out.tfevents.") for n in names), "TensorBoard wrote to the bucket"
+    local = json.loads((tmp_path / "local" / "run" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "s3" / "run" / "metrics.json").read_text()) == local
