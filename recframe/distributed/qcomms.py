@@ -21,8 +21,8 @@ Example (one process, world of 1):
     >>> import os, tempfile, torch, torch.distributed as dist
     >>> store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
     >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    >>> all_to_all_float(torch.tensor([1e6, 3.0]), [2], [2], None, "fp16").tolist()
-    [1000000.0, 3.0]
+    >>> all_to_all_float(torch.tensor([2.0**20, 3.0]), [2], [2], None, "fp16").tolist()  # 2^20 overflows fp16
+    [1048576.0, 3.0]
     >>> dist.destroy_process_group()
 """
 

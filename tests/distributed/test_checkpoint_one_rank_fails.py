@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from recframe import storage
 from recframe.training.checkpoint import reader, writer
 from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointWriteError, find_last
 from tests.distributed.harness import run_workers
@@ -31,7 +32,7 @@ def full_disk_worker(rank: int, world: int, root: str) -> tuple[str, float, str]
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, mode, *args, **kwargs)
 
-    writer.open = full_open  # type: ignore[attr-defined]  # the name save() looks up in its module
+    storage.open = full_open  # type: ignore[attr-defined]  # the name storage.write_bytes looks up in its module
     start = time.monotonic()
     try:
         writer.save(state(4), Path(root), 4, layout=None, keep_last=1)
@@ -39,7 +40,7 @@ def full_disk_worker(rank: int, world: int, root: str) -> tuple[str, float, str]
     except CheckpointWriteError as error:
         return type(error).__name__, time.monotonic() - start, str(error)
     finally:
-        del writer.open  # type: ignore[attr-defined]
+        del storage.open  # type: ignore[attr-defined]
 
 
 def test_only_rank_0_failing_to_write_fails_every_rank_at_once(tmp_path: Path) -> None:
