@@ -67,6 +67,7 @@ def eval_job(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: float(v) for k, v in results.items()}
     metrics["global_step"] = step
     if trainer.is_global_zero:
-        write_json_atomic(run_dir / "metrics.json", {**metrics, "checkpoint": str(folder.resolve())})
+        where = folder.resolve() if isinstance(folder, Path) else folder  # a URL stays as it is
+        write_json_atomic(run_dir / "metrics.json", {**metrics, "checkpoint": str(where)})
         log.info("evaluation of %s: %s", folder, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
     return metrics

@@ -71,3 +71,9 @@ def test_resume_from_a_url_equals_local_disk(scheme: str, tiny: list[str], tmp_p
         "abandoned-step-8", "step-12", "step-8"], "set aside, then keep_last=2 of the resumed run's own"
     assert not (resumed / "checkpoints").exists(), "nothing was written to the run directory's checkpoints/"
     assert_same_run(straight, resumed)
+    if scheme == "file":  # another process: recframe eval of the checkpoint at the URL
+        done = run_recframe("eval", *common(tiny), f"ckpt_path={url}/step-12", f"hydra.run.dir={tmp_path / 'eval'}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+        final = json.loads((resumed / "metrics.json").read_text())
+        assert evaluated["checkpoint"] == f"{url}/step-12" and evaluated["val/auc"] == final["val/auc"]
