@@ -131,7 +131,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor,
     return tmp / "checkpoints", before, after
 
 
-@pytest.mark.parametrize("world", [1, 3])
+@pytest.mark.parametrize("world", [1, pytest.param(3, marks=pytest.mark.slow)])  # 3 ranks: ~18 s
 def test_two_rank_checkpoint_loads_into_another_world_size(world: int, saved: tuple, tmp_path: Path) -> None:
     root, expected_before, expected_after = saved
     loaded = run_workers(tmp_path, world, load_worker, str(root))

@@ -295,7 +295,7 @@ def exact(name: str, opt: str) -> bool:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("world", [1, 2, pytest.param(3, marks=pytest.mark.slow)])  # 3 ranks: ~20 s
 def test_sharded_equals_unsharded(tmp_path, world: int) -> None:
     results = run_workers(tmp_path, world, worker)
     tables = {t.name: t for t in make_tables()}

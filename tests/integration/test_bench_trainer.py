@@ -18,6 +18,7 @@ ANCHORS = [folder for folder in (ROOT.parent / "shared" / "bench", ROOT / ".benc
 
 @pytest.mark.skipif(not ANCHORS, reason="the plain-PyTorch anchor script lives in ../shared/bench next to the "
                                          "repository (or a copy in .bench/); it is not part of the repository")
+@pytest.mark.slow  # ~26 s: two benchmark runs
 def test_bench_trainer_side_by_side_table(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--workloads", "tiny", "--steps", "2", "--warmup", "1", "--accelerator", "cpu",

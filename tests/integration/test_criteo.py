@@ -99,6 +99,7 @@ def test_missing_path_is_a_config_problem(tmp_path: Path) -> None:
     assert "data.path: is not set (give the file: data.path=/path/to/train.txt)" in result.stderr
 
 
+@pytest.mark.slow  # ~45 s; test_train's resume test covers resuming in the default tier
 def test_resume_across_epochs_continues_exactly(tmp_path: Path) -> None:
     small = tmp_path / "small.txt"
     small.write_text("\n".join(require(KAGGLE_SAMPLE).read_text().splitlines()[:600]) + "\n")

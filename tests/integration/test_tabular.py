@@ -39,6 +39,7 @@ def train(run_dir: Path, *args: str) -> tuple[dict, list[float]]:
     return json.loads((run_dir / "metrics.json").read_text()), losses
 
 
+@pytest.mark.slow  # ~26 s: two training runs on the Criteo sample
 def test_tabular_csv_equals_criteo_kaggle_on_the_same_rows(tmp_path: Path) -> None:
     tsv = tmp_path / "head.txt"
     tsv.write_text("\n".join(require(KAGGLE_SAMPLE).read_text().splitlines()[:3000]) + "\n")
