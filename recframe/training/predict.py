@@ -159,16 +159,12 @@ def auc_by_task(columns: dict[str, np.ndarray]) -> dict[str, float]:
 
 def predict_command(args: list[str]) -> int:
     """``recframe predict model=FILE out=FILE [input=FILE] [batch_size=N] [device=...] [data.KEY=VALUE ...]``."""
-    pairs = [a.split("=", 1) for a in args if "=" in a]
-    problems = [f"{a!r} is not key=value" for a in args if "=" not in a]
-    options = {k: v for k, v in pairs if not k.startswith("data.")}
-    overrides = [f"{k}={v}" for k, v in pairs if k.startswith("data.")]
-    problems += [f"unknown option {k!r} (options: {', '.join(OPTIONS)}, data.KEY)" for k in options
-                 if k not in OPTIONS]
-    problems += [f"{k}= is missing" for k in ("model", "out") if k not in options]
-    if problems:
-        print("recframe predict: " + "; ".join(problems) + f"\n{USAGE}", file=sys.stderr)
+    from recframe.training.command_args import command_options
+
+    parsed = command_options(args, OPTIONS, ("model", "out"), "recframe predict", USAGE)
+    if parsed is None:
         return 2
+    options, overrides = parsed
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the reader's skip report
     device = torch.device(options.get("device", "cpu"))
     with storage.staged_input(options["model"]) as model:  # a local path, or a URL downloaded to a temporary file

@@ -37,18 +37,14 @@ def retrieve_command(args: list[str]) -> int:
     from recframe.serving.package import read_program
     from recframe.serving.retrieval import select_keys, top_k
     from recframe.training.builders import build_datamodule
+    from recframe.training.command_args import command_options
     from recframe.training.files import write_atomic
     from recframe.training.predict import apply_overrides
 
-    pairs = [a.split("=", 1) for a in args if "=" in a]
-    problems = [f"{a!r} is not key=value" for a in args if "=" not in a]
-    options = {k: v for k, v in pairs if not k.startswith("data.")}
-    problems += [f"unknown option {k!r} (options: {', '.join(OPTIONS)}, data.KEY)" for k in options
-                 if k not in OPTIONS]
-    problems += [f"{k}= is missing" for k in ("model", "out") if k not in options]
-    if problems:
-        print("recframe retrieve: " + "; ".join(problems) + f"\n{USAGE}", file=sys.stderr)
+    parsed = command_options(args, OPTIONS, ("model", "out"), "recframe retrieve", USAGE)
+    if parsed is None:
         return 2
+    options, overrides = parsed
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     folder, k = Path(options["model"]), int(options.get("k", 10))
     if not (folder / "user_tower.pt2").is_file() or not (folder / "items.pt").is_file():
@@ -57,7 +53,7 @@ def retrieve_command(args: list[str]) -> int:
     user_tower, meta = read_program(folder / "user_tower.pt2")
     items = torch.load(folder / "items.pt", weights_only=True)
     cfg = OmegaConf.create(meta["config"])
-    apply_overrides(cfg, [f"{key}={value}" for key, value in pairs if key.startswith("data.")])
+    apply_overrides(cfg, overrides)
     if "batch_size" in options:
         cfg.data.batch_size = int(options["batch_size"])
     cfg.data.num_workers, cfg.trainer.pipeline = 0, False
