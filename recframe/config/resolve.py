@@ -67,15 +67,8 @@ def stats_period(setting: str | int, max_steps: int) -> int:
     Raises:
         ValueError: neither ``auto`` nor an integer >= 0.
     """
-    if str(setting) == "auto":
-        return 200 if max_steps <= 0 else max(1, min(200, max_steps // 5))
-    try:
-        period = int(str(setting))
-    except ValueError:
-        period = -1
-    if period < 0:
-        raise ValueError(f"must be auto, 0 (off) or a number of steps >= 1, got {setting!r}")
-    return period
+    return _period(setting, max_steps, points=5, longest=200, smallest=0,
+                   rule="must be auto, 0 (off) or a number of steps >= 1")
 
 
 def log_period(setting: str | int, max_steps: int) -> int:
@@ -91,12 +84,18 @@ def log_period(setting: str | int, max_steps: int) -> int:
     Raises:
         ValueError: neither ``auto`` nor an integer >= 1.
     """
+    return _period(setting, max_steps, points=20, longest=50, smallest=1, rule="must be auto or a number of steps >= 1")
+
+
+def _period(setting: str | int, max_steps: int, points: int, longest: int, smallest: int, rule: str) -> int:
+    """``auto``: ``max(1, min(longest, max_steps // points))`` (``longest`` without a step count); else the integer
+    given, at least ``smallest`` (a ValueError saying ``rule`` otherwise)."""
     if str(setting) == "auto":
-        return 50 if max_steps <= 0 else max(1, min(50, max_steps // 20))
+        return longest if max_steps <= 0 else max(1, min(longest, max_steps // points))
     try:
         period = int(str(setting))
     except ValueError:
-        period = 0
-    if period < 1:
-        raise ValueError(f"must be auto or a number of steps >= 1, got {setting!r}")
+        period = smallest - 1
+    if period < smallest:
+        raise ValueError(f"{rule}, got {setting!r}")
     return period
