@@ -347,9 +347,14 @@ def train_job(cfg: DictConfig) -> float | None:
 
 
 def bench_job(cfg: DictConfig) -> None:
-    """Run warmup + timed training steps through the real Trainer; print one JSON line."""
+    """Run warmup + timed training steps through the real Trainer; print one JSON line.
+
+    The steps log and write table health at the cadence of the run the config describes (``auto`` resolved
+    from its ``trainer.max_steps``, not from the bench's few steps), so the time per step is that run's.
+    """
     import pytorch_lightning as pl
 
+    from recframe.config.resolve import log_period, stats_period
     from recframe.training.builders import build_datamodule
 
     class StepTimer(pl.Callback):
@@ -369,6 +374,8 @@ def bench_job(cfg: DictConfig) -> None:
     check_devices(cfg)
     _check_plan(cfg)
     OmegaConf.set_struct(cfg, False)
+    cfg.trainer.log_every_n_steps = log_period(cfg.trainer.log_every_n_steps, cfg.trainer.max_steps)
+    cfg.logger.table_stats_every_n_steps = stats_period(cfg.logger.table_stats_every_n_steps, cfg.trainer.max_steps)
     cfg.trainer.max_steps = cfg.bench.warmup_steps + cfg.bench.steps
     cfg.trainer.limit_val_batches = 0
     cfg.trainer.enable_progress_bar = False
@@ -382,4 +389,6 @@ def bench_job(cfg: DictConfig) -> None:
         print(json.dumps({"system": "recframe", "experiment": cfg.model.name, "world": trainer.world_size,
                           "device": str(trainer.strategy.root_device.type), "batch_per_rank": cfg.data.batch_size,
                           "steps": cfg.bench.steps, "samples_per_s": round(samples / elapsed, 1),
-                          "step_ms": round(1000 * elapsed / cfg.bench.steps, 2)}), flush=True)
+                          "step_ms": round(1000 * elapsed / cfg.bench.steps, 2),
+                          "log_every_n_steps": int(cfg.trainer.log_every_n_steps),
+                          "table_stats_every_n_steps": int(cfg.logger.table_stats_every_n_steps)}), flush=True)

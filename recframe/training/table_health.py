@@ -36,6 +36,9 @@ from recframe.sparse import Batch, KeyedJaggedTensor
 from recframe.training.module import embedding_collections
 from recframe.vocab import IdPolicy
 
+COUNT_STATS = ("coverage", "top1pct_share", "out_of_range")
+HISTOGRAM_BINS = 30
+
 
 class LookupCounts:
     """Per-row lookup counts of tables, kept on the device (module docstring).
@@ -92,12 +95,16 @@ class LookupCounts:
 
     def stats(self, table: str) -> dict[str, float]:
         """``coverage``, ``top1pct_share`` and ``out_of_range`` of a table so far (reads the device)."""
+        return dict(zip(COUNT_STATS, self.stats_tensor(table).tolist(), strict=True))
+
+    def stats_tensor(self, table: str) -> torch.Tensor:
+        """:meth:`stats` as a float64 tensor on the device, in the order of ``COUNT_STATS`` (no host sync)."""
         counts = self.of(table)
-        total = counts.sum().item()
-        top = torch.topk(counts, max(1, counts.numel() // 100)).values.sum().item()
-        return {"coverage": (counts > 0).sum().item() / max(1, counts.numel()),
-                "top1pct_share": top / total if total else 0.0,
-                "out_of_range": float(self.out_of_range[self._table_index[table]].item())}
+        total = counts.sum(dtype=torch.float64)
+        top = torch.topk(counts, max(1, counts.numel() // 100)).values.sum(dtype=torch.float64)
+        coverage = (counts > 0).sum(dtype=torch.float64) / max(1, counts.numel())
+        share = torch.where(total > 0, top / total.clamp_min(1), torch.zeros_like(total))
+        return torch.stack([coverage, share, self.out_of_range[self._table_index[table]].double()])
 
 
 class TableHealth(pl.Callback):
@@ -128,34 +135,75 @@ class TableHealth(pl.Callback):
 
     @torch.no_grad()
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        """Write every table's health summaries at ``step`` (rank 0)."""
+        """Write every table's health summaries at ``step`` (rank 0), reading the device once for all tables."""
         experiment = trainer.logger.experiment  # type: ignore[union-attr]
-        scalars: dict[str, float] = {}
-        lines = ["| table | rows here | dim | coverage | top 1% share | out of range | row norm mean | max |",
-                 "|---|---|---|---|---|---|---|---|"]
+        found: list[tuple[TableConfig, tuple[int, ...], list[str]]] = []
+        numbers: list[torch.Tensor] = []
         for collection in embedding_collections(pl_module).values():
             weights, states = collection.state_dict(), collection.optimizer_state_dict()
             for table in collection.tables:
                 weight = weights.get(f"{table.name}.weight")
                 if weight is None or weight.dim() != 2 or not weight.numel():
                     continue  # no rows of it on this rank
-                stats: dict[str, float] = dict(self.counts.stats(table.name)) if self.counts is not None else {}
-                norms = weight.float().norm(dim=1)
-                stats["row_norm_mean"], stats["row_norm_max"] = norms.mean().item(), norms.max().item()
-                if hasattr(experiment, "add_histogram"):
-                    experiment.add_histogram(f"tables/{table.name}/row_norm", norms, global_step=step)
-                for name, state in states.get(table.name, {}).items():
-                    if state.is_floating_point() and state.numel():
-                        stats[f"{name}_mean"], stats[f"{name}_max"] = state.mean().item(), state.max().item()
-                if table.id_policy != IdPolicy.modulo:
-                    stats.pop("out_of_range", None)
-                scalars.update({f"tables/{table.name}/{k}": v for k, v in stats.items()})
-                lines.append(f"| {table.name} | {weight.shape[0]} | {weight.shape[1]} | "
-                             + " | ".join(_cell(stats.get(k)) for k in ("coverage", "top1pct_share", "out_of_range",
-                                                                         "row_norm_mean", "row_norm_max")) + " |")
+                floats = {n: s for n, s in states.get(table.name, {}).items() if s.is_floating_point() and s.numel()}
+                counted = self.counts.stats_tensor(table.name) if self.counts is not None else None
+                numbers.append(_table_numbers(weight, list(floats.values()), counted))
+                found.append((table, tuple(weight.shape), list(floats)))
+        if not found:
+            return
+        values = torch.cat(numbers).tolist()  # the one host sync
+        scalars: dict[str, float] = {}
+        lines = ["| table | rows here | dim | coverage | top 1% share | out of range | row norm mean | max |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for table, shape, state_names in found:
+            norm, histogram = values[:NORM_NUMBERS], values[NORM_NUMBERS:NORM_NUMBERS + HISTOGRAM_BINS]
+            values = values[NORM_NUMBERS + HISTOGRAM_BINS:]
+            stats = {"row_norm_mean": norm[0] / norm[2], "row_norm_max": norm[1]}
+            for name in state_names:
+                (stats[f"{name}_mean"], stats[f"{name}_max"]), values = values[:2], values[2:]
+            if self.counts is not None:
+                stats.update(zip(COUNT_STATS, values[:len(COUNT_STATS)], strict=True))
+                values = values[len(COUNT_STATS):]
+            if table.id_policy != IdPolicy.modulo:
+                stats.pop("out_of_range", None)
+            if hasattr(experiment, "add_histogram_raw"):
+                _add_histogram(experiment, f"tables/{table.name}/row_norm", norm, histogram, step)
+            scalars.update({f"tables/{table.name}/{k}": v for k, v in stats.items()})
+            lines.append(f"| {table.name} | {shape[0]} | {shape[1]} | "
+                         + " | ".join(_cell(stats.get(k)) for k in (*COUNT_STATS, "row_norm_mean", "row_norm_max"))
+                         + " |")
         trainer.logger.log_metrics(scalars, step=step)  # type: ignore[union-attr]
         if hasattr(experiment, "add_text"):
             experiment.add_text("tables/summary", "\n".join(lines), global_step=step)
+
+
+NORM_NUMBERS = 5  # sum, max, count, min, sum of squares of a table's row norms
+
+
+def _table_numbers(weight: torch.Tensor, states: list[torch.Tensor], counted: torch.Tensor | None) -> torch.Tensor:
+    """One table's numbers as one float64 vector on the device: its row norms' sum, max, count, min and sum of
+    squares, their ``HISTOGRAM_BINS`` bucket counts (even buckets from min to max), the mean and max of each
+    optimizer state, then the lookup-count stats (``counted``)."""
+    norms = weight.float().norm(dim=1).double()
+    low, high = norms.min(), norms.max()
+    width = (high - low).clamp_min(1e-12) / HISTOGRAM_BINS
+    bucket = ((norms - low) / width).long().clamp(0, HISTOGRAM_BINS - 1)
+    parts = [torch.stack([norms.sum(), high, torch.tensor(float(norms.numel()), dtype=torch.float64,
+                                                          device=norms.device), low, (norms * norms).sum()]),
+             torch.bincount(bucket, minlength=HISTOGRAM_BINS).double()]
+    parts += [torch.stack([s.double().mean(), s.double().max()]) for s in states]
+    if counted is not None:
+        parts.append(counted)
+    return torch.cat(parts)
+
+
+def _add_histogram(experiment: Any, tag: str, norm: list[float], counts: list[float], step: int) -> None:
+    """A TensorBoard histogram from the numbers of :func:`_table_numbers` (buckets named by their right edges)."""
+    total, high, num, low, squares = norm
+    width = max(high - low, 1e-12) / HISTOGRAM_BINS
+    experiment.add_histogram_raw(tag, min=low, max=high, num=int(num), sum=total, sum_squares=squares,
+                                 bucket_limits=[low + width * (i + 1) for i in range(HISTOGRAM_BINS)],
+                                 bucket_counts=counts, global_step=step)
 
 
 def _cell(value: float | None) -> str:

@@ -121,4 +121,15 @@ def test_bench_prints_one_json_line(tiny: list[str], tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 1, result.stdout[-3000:]
     line = json.loads(result.stdout)
     assert line["steps"] == 3 and line["samples_per_s"] > 0 and line["world"] == 1
+    assert (line["log_every_n_steps"], line["table_stats_every_n_steps"]) == (1, 5)  # tiny's
+
+
+def test_bench_logs_at_the_cadence_of_the_run_it_stands_for(tiny: list[str], tmp_path: Path) -> None:
+    """auto periods come from the config's max_steps (300: every 15 and 60 steps), not from the bench's 5 steps."""
+    result = run_recframe("bench", "+experiment=dlrm", *small_model("dlrm"), *tiny, "bench.warmup_steps=2",
+                          "bench.steps=3", "trainer.max_steps=300", "trainer.log_every_n_steps=auto",
+                          "logger.table_stats_every_n_steps=auto", f"hydra.run.dir={tmp_path / 'bench'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads(result.stdout)
+    assert (line["log_every_n_steps"], line["table_stats_every_n_steps"]) == (15, 60)
     assert "[recframe][INFO]" in result.stderr
