@@ -34,6 +34,7 @@ class Command:
 
     summary: str
     entry: str
+    hydra: bool = True  # takes Hydra overrides (storage.options come from the config); else key=value or flags
 
 
 COMMANDS: dict[str, Command] = {
@@ -43,16 +44,18 @@ COMMANDS: dict[str, Command] = {
                     "ckpt_path=...", "recframe.training.evaluate:eval_command"),
     "export": Command("write one unsharded model file (eager), or a serving program torch runs without recframe: "
                       "recframe export ckpt=<run>/checkpoints/step-N out=model.pt [format=eager|exported|aoti] "
-                      "[quantize=none|fp16|int8|int4]", "recframe.training.export:export_command"),
+                      "[quantize=none|fp16|int8|int4]", "recframe.training.export:export_command", hydra=False),
     "predict": Command("score a data file (or the run's validation rows) with an exported model: recframe predict "
-                       "model=model.pt2 input=FILE out=scores.csv", "recframe.training.predict:predict_command"),
+                       "model=model.pt2 input=FILE out=scores.csv", "recframe.training.predict:predict_command",
+                       hydra=False),
     "retrieve": Command("top-k items of a two-tower run's validation users from its retrieval export: recframe "
-                        "retrieve model=<folder> k=10 out=top10.csv", "recframe.training.retrieve:retrieve_command"),
+                        "retrieve model=<folder> k=10 out=top10.csv", "recframe.training.retrieve:retrieve_command",
+                        hydra=False),
     "plan": Command("print the sharding plan and memory per rank, no training: recframe plan +experiment=... "
                     "world_size=N", "recframe.training.app:plan_command"),
     "preprocess": Command("convert raw data to recframe's binary layout: recframe preprocess criteo --input FILE... "
                           "--output DIR; MLPerf's multi-hot layout: recframe preprocess multihot --input DIR "
-                          "--output DIR2", "recframe.data.preprocess:preprocess_command"),
+                          "--output DIR2", "recframe.data.preprocess:preprocess_command", hydra=False),
     "bench": Command("time the real training path and print one JSON line of samples/s",
                      "recframe.training.app:bench_command"),
 }
@@ -113,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in args:  # through the environment, so that the ranks Lightning starts see it too
         args = [a for a in args if a != "--debug"]
         os.environ[DEBUG_ENV] = "1"
+    if not COMMANDS[name].hydra:  # storage.options.PROTOCOL.KEY=VALUE: fsspec options of every URL it opens
+        from recframe.storage_options import apply_options, split_option_arguments
+
+        options, args, problems = split_option_arguments(args)
+        if problems:
+            print(f"recframe {name}: " + "; ".join(problems), file=sys.stderr)
+            return 2
+        apply_options(options)
     module, function = COMMANDS[name].entry.split(":")
     with reported(f"recframe {name}"):
         return int(getattr(importlib.import_module(module), function)(args) or 0)

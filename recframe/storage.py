@@ -101,6 +101,36 @@ def size(loc: Location) -> int:
     return int(fs.size(path))
 
 
+# what stores report of a file's version (s3: ETag, LastModified; local, hdfs: mtime; gcs: generation, md5Hash;
+# azure: etag, last_modified; memory: created)
+VERSION_KEYS = ("ETag", "etag", "VersionId", "LastModified", "last_modified", "mtime", "generation", "md5Hash",
+                "crc32c", "created")
+
+
+def info_version(info: dict[str, Any]) -> str:
+    """The version fields of an fsspec ``info`` dict, as one string (it changes when the file is written again).
+
+    Example:
+        >>> info_version({"name": "b/x", "size": 3, "ETag": '"9a0364b9"'})
+        'ETag="9a0364b9"'
+    """
+    return ";".join(f"{key}={info[key]}" for key in VERSION_KEYS if info.get(key) is not None)
+
+
+def stamp(loc: Location) -> str:
+    """What changes when the file at ``loc`` is written again: its size and mtime, or its store's version fields.
+
+    Raises:
+        FileNotFoundError: no file is there.
+    """
+    if isinstance(loc, Path):
+        stat = loc.stat()
+        return f"size={stat.st_size};mtime={stat.st_mtime_ns}"
+    fs, path = _fs(loc)
+    info = fs.info(path)
+    return f"size={info['size']};{info_version(info)}"
+
+
 def children(loc: Location) -> list[tuple[str, bool]]:
     """``(name, is a folder)`` of every entry directly in the folder ``loc``, sorted; [] if it is missing."""
     if isinstance(loc, Path):
@@ -217,10 +247,15 @@ def file_problem(path: str | os.PathLike) -> str | None:
 
 
 @contextmanager
-def staged_output(path: str | os.PathLike) -> Iterator[Path]:
+def staged_output(path: str | os.PathLike, marker: str | None = None) -> Iterator[Path]:
     """A local path to write ``path``'s file or folder to: ``path`` itself, or for a URL a temporary local copy that
     is uploaded when the block ends without an error (each file in one upload: on an object store it appears
     whole; nothing is uploaded after an error).
+
+    Args:
+        path: a local path or an fsspec URL.
+        marker: a folder's commit marker (``feature_map.json``): the URL's old one is deleted before the upload
+            and the new one uploaded last, so a reader never takes a half-replaced folder for a complete one.
 
     Example:
         >>> with staged_output("memory://doc-out/model.pt") as local:
@@ -237,6 +272,10 @@ def staged_output(path: str | os.PathLike) -> Iterator[Path]:
         yield local
         fs, inner = _fs(loc)
         files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
+        if marker is not None:
+            if fs.exists(f"{inner}/{marker}"):
+                fs.rm(f"{inner}/{marker}")
+            files.sort(key=lambda p: p == local / marker)  # the marker last
         for file in files:
             target = inner if file == local else f"{inner}/{file.relative_to(local).as_posix()}"
             fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)

@@ -25,7 +25,7 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf
@@ -248,7 +248,8 @@ def _try_compose(overrides: list[str], config_name: str) -> tuple[DictConfig | N
         return None, error
 
 
-def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_name: str = "train") -> list[Problem]:
+def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_name: str = "train",
+                  prepare: Callable[[DictConfig], None] | None = None) -> list[Problem]:
     """Every problem of a command line's config: composition errors, then semantic checks.
 
     Args:
@@ -256,6 +257,8 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
         owner_checks: checks of the config's other owners (data files, the planner), run after
             config's own; ``recframe.training.checks.find_problems`` passes them all.
         config_name: the root config.
+        prepare: called with the composed config before the checks (which resolve interpolations that may
+            read files): the application applies ``storage.options`` there.
     """
     overrides, help_only = split_command_line(args)
     if help_only:
@@ -270,6 +273,8 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
     with _hydra_context(user_dir):
         cfg, error = _try_compose(overrides, config_name)
         if cfg is not None:
+            if prepare is not None:
+                prepare(cfg)
             return added_key_problems(overrides, cfg) + validate(cfg, owner_checks)
         # Find each bad override: the search path first (it changes which options exist), then group selections
         # (they change which keys exist).
@@ -288,5 +293,7 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
         if base is None:
             problems.append(Problem(config_name, str(error).strip().splitlines()[0]))
         else:
+            if prepare is not None:
+                prepare(base)
             problems.extend(added_key_problems(kept, base) + validate(base, owner_checks))
         return problems

@@ -166,6 +166,18 @@ class DistributedConfig:
 
 
 @dataclass
+class StorageConfig:
+    """fsspec URLs (``s3://``, ``gs://``, ``memory://`` ...): options and the local copies of remote datasets."""
+
+    # fsspec options by protocol, given to every filesystem the run opens (data, checkpoints, logger, export), over
+    # those of the environment (AWS_*, FSSPEC_<PROTOCOL>): e.g. {s3: {endpoint_url: "http://host:9000"}}
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # where remote datasets that are read from local disk (criteo_binary, criteo_multihot, MovieLens folders) are
+    # copied once per machine (None: $XDG_CACHE_HOME/recframe, else ~/.cache/recframe)
+    cache_dir: str | None = None
+
+
+@dataclass
 class BenchConfig:
     """``recframe bench``: the real training path, timed."""
 
@@ -186,6 +198,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)  # fsspec options, the cache of remote datasets
     seed: int = 42  # seed of model initialization (and of everything not seeded elsewhere)
     run_dir: str = "${hydra:runtime.output_dir}"  # the run directory; every output goes under it
     # train: resume from a checkpoints/step-N folder or "last" (the run dir's newest); eval: the checkpoint

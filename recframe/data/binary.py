@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from recframe import storage
 from recframe.config.resolve import feature_rows
 from recframe.data.arrays import Columns
 from recframe.data.categorical import MISSING_ID, OOV_ID
@@ -43,6 +44,7 @@ from recframe.data.criteo import KINDS, NUM_SPARSE, SPARSE_NAMES
 from recframe.data.in_memory import InMemorySource
 from recframe.data.report import DataError, SkipReport
 from recframe.data.source import DATA_SOURCES
+from recframe.storage_cache import local_copy
 from recframe.vocab import IdMapping
 
 FORMAT = "recframe.criteo_binary"
@@ -102,18 +104,20 @@ class NpyAppender:
 
 
 @functools.lru_cache(maxsize=16)
-def _read_feature_map(path: str, mtime: float) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
+def _read_feature_map(path: str, stamp: str) -> dict[str, Any]:
+    return json.loads(storage.read_text(storage.location(path)))
 
 
 def load_feature_map(directory: str | os.PathLike) -> dict[str, Any]:
-    """The ``feature_map.json`` of a preprocessed directory (raises DataError naming the fix if absent)."""
-    path = Path(directory) / FEATURE_MAP
-    if not path.is_file():
+    """The ``feature_map.json`` of a preprocessed directory, a local path or a URL (raises DataError naming the fix
+    if absent); read again only when the file changed."""
+    path = storage.join(storage.location(directory), FEATURE_MAP)
+    try:
+        stamp = storage.stamp(path)
+    except FileNotFoundError:
         raise DataError(f"{path}: not found; make the directory with: recframe preprocess criteo --input FILE... "
-                        f"--output {directory}")
-    feature_map = _read_feature_map(str(path), path.stat().st_mtime)
+                        f"--output {directory}") from None
+    feature_map = _read_feature_map(str(path), stamp)
     if feature_map.get("format") != FORMAT or feature_map.get("version") != VERSION:
         raise DataError(f"{path}: not a {FORMAT} version {VERSION} feature map; preprocess the data again")
     return feature_map
@@ -124,7 +128,7 @@ def feature_map_value(directory: str, key: str) -> Any:
     node: Any = load_feature_map(directory)
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"{Path(directory) / FEATURE_MAP} has no {key!r}")
+            raise KeyError(f"{storage.join(storage.location(directory), FEATURE_MAP)} has no {key!r}")
         node = node[part]
     return node
 
@@ -172,7 +176,7 @@ class CriteoBinarySource(InMemorySource):
     """A preprocessed Criteo directory, memory-mapped; the last ``val_fraction`` of rows validate.
 
     Args:
-        path: the directory written by ``recframe preprocess criteo``.
+        path: the directory written by ``recframe preprocess criteo`` (a local path or an fsspec URL).
         keys: names of the 26 sparse features (KJT keys), in column order.
         table_rows: rows of the table behind each key.
         batch_size: samples per batch per rank.
@@ -185,12 +189,14 @@ class CriteoBinarySource(InMemorySource):
         pin_memory: write batches into page-locked memory (with CUDA, in the main process).
         val_path: a directory of validation rows, preprocessed like ``path`` (None: the last ``val_fraction``).
         test_path: a directory of test rows, evaluated once after training (None: none).
+        cache_dir: where directories at URLs are copied to be memory-mapped (``recframe.storage_cache``; None:
+            its default).
     """
 
     def __init__(self, path: str, keys: list[str], table_rows: list[int], batch_size: int, val_fraction: float = 0.1,
                  shuffle: bool = True, seed: int = 0, id_mapping: str = "modulo", vocab_threshold: int = 1,
                  shuffle_batches: bool = False, pin_memory: bool = False, val_path: str | None = None,
-                 test_path: str | None = None) -> None:
+                 test_path: str | None = None, cache_dir: str | None = None) -> None:
         if len(keys) != NUM_SPARSE or len(table_rows) != NUM_SPARSE:
             raise ValueError(f"CriteoBinarySource: Criteo has {NUM_SPARSE} categorical features, got {len(keys)} keys "
                              f"and {len(table_rows)} table sizes")
@@ -198,7 +204,7 @@ class CriteoBinarySource(InMemorySource):
         self.batch_size, self.val_fraction, self.shuffle, self.seed = batch_size, val_fraction, shuffle, seed
         self.id_mapping, self.vocab_threshold = id_mapping, vocab_threshold
         self.shuffle_batches, self.pin_memory = shuffle_batches, pin_memory
-        self.val_path, self.test_path = val_path, test_path
+        self.val_path, self.test_path, self.cache_dir = val_path, test_path, cache_dir
         self.columns: Columns | None = None
         self.feature_map: dict[str, Any] = {}
         self.num_train = 0
@@ -227,7 +233,7 @@ class CriteoBinarySource(InMemorySource):
     def setup(self) -> None:
         if self.columns is not None:
             return
-        columns, self.feature_map = open_columns(self.path)
+        columns, self.feature_map = open_columns(local_copy(self.path, self.cache_dir))  # a URL: a local copy
         self._check(self.feature_map)
         if len(columns) == 0:
             raise DataError(f"{self.path}: has no rows")
@@ -241,10 +247,12 @@ class CriteoBinarySource(InMemorySource):
 
     def _other(self, path: str, key: str) -> Columns:
         """The rows of a validation or test directory, whose ids must mean what the training directory's mean."""
-        columns, feature_map = open_columns(path)
+        local = local_copy(path, self.cache_dir)
+        columns, feature_map = open_columns(local)
         same = ["id_mode", "hash_size", "vocab_threshold"]
         if [feature_map.get(k) for k in same] != [self.feature_map.get(k) for k in same] or \
-                feature_map["id_mode"] == IdMapping.vocab and _vocab_bytes(path) != _vocab_bytes(self.path):
+                feature_map["id_mode"] == IdMapping.vocab and \
+                _vocab_bytes(local) != _vocab_bytes(local_copy(self.path, self.cache_dir)):
             raise DataError(f"data.{key}={path}: its ids do not mean what those of data.path={self.path} mean (id "
                             f"mode {feature_map['id_mode']} vs {self.feature_map['id_mode']}, or another vocabulary): "
                             "preprocess both without --vocab-threshold (raw ids) or with the same --hash-size")
@@ -275,5 +283,5 @@ def criteo_binary_from_config(cfg: DictConfig) -> CriteoBinarySource:
         str(data.path), keys=list(cfg.features.sparse), table_rows=[rows[f] for f in cfg.features.sparse],
         batch_size=data.batch_size, val_fraction=data.val_fraction, shuffle=data.shuffle, seed=data.seed,
         id_mapping=data.id_mapping, vocab_threshold=data.vocab_threshold, shuffle_batches=data.shuffle_batches,
-        pin_memory=data.pin_memory, val_path=data.val_path, test_path=data.test_path,
+        pin_memory=data.pin_memory, val_path=data.val_path, test_path=data.test_path, cache_dir=cfg.storage.cache_dir,
     )

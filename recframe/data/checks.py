@@ -53,8 +53,8 @@ def data_source_problems(cfg: DictConfig) -> list[Problem]:
                    "movielens_retrieval": "/path/to/ml-100k", "tabular": "/path/to/table.csv"}[data.kind]
         noun = "file" if data.kind in ("criteo_tsv", "tabular") else "directory"
         out.append(Problem("data.path", "is not set", f"give the {noun}: data.path={example}"))
-    elif data.kind == "criteo_binary" and not (Path(data.path) / "feature_map.json").is_file():
-        out.append(Problem("data.path", f"{data.path} has no feature_map.json (from {Path.cwd()})",
+    elif data.kind == "criteo_binary" and (problem := _feature_map_problem(data.path)):
+        out.append(Problem("data.path", problem,
                            f"make it with: recframe preprocess criteo --input FILE... --output {data.path}"))
     elif data.kind in ("criteo_tsv", "tabular") and (problem := storage.file_problem(data.path)):
         out.append(Problem("data.path", problem, "check the path (or URL); relative paths start from where "
@@ -83,6 +83,14 @@ def data_source_problems(cfg: DictConfig) -> list[Problem]:
     return out + _table_problems(cfg)
 
 
+def _feature_map_problem(directory: str) -> str | None:
+    """Why ``directory`` (a local path or a URL) is not a preprocessed directory; None when it has its feature map."""
+    problem = storage.file_problem(storage.join(storage.location(directory), "feature_map.json"))
+    if problem is None or storage.is_url(directory):
+        return problem  # a URL's: no such file, or the store cannot be reached
+    return f"{directory} has no feature_map.json (from {Path.cwd()})"
+
+
 def _split_file_problems(cfg: DictConfig) -> list[Problem]:
     """``data.val_path`` and ``data.test_path`` (tabular, Criteo TSV and binary): files (directories) that exist."""
     out, data = [], cfg.data
@@ -90,8 +98,8 @@ def _split_file_problems(cfg: DictConfig) -> list[Problem]:
         path = data[key] if data.kind in SPLIT_FILE_KINDS else None  # other kinds have no such key
         if path is None:
             continue
-        if data.kind == "criteo_binary" and not (Path(path) / "feature_map.json").is_file():
-            out.append(Problem(f"data.{key}", f"{path} has no feature_map.json (from {Path.cwd()})",
+        if data.kind == "criteo_binary" and (problem := _feature_map_problem(path)):
+            out.append(Problem(f"data.{key}", problem,
                                f"make it with: recframe preprocess criteo --input FILE... --output {path}"))
         elif data.kind != "criteo_binary" and (problem := storage.file_problem(path)):
             out.append(Problem(f"data.{key}", problem, "check the path (or URL); relative paths start from where "

@@ -38,6 +38,7 @@ from recframe.data.in_memory import InMemorySource
 from recframe.data.movielens_files import MovieLensData, Ratings, read_100k_ratings, read_movielens
 from recframe.data.report import DataError
 from recframe.data.source import DATA_SOURCES
+from recframe.storage_cache import local_copy
 
 DENSE_FEATURES = ("user_age", "item_release_year")
 SPARSE_FEATURES = ("user_id", "item_id", "user_age_bucket", "user_gender", "user_occupation", "user_zip",
@@ -120,17 +121,20 @@ class MovieLensSource(InMemorySource):
         vocab_threshold: values seen fewer times in training share the out-of-vocabulary row.
         positive_rating: ratings at or above it are positives.
         zip_prefix: leading characters of the zip code kept for ``user_zip``.
+        cache_dir: where a ``path`` that is a URL is copied (``recframe.storage_cache``; None: its default).
     """
 
     def __init__(self, path: str, dense_names: list[str], sparse_names: list[str], table_rows: dict[str, int],
                  batch_size: int, split: str = "u1", val_fraction: float = 0.1, shuffle: bool = True, seed: int = 0,
-                 vocab_threshold: int = 1, positive_rating: float = 4, zip_prefix: int = 3) -> None:
+                 vocab_threshold: int = 1, positive_rating: float = 4, zip_prefix: int = 3,
+                 cache_dir: str | None = None) -> None:
         unknown = [n for n in dense_names if n not in DENSE_FEATURES] + [n for n in sparse_names
                                                                           if n not in SPARSE_FEATURES]
         if unknown or split not in SPLITS:
             raise ValueError(f"MovieLensSource: unknown features {unknown} (known: {DENSE_FEATURES + SPARSE_FEATURES})"
                              f" or split {split!r} (known: {SPLITS})")
         self.path, self.dense_names, self.sparse_names = Path(path), list(dense_names), list(sparse_names)
+        self.url, self.cache_dir = path, cache_dir  # setup reads a URL's local copy
         self.keys = self.sparse_names  # the KJT keys
         self.table_rows = {n: int(table_rows[n]) for n in sparse_names}
         self.batch_size, self.split, self.val_fraction = batch_size, split, val_fraction
@@ -162,6 +166,7 @@ class MovieLensSource(InMemorySource):
     def setup(self) -> None:
         if self.columns is not None:
             return
+        self.path = local_copy(self.url, self.cache_dir)  # a URL: its local copy (the path itself otherwise)
         data = read_movielens(self.path)
         self.layout = data.layout
         absent = missing_features(data.layout, self.dense_names + self.sparse_names)
@@ -221,5 +226,5 @@ def movielens_from_config(cfg: DictConfig) -> MovieLensSource:
         str(data.path), dense_names=list(cfg.features.dense), sparse_names=list(cfg.features.sparse),
         table_rows=feature_rows(cfg), batch_size=data.batch_size, split=data.split, val_fraction=data.val_fraction,
         shuffle=data.shuffle, seed=data.seed, vocab_threshold=data.vocab_threshold,
-        positive_rating=data.positive_rating, zip_prefix=data.zip_prefix,
+        positive_rating=data.positive_rating, zip_prefix=data.zip_prefix, cache_dir=cfg.storage.cache_dir,
     )

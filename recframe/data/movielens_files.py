@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recframe import storage
 from recframe.data.report import DataError
 
 LAYOUTS = ("100k", "1m", "latest", "joined")
@@ -45,20 +46,22 @@ _NO_GENRES = "(no genres listed)"
 
 
 def detect_layout(path: str | Path) -> str:
-    """``100k``, ``1m``, ``latest`` or ``joined`` (see the module docstring); DataError when none fits."""
-    p = Path(path)
-    if p.is_dir():
+    """``100k``, ``1m``, ``latest`` or ``joined`` (see the module docstring) of a local path or a URL; DataError
+    when none fits."""
+    p = storage.location(path)
+    if storage.is_dir(p):
         for layout, marker in (("100k", "u.data"), ("1m", "ratings.dat"), ("latest", "ratings.csv")):
-            if (p / marker).is_file():
+            if storage.is_file(storage.join(p, marker)):
                 return layout
-    elif p.is_file():
-        with p.open(encoding="utf-8", errors="replace") as f:
-            header = f.readline().strip().split(",")
+    elif storage.is_file(p):
+        with storage.open_file(p, "rb") as f:
+            header = f.readline().decode("utf-8", errors="replace").strip().split(",")
         if header == JOINED_HEADER:
             return "joined"
         raise DataError(f"{p}:1: a MovieLens file must have the header {','.join(JOINED_HEADER)}, got "
                         f"{','.join(header)}")
-    raise DataError(f"{p}: no MovieLens files (from {Path.cwd()}); give an ml-100k directory (u.data), an ml-1m "
+    where = "" if storage.is_url(str(p)) else f" (from {Path.cwd()})"
+    raise DataError(f"{p}: no MovieLens files{where}; give an ml-100k directory (u.data), an ml-1m "
                     "directory (ratings.dat), an ml-latest(-small) directory (ratings.csv, movies.csv) or a joined "
                     f"CSV file with the header {','.join(JOINED_HEADER)}")
 

@@ -42,6 +42,7 @@ from recframe.data.movielens_files import MovieLensData, read_movielens
 from recframe.data.report import DataError
 from recframe.data.source import DATA_SOURCES
 from recframe.sparse import KeyedJaggedTensor
+from recframe.storage_cache import local_copy
 
 USER_FEATURES = ("user_id", "user_history", "user_age_bucket", "user_gender", "user_occupation", "user_zip")
 ITEM_FEATURES = ("item_id", "item_genres", "item_year")
@@ -80,16 +81,18 @@ class MovieLensRetrievalSource(InMemorySource):
         seed: seed of the shuffles.
         vocab_threshold: values seen fewer times in training share the out-of-vocabulary row.
         zip_prefix: leading characters of the zip code kept for ``user_zip``.
+        cache_dir: where a ``path`` that is a URL is copied (``recframe.storage_cache``; None: its default).
     """
 
     def __init__(self, path: str, sparse_names: list[str], table_rows: dict[str, int], batch_size: int,
                  history_length: int = 20, shuffle: bool = True, seed: int = 0, vocab_threshold: int = 1,
-                 zip_prefix: int = 3) -> None:
+                 zip_prefix: int = 3, cache_dir: str | None = None) -> None:
         unknown = [n for n in sparse_names if n not in USER_FEATURES + ITEM_FEATURES]
         if unknown or history_length < 1:
             raise ValueError(f"MovieLensRetrievalSource: unknown features {unknown} (known: "
                              f"{USER_FEATURES + ITEM_FEATURES}) or history_length {history_length} < 1")
         self.path, self.keys = Path(path), list(sparse_names)
+        self.url, self.cache_dir = path, cache_dir  # setup reads a URL's local copy
         self.table_rows = {n: int(table_rows[n]) for n in sparse_names}
         self.batch_size, self.history_length, self.shuffle, self.seed = batch_size, history_length, shuffle, seed
         self.vocab_threshold, self.zip_prefix = vocab_threshold, zip_prefix
@@ -105,6 +108,7 @@ class MovieLensRetrievalSource(InMemorySource):
     def setup(self) -> None:
         if self.columns is not None:
             return
+        self.path = local_copy(self.url, self.cache_dir)  # a URL: its local copy (the path itself otherwise)
         data = read_movielens(self.path)
         self.layout = data.layout
         absent = missing_features(data.layout, self.keys)
@@ -185,5 +189,5 @@ def movielens_retrieval_from_config(cfg: DictConfig) -> MovieLensRetrievalSource
     return MovieLensRetrievalSource(
         str(data.path), sparse_names=list(cfg.features.sparse), table_rows=feature_rows(cfg),
         batch_size=data.batch_size, history_length=data.history_length, shuffle=data.shuffle, seed=data.seed,
-        vocab_threshold=data.vocab_threshold, zip_prefix=data.zip_prefix,
+        vocab_threshold=data.vocab_threshold, zip_prefix=data.zip_prefix, cache_dir=cfg.storage.cache_dir,
     )

@@ -38,12 +38,14 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import IterableDataset
 
+from recframe import storage
 from recframe.data.arrays import EpochBatches, EpochPlan, Rows, ValBatches, count_rows, host_empty, pin_here, to_host
 from recframe.data.binary import FEATURE_MAP
 from recframe.data.binary import FORMAT as ONE_HOT_FORMAT
 from recframe.data.report import DataError
 from recframe.data.source import DATA_SOURCES
 from recframe.sparse import Batch, KeyedJaggedTensor
+from recframe.storage_cache import local_copy
 
 FORMAT = "recframe.criteo_multihot"
 VERSION = 1
@@ -84,11 +86,10 @@ def load_multihot_feature_map(directory: str | Path) -> dict[str, Any]:
         Traceback (most recent call last):
         recframe.data.report.DataError: /nonexistent/feature_map.json: not found; make it with: ...
     """
-    path = Path(directory) / FEATURE_MAP
-    if not path.is_file():
+    path = storage.join(storage.location(directory), FEATURE_MAP)  # a local path or an fsspec URL
+    if not storage.is_file(path):
         raise DataError(f"{path}: not found; " + _make_it(directory, again=False))
-    with path.open() as f:
-        feature_map = json.load(f)
+    feature_map = json.loads(storage.read_text(path))
     if feature_map.get("format") == ONE_HOT_FORMAT:
         raise DataError(f"{path}: a one-hot criteo_binary directory; use data=criteo_binary, or make the multi-hot "
                         f"layout from it: recframe preprocess multihot --input {directory} --output NEW_DIR")
@@ -209,7 +210,7 @@ class CriteoMultiHotSource:
     every rank, from ``(seed, epoch)``). A rank's position is the number of batches it consumed.
 
     Args:
-        path: the directory written by ``recframe preprocess multihot``.
+        path: the directory written by ``recframe preprocess multihot`` (a local path or an fsspec URL).
         keys: the KJT keys of the sparse features, in the directory's order.
         batch_size: samples per batch per rank.
         val_fraction: the last fraction of rows (file order) used for validation.
@@ -217,20 +218,24 @@ class CriteoMultiHotSource:
         seed: seed of the permutations.
         pin_memory: page-locked batches (with CUDA, in the main process).
         bag_sizes: the bag sizes the model expects (checked against the directory); None: the directory's.
+        cache_dir: where a directory at a URL is copied to be memory-mapped (``recframe.storage_cache``; None: its
+            default).
     """
 
     def __init__(self, path: str, keys: list[str], batch_size: int, val_fraction: float = 0.05, shuffle: bool = True,
-                 seed: int = 0, pin_memory: bool = False, bag_sizes: list[int] | None = None) -> None:
+                 seed: int = 0, pin_memory: bool = False, bag_sizes: list[int] | None = None,
+                 cache_dir: str | None = None) -> None:
         self.path, self.keys, self.batch_size, self.val_fraction = path, list(keys), batch_size, val_fraction
         self.shuffle, self.seed, self.pin_memory, self.bag_sizes = shuffle, seed, pin_memory, bag_sizes
+        self.cache_dir = cache_dir
         self.arrays: MultiHotArrays | None = None
         self.num_train = 0
 
     def setup(self) -> None:
         if self.arrays is not None:
             return
-        arrays = open_multihot(self.path)
-        where = Path(self.path) / FEATURE_MAP
+        arrays = open_multihot(local_copy(self.path, self.cache_dir))  # a URL: a local copy
+        where = storage.join(storage.location(self.path), FEATURE_MAP)
         names = arrays.feature_map["sparse_names"]
         if len(self.keys) != len(names):
             raise DataError(f"{where}: {len(names)} sparse features {names}, but features.sparse has "
@@ -285,4 +290,5 @@ def criteo_multihot_from_config(cfg: DictConfig) -> CriteoMultiHotSource:
     return CriteoMultiHotSource(
         str(data.path), keys=list(cfg.features.sparse), batch_size=data.batch_size, val_fraction=data.val_fraction,
         shuffle=data.shuffle, seed=data.seed, pin_memory=data.pin_memory, bag_sizes=list(data.ids_per_feature) or None,
+        cache_dir=cfg.storage.cache_dir,
     )

@@ -31,12 +31,14 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recframe import storage
 from recframe.data.binary import FEATURE_MAP, NpyAppender, TableRows, open_columns
 from recframe.data.criteo import DENSE_NAMES, SPARSE_NAMES
 from recframe.data.multihot import (
@@ -234,9 +236,11 @@ def _parser() -> argparse.ArgumentParser:
                                             "(dense.npy, labels.npy, sparse_C<i>.npy [rows, bag size], "
                                             "feature_map.json), deterministic in --seed.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", metavar="DIR", help="a directory of `recframe preprocess criteo` (with labels)")
+    source.add_argument("--input", metavar="DIR", help="a directory of `recframe preprocess criteo` (with labels); "
+                        "a URL is downloaded to $TMPDIR first")
     source.add_argument("--synthetic", type=int, metavar="ROWS", help="rows of the synthetic Criteo generator")
-    p.add_argument("--output", required=True, metavar="DIR", help="output directory (its files are replaced)")
+    p.add_argument("--output", required=True, metavar="DIR", help="output directory (its files are replaced); a URL "
+                   "(s3://...) is written under $TMPDIR first, then uploaded")
     p.add_argument("--bag-sizes", type=_int_list, default=list(MLPERF_BAG_SIZES), metavar="B1,..,B26",
                    help="ids per sample of each feature (default: MLPerf's, 214 in all)")
     p.add_argument("--num-embeddings", type=_int_list, default=list(MLPERF_NUM_EMBEDDINGS), metavar="R1,..,R26",
@@ -258,7 +262,7 @@ def _problems(ns: argparse.Namespace) -> list[str]:
         out.append(f"--bag-sizes: every bag holds >= 1 id, got {ns.bag_sizes}")
     if min(ns.num_embeddings) < 2 or max(ns.num_embeddings) >= 2**31:
         out.append("--num-embeddings: each in [2, 2**31) (row 0: missing values; ids are stored as int32)")
-    if ns.input is not None and not (Path(ns.input) / FEATURE_MAP).is_file():
+    if ns.input is not None and not storage.is_file(storage.join(storage.location(ns.input), FEATURE_MAP)):
         out.append(f"--input {ns.input}: no {FEATURE_MAP}; make it with: recframe preprocess criteo --input FILE... "
                    f"--output {ns.input}")
     if ns.synthetic is not None and ns.synthetic < 1:
@@ -283,16 +287,18 @@ def multihot_command(args: list[str]) -> int:
     if problems:
         print("recframe preprocess multihot:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
-    if ns.input is not None:
-        blocks, total = binary_blocks(ns.input, ns.num_embeddings, ns.block_rows), None
-        source: dict[str, Any] = {"kind": "criteo_binary", "path": str(ns.input)}
-    else:
-        blocks, total = synthetic_blocks(ns.synthetic, ns.num_embeddings, ns.seed, ns.zipf_exponent,
-                                         ns.block_rows), ns.synthetic
-        source = {"kind": "synthetic", "seed": ns.seed, "zipf_exponent": ns.zipf_exponent}
-    try:
-        fm = write_multihot(blocks, ns.output, ns.bag_sizes, ns.num_embeddings, ns.seed, source, total_rows=total,
-                            progress=not ns.quiet)
+    try:  # URLs: an --input folder is downloaded to $TMPDIR; an --output one is written there, then uploaded
+        with storage.staged_input(ns.input) if ns.input is not None else nullcontext() as local_input, \
+                storage.staged_output(ns.output, marker=FEATURE_MAP) as output:
+            if ns.input is not None:
+                blocks, total = binary_blocks(str(local_input), ns.num_embeddings, ns.block_rows), None
+                source: dict[str, Any] = {"kind": "criteo_binary", "path": str(ns.input)}
+            else:
+                blocks, total = synthetic_blocks(ns.synthetic, ns.num_embeddings, ns.seed, ns.zipf_exponent,
+                                                 ns.block_rows), ns.synthetic
+                source = {"kind": "synthetic", "seed": ns.seed, "zipf_exponent": ns.zipf_exponent}
+            fm = write_multihot(blocks, output, ns.bag_sizes, ns.num_embeddings, ns.seed, source, total_rows=total,
+                                progress=not ns.quiet)
     except DataError as error:
         print(f"recframe preprocess multihot: {error}", file=sys.stderr)
         return 1

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from recframe import storage
 from recframe.data.binary import FEATURE_MAP, FORMAT, VERSION, NpyAppender
 from recframe.data.categorical import MISSING_ID, OOV_ID, Vocabulary, count_values, merge_counts
 from recframe.data.criteo import (
@@ -253,8 +254,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recframe preprocess criteo",
                                 description="Criteo TSV (Kaggle train.txt / 1TB day_N) -> recframe's binary layout "
                                             "(dense.npy, sparse.npy, labels.npy, feature_map.json).")
-    p.add_argument("--input", nargs="+", required=True, metavar="FILE", help="TSV files, in order (.gz ok)")
-    p.add_argument("--output", required=True, metavar="DIR", help="output directory (its files are replaced)")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE", help="TSV files, in order (.gz ok; paths "
+                   "or fsspec URLs, read as they stream)")
+    p.add_argument("--output", required=True, metavar="DIR", help="output directory (its files are replaced); a URL "
+                   "(s3://...) is written under $TMPDIR first, then uploaded")
     ids = p.add_mutually_exclusive_group()
     ids.add_argument("--vocab-threshold", type=int, metavar="N",
                      help="vocabulary ids: values seen >= N times get a row (by decreasing count), others row 1")
@@ -299,9 +302,10 @@ def preprocess_command(args: list[str]) -> int:
         return 2
     options = Options(has_label=not ns.no_label, pad_short_rows=ns.pad_short_rows, on_error=ns.on_error,
                       max_examples=ns.max_reported_errors, hash_size=ns.hash_size, vocab_threshold=ns.vocab_threshold)
-    try:
-        fm = preprocess_criteo(ns.input, ns.output, options, workers=ns.workers, chunk_bytes=int(ns.chunk_mb * 2**20),
-                               progress=not ns.quiet)
+    try:  # an --output URL: written under $TMPDIR, then uploaded with feature_map.json last
+        with storage.staged_output(ns.output, marker=FEATURE_MAP) as output:
+            fm = preprocess_criteo(ns.input, output, options, workers=ns.workers,
+                                   chunk_bytes=int(ns.chunk_mb * 2**20), progress=not ns.quiet)
     except DataError as error:
         print(f"recframe preprocess criteo: {error}", file=sys.stderr)
         return 1

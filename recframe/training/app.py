@@ -32,7 +32,7 @@ from recframe.config.store import CONFIG_SEARCH_PATH, register_schemas
 from recframe.data.resolvers import register_resolvers
 from recframe.errors import DEBUG_ENV, debug_enabled, reported
 from recframe.storage import Location
-from recframe.training.checks import find_problems
+from recframe.training.checks import apply_storage_options, find_problems
 from recframe.training.devices import check_devices
 from recframe.training.output import configure_output
 
@@ -69,6 +69,7 @@ def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) 
 
         with reported(command):  # a RecframeError anywhere in the job (inside trainer.fit too): one message
             configure_output(cfg, verbose=HydraConfig.get().verbose is True)  # other libraries' INFO lines: log_level
+            apply_storage_options(cfg)  # fsspec options for every URL the job opens
             return job(cfg)
 
     saved_argv = sys.argv

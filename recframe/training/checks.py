@@ -27,6 +27,7 @@ from recframe.data.checks import data_source_problems
 from recframe.data.resolvers import register_resolvers
 from recframe.errors import RecframeError, one_line
 from recframe.models.zoo import suggestion
+from recframe.storage_options import apply_options, option_problems
 from recframe.training.dense_optimizers import DENSE_OPTIMIZERS
 from recframe.training.planning import manual_plan, planned_world
 from recframe.vocab import ShardingMode
@@ -82,6 +83,28 @@ def builder_problems(cfg: DictConfig) -> list[Problem]:
     return out
 
 
+def storage_problems(cfg: DictConfig) -> list[Problem]:
+    """``storage.options``: protocols fsspec knows, each mapped to its options (``recframe.storage_options``).
+
+    Args:
+        cfg: the composed run config.
+
+    Example:
+        >>> [p.key for p in storage_problems(compose_config(["+experiment=dlrm", "+storage.options.s4.key=k"]))]
+        ['storage.options.s4']
+    """
+    return [Problem(key, message, fix) for key, message, fix in option_problems(cfg.storage.options)]
+
+
+def apply_storage_options(cfg: DictConfig) -> None:
+    """Give every fsspec filesystem this process opens from now on ``cfg.storage.options`` (before anything reads).
+
+    Args:
+        cfg: the composed run config.
+    """
+    apply_options(OmegaConf.to_container(cfg.storage.options, resolve=True))  # type: ignore[arg-type]
+
+
 def _reported(check: Check, key: str) -> Check:
     """``check``, with a RecframeError it raises (a data file that cannot be read) turned into a problem of ``key``."""
 
@@ -99,7 +122,8 @@ def _known_data_kind(cfg: DictConfig) -> list[Problem]:
     return _reported(data_source_problems, "data.path")(cfg) if cfg.data.kind in DATA_SOURCES else []
 
 
-OWNER_CHECKS: tuple[Check, ...] = (builder_problems, _known_data_kind, planner_problems)  # after config's own checks
+# after config's own checks
+OWNER_CHECKS: tuple[Check, ...] = (storage_problems, builder_problems, _known_data_kind, planner_problems)
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
@@ -110,7 +134,9 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
         config_name: the root config.
     """
     register_resolvers()
-    return compose.compose_config(overrides, config_name)
+    cfg = compose.compose_config(overrides, config_name)
+    apply_storage_options(cfg)
+    return cfg
 
 
 def check_config(cfg: DictConfig) -> list[Problem]:
@@ -124,6 +150,7 @@ def check_config(cfg: DictConfig) -> list[Problem]:
         []
     """
     register_resolvers()
+    apply_storage_options(cfg)
     return validate(cfg, OWNER_CHECKS)
 
 
@@ -135,4 +162,4 @@ def find_problems(args: list[str], config_name: str = "train") -> list[Problem]:
         config_name: the root config.
     """
     register_resolvers()
-    return compose.find_problems(args, OWNER_CHECKS, config_name)
+    return compose.find_problems(args, OWNER_CHECKS, config_name, prepare=apply_storage_options)
