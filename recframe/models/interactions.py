@@ -41,7 +41,9 @@ class PairDots(torch.autograd.Function):
         combined, pair_index = ctx.saved_tensors  # type: ignore[attr-defined]
         batch, n, _ = combined.shape
         full = grad.new_zeros(batch, n * n).index_copy_(1, pair_index, grad).view(batch, n, n)
-        return torch.bmm(full + full.transpose(1, 2), combined), None
+        # under autocast the forward's bmm ran (and the gradient arrives) in the lower precision: so does this one
+        grad_combined = torch.bmm(full + full.transpose(1, 2), combined.to(grad.dtype))
+        return grad_combined.to(combined.dtype), None
 
 
 class DotInteraction(nn.Module):

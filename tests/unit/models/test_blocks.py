@@ -112,6 +112,23 @@ def test_dot_interaction_gradients_equal_those_of_explicit_pairs(self_interactio
         torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
 
 
+def test_dot_interaction_under_autocast_follows_plain_autograd() -> None:
+    """bf16 autocast (as trainer.precision=bf16-mixed): PairDots' gradients have the input's dtype and match the
+    plain ops' autograd under the same autocast."""
+    torch.manual_seed(0)
+    block = DotInteraction(3)
+    dense, sparse = torch.randn(4, 8, requires_grad=True), torch.randn(4, 3, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(dense, sparse)
+        combined = torch.cat([dense.unsqueeze(1), sparse], dim=1)
+        plain = torch.bmm(combined, combined.transpose(1, 2)).flatten(1).index_select(1, block._pair_index)
+    got = torch.autograd.grad(out[:, 8:].float().sum(), (dense, sparse))
+    expected = torch.autograd.grad(plain.float().sum(), (dense, sparse))
+    assert plain.dtype == torch.bfloat16 and got[0].dtype == got[1].dtype == torch.float32
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-2)
+
+
 def test_dot_interaction_edge_cases() -> None:
     assert DotInteraction(26).output_dim(64) == 64 + 27 * 26 // 2
     assert DotInteraction(0)(torch.ones(2, 3), torch.ones(2, 0, 3)).shape == (2, 3)
