@@ -69,6 +69,7 @@ class ShardingType(Vocab):
     row_wise = "row_wise"  # contiguous blocks of rows, one per rank
     column_wise = "column_wise"  # blocks of columns, one per rank
     table_row_wise = "table_row_wise"  # row_wise over the ranks of one node
+    row_wise_routed = "row_wise_routed"  # row blocks; one row per id back to the sample's rank, pooled there
     data_parallel = "data_parallel"  # every rank holds the whole table
 
 

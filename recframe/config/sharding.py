@@ -37,7 +37,7 @@ class TableConstraintConfig:
 class ManualPlacementConfig:
     """One table's placement in a manual plan (recframe.distributed.plan.TablePlacement)."""
 
-    sharding_type: ShardingType = MISSING  # table_wise | row_wise | column_wise | table_row_wise | data_parallel
+    sharding_type: ShardingType = MISSING  # a recframe.vocab.ShardingType (table_wise, row_wise, row_wise_routed, ...)
     ranks: list[int] = MISSING  # the ranks holding the shards, in shard order (data_parallel: the replicas)
     shard_sizes: list[int] | None = None  # rows (row splits) or columns (column_wise) per shard; None: even
     compute_kernel: Backend = Backend.auto  # kernel backend of the local shards: auto | fbgemm | triton | torch

@@ -5,7 +5,8 @@
 """
 
 from recframe.distributed.plan import ShardingPlan, TablePlacement
-from recframe.distributed.sharded import ShardedEmbeddingBagCollection, shard_model
+from recframe.distributed.shard_model import shard_model
+from recframe.distributed.sharded import ShardedEmbeddingBagCollection
 from recframe.distributed.types import LocalShard, ShardSpec
 
 __all__ = ["LocalShard", "ShardSpec", "ShardedEmbeddingBagCollection", "ShardingPlan", "TablePlacement",

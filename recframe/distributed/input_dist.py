@@ -68,6 +68,8 @@ class Slot:
         row_start: first row of the shard (row-split tables); 0 otherwise.
         row_end: end of the shard's rows (row-split tables); the table's rows otherwise.
         row_split: the shard holds a block of rows: only ids in ``[row_start, row_end)`` go here.
+        routed: the shard returns one row per id, which the sending rank pools (row_wise_routed;
+            ``recframe.distributed.routed``): the sender keeps ``RoutedIds`` of what it sent.
     """
 
     rank: int
@@ -75,6 +77,23 @@ class Slot:
     row_start: int
     row_end: int
     row_split: bool
+    routed: bool = False
+
+
+@dataclass
+class RoutedIds:
+    """What a rank sent to routed slots (``Slot.routed``), in send order: what it needs to pool the rows coming back.
+
+    Args:
+        samples: ``[n]`` the sample (``0 .. B-1``) of each id sent to a routed slot, in send order (by slot, then
+            sample, ids keeping their order inside a bag).
+        weights: ``[n]`` fp32 per-id weights of those ids, or None (no weights on this rank).
+        counts: the number of ids sent to each routed slot, routed slots in slot order (host integers).
+    """
+
+    samples: torch.Tensor
+    weights: torch.Tensor | None
+    counts: list[int]
 
 
 class InputDist(nn.Module):
@@ -143,6 +162,10 @@ class InputDist(nn.Module):
         self.register_buffer("row_split", row_split, persistent=False)
         self.register_buffer("copies_t", torch.tensor(copies, dtype=torch.int64), persistent=False)
         self.register_buffer("slot_rank", torch.tensor([s.rank for s in slots], dtype=torch.int64), persistent=False)
+        routed = [k for k, s in enumerate(slots) if s.routed]
+        self.any_routed = bool(routed)
+        self.register_buffer("routed_slots", torch.tensor(routed, dtype=torch.int64), persistent=False)
+        self.register_buffer("is_routed", torch.tensor([s.routed for s in slots], dtype=torch.bool), persistent=False)
 
     def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Route the rank's batch; return this rank's local features for the global batch.
@@ -175,11 +198,19 @@ class InputDist(nn.Module):
             >>> local = pending.wait()  # doctest: +SKIP
         """
         world, batch, device = self.world_size, kjt.stride(), kjt.device()
-        values, weights, lengths = self._bucketize(kjt)
+        values, weights, lengths, keys = self._bucketize(kjt)
         num_slots = len(self.slot_rank)
+        per_slot = lengths.view(num_slots, batch).sum(dim=1)
         per_rank = torch.zeros(world, dtype=torch.int64, device=device).index_add_(
-            0, self.slot_rank, lengths.view(num_slots, batch).sum(dim=1)) if num_slots else None
-        send_ids = per_rank.tolist() if per_rank is not None else [0] * world
+            0, self.slot_rank, per_slot) if num_slots else None
+        host_counts = torch.cat([per_rank, per_slot.index_select(0, self.routed_slots)]).tolist() \
+            if per_rank is not None else [0] * world  # one host read for both
+        send_ids = host_counts[:world]
+        routed = None
+        if self.any_routed:  # the sample and weight of every id sent to a routed slot, to pool the rows coming back
+            to_routed = self.is_routed.index_select(0, torch.div(keys, max(batch, 1), rounding_mode="floor"))
+            routed = RoutedIds(keys[to_routed] % max(batch, 1), None if weights is None else weights[to_routed],
+                               host_counts[world:])
 
         # 1. lengths, each destination's block led by a "sender has weights" flag.
         flag = torch.full((1,), 1 if weights is not None else 0, dtype=torch.int64, device=device)
@@ -206,17 +237,18 @@ class InputDist(nn.Module):
             send_weights = weights if weights is not None else torch.ones(values.numel(), device=device)
             weights_in_flight = start_all_to_all_1d(send_weights, send_ids, recv_ids, self.group)
         return PendingInput(self.local_features, self.receive_order, batch, world, recv_lengths.reshape(-1),
-                            counts_host, (recv_values, values_work), weights_in_flight)
+                            counts_host, (recv_values, values_work), weights_in_flight, routed)
 
-    def _bucketize(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def _bucketize(self, kjt: KeyedJaggedTensor
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Step 1: checked (or hashed) ids sorted by ``(slot, sample)``, their weights, the lengths per slot.
 
         Args:
             kjt: the rank's batch with exactly the collection's features, in order (stride ``B``).
 
         Returns:
-            ``(values, weights, lengths)``: ids in each slot's own row numbers, fp32 weights (or
-            None), and ``[slots * B]`` int64 lengths.
+            ``(values, weights, lengths, keys)``: ids in each slot's own row numbers, fp32 weights (or
+            None), ``[slots * B]`` int64 lengths, and each id's ``slot * B + sample``.
         """
         batch, device = kjt.stride(), kjt.device()
         num_slots = len(self.slot_rank)
@@ -253,7 +285,7 @@ class InputDist(nn.Module):
         values = local_ids.index_select(0, order)
         weights = None if weights is None else weights.index_select(0, order)
         lengths = torch.bincount(key_sorted, minlength=num_slots * batch) if batch > 0 else key_sorted.new_zeros(0)
-        return values, weights, lengths
+        return values, weights, lengths, key_sorted
 
 
 class PendingInput:
@@ -270,6 +302,7 @@ class PendingInput:
         counts: the number of ids of each ``(source rank, feature)`` block (host integers).
         values: the ids' output buffer and its all-to-all's Work.
         weights: the weights' output buffer and Work, or None when no rank sent weights.
+        routed: what this rank sent to routed slots (None: the collection has none).
 
     Example:
         >>> local = route.start(kjt).wait()  # doctest: +SKIP
@@ -277,9 +310,9 @@ class PendingInput:
 
     def __init__(self, local_features: list[str], receive_order: list[int], batch: int, world: int,
                  recv_lengths: torch.Tensor, counts: list[int], values: tuple[torch.Tensor, dist.Work],
-                 weights: tuple[torch.Tensor, dist.Work] | None) -> None:
+                 weights: tuple[torch.Tensor, dist.Work] | None, routed: RoutedIds | None = None) -> None:
         self.local_features, self.receive_order, self.batch, self.world = local_features, receive_order, batch, world
-        self.recv_lengths, self.counts = recv_lengths, counts
+        self.recv_lengths, self.counts, self.routed = recv_lengths, counts, routed
         self._values, self._weights = values, weights
 
     def wait(self) -> KeyedJaggedTensor:

@@ -4,12 +4,13 @@ Pure bookkeeping, the same on every rank (no tensors, no process group): from th
 plan and the world size it gives
 
 - ``shards``: each table's ``ShardSpec`` blocks (its sharding rule's ``shards``);
-- ``groups[r]``: rank ``r``'s local collections, one per (replicated?, compute kernel), the
-  model-parallel ones first, each with its shard-sized ``TableConfig``s (``shard_table``);
+- ``groups[r]``: rank ``r``'s local collections, one per (replicated?, routed?, compute kernel),
+  the model-parallel ones first, then the routed ones (row_wise_routed shards: sequence lookups,
+  one row per id), then the replicated ones, each with its shard-sized ``TableConfig``s (``shard_table``);
 - ``slots()``: every feature's input to every shard, in ``input_dist.Slot`` order (by rank,
   then in the rank's local lookup order), with the rule's slot kind;
-- ``mp_dims()`` and ``output_columns(rank)``: the output all-to-all's widths and where each
-  received column lands in the collection's output;
+- ``mp_dims()`` and ``output_columns(rank)``: the pooled output all-to-all's widths and where each
+  received column lands in the collection's output (routed shards are not in it: ``routed.py``);
 - ``partial_mean_features()``: the features whose shards pool partial sums of a mean table, so
   the output divides by the bag's size after adding them (``output_dist.OutputDist``).
 
@@ -45,17 +46,19 @@ class LocalGroup:
 
     Args:
         replicated: data_parallel shards (their output stays on the rank, outside the all-to-all).
+        routed: shards that return one row per id (an EmbeddingCollection; ``Combine.pool``).
         kernel: the compute kernel (backend) of the collection.
         specs: the shards' blocks.
         tables: the shards' tables (``shard_table``), in the same order.
 
     Example:
-        >>> group = LocalGroup(False, Backend.torch, [ShardSpec("t", "table_wise", 0, 0, 10, 0, 4)], [])
+        >>> group = LocalGroup(False, False, Backend.torch, [ShardSpec("t", "table_wise", 0, 0, 10, 0, 4)], [])
         >>> group.replicated, group.specs[0].sizes
         (False, (10, 4))
     """
 
     replicated: bool
+    routed: bool
     kernel: Backend
     specs: list[ShardSpec]
     tables: list[TableConfig]
@@ -112,17 +115,18 @@ class ShardLayout:
         self._feature_index = {f: i for i, f in enumerate(self.feature_names)}
         self.shards = {t.name: plan.tables[t.name].shards(t.name, t.num_embeddings, t.embedding_dim, world_size)
                        for t in self.tables}
-        by_rank: list[dict[tuple[bool, Backend], LocalGroup]] = [{} for _ in range(world_size)]
+        by_rank: list[dict[tuple[bool, bool, Backend], LocalGroup]] = [{} for _ in range(world_size)]
         for table in self.tables:
             placement = plan.tables[table.name]
-            replicated = placement.rule.replicated
+            replicated, routed = placement.rule.replicated, placement.rule.combine == Combine.pool
             for spec in self.shards[table.name]:
-                group = by_rank[spec.rank].setdefault((replicated, placement.compute_kernel),
-                                                      LocalGroup(replicated, placement.compute_kernel, [], []))
+                key = (replicated, routed, placement.compute_kernel)
+                group = by_rank[spec.rank].setdefault(key, LocalGroup(*key, [], []))
                 group.specs.append(spec)
                 group.tables.append(shard_table(table, spec))
-        # model-parallel collections first, then data-parallel ones (a stable sort keeps table order)
-        self.groups = [sorted(groups.values(), key=lambda g: g.replicated) for groups in by_rank]
+        # pooled model-parallel collections first, then routed, then data-parallel ones (a stable sort keeps
+        # table order)
+        self.groups = [sorted(groups.values(), key=lambda g: (g.replicated, g.routed)) for groups in by_rank]
 
     def slots(self) -> list[Slot]:
         """Every feature's input to every shard: by rank, then in the rank's local lookup order."""
@@ -133,12 +137,12 @@ class ShardLayout:
                     split = rule_for(spec.sharding_type).row_split
                     for f in shard.feature_names:
                         out.append(Slot(rank, self._feature_index[f], spec.row_start if split else 0,
-                                        spec.row_end if split else shard.num_embeddings, split))
+                                        spec.row_end if split else shard.num_embeddings, split, group.routed))
         return out
 
     def mp_dims(self) -> list[int]:
-        """The model-parallel output width of every rank (its block of the output all-to-all)."""
-        return [sum(shard.embedding_dim for g in groups if not g.replicated for shard in g.tables
+        """The model-parallel output width of every rank (its block of the pooled output all-to-all)."""
+        return [sum(shard.embedding_dim for g in groups if not (g.replicated or g.routed) for shard in g.tables
                     for _ in shard.feature_names) for groups in self.groups]
 
     def output_columns(self, rank: int) -> list[int]:
@@ -152,7 +156,7 @@ class ShardLayout:
         blocks = [(r, False) for r in range(self.world_size)] + [(rank, True)]
         for r, replicated in blocks:
             for group in self.groups[r]:
-                if group.replicated != replicated:
+                if group.replicated != replicated or group.routed:
                     continue
                 for spec, shard in zip(group.specs, group.tables, strict=True):
                     for f in shard.feature_names:

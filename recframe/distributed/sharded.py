@@ -1,4 +1,4 @@
-"""ShardedEmbeddingBagCollection and ``shard_model``: model-parallel pooled embeddings.
+"""ShardedEmbeddingBagCollection: model-parallel pooled embeddings (``shard_model.py`` swaps them into a model).
 
 A ``ShardedEmbeddingBagCollection`` replaces an ``EmbeddingBagCollection`` on every rank of a
 process group. It keeps the call signature (``KeyedJaggedTensor -> KeyedTensor``) and the
@@ -28,10 +28,12 @@ Sharding types: each has a rule object in ``recframe.distributed.sharding`` (its
 slot kind, how its outputs combine, its cost terms, the optimizers it trains exactly); the
 engine here asks the rules and never compares types. Construction: ``layout.ShardLayout`` (the
 shards and the routing, the same on every rank), this rank's local collections (one per
-replicated?/compute kernel), ``input_dist.InputDist`` (its slots; the received features come in
-the local collections' own kernel-group order, so the key reorder happens once, in the input
-dist) and ``output_dist.OutputDist`` (the output all-to-all, the combination of the blocks, and
-the one place where mean tables of row splits are divided by the bag size). Ids are checked or
+replicated?/routed?/compute kernel), ``input_dist.InputDist`` (its slots; the received features
+come in the local collections' own kernel-group order, so the key reorder happens once, in the
+input dist), ``output_dist.OutputDist`` (the output all-to-all, the combination of the blocks, and
+the one place where mean tables of row splits are divided by the bag size) and, when a table is
+row_wise_routed, ``routed.RoutedOutput`` (its shards' EmbeddingCollections return one row per id,
+in an all-to-all of their own, and the sample's rank pools them). Ids are checked or
 hashed once, on the sending rank, against the whole table; the shards' collections trust them
 (``id_policy`` error, no checks), so their own input stage only hands the ids to the kernels and,
 for a mean table whose shards see whole bags (table_wise, column_wise, data_parallel), turns the
@@ -64,8 +66,9 @@ from recframe.distributed.output_dist import OutputDist
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.prefetch_queue import Prefetched, PrefetchQueue
 from recframe.distributed.qcomms import CommsPrecision
+from recframe.distributed.routed import RoutedOutput
 from recframe.distributed.types import LocalShard, ShardSpec
-from recframe.embedding.collection import EmbeddingBagCollection
+from recframe.embedding.collection import EmbeddingBagCollection, EmbeddingCollection
 from recframe.embedding.config import SparseOptimizer, TableConfig, check_tables
 from recframe.sparse import KeyedJaggedTensor, KeyedTensor
 
@@ -79,7 +82,7 @@ def _shapes(tables: list[TableConfig]) -> dict[str, tuple[int, int]]:
     return {t.name: (t.num_embeddings, t.embedding_dim) for t in tables}
 
 
-def _group_order(collection: EmbeddingBagCollection) -> list[str]:
+def _group_order(collection: EmbeddingBagCollection | EmbeddingCollection) -> list[str]:
     """The features of a collection in its kernel groups' order (the order its lookup takes them in)."""
     return [f for plan in collection.plans for i in plan.table_indices for f in collection.tables[i].feature_names]
 
@@ -122,10 +125,10 @@ class ShardedEmbeddingBagCollection(nn.Module):
         self.shards: dict[str, list[ShardSpec]] = layout.shards
         self.feature_names, self.feature_dims = layout.feature_names, layout.feature_dims
         self._empty = KeyedTensor(self.feature_names, self.feature_dims, torch.empty(0, sum(self.feature_dims)))
-        # This rank's local collections, held outside the module tree (see the module docstring).
-        self._local = [(g.replicated, g.specs, EmbeddingBagCollection(g.tables, optimizer, backend=g.kernel,
-                                                                       device=self.device, check_ids=False))
-                       for g in layout.groups[rank]]
+        # This rank's local collections, held outside the module tree (see the module docstring); routed
+        # shards (row_wise_routed) look up one row per id: an EmbeddingCollection.
+        self._local = [(g.replicated, g.specs, (EmbeddingCollection if g.routed else EmbeddingBagCollection)(
+            g.tables, optimizer, backend=g.kernel, device=self.device, check_ids=False)) for g in layout.groups[rank]]
         self._local_counts = [len(ebc.feature_names) for _, _, ebc in self._local]
         by_slot = [f for _, _, ebc in self._local for f in ebc.feature_names]
         self.input_dist = InputDist(
@@ -133,8 +136,10 @@ class ShardedEmbeddingBagCollection(nn.Module):
             [t.num_embeddings for t in self.tables for _ in t.feature_names],
             [t.id_policy for t in self.tables for _ in t.feature_names], layout.slots(), world, rank, process_group,
             check_ids, [by_slot.index(f) for _, _, ebc in self._local for f in _group_order(ebc)]).to(self.device)
-        self.output_dist = OutputDist(layout, rank, process_group, self.device,
-                                      1.0 / world if gradient_division else 1.0, comms)
+        grad_scale = 1.0 / world if gradient_division else 1.0
+        self.output_dist = OutputDist(layout, rank, process_group, self.device, grad_scale, comms)
+        self.routed = RoutedOutput(layout, rank, process_group, grad_scale, comms) \
+            if any(s.routed for s in layout.slots()) else None
         self._orders: dict[tuple[str, ...], list[int] | None] = {}
         self._prefetched = PrefetchQueue(MAX_PREFETCHED)
         self.sync_replicas()
@@ -188,17 +193,25 @@ class ShardedEmbeddingBagCollection(nn.Module):
         """
         started = self._prefetched.take(features)
         if started is not None:
-            kjt, local = started.selected, started.pending.wait()
+            kjt, pending = started.selected, started.pending
+            local = pending.wait()
             if kjt.device().type == "cuda":  # selected on the prefetcher's stream, read on this one
                 kjt.record_stream(torch.cuda.current_stream(kjt.device()))
         else:
             kjt = self._select(features)
-            local = self.input_dist(kjt)
+            pending = self.input_dist.start(kjt)
+            local = pending.wait()
         parts = local.split(self._local_counts) if self._local else []
-        mp, dp = [], []
-        for (replicated, _, ebc), part in zip(self._local, parts, strict=True):
-            (dp if replicated else mp).append(ebc(part).values())
-        return self._empty.with_values(self.output_dist(mp, dp, kjt.stride(), kjt.lengths()))
+        mp, dp, rows = [], [], {}
+        for (replicated, _, module), part in zip(self._local, parts, strict=True):
+            if isinstance(module, EmbeddingCollection):  # routed shards: one row per id
+                rows.update({f: jagged.values() for f, jagged in module(part).items()})
+            else:
+                (dp if replicated else mp).append(module(part).values())
+        values = self.output_dist(mp, dp, kjt.stride(), kjt.lengths())
+        if self.routed is not None:
+            values = self.routed(values, rows, pending.counts, pending.routed, kjt.lengths())
+        return self._empty.with_values(values)
 
     # ---- pipelining: the input dist of a later batch started early ---------------------------------
     def prefetch(self, features: KeyedJaggedTensor) -> None:
@@ -263,7 +276,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         return features if order is None else features.permute(order)
 
     # ---- state ---------------------------------------------------------------------------------------
-    def local_collections(self) -> list[EmbeddingBagCollection]:
+    def local_collections(self) -> list[EmbeddingBagCollection | EmbeddingCollection]:
         """This rank's local collections (their kernels hold the shards; ``recframe.training.sparse_lr``)."""
         return [ebc for _, _, ebc in self._local]
 
@@ -342,50 +355,3 @@ def _block(value: torch.Tensor, spec: ShardSpec) -> torch.Tensor:
         return value
     out = value[spec.row_start:spec.row_end]
     return out[:, spec.col_start:spec.col_end] if out.dim() == 2 else out
-
-
-def shard_model(model: nn.Module, plan: ShardingPlan, process_group: dist.ProcessGroup | None = None,
-                device: torch.device | str | None = None, check_ids: bool = True,
-                local_world_size: int | None = None, gradient_division: bool = True,
-                comms: CommsPrecision | None = None) -> nn.Module:
-    """Replace every EmbeddingBagCollection inside ``model`` by its ShardedEmbeddingBagCollection, in place.
-
-    Call it on every rank of ``process_group`` (collective), with the same model values and plan.
-
-    Args:
-        model: a model holding EmbeddingBagCollections as attributes (or one itself).
-        plan: the placement of every table of every collection (table names are unique in a model).
-        process_group: the group (None = the default group).
-        device: where the shards live; default each collection's device.
-        check_ids: check ids of ``error`` tables on the sending rank.
-        local_world_size: ranks per node (table_row_wise).
-        gradient_division: divide the shards' gradients by the world size (see the module docstring).
-        comms: the pooled all-to-all's wire formats (``qcomms.CommsPrecision``; default fp32).
-
-    Returns:
-        ``model`` (or the sharded collection when ``model`` is an EmbeddingBagCollection).
-
-    Raises:
-        ValueError: listing every problem of the plan (missing or unknown tables, bad placements).
-    """
-    found = [(name, m) for name, m in model.named_modules(remove_duplicate=False)
-             if isinstance(m, EmbeddingBagCollection)]
-    tables = [t for _, m in {id(m): (n, m) for n, m in found}.values() for t in m.tables]
-    problems = plan.group_problems(_shapes(tables), dist.get_world_size(process_group), local_world_size)
-    names = {t.name for t in tables}
-    problems += [f"the sharding plan places {n!r}, which is not a table of the model" for n in plan.tables
-                 if n not in names]
-    if not found:
-        problems.append(f"{type(model).__name__} holds no EmbeddingBagCollection")
-    if problems:
-        raise ValueError(f"cannot shard the model ({len(problems)} problems):\n  " + "\n  ".join(problems))
-    done: dict[int, ShardedEmbeddingBagCollection] = {}
-    for name, module in found:
-        if id(module) not in done:
-            done[id(module)] = ShardedEmbeddingBagCollection.from_collection(
-                module, plan, process_group, device, check_ids, local_world_size, gradient_division, comms)
-        if name == "":
-            return done[id(module)]
-        parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, done[id(module)])
-    return model

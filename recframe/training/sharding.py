@@ -40,7 +40,7 @@ def make_sharder(cfg: DictConfig, run_dir: Path) -> Callable[[nn.Module, pl.Trai
 
     def shard(model: nn.Module, trainer: pl.Trainer) -> nn.Module:
         from recframe.distributed.qcomms import CommsPrecision
-        from recframe.distributed.sharded import shard_model
+        from recframe.distributed.shard_model import shard_model
         from recframe.training.planning import make_plan
 
         local_world = trainer.num_devices

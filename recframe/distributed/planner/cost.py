@@ -11,7 +11,7 @@ data_parallel adds a dense fp32 gradient ``R * D * 4`` for the all-reduce.
 Lookup bytes of a shard, from memory at the lookup bandwidth (HBM on GPU, DDR on CPU):
 ``ids * D_s * w`` forward + ``2 * min(ids, R_s) * (D_s * w + state per row)`` backward (read and
 write the updated rows and their state), where ``ids`` = ids the shard serves: ``G L``
-(table_wise, column_wise), ``G L / n`` (row_wise, table_row_wise: ids spread evenly over rows),
+(table_wise, column_wise), ``G L / n`` (row_wise, table_row_wise, row_wise_routed: ids spread evenly over rows),
 ``B L`` (data_parallel, each rank its own samples; its update touches the ``G L`` ids of all ranks).
 
 Communication bytes of a rank = bytes it sends + bytes it receives, at the intra- or inter-node
@@ -22,11 +22,12 @@ bandwidth depending on the peer's node:
   the row splits.
 - output dist: every shard exchanges with every rank ``2 * B * P * D_s * 4`` (fp32 pooled
   embeddings forward, their gradients backward; ``P = F`` pooled outputs per sample, or ``L`` for a
-  sequence table). For row_wise these are partial sums: a reduce-scatter. table_row_wise reduces
-  inside the node first (each shard exchanges ``2 * N * B * P * D * 4`` with each node peer, ``N``
-  nodes), then each shard exchanges ``2 * B * P * D * 4`` with the rank of its local index on every
-  other node. ``2 * 4`` is fp32 both ways: the table's ``output_wire_bytes`` (``sharding.comms``: bf16
-  or fp16 sends 2 bytes a value in that direction).
+  sequence table). For row_wise and table_row_wise these are partial sums: a reduce-scatter, run
+  as one flat all-to-all (table_row_wise too: the runtime has no node-level reduce). row_wise_routed
+  returns one row per id instead: every rank exchanges ``2 * B * L_s * D * 4`` with each shard, and
+  pools ``B * L`` rows itself (``2 * B * L * D * 4`` bytes read and written at the lookup bandwidth).
+  ``2 * 4`` is fp32 both ways: the table's ``output_wire_bytes`` (``sharding.comms``: bf16 or fp16
+  sends 2 bytes a value in that direction).
 - data_parallel: no dists; the table's fp32 gradient is all-reduced (reduce-scatter + all-gather):
   ``4 * (W - 1) / W * R * D * 4`` bytes in and out per rank, inter-node when there are several nodes.
 
@@ -147,7 +148,7 @@ class Traffic:
 
     Example:
         >>> traffic = Traffic(Topology(2, 1, 10**9))
-        >>> traffic.pair(0, 1, 100.0)
+        >>> traffic.every_rank_with([1], 100.0)  # ranks 0 and 1 exchange 100 bytes; one node a rank
         >>> traffic.intra.tolist(), traffic.inter.tolist()
         ([0.0, 0.0], [100.0, 100.0])
     """
@@ -159,14 +160,6 @@ class Traffic:
         self.inter = np.zeros(world)
         self.node = np.arange(world) // topo.local_world_size
         self.node_size = np.bincount(self.node)[self.node]
-
-    def pair(self, a: int, b: int, nbytes: float) -> None:
-        """``a`` and ``b`` exchange ``nbytes`` (counted once on each side)."""
-        if a == b:
-            return
-        side = self.intra if self.node[a] == self.node[b] else self.inter
-        side[a] += nbytes
-        side[b] += nbytes
 
     def every_rank_with(self, shards: list[int], nbytes: float) -> None:
         """Every rank exchanges ``nbytes`` with each shard rank (closed form, vectorized over ranks)."""
@@ -257,24 +250,30 @@ class CostSheet:
         """The shard on ``rank`` exchanges ``cols`` columns of output rows (and their gradients) with every rank."""
         self.traffic.every_rank_with([rank], self.batch_size * self.outputs * cols * self.table.output_wire_bytes)
 
-    def row_shards(self, ranks: list[int], rows: list[int], output_each: bool) -> None:
-        """Row blocks of ``rows[i]`` rows on ``ranks[i]``: ``shard``, ``input_dist`` and (``output_each``)
-        ``output_all_to_all`` of every shard, vectorized (ids spread evenly over the rows)."""
+    def row_shards(self, ranks: list[int], rows: list[int], routed: bool = False) -> None:
+        """Row blocks of ``rows[i]`` rows on ``ranks[i]``: ``shard``, ``input_dist`` and the output of every shard,
+        vectorized (ids spread evenly over the rows).
+
+        Args:
+            ranks: the shards' ranks.
+            rows: the shards' rows.
+            routed: each shard returns one row per id (row_wise_routed) and every rank pools its samples' rows;
+                False: each shard exchanges pooled partial sums with every rank (``output_all_to_all``).
+        """
         t = self.table
         share = np.asarray(rows, dtype=float) / t.rows
         for rank, n, part in zip(ranks, rows, share.tolist(), strict=True):
             ids = self.ids_all * part
             self.memory[rank] = t.shard_bytes(n, t.dim)
             self.lookup[rank] = _lookup_bytes(t, ids, ids, n, t.dim)
-        sent = self.batch_size * (t.ids_per_sample * share * ID_BYTES + t.num_features * LENGTH_BYTES)
-        if output_each:
+        sent_ids = self.batch_size * t.ids_per_sample * share  # ids each rank sends each shard
+        sent = sent_ids * ID_BYTES + self.batch_size * t.num_features * LENGTH_BYTES
+        if routed:
+            sent = sent + sent_ids * t.dim * t.output_wire_bytes
+            self.lookup += 2 * self.batch_size * t.ids_per_sample * t.dim * OUTPUT_BYTES  # pool, and its backward
+        else:
             sent = sent + self.batch_size * self.outputs * t.dim * t.output_wire_bytes
         self.traffic.shards_with_every_rank(ranks, sent.tolist())
-
-    def output_node_reduce(self, shards: list[int]) -> None:
-        """Partial sums reduced inside the shards' node, then sent to the other nodes by one shard each."""
-        _table_row_wise_output(self.traffic, self.topo, shards,
-                               self.batch_size * self.outputs * self.table.dim * self.table.output_wire_bytes)
 
     def gradient_all_reduce(self, ranks: list[int]) -> None:
         """The table's dense fp32 gradient all-reduced over ``ranks`` (reduce-scatter + all-gather)."""
@@ -320,28 +319,3 @@ def option_arrays(t: TableWorkload, placement: TablePlacement, topo: Topology, b
     placement.rule.add_cost(sheet, list(placement.ranks), placement.shard_bounds(t.rows, t.dim))
     return OptionArrays(placement, sheet.memory, sheet.lookup / topo.lookup_bw, sheet.traffic.seconds(),
                         sheet.traffic.inter_seconds())
-
-
-def _table_row_wise_output(traffic: Traffic, topo: Topology, shards: list[int], per_rank: float) -> None:
-    """Reduce inside the shards' node, then send each rank's sums across nodes from one shard."""
-    for s in shards:
-        for peer in shards:
-            if peer < s:
-                traffic.pair(s, peer, topo.num_nodes * per_rank)
-    home = topo.node_of(shards[0])
-    if all(topo.node_of(s) == home for s in shards):  # a valid placement: the same sums as the loop below, at once
-        starts = np.array([node * topo.local_world_size for node in range(topo.num_nodes) if node != home],
-                          dtype=np.int64)
-        for index, s in enumerate(shards):
-            peers = starts[starts + index < topo.world_size] + index
-            traffic.inter[peers] += per_rank
-            total = float(traffic.inter[s])
-            for _ in range(len(peers)):  # one addition a peer, in order, as pair() makes them (bit for bit)
-                total += per_rank
-            traffic.inter[s] = total
-        return
-    for index, s in enumerate(shards):
-        for node in range(topo.num_nodes):
-            peers = topo.node_ranks(node)
-            if node != home and index < len(peers):
-                traffic.pair(s, peers[index], per_rank)

@@ -1,11 +1,16 @@
 """The planner: choose a sharding type and ranks for every table, within memory, balancing cost.
 
-Greedy: tables are taken largest first (memory with optimizer state); for each, every candidate
-placement allowed by the constraints is costed (``cost.option_cost``) and the one that fits every
-rank's memory and gives the smallest most-loaded-rank cost wins (ties: the least loaded touched
-rank, then the smallest total cost, then the lower memory peak, then ``ShardingType``'s order).
-A table that fits nowhere, or whose constraint allows no placement, is collected; after all tables
-one PlanningError names each such table with its size and the memory available.
+Objective: the smallest most-loaded rank (its estimated step seconds). Greedy: tables are taken
+largest first (memory with optimizer state); for each, every candidate placement allowed by the
+constraints is costed (``cost.option_cost``) and the one that fits every rank's memory and gives
+the smallest most-loaded-rank cost wins (ties: the least loaded touched rank, then the smallest
+total cost, then the lower memory peak, then ``ShardingType``'s order). A table that fits nowhere,
+or whose constraint allows no placement, is collected; after all tables one PlanningError names
+each such table with its size and the memory available. Three more greedy passes (costliest table
+first; and both orders scoring a placement by the mean the ranks will reach at least, so that two
+tables may take two nodes rather than both spread over all ranks) may give a smaller most-loaded
+rank; the best plan is then refined: the tables on the most-loaded rank are re-placed one at a
+time, given all the others, while that lowers it. Each pass is O(tables x candidates x world).
 
 Candidates per table, over its pool of ranks (pinned ranks, else all), come from each sharding
 type's rule (``ShardingRule.candidates`` in ``recframe.distributed.sharding``):
@@ -19,6 +24,7 @@ type's rule (``ShardingRule.candidates`` in ``recframe.distributed.sharding``):
   train exactly (rowwise_adagrad, rowwise_adam, lamb: ``ShardingRule.is_exact``).
 - ``table_row_wise``: the pool's ranks of one node (at most one per row), for each node (more than 8
   nodes: the 8 whose most loaded rank is least loaded); auto: only with several nodes.
+- ``row_wise_routed``: as row_wise (every optimizer is exact: each row's state lives on one shard).
 
 Each candidate is costed in O(world) numpy work (``cost.option_arrays``), so a table costs
 O(candidates x world): 4,096 ranks plan in seconds.
@@ -26,7 +32,7 @@ O(candidates x world): 4,096 ranks plan in seconds.
   ``data_parallel_max_rows`` rows and only with several ranks.
 
 Allowed types come from the table's constraint if it lists any, else from a fixed
-``sharding.type``, else all five (the auto limits above apply only then).
+``sharding.type``, else all six (the auto limits above apply only then).
 
 Example:
     >>> from recframe.distributed.planner.cost import TableWorkload
@@ -75,6 +81,15 @@ class PlanResult:
     tables: dict[str, TableWorkload]
 
 
+REFINE_ROUNDS = 64  # at most this many re-placements after the greedy passes
+REFINE_GAIN = 1e-6  # a re-placement must lower the most-loaded rank by this share
+
+
+def _most_loaded(chosen: dict[str, OptionArrays]) -> float:
+    """The most-loaded rank's estimated seconds under the placements ``chosen``."""
+    return float(sum(c.seconds for c in chosen.values()).max()) if chosen else 0.0
+
+
 class Planner:
     """Places tables on the ranks of a topology by the cost model.
 
@@ -100,6 +115,10 @@ class Planner:
              sharding_type: ShardingMode = ShardingMode.auto) -> PlanResult:
         """Place every table; raises PlanningError naming each table that cannot be placed.
 
+        Two greedy passes (``_greedy``): tables largest first (memory), then costliest first (each table's
+        cheapest most-loaded-rank cost when placed alone: the longest-job-first rule of makespan scheduling);
+        the plan with the smaller most-loaded rank is refined (``_refine``) and kept.
+
         Args:
             tables: the tables.
             constraints: table name -> constraint (tables not named: unconstrained).
@@ -107,35 +126,116 @@ class Planner:
                 is ``check``'s).
         """
         constraints = constraints or {}
-        world, cap = self.topo.world_size, self.topo.usable_memory_bytes
-        load, used = np.zeros(world), np.zeros(world, dtype=np.int64)
-        chosen: dict[str, OptionCost] = {}
-        failures: list[str] = []
-        for t in sorted(tables, key=lambda t: -t.memory_bytes):
-            constraint = constraints.get(t.name, TableConstraint())
-            placements, reasons = self._candidates(t, constraint, sharding_type, load.tolist(), (cap - used).tolist())
-            best: tuple[tuple, OptionArrays] | None = None
-            for placement in placements:
-                cost = option_arrays(t, placement, self.topo, self.batch_size)
-                after = used + cost.memory
-                if (after > cap).any():
-                    continue
-                new = load + cost.seconds
-                score = (new.max(), new[placement.ranks].max(), sum(new.tolist()), after.max(),
-                         list(ShardingType).index(placement.sharding_type))
-                if best is None or score < best[0]:
-                    best = (score, cost)
-            if best is None:
-                failures.append(self._why(t, placements, reasons, used.tolist()))
-                continue
-            cost = best[1]
-            chosen[t.name] = cost.cost()
-            load = load + cost.seconds
-            used = used + cost.memory
+        by_memory = sorted(tables, key=lambda t: -t.memory_bytes)
+        chosen, failures = self._greedy(by_memory, constraints, sharding_type)
         if failures:
             raise PlanningError(self._failure_message(failures, tables))
-        plan = ShardingPlan(world, {t.name: chosen[t.name].placement for t in tables})
-        return PlanResult(plan, {t.name: chosen[t.name] for t in tables}, sharding_type, {t.name: t for t in tables})
+        world = self.topo.world_size
+        alone = {t.name: self._best(t, constraints, sharding_type, np.zeros(world), np.zeros(world, dtype=np.int64))
+                 for t in tables}
+        work = {n: best[0][2] if best else 0.0 for n, best in alone.items()}  # least total seconds when alone
+        by_cost = sorted(by_memory, key=lambda t: -alone[t.name][0][0] if alone[t.name] else 0.0)
+        for order, floor in ((by_cost, None), (by_memory, work), (by_cost, work)):
+            other, failed = self._greedy(order, constraints, sharding_type, floor)
+            if not failed and _most_loaded(other) < _most_loaded(chosen):
+                chosen = other
+        chosen = self._refine(tables, chosen, constraints, sharding_type)
+        plan = ShardingPlan(self.topo.world_size, {t.name: chosen[t.name].placement for t in tables})
+        return PlanResult(plan, {t.name: chosen[t.name].cost() for t in tables}, sharding_type,
+                          {t.name: t for t in tables})
+
+    def _greedy(self, tables: list[TableWorkload], constraints: dict[str, TableConstraint],
+                sharding_type: ShardingMode, work: dict[str, float] | None = None
+                ) -> tuple[dict[str, OptionArrays], list[str]]:
+        """Place the tables one by one, in the given order, each where it least raises the most-loaded rank.
+
+        Args:
+            tables: the tables, in the order to place them.
+            constraints: table name -> constraint.
+            sharding_type: ``auto`` or one type.
+            work: each table's least total seconds (over all ranks). Given, a placement is scored by the larger
+                of the most-loaded rank and the mean that the ranks will reach at least (the placed tables'
+                seconds and the ``work`` of those still to place, over the ranks): a rank may fill up to that
+                mean for free, so a placement of less total work wins there (two tables on two nodes rather than
+                both spread over all ranks).
+
+        Returns:
+            The placement of each table placed, and why each other table could not be.
+        """
+        world = self.topo.world_size
+        load, used = np.zeros(world), np.zeros(world, dtype=np.int64)
+        chosen: dict[str, OptionArrays] = {}
+        failures: list[str] = []
+        rest = sum(work.values()) if work is not None else None
+        for t in tables:
+            if work is not None:
+                rest -= work[t.name]
+            best = self._best(t, constraints, sharding_type, load, used, rest)
+            if best is None:
+                failures.append(self._why(t, *self._candidates(t, constraints.get(t.name, TableConstraint()),
+                                                               sharding_type, load.tolist(),
+                                                               (self.topo.usable_memory_bytes - used).tolist()),
+                                          used.tolist()))
+                continue
+            chosen[t.name] = best[1]
+            load = load + best[1].seconds
+            used = used + best[1].memory
+        return chosen, failures
+
+    def _best(self, t: TableWorkload, constraints: dict[str, TableConstraint], sharding_type: ShardingMode,
+              load: np.ndarray, used: np.ndarray, rest: float | None = None) -> tuple[tuple, OptionArrays] | None:
+        """The best placement of ``t`` given the other tables' ``load`` and ``used`` memory, and its score.
+
+        The score: the most-loaded rank after it, then its own most-loaded rank, the total cost, the memory
+        peak and ``ShardingType``'s order (smaller is better); None when no candidate fits. With ``rest`` (the
+        least total seconds of the tables still to place), the score starts with the larger of the most-loaded
+        rank and the mean the ranks will reach at least (see ``_greedy``).
+        """
+        cap = self.topo.usable_memory_bytes
+        constraint = constraints.get(t.name, TableConstraint())
+        placements, _ = self._candidates(t, constraint, sharding_type, load.tolist(), (cap - used).tolist())
+        best: tuple[tuple, OptionArrays] | None = None
+        for placement in placements:
+            cost = option_arrays(t, placement, self.topo, self.batch_size)
+            after = used + cost.memory
+            if (after > cap).any():
+                continue
+            new = load + cost.seconds
+            total = sum(new.tolist())
+            score = (new.max(), new[placement.ranks].max(), total, after.max(),
+                     list(ShardingType).index(placement.sharding_type))
+            if rest is not None:
+                score = (max(score[0], (total + rest) / len(new)), *score)
+            if best is None or score < best[0]:
+                best = (score, cost)
+        return best
+
+    def _refine(self, tables: list[TableWorkload], chosen: dict[str, OptionArrays],
+                constraints: dict[str, TableConstraint], sharding_type: ShardingMode) -> dict[str, OptionArrays]:
+        """Re-place the tables that load the most-loaded rank, one at a time given all the others, while that
+        lowers the most-loaded rank (at most ``REFINE_ROUNDS`` moves; each move tries every table on it).
+
+        Returns:
+            The refined placements (``chosen`` itself when nothing helps).
+        """
+        chosen = dict(chosen)
+        load = sum(c.seconds for c in chosen.values())
+        used = sum(c.memory for c in chosen.values())
+        for _ in range(REFINE_ROUNDS):
+            critical = int(np.argmax(load))
+            on_it = sorted((t for t in tables if chosen[t.name].seconds[critical] > 0),
+                           key=lambda t: -chosen[t.name].seconds[critical])
+            for t in on_it:
+                old = chosen[t.name]
+                best = self._best(t, constraints, sharding_type, load - old.seconds, used - old.memory)
+                if best is not None and best[0][0] < load.max() * (1 - REFINE_GAIN):
+                    chosen[t.name] = best[1]
+                    load = load - old.seconds + best[1].seconds
+                    used = used - old.memory + best[1].memory
+                    break
+            else:
+                break
+        return chosen
 
     def check(self, plan: ShardingPlan, tables: list[TableWorkload], source: str = "manual") -> PlanResult:
         """Cost a given plan and check it: every table placed validly, every rank within memory.

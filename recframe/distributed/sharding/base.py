@@ -47,6 +47,7 @@ class Combine(Enum):
     concat = "concat"  # each shard's block is some of the feature's columns (table_wise: all of them)
     add = "add"  # each shard pools its rows into partial sums, added on the sample's rank (a reduce-scatter)
     replica = "replica"  # each rank pools its own samples from its full replica (data_parallel)
+    pool = "pool"  # each shard returns one row per id; the sample's rank pools them (row_wise_routed)
 
 
 def even_split(total: int, parts: int) -> list[int]:

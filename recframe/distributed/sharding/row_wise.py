@@ -23,30 +23,29 @@ if TYPE_CHECKING:
     from recframe.distributed.planner.cost import CostSheet
 
 
-def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]], output_each: bool) -> None:
-    """Cost terms of row blocks: ids spread evenly over the rows, so a shard of ``R_s`` rows serves ``R_s / R`` of them.
+def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
+    """Cost terms of row blocks whose shards exchange pooled partial sums with every rank (one flat all-to-all).
+
+    Ids are spread evenly over the rows, so a shard of ``R_s`` rows serves ``R_s / R`` of them.
 
     Args:
         sheet: the table's cost sheet.
         ranks: the shards' ranks.
         bounds: the shards' rows.
-        output_each: each shard exchanges its partial sums with every rank (row_wise); False: the
-            caller adds the output terms (table_row_wise reduces inside the node first).
 
     Example:
-        >>> add_row_shards(sheet, [0, 1], [(0, 500), (500, 1000)], output_each=True)  # doctest: +SKIP
+        >>> add_row_shards(sheet, [0, 1], [(0, 500), (500, 1000)])  # doctest: +SKIP
     """
     t = sheet.table
     if len(ranks) > BATCHED_SHARDS:  # the same terms for every shard at once (equal up to rounding)
-        sheet.row_shards(ranks, [end - start for start, end in bounds], output_each)
+        sheet.row_shards(ranks, [end - start for start, end in bounds])
         return
     for rank, (start, end) in zip(ranks, bounds, strict=True):
         rows = end - start
         ids = sheet.ids_all * rows / t.rows
         sheet.shard(rank, rows, t.dim, ids, ids)
         sheet.input_dist(rank, t.ids_per_sample * rows / t.rows)
-        if output_each:
-            sheet.output_all_to_all(rank, t.dim)
+        sheet.output_all_to_all(rank, t.dim)
 
 
 class RowWise(ShardingRule):
@@ -68,7 +67,7 @@ class RowWise(ShardingRule):
         return [query.pool if query.rows >= len(query.pool) else sorted(query.by_load[:query.rows])], []
 
     def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
-        add_row_shards(sheet, ranks, bounds, output_each=True)
+        add_row_shards(sheet, ranks, bounds)
 
 
 ROW_WISE = RowWise()

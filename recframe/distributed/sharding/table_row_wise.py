@@ -1,8 +1,8 @@
 """table_row_wise: row_wise over the ranks of one node.
 
 ``local_world_size`` consecutive ranks stand for a node. Communication is the same flat
-all-to-all as row_wise (no hierarchical intra/inter-node split yet); the cost model assumes the
-hierarchical one: partial sums reduced inside the node, then sent across nodes by one shard each.
+all-to-all as row_wise (each shard exchanges its pooled partial sums with every rank; no
+node-level reduce), and the cost model costs it so (``row_wise.add_row_shards``).
 
 Example:
     >>> TABLE_ROW_WISE.group_problems("table 't' (table_row_wise)", [1, 2], world_size=4, local_world_size=2)
@@ -57,8 +57,7 @@ class TableRowWise(ShardingRule):
         return [found[i] for i in sorted(keep)], []
 
     def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
-        add_row_shards(sheet, ranks, bounds, output_each=False)
-        sheet.output_node_reduce(ranks)
+        add_row_shards(sheet, ranks, bounds)
 
 
 TABLE_ROW_WISE = TableRowWise()

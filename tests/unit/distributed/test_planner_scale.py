@@ -2,7 +2,7 @@
 4,096 ranks plan in seconds (issue 24).
 
 ``plans/planner_6b13352.json`` holds the plans of the planner as of commit 6b13352 (before the vectorized cost
-model and the candidate limits) on the configs of ``_plans``; they were made by that same function.
+model and the candidate limits) on the configs of ``_new_and_former``; today's plans must cost no more.
 """
 
 from __future__ import annotations
@@ -15,47 +15,59 @@ from pathlib import Path
 import pytest
 
 from recframe.config.compose import compose_config
-from recframe.distributed.plan import TablePlacement
+from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import TableWorkload, option_cost
 from recframe.distributed.planner.planner import Planner
 from recframe.distributed.planner.topology import Topology
 from recframe.distributed.sharding import RULES, table_row_wise, table_wise
 from recframe.distributed.sharding.base import PlacementQuery
-from recframe.training.planning import make_plan, table_workloads
+from recframe.training.planning import make_plan, table_workloads, topology_from_config
 from recframe.vocab import ShardingType
 from tests.unit.distributed.test_sharding_rules import _reference_cost
 
 FORMER = json.loads((Path(__file__).parent / "plans" / "planner_6b13352.json").read_text())
 
 
-def _plans(key: str) -> dict[str, list]:
-    """The plan of one config of ``FORMER`` by today's planner (the same recipe that made the file)."""
+def _most_loaded(planner: Planner, plan: ShardingPlan, tables: list[TableWorkload]) -> float:
+    costs = planner.check(plan, tables).costs.values()
+    return max(sum(c.seconds[r] for c in costs) for r in range(plan.world_size))
+
+
+def _new_and_former(key: str) -> tuple[float, float]:
+    """The most-loaded rank's estimated seconds under today's plan and under ``FORMER``'s, both costed today."""
     name, shape = key.split("/")
     world, local = (int(x) for x in shape.split("x"))
     if not name.startswith("random"):
         over = [f"+experiment={name}", f"world_size={world}", f"sharding.topology.local_world_size={local}"]
         if name == "dlrm":
             over.append("sharding.topology.memory_per_rank_gb=1")
-        plan, _ = make_plan(compose_config(over), world_size=world, local_world_size=local)
-        return {n: [str(p.sharding_type), list(p.ranks)] for n, p in plan.tables.items()}
-    rng = random.Random(7)
-    for case in range(int(name.removeprefix("random")) + 1):
-        world, local = rng.choice([(4, 2), (8, 4), (12, 4), (16, 8), (24, 8), (32, 8)])
-        tables = [TableWorkload(f"t{i}", rows=rng.choice([10, 500, 20000, 10**6, 3 * 10**6]),
-                                dim=rng.choice([16, 64, 128]), num_features=rng.randint(1, 2),
-                                ids_per_sample=rng.choice([1.0, 3.0, 20.0]),
-                                optimizer=rng.choice(["sgd", "adagrad", "rowwise_adagrad"]))
-                  for i in range(rng.randint(5, 20))]
-        batch = rng.choice([256, 4096])
-        if case == int(name.removeprefix("random")):
-            result = Planner(Topology(world, local, 2 * 10**9), batch_size=batch).plan(tables)
-            return {n: [str(p.sharding_type), list(p.ranks)] for n, p in result.plan.tables.items()}
-    raise AssertionError(key)
+        cfg = compose_config(over)
+        planner = Planner(topology_from_config(cfg.sharding.topology, world, local, cfg.trainer.accelerator),
+                          batch_size=cfg.data.batch_size)
+        tables = table_workloads(cfg)
+        plan = planner.plan(tables).plan
+    else:
+        rng = random.Random(7)
+        for _ in range(int(name.removeprefix("random")) + 1):
+            world, local = rng.choice([(4, 2), (8, 4), (12, 4), (16, 8), (24, 8), (32, 8)])
+            tables = [TableWorkload(f"t{i}", rows=rng.choice([10, 500, 20000, 10**6, 3 * 10**6]),
+                                    dim=rng.choice([16, 64, 128]), num_features=rng.randint(1, 2),
+                                    ids_per_sample=rng.choice([1.0, 3.0, 20.0]),
+                                    optimizer=rng.choice(["sgd", "adagrad", "rowwise_adagrad"]))
+                      for i in range(rng.randint(5, 20))]
+            batch = rng.choice([256, 4096])
+        planner = Planner(Topology(world, local, 2 * 10**9), batch_size=batch)
+        plan = planner.plan(tables).plan
+    former = ShardingPlan(world, {n: TablePlacement(kind, ranks) for n, (kind, ranks) in FORMER[key].items()})
+    return _most_loaded(planner, plan, tables), _most_loaded(planner, former, tables)
 
 
 @pytest.mark.parametrize("key", sorted(FORMER))
-def test_plans_equal_the_former_planner(key: str) -> None:
-    assert _plans(key) == FORMER[key]
+def test_plans_are_no_worse_than_the_former_planner_s(key: str) -> None:
+    """Today's cost model (table_row_wise costed as the flat all-to-all it runs; row_wise_routed, two greedy
+    orders and the refinement) changed the plans: each is at least as good as 6b13352's, costed the same way."""
+    new, former = _new_and_former(key)
+    assert new <= former * (1 + 1e-9), (new, former)
 
 
 @pytest.mark.parametrize("kind", ["row_wise", "table_row_wise", "table_wise", "data_parallel"])
@@ -107,25 +119,35 @@ def test_the_report_gives_max_over_mean_and_the_critical_rank_s_time() -> None:
     assert f"max/mean {report.imbalance:.2f}" in text and f"inter-node comm {b.inter_ms:.3f}" in text
     data = report.to_dict()
     assert data["max_over_mean"] == report.imbalance and data["critical_rank"]["rank"] == b.rank
-    name, ms = report.critical_tables[0]  # t_cat_20: 100 ids per sample, table_row_wise on the critical node
-    assert name == "t_cat_20" and f"its costliest tables: t_cat_20 (table_row_wise) {ms:.3f} ms" in text
+    name, ms = report.critical_tables[0]
+    kind = report.plan.tables[name].sharding_type
+    assert ms > 0 and f"its costliest tables: {name} ({kind}) {ms:.3f} ms" in text
     assert [t["table"] for t in data["critical_rank"]["costliest_tables"]] == [n for n, _ in report.critical_tables]
 
 
-def test_mlperf_max_over_mean_at_64_ranks() -> None:
-    """MLPerf DLRM-DCNv2, 64 ranks of 8 per node: 1.18 (issue 24 asks <= 1.10, not reached).
+# the most-loaded rank's estimated ms costed as the runtime runs (table_row_wise a flat all-to-all), before
+# row_wise_routed (BENCHMARKS.md, issue 24): today's plans must not be slower
+FORMER_MAX_MS = {64: 45.0, 512: 234.0, 4096: 1747.0}
 
-    The critical node holds t_cat_20 alone (100 ids per sample, table_row_wise on its 8 ranks: 8.6 ms of
-    lookups on top of the ~13 ms every rank pays to receive its embeddings); the runtime has no placement
-    that splits one table's rows over several nodes with a node-level reduce, and row_wise over 16 ranks
-    costs more than it saves (each shard exchanges dense partial sums with all 64 ranks). A pass that
-    re-places each table given all the others (objective: the slowest rank) finds no better placement.
+
+@pytest.mark.parametrize("world", [64, 512, pytest.param(4096, marks=pytest.mark.slow)])  # 4,096: ~4 s
+def test_mlperf_balance(world: int) -> None:
+    """MLPerf DLRM-DCNv2, 8 ranks per node: max/mean <= 1.10 at 512 and 4,096 ranks (issue 24), no slower than before.
+
+    At 512 and 4,096 ranks the 40M-row tables are row_wise_routed (every rank sends its ids and gets one row per
+    id back: the same traffic on every rank, whatever the world size). At 64 ranks a routed t_cat_20 (100 ids
+    per sample) would cost every rank more than table_row_wise costs its node (1.7 GB a rank per step, against
+    pooled partial sums of 64 x 8,192 samples): the least max keeps it table_row_wise on one node, so max/mean
+    stays above 1.10 (1.88: the other ranks have less to do), with the max below the former plan's.
     """
-    cfg = compose_config(["+experiment=mlperf_dcnv2", "world_size=64", "sharding.topology.local_world_size=8"])
-    plan, report = make_plan(cfg, world_size=64, local_world_size=8)
-    assert report.imbalance <= 1.181
-    critical = [n for n, p in plan.tables.items() if report.busiest.rank in p.ranks and len(p.ranks) < 64]
-    assert critical == ["t_cat_20"]
+    cfg = compose_config(["+experiment=mlperf_dcnv2", f"world_size={world}", "sharding.topology.local_world_size=8"])
+    plan, report = make_plan(cfg, world_size=world, local_world_size=8)
+    assert report.busiest.total_ms < FORMER_MAX_MS[world]
+    if world >= 512:
+        assert report.imbalance <= 1.10
+        assert plan.tables["t_cat_20"].sharding_type == "row_wise_routed"
+    else:
+        assert plan.tables["t_cat_20"].sharding_type == "table_row_wise"
 
 
 def test_half_precision_comms_halve_the_output_terms() -> None:

@@ -49,12 +49,16 @@ def test_shards(kind: str, ranks: list[int], sizes: list[int] | None, expected: 
 
 def test_slot_kind_combination_and_pooling() -> None:
     rows = {k for k, r in RULES.items() if r.row_split}
-    assert rows == {ShardingType.row_wise, ShardingType.table_row_wise}
+    assert rows == {ShardingType.row_wise, ShardingType.table_row_wise, ShardingType.row_wise_routed}
     combine = {k.value: r.combine for k, r in RULES.items()}
     assert combine == {"table_wise": Combine.concat, "row_wise": Combine.add, "column_wise": Combine.concat,
-                       "table_row_wise": Combine.add, "data_parallel": Combine.replica}
+                       "table_row_wise": Combine.add, "row_wise_routed": Combine.pool, "data_parallel": Combine.replica}
     assert [k for k, r in RULES.items() if r.replicated] == [ShardingType.data_parallel]
+    routed = RULES[ShardingType.row_wise_routed]  # one row per id: the sample's rank pools, whatever the pooling
+    assert {routed.shard_pooling(p) for p in Pooling} == {Pooling.none}
     for kind, rule in RULES.items():  # partial sums pool sums; the mean is taken after adding them
+        if rule is routed:
+            continue
         assert rule.shard_pooling(Pooling.mean) == (Pooling.sum if kind in rows else Pooling.mean)
         assert rule.shard_pooling(Pooling.sum) == Pooling.sum and rule.shard_pooling(Pooling.none) == Pooling.none
 
@@ -63,7 +67,7 @@ def test_exact_optimizers() -> None:
     """Column shards keep per-row state per shard and LAMB's row norms per shard: not the unsharded math."""
     inexact = {k.value: sorted(o.value for o in OptimizerName if not r.is_exact(o)) for k, r in RULES.items()}
     assert inexact == {"table_wise": [], "row_wise": [], "column_wise": ["lamb", "rowwise_adagrad", "rowwise_adam"],
-                       "table_row_wise": [], "data_parallel": []}
+                       "table_row_wise": [], "row_wise_routed": [], "data_parallel": []}
 
 
 def test_problems() -> None:
@@ -76,7 +80,7 @@ def test_problems() -> None:
         "table 't' (data_parallel): ranks must be all 4 ranks, got [0, 1]"]
     assert "span several nodes of 2 ranks" in problems(TablePlacement("table_row_wise", [1, 2]))[0]
     assert "needs local_world_size" in problems(TablePlacement("table_row_wise", [0, 1]), lws=None)[0]
-    assert "only apply to row_wise, column_wise and table_row_wise" in problems(
+    assert "only apply to row_wise, column_wise, table_row_wise and row_wise_routed" in problems(
         TablePlacement("table_wise", [0], [10]))[0]
     assert "must give one size per rank and sum to 8" in problems(TablePlacement("column_wise", [0, 1], [4, 5]))[0]
     assert "unknown sharding type" in problems(TablePlacement("diagonal", [0]))[0]
@@ -99,12 +103,18 @@ def test_candidates() -> None:
     assert RULES[ShardingType.column_wise].candidates(_query(optimizer=OptimizerName.adam)) == ([[0, 2]], [])
     assert RULES[ShardingType.column_wise].candidates(_query(explicit=True, fixed=True)) == ([[0, 1, 2, 3]], [])
     assert RULES[ShardingType.table_row_wise].candidates(_query()) == ([[0, 1], [2, 3]], [])
+    routed = RULES[ShardingType.row_wise_routed]  # as row_wise: the whole pool, every optimizer
+    assert routed.candidates(_query()) == routed.candidates(_query(optimizer=OptimizerName.lamb))
+    assert routed.candidates(_query()) == ([[0, 1, 2, 3]], [])
+    assert routed.candidates(_query(rows=3)) == ([[0, 1, 2]], [])
+    assert routed.candidates(_query(pool=[1], by_load=[1])) == ([], [])
     assert RULES[ShardingType.data_parallel].candidates(_query(rows=100)) == ([[0, 1, 2, 3]], [])
     assert RULES[ShardingType.data_parallel].candidates(_query(explicit=True, pool=[0], by_load=[0])) == (
         [], ["data_parallel needs every rank but the table is pinned to ranks [0]"])
 
 
-# ---- cost terms: the former cost model, verbatim (string comparisons and all), is the reference ---------------------
+# ---- cost terms: the former cost model (string comparisons and all) is the reference; table_row_wise is now costed as
+# the flat all-to-all the runtime runs, row_wise_routed is new -------------------------------------------------------
 def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, batch_size: int) -> tuple:
     from recframe.distributed.planner.cost import (
         GRAD_BYTES,
@@ -113,7 +123,6 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
         OUTPUT_BYTES,
         Traffic,
         _lookup_bytes,
-        _table_row_wise_output,
     )
 
     world, kind, ranks = topo.world_size, placement.sharding_type, list(placement.ranks)
@@ -136,10 +145,12 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
             lookup[r] = _lookup_bytes(t, ids, ids, rows, cols)
             ids_sent = t.ids_per_sample if kind in ("table_wise", "column_wise") else t.ids_per_sample * rows / t.rows
             traffic.every_rank_with([r], big_b * (ids_sent * ID_BYTES + t.num_features * LENGTH_BYTES))
-            if kind != "table_row_wise":
+            if kind == "row_wise_routed":  # one row per id back (and its gradient); the sample's rank pools
+                traffic.every_rank_with([r], 2 * big_b * ids_sent * cols * OUTPUT_BYTES)
+            else:  # table_row_wise too: the runtime's flat all-to-all
                 traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)
-        if kind == "table_row_wise":
-            _table_row_wise_output(traffic, topo, ranks, 2 * big_b * outputs * t.dim * OUTPUT_BYTES)
+        if kind == "row_wise_routed":
+            lookup = [b + 2 * big_b * t.ids_per_sample * t.dim * OUTPUT_BYTES for b in lookup]
     return memory, [b / topo.lookup_bw for b in lookup], traffic.seconds().tolist()
 
 
@@ -169,7 +180,12 @@ def test_cost_terms_equal_the_former_cost_model(kind: ShardingType) -> None:
                           pooled=rng.random() < 0.8)
         placement, batch = _random_placement(kind, topo, t.rows, t.dim, rng), rng.choice([1, 64, 2048])
         cost = option_cost(t, placement, topo, batch)
-        assert (cost.memory, cost.lookup_s, cost.comm_s) == _reference_cost(t, placement, topo, batch)  # bit for bit
+        memory, lookup, comm = _reference_cost(t, placement, topo, batch)
+        if kind == ShardingType.row_wise_routed:  # costed vectorized (the sums in another order)
+            assert cost.memory == memory and cost.lookup_s == pytest.approx(lookup, rel=1e-12)
+            assert cost.comm_s == pytest.approx(comm, rel=1e-12)
+        else:
+            assert (cost.memory, cost.lookup_s, cost.comm_s) == (memory, lookup, comm)  # bit for bit
 
 
 # ---- the layout and the output combination that the engine builds from the rules -------------------------------------
@@ -231,3 +247,18 @@ def test_every_rule_is_used_by_the_layout_counts() -> None:
                             "c": TablePlacement("data_parallel", [0, 1, 2])})
     counts = Counter(s.rank for s in ShardLayout(TABLES, plan, world_size=3).slots())
     assert counts == {0: 2, 1: 2, 2: 3}
+
+
+def test_layout_of_routed_shards() -> None:
+    """Routed shards: their own local collection (one row per id), routed slots, outside the pooled all-to-all."""
+    plan = ShardingPlan(2, {"a": TablePlacement("row_wise_routed", [1, 0], [4, 6]),
+                            "b": TablePlacement("table_wise", [0]), "c": TablePlacement("row_wise_routed", [1])})
+    layout = ShardLayout(TABLES, plan, world_size=2)
+    groups = [[(g.replicated, g.routed, [s.table for s in g.specs]) for g in rank] for rank in layout.groups]
+    assert groups == [[(False, False, ["b"]), (False, True, ["a"])], [(False, True, ["a", "c"])]]
+    assert {t.pooling for rank in layout.groups for g in rank if g.routed for t in g.tables} == {Pooling.none}
+    slots = [(s.rank, layout.feature_names[s.feature], s.row_start, s.row_end, s.routed) for s in layout.slots()]
+    assert slots == [(0, "fb1", 0, 6, False), (0, "fb2", 0, 6, False), (0, "fa", 4, 10, True),
+                     (1, "fa", 0, 4, True), (1, "fc", 0, 8, True)]
+    assert layout.mp_dims() == [4, 0]  # fb1 and fb2 (2 columns each); routed rows travel apart
+    assert layout.output_columns(1) == [4, 5, 6, 7] and layout.partial_mean_features() == []
