@@ -1,4 +1,5 @@
-"""Checkpoints in an S3 bucket of a local S3-compatible server (moto): kill while writing, resume (issue 20).
+"""An S3 bucket of a local S3-compatible server (moto) (issue 20): checkpoints there (kill while writing, resume),
+a tabular run with every path there, a preprocessed Criteo dataset there read by two ranks through one local copy.
 
 Needs two things the default environment does not have, so it is ``slow`` and skips without them:
 
@@ -177,3 +178,33 @@ def test_train_from_a_csv_in_the_bucket_export_and_predict_there(s3: tuple[str, 
     assert any(n.startswith("run2/tb/events.out.tfevents.") for n in names), "TensorBoard wrote to the bucket"
     local = json.loads((tmp_path / "local" / "run" / "metrics.json").read_text())
     assert json.loads((tmp_path / "s3" / "run" / "metrics.json").read_text()) == local
+
+
+def test_two_ranks_train_from_a_preprocessed_dataset_in_the_bucket(s3: tuple[str, dict[str, str]],
+                                                                  tmp_path: Path) -> None:
+    """The endpoint comes from storage.options only; the ranks share one download to storage.cache_dir."""
+    from tests.integration.test_data_urls import SMALL as BINARY
+    from tests.unit.data.test_arrays import write_tsv
+
+    endpoint, env = s3
+    env = {k: v for k, v in env.items() if k != "AWS_ENDPOINT_URL"}
+    write_tsv(tmp_path / "train.txt", 600, seed=3)
+
+    def recframe(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "recframe", *args], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    option = f"storage.options.s3.endpoint_url={endpoint}"
+    for out in ("s3://bucket/bin", str(tmp_path / "bin")):
+        recframe("preprocess", "criteo", "--input", str(tmp_path / "train.txt"), "--output", out, "--workers", "1",
+                 "--quiet", option)
+    assert "bin/feature_map.json" in keys(endpoint, "bin/")
+    common = [*BINARY, "trainer.devices=2", "trainer.enable_progress_bar=false", "checkpoint.every_n_steps=0",
+              f"storage.cache_dir={tmp_path / 'cache'}"]
+    recframe("train", *common, f"data.path={tmp_path / 'bin'}", f"hydra.run.dir={tmp_path / 'local'}")
+    log = recframe("train", *common, "data.path=s3://bucket/bin", f"+{option}", f"hydra.run.dir={tmp_path / 's3'}")
+    assert len(re.findall(r"copied s3://bucket/bin \(4 files", log)) == 1, "one rank downloads, the other waits"
+    local = json.loads((tmp_path / "local" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "s3" / "metrics.json").read_text()) == local
