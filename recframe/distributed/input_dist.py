@@ -13,7 +13,8 @@ One call, for the whole collection (all tables, all features):
    ``id_policy``, as the unsharded collection does), then bucketized into slots, vectorized
    (a stable sort by ``(slot, sample)``: ids keep their order within a bag).
 2. One all-to-all of the lengths (static sizes: ``slots of d * B`` per destination ``d``, plus
-   one header entry saying whether the sender has per-id weights), one of the ids (sizes from
+   one header entry saying whether the sender has per-id weights; a routed slot sends its count
+   alone: ``routed_lengths.py``), one of the ids (sizes from
    the lengths: one host sync), and one of the per-id weights when any rank has weights (a rank
    without weights sends ones, so ranks never disagree on the collectives they call).
 3. The receiver reorders the blocks from ``(source rank, feature)`` to ``(feature, source rank)``,
@@ -53,6 +54,7 @@ from torch import nn
 
 from recframe.distributed.comms import all_to_all_1d, start_all_to_all_1d
 from recframe.distributed.faults import fault_point
+from recframe.distributed.routed_lengths import LengthsPacking
 from recframe.embedding.ids import GroupInput
 from recframe.sparse import KeyedJaggedTensor, ops
 from recframe.vocab import IdPolicy, Pooling
@@ -166,6 +168,7 @@ class InputDist(nn.Module):
         self.any_routed = bool(routed)
         self.register_buffer("routed_slots", torch.tensor(routed, dtype=torch.int64), persistent=False)
         self.register_buffer("is_routed", torch.tensor([s.routed for s in slots], dtype=torch.bool), persistent=False)
+        self._packings: dict[int, LengthsPacking] = {}
 
     def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Route the rank's batch; return this rank's local features for the global batch.
@@ -212,16 +215,22 @@ class InputDist(nn.Module):
             routed = RoutedIds(keys[to_routed] % max(batch, 1), None if weights is None else weights[to_routed],
                                host_counts[world:])
 
-        # 1. lengths, each destination's block led by a "sender has weights" flag.
+        # 1. lengths, each destination's block led by a "sender has weights" flag (a routed slot: its count).
         flag = torch.full((1,), 1 if weights is not None else 0, dtype=torch.int64, device=device)
-        pieces, start = [], 0
-        for count in self.slots_per_rank:
-            pieces += [flag, lengths[start * batch:(start + count) * batch]]
-            start += count
         own = len(self.local_features)
-        recv = all_to_all_1d(torch.cat(pieces), [1 + c * batch for c in self.slots_per_rank],
-                             [1 + own * batch] * world, self.group).view(world, 1 + own * batch)
-        recv_lengths = recv[:, 1:]
+        if self.any_routed:
+            pack = self._packing(batch, device)
+            recv = all_to_all_1d(pack.send(flag, lengths, per_slot), pack.send_splits, pack.recv_splits,
+                                 self.group).view(world, pack.width)
+            recv_lengths = pack.unpack(recv)
+        else:
+            pieces, start = [], 0
+            for count in self.slots_per_rank:
+                pieces += [flag, lengths[start * batch:(start + count) * batch]]
+                start += count
+            recv = all_to_all_1d(torch.cat(pieces), [1 + c * batch for c in self.slots_per_rank],
+                                 [1 + own * batch] * world, self.group).view(world, 1 + own * batch)
+            recv_lengths = recv[:, 1:]
         counts = recv_lengths.reshape(world, own, batch).sum(dim=2)  # [source, local feature]
         host = torch.cat([recv[:, 0], counts.reshape(-1)]).tolist()
         any_weights = any(host[:world])
@@ -238,6 +247,13 @@ class InputDist(nn.Module):
             weights_in_flight = start_all_to_all_1d(send_weights, send_ids, recv_ids, self.group)
         return PendingInput(self.local_features, self.receive_order, batch, world, recv_lengths.reshape(-1),
                             counts_host, (recv_values, values_work), weights_in_flight, routed)
+
+    def _packing(self, batch: int, device: torch.device) -> LengthsPacking:
+        """The lengths all-to-all's layout with routed slots, for local batch size ``batch`` (cached)."""
+        if batch not in self._packings:
+            self._packings[batch] = LengthsPacking(self.slot_rank.tolist(), self.is_routed.tolist(), self.rank,
+                                                   self.world_size, batch, device)
+        return self._packings[batch]
 
     def _bucketize(self, kjt: KeyedJaggedTensor
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:

@@ -61,14 +61,15 @@ def run_case(rank: int, world: int, plan: ShardingPlan, backend: str, opt: str) 
         make_tables(), SparseOptimizer(name=opt), backend=backend).state_dict()["t0.weight"]).abs().max())}
 
 
-def count_all_to_alls(rank: int, world: int) -> tuple[int, int]:
-    """all_to_all_single calls of one weighted forward and its backward, with routed and pooled tables."""
+def count_all_to_alls(rank: int, world: int) -> tuple[int, int, int]:
+    """all_to_all_single calls of one weighted forward and its backward, with routed and pooled tables, and the
+    entries of the first (the lengths)."""
     calls = []
     original = dist.all_to_all_single
 
-    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        calls.append(1)
-        return original(*args, **kwargs)
+    def counting(output, send, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(send.numel())
+        return original(output, send, *args, **kwargs)
 
     torch.manual_seed(0)
     reference = EmbeddingBagCollection(make_tables(), SparseOptimizer(name="sgd"), backend="torch")
@@ -80,7 +81,7 @@ def count_all_to_alls(rank: int, world: int) -> tuple[int, int]:
         values.sum().backward()
     finally:
         dist.all_to_all_single = original
-    return forward, len(calls) - forward
+    return forward, len(calls) - forward, calls[0]
 
 
 def worker(rank: int, world: int) -> dict:
@@ -98,5 +99,7 @@ def test_row_wise_routed_equals_unsharded(tmp_path) -> None:
             where = f"plan {name!r}, {backend}, {opt}, rank {rank}"
             assert max(case["errors"]) < TOL, f"{where}: {case['errors']}"
             assert case["moved"] > 1e-3, f"{where}: training did not move t0"
-        # forward: lengths, ids, weights, pooled output, routed rows; backward: rows, pooled
-        assert result["all_to_alls"] == (5, 2)
+        # forward: lengths, ids, weights, pooled output, routed rows; backward: rows, pooled. The lengths: to
+        # rank 0 a flag, the counts of f0, f1, f5 (routed) and 4 lengths of f3 and of f4; to rank 1 a flag, the
+        # counts of f0, f1, f2, f5 and 4 lengths of f4 (with B lengths a routed slot it would be 42 entries)
+        assert result["all_to_alls"] == (5, 2, (1 + 3 + 2 * BATCH) + (1 + 4 + BATCH))

@@ -25,7 +25,8 @@ bandwidth depending on the peer's node:
   sequence table). For row_wise and table_row_wise these are partial sums: a reduce-scatter, run
   as one flat all-to-all (table_row_wise too: the runtime has no node-level reduce). row_wise_routed
   returns one row per id instead: every rank exchanges ``2 * B * L_s * D * 4`` with each shard, and
-  pools ``B * L`` rows itself (``2 * B * L * D * 4`` bytes read and written at the lookup bandwidth).
+  pools ``B * L`` rows itself (``2 * B * L * D * 4`` bytes read and written at the lookup bandwidth);
+  its input dist sends each shard one int64 id count per feature instead of the ``B`` bag lengths.
   ``2 * 4`` is fp32 both ways: the table's ``output_wire_bytes`` (``sharding.comms``: bf16 or fp16
   sends 2 bytes a value in that direction).
 - data_parallel: no dists; the table's fp32 gradient is all-reduced (reduce-scatter + all-gather):
@@ -58,6 +59,7 @@ from recframe.vocab import OptimizerName, WeightDtype
 
 ID_BYTES = 8  # int64 ids in the input all-to-all
 LENGTH_BYTES = 4  # int32 bag lengths
+COUNT_BYTES = 8  # int64 id count of a routed slot (row_wise_routed sends it instead of the bag lengths)
 OUTPUT_BYTES = 4  # fp32 pooled embeddings and their gradients
 GRAD_BYTES = 4  # fp32 dense gradient of a data_parallel table
 STATE_BYTES = 4  # fp32 optimizer state
@@ -267,11 +269,11 @@ class CostSheet:
             self.memory[rank] = t.shard_bytes(n, t.dim)
             self.lookup[rank] = _lookup_bytes(t, ids, ids, n, t.dim)
         sent_ids = self.batch_size * t.ids_per_sample * share  # ids each rank sends each shard
-        sent = sent_ids * ID_BYTES + self.batch_size * t.num_features * LENGTH_BYTES
-        if routed:
-            sent = sent + sent_ids * t.dim * t.output_wire_bytes
+        if routed:  # one count per slot, not B lengths; one row per id back
+            sent = sent_ids * (ID_BYTES + t.dim * t.output_wire_bytes) + t.num_features * COUNT_BYTES
             self.lookup += 2 * self.batch_size * t.ids_per_sample * t.dim * OUTPUT_BYTES  # pool, and its backward
         else:
+            sent = sent_ids * ID_BYTES + self.batch_size * t.num_features * LENGTH_BYTES
             sent = sent + self.batch_size * self.outputs * t.dim * t.output_wire_bytes
         self.traffic.shards_with_every_rank(ranks, sent.tolist())
 

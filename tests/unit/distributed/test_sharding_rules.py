@@ -144,11 +144,12 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
             memory[r] = t.shard_bytes(rows, cols)
             lookup[r] = _lookup_bytes(t, ids, ids, rows, cols)
             ids_sent = t.ids_per_sample if kind in ("table_wise", "column_wise") else t.ids_per_sample * rows / t.rows
-            traffic.every_rank_with([r], big_b * (ids_sent * ID_BYTES + t.num_features * LENGTH_BYTES))
-            if kind == "row_wise_routed":  # one row per id back (and its gradient); the sample's rank pools
+            if kind == "row_wise_routed":  # ids, one count per feature; one row per id back (and its gradient)
+                traffic.every_rank_with([r], big_b * ids_sent * ID_BYTES + t.num_features * 8)
                 traffic.every_rank_with([r], 2 * big_b * ids_sent * cols * OUTPUT_BYTES)
-            else:  # table_row_wise too: the runtime's flat all-to-all
-                traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)
+                continue
+            traffic.every_rank_with([r], big_b * (ids_sent * ID_BYTES + t.num_features * LENGTH_BYTES))
+            traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)  # table_row_wise too: flat
         if kind == "row_wise_routed":
             lookup = [b + 2 * big_b * t.ids_per_sample * t.dim * OUTPUT_BYTES for b in lookup]
     return memory, [b / topo.lookup_bw for b in lookup], traffic.seconds().tolist()
