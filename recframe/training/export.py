@@ -44,10 +44,28 @@ class ExportWriteError(RecframeError, RuntimeError):
     """The export file could not be written (full disk, no permission, a file where a folder should be)."""
 
 
+def saved_run_config(saved: str | dict[str, Any]) -> DictConfig:
+    """A run config kept in a checkpoint or an export; one saved before ``storage`` existed gets its defaults.
+
+    Args:
+        saved: the config as YAML text or a mapping.
+
+    Example:
+        >>> saved_run_config("seed: 1").storage.cache_dir is None
+        True
+    """
+    from recframe.config.schema import StorageConfig
+
+    cfg = OmegaConf.create(saved)
+    if "storage" not in cfg:  # the data sources read storage.cache_dir
+        cfg.storage = OmegaConf.structured(StorageConfig)
+    return cfg
+
+
 def _model_from_config(config_text: str, backend: str) -> tuple[nn.Module, DictConfig]:
     from recframe.training.builders import build_model
 
-    cfg = OmegaConf.create(config_text)
+    cfg = saved_run_config(config_text)
     cfg.tables.backend = backend
     return build_model(cfg), cfg
 

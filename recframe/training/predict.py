@@ -47,7 +47,7 @@ def load_scorer(path: Path, device: torch.device) -> tuple[Callable[..., torch.T
     """``(dense, values, lengths) -> probabilities`` of an exported model, its run config and its task names."""
     from recframe.serving.package import program_format, read_program
     from recframe.serving.program import ServingModel
-    from recframe.training.export import load_exported
+    from recframe.training.export import load_exported, saved_run_config
 
     try:
         program_format(path)
@@ -61,7 +61,7 @@ def load_scorer(path: Path, device: torch.device) -> tuple[Callable[..., torch.T
     run, meta = read_program(path)
     if device.type != "cpu" and hasattr(run, "to"):
         run = run.to(device)
-    return run, OmegaConf.create(meta["config"]), list(meta.get("tasks", []))
+    return run, saved_run_config(meta["config"]), list(meta.get("tasks", []))
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> None:

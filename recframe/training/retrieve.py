@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from recframe.errors import ConfigError
 
@@ -38,6 +37,7 @@ def retrieve_command(args: list[str]) -> int:
     from recframe.serving.retrieval import select_keys, top_k
     from recframe.training.builders import build_datamodule
     from recframe.training.command_args import command_options
+    from recframe.training.export import saved_run_config
     from recframe.training.files import write_atomic
     from recframe.training.predict import apply_overrides
 
@@ -52,7 +52,7 @@ def retrieve_command(args: list[str]) -> int:
                           "recframe export ckpt=... out=FOLDER format=retrieval")
     user_tower, meta = read_program(folder / "user_tower.pt2")
     items = torch.load(folder / "items.pt", weights_only=True)
-    cfg = OmegaConf.create(meta["config"])
+    cfg = saved_run_config(meta["config"])
     apply_overrides(cfg, overrides)
     if "batch_size" in options:
         cfg.data.batch_size = int(options["batch_size"])
