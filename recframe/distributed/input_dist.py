@@ -345,7 +345,8 @@ class PendingInput:
             weights_work.wait()
         if recv_values.is_cuda:  # started on another stream (the prefetcher's): the allocator must wait for this one
             stream = torch.cuda.current_stream(recv_values.device)
-            for t in (self.recv_lengths, recv_values, recv_weights):
+            routed = (self.routed.samples, self.routed.weights) if self.routed is not None else ()
+            for t in (self.recv_lengths, recv_values, recv_weights, *routed):
                 if t is not None:
                     t.record_stream(stream)
         world, own, batch, counts = self.world, len(self.local_features), self.batch, self.counts
