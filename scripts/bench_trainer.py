@@ -1,18 +1,20 @@
 """Training throughput of `recframe bench` against a bare loop, plain PyTorch and TorchRec, in one run.
 
-Two modes. Without ``--workloads`` (the CPU comparison): every system trains the `dlrm` experiment
-(= torchrec_dlrm.py's defaults) one after the other on this machine, and the script prints a
-markdown table: samples/s, ms per step, the ratio to TorchRec, and recframe's framework overhead
-(Lightning, logging, metrics) as the bare loop's speed over `recframe bench`'s.
+Two modes. Without ``--workloads`` (the CPU comparison, scripts/cpu_side_by_side.py): every system
+trains the `dlrm` experiment (= torchrec_dlrm.py's defaults) on this machine, round-robin ``--rounds``
+times, and the script prints a markdown table: median samples/s and range, ms per step, the ratio to
+TorchRec with the same process count, and recframe's framework overhead (Lightning, logging, metrics)
+as the bare loop's speed over `recframe bench`'s.
 
     python scripts/bench_trainer.py                                   # recframe, bare loop, plain PyTorch
     python scripts/bench_trainer.py --torchrec-venv /tmp/torchrec-venv   # + TorchRec (setup_torchrec_venv.sh)
     python scripts/bench_trainer.py --steps 50 -- tables.backend=torch   # extra recframe overrides after --
-    python scripts/bench_trainer.py --devices 2 --torchrec-venv /tmp/torchrec-venv  # 2 processes each (gloo)
+    python scripts/bench_trainer.py --devices 1 2 --rounds 3 --torchrec-venv /tmp/torchrec-venv \
+        --recframe-variants default bf16=trainer.precision=bf16-mixed  # 1 and 2 processes (gloo), 3 rounds
 
-With ``--devices N`` (N > 1) recframe trains with ``trainer.devices=N`` (sharding from the planner)
-and TorchRec with ``torchrun --nproc_per_node=N``; the bare loop and plain PyTorch are one-process
-anchors and are left out. samples/s counts all ranks.
+With 2 or more processes recframe trains with ``trainer.devices=N`` (sharding from the planner) and
+TorchRec with ``torchrun --nproc_per_node=N``; the bare loop and plain PyTorch are one-process anchors.
+samples/s counts all ranks.
 
 The bare loop builds the very same model, optimizer and synthetic batches from the config and
 steps them with nothing else around: forward, loss, backward (tables update inside), dense step.
@@ -68,6 +70,14 @@ def bench_dir(explicit: Path | None = None) -> Path:
     raise SystemExit(f"bench_trainer: no plain_torch_dlrm.py/torchrec_dlrm.py in {explicit or BENCH_DIRS}")
 
 
+def optional_bench_dir(explicit: Path | None = None) -> Path | None:
+    """:func:`bench_dir`, or None where neither folder holds the anchor scripts."""
+    try:
+        return bench_dir(explicit)
+    except SystemExit:
+        return None
+
+
 def last_json_line(text: str) -> dict:
     lines = [line for line in text.splitlines() if line.startswith("{")]
     if not lines:
@@ -112,42 +122,6 @@ def bare_loop(overrides: list[str], warmup: int, steps: int) -> dict:
     elapsed = time.perf_counter() - start
     return {"system": "bare loop", "samples_per_s": round(steps * batch_size / elapsed, 1),
             "step_ms": round(1000 * elapsed / steps, 2)}
-
-
-def cpu_comparison(args: argparse.Namespace) -> None:
-    """The original mode: the `dlrm` workload, recframe vs bare loop vs plain PyTorch (vs TorchRec)."""
-    py = sys.executable
-    shared = bench_dir(args.bench_dir)
-    rows: list[dict] = []
-    recframe = run([py, "-m", "recframe", "bench", "+experiment=dlrm", f"bench.warmup_steps={args.warmup}",
-                    f"bench.steps={args.steps}", f"trainer.devices={args.devices}", "hydra.run.dir=/tmp/recframe_bench",
-                    *args.overrides])
-    rows.append({**recframe, "system": f"recframe bench ({args.devices} proc)"})
-    if args.devices == 1:
-        rows.append(run([py, __file__, "--bare-loop-only", f"--steps={args.steps}", f"--warmup={args.warmup}", "--",
-                         *args.overrides]))
-        plain = run([py, str(shared / "plain_torch_dlrm.py"), f"--steps={args.steps}"])
-        rows.append({**plain, "system": "plain PyTorch"})
-    if args.torchrec_venv is not None:
-        torchrun = str(args.torchrec_venv / "bin" / "torchrun")
-        script = str(shared / "torchrec_dlrm.py")
-        torchrec = run([torchrun, "--standalone", f"--nproc_per_node={args.devices}", script, f"--steps={args.steps}",
-                        f"--warmup={args.warmup}"])
-        rows.append({**torchrec, "system": f"TorchRec ({args.devices} proc)"})
-
-    import torch
-
-    anchor = next((r["samples_per_s"] for r in rows if r["system"].startswith("TorchRec")), None)
-    print(f"# dlrm workload, batch 2048, {args.steps} timed steps; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {date.today()}")
-    print("| system | samples/s | ms/step | vs TorchRec |")
-    print("|---|---|---|---|")
-    for r in rows:
-        ratio = f"{r['samples_per_s'] / anchor:.2f}x" if anchor else "-"
-        print(f"| {r['system']} | {r['samples_per_s']:,.0f} | {r['step_ms']:.1f} | {ratio} |")
-    if args.devices == 1:
-        overhead = rows[1]["samples_per_s"] / rows[0]["samples_per_s"] - 1
-        print(f"\nframework overhead (bare loop / recframe bench - 1): {100 * overhead:+.1f}%")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,7 +352,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--devices", type=int, default=1, help="processes per system (CPU: gloo; without --workloads)")
+    parser.add_argument("--devices", type=int, nargs="+", default=[1],
+                        help="process counts (CPU: gloo; without --workloads): a row set for each")
+    parser.add_argument("--rounds", type=int, default=1, help="round-robin repetitions (CPU mode; the table: medians)")
     parser.add_argument("--torchrec-venv", type=Path, default=None, help="TorchRec venv (setup_torchrec_venv.sh)")
     parser.add_argument("--bench-dir", type=Path, default=None,
                         help="folder of plain_torch_dlrm.py/torchrec_dlrm.py (default: ../shared/bench, else .bench/)")
@@ -407,7 +383,9 @@ def main() -> None:
     elif args.workloads:
         side_by_side(args)
     else:
-        cpu_comparison(args)
+        from cpu_side_by_side import cpu_comparison  # scripts/ is on sys.path when this file runs as a script
+
+        cpu_comparison(args, Path(__file__).resolve(), optional_bench_dir(args.bench_dir), run, parse_variant)
 
 
 if __name__ == "__main__":
