@@ -95,7 +95,9 @@ class TrainAUC(pl.Callback):
 
         def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
             if torch.is_grad_enabled() and isinstance(output, torch.Tensor):  # training (validation: no_grad)
-                self._logits = output  # (a CUDA graph's static output stays the live one under replays)
+                # detached: holding the autograd graph into the next step breaks a CUDA graph's capture (its
+                # AccumulateGrad nodes stay on the eager stream); a graph's static output stays the live one
+                self._logits = output.detach()
         self._hook = model.register_forward_hook(keep)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Batch,

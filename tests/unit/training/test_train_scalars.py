@@ -64,6 +64,25 @@ def test_lookup_counts_count_rows_and_out_of_range_ids() -> None:
     assert a["out_of_range"] == 0
 
 
+def test_lookup_counts_of_checked_tables_take_the_short_path_and_count_the_same() -> None:
+    """Every key's table id_policy=error: rows are start + id (no folding, no out-of-range count), same counts."""
+    tables = [TableConfig(name="a", num_embeddings=10, embedding_dim=2, feature_names=["f0", "f1"]),
+              TableConfig(name="b", num_embeddings=7, embedding_dim=2, feature_names=["f2"])]
+    counts = LookupCounts(tables, torch.device("cpu"))
+    ids = {"f0": [1, 1, 2], "f1": [9], "f2": [3, 6, 0, 3]}
+    lengths = {"f0": [2, 1], "f1": [0, 1], "f2": [3, 1]}
+    kjt = KeyedJaggedTensor.from_lengths(list(ids), torch.tensor([i for v in ids.values() for i in v]),
+                                         torch.tensor([n for v in lengths.values() for n in v]))
+    counts.update(kjt)
+    with HostReadDetector() as detector:
+        counts.update(kjt)
+    assert not detector.reads, detector.report()
+    assert counts._checked[tuple(ids)]
+    assert counts.of("a").tolist() == [0, 4, 2, 0, 0, 0, 0, 0, 0, 2]
+    assert counts.of("b").tolist() == [2, 0, 0, 4, 0, 0, 2]
+    assert counts.counts[-1] == 0 and counts.stats("b")["out_of_range"] == 0
+
+
 def test_train_auc_update_reads_nothing_on_the_host() -> None:
     auc = WindowAUC(tasks=1)
     auc.update(torch.randn(64), torch.ones(64))
@@ -80,3 +99,18 @@ def test_reliability_image_draws_each_bins_observed_rate() -> None:
     blue = (image == [66, 133, 244]).all(axis=2)
     column_9, column_0 = blue[:, 95], blue[:, 5]
     assert not column_0.any() and 45 <= column_9.sum() <= 52
+
+
+def test_train_auc_keeps_the_logits_without_their_autograd_graph() -> None:
+    """Holding the step's autograd graph into the next step broke the CUDA graph capture of the training step (the
+    previous step's AccumulateGrad nodes stay alive on the eager stream): TrainAUC keeps detached logits."""
+    from types import SimpleNamespace
+
+    from recframe.training.train_scalars import TrainAUC
+
+    model = torch.nn.Linear(3, 1)
+    callback = TrainAUC(["click"])
+    callback.on_fit_start(SimpleNamespace(), SimpleNamespace(model=model))  # type: ignore[arg-type]
+    out = model(torch.randn(4, 3))
+    assert callback._logits is not None and callback._logits.grad_fn is None
+    assert callback._logits.data_ptr() == out.data_ptr()  # the same storage (a graph's static output stays live)
