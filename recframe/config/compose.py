@@ -96,15 +96,18 @@ def _first_of_sweeps(overrides: list[str]) -> list[str]:
 @contextmanager
 def _hydra_context(user_dir: str | None = None) -> Iterator[None]:
     """Hydra set up as ``recframe train`` sets it up: recframe's configs (``pkg://recframe.configs``) behind the
-    user's ``--config-dir`` if given (a ``hydra.searchpath`` override is read by Hydra's composition itself)."""
+    user's ``--config-dir`` if given (a ``hydra.searchpath`` override is read by Hydra's composition itself).
+    A Hydra already set up (``hydra.main``'s) is set aside meanwhile."""
     from hydra import version
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     register_schemas()
     backup = get_gh_backup()
+    GlobalHydra.instance().clear()  # inside hydra.main too (a composition that failed): its Hydra comes back after
     version.setbase("1.3")
     search_path = create_automatic_config_search_path(None, None, CONFIG_SEARCH_PATH)
     if user_dir is not None:  # where hydra.main puts --config-dir: before every other source
@@ -248,8 +251,34 @@ def _try_compose(overrides: list[str], config_name: str) -> tuple[DictConfig | N
         return None, error
 
 
+def command_line_problems(args: list[str]) -> list[Problem]:
+    """The problems of a command line that show without composing: an override that does not parse, a
+    ``--config-dir`` that does not exist (Hydra would stop there, before composing).
+
+    Args:
+        args: the command line after the subcommand (overrides and Hydra flags).
+
+    Example:
+        >>> [p.message for p in command_line_problems(["+experiment=dlrm", "--config-dir", "/nowhere"])]
+        ['no such folder: /nowhere']
+        >>> command_line_problems(["+experiment=dlrm", "trainer.max_steps=5,10", "-m"])
+        []
+    """
+    overrides, help_only = split_command_line(args)
+    if help_only:
+        return []
+    try:
+        _first_of_sweeps(overrides)
+    except Exception as error:  # a syntax error in an override
+        return [Problem(" ".join(overrides), str(error).strip().splitlines()[0])]
+    user_dir = config_dir(args)
+    if user_dir is not None and not os.path.isdir(user_dir):
+        return [Problem("--config-dir", f"no such folder: {os.path.abspath(user_dir)}")]
+    return []
+
+
 def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_name: str = "train",
-                  prepare: Callable[[DictConfig], None] | None = None) -> list[Problem]:
+                  prepare: Callable[[DictConfig], None] | None = None, fails: bool = False) -> list[Problem]:
     """Every problem of a command line's config: composition errors, then semantic checks.
 
     Args:
@@ -259,19 +288,16 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
         config_name: the root config.
         prepare: called with the composed config before the checks (which resolve interpolations that may
             read files): the application applies ``storage.options`` there.
+        fails: the overrides are known not to compose (Hydra's composition of them failed): look for each bad
+            one without composing them all first.
     """
     overrides, help_only = split_command_line(args)
-    if help_only:
-        return []
-    try:
-        overrides = _first_of_sweeps(overrides)
-    except Exception as error:  # a syntax error in an override
-        return [Problem(" ".join(overrides), str(error).strip().splitlines()[0])]
-    user_dir = config_dir(args)
-    if user_dir is not None and not os.path.isdir(user_dir):
-        return [Problem("--config-dir", f"no such folder: {os.path.abspath(user_dir)}")]
-    with _hydra_context(user_dir):
-        cfg, error = _try_compose(overrides, config_name)
+    early = command_line_problems(args)
+    if help_only or early:
+        return early
+    overrides = _first_of_sweeps(overrides)
+    with _hydra_context(config_dir(args)):
+        cfg, error = (None, None) if fails else _try_compose(overrides, config_name)
         if cfg is not None:
             if prepare is not None:
                 prepare(cfg)
@@ -282,14 +308,18 @@ def find_problems(args: list[str], owner_checks: Sequence[Check] = (), config_na
                                                    "." in o.partition("=")[0]))
         kept: list[str] = []
         problems: list[Problem] = []
+        base: DictConfig | None = None  # the composition of kept, once made (each is made once)
         for override in ordered:
             cfg, error = _try_compose([*kept, override], config_name)
-            if error is None:
+            if cfg is not None:
                 kept.append(override)
+                base = cfg
             else:
-                base, _ = _try_compose(kept, config_name)
+                if base is None:
+                    base, _ = _try_compose(kept, config_name)
                 problems.append(_describe(override, error, base))
-        base, error = _try_compose(kept, config_name)
+        if base is None:
+            base, error = _try_compose(kept, config_name)
         if base is None:
             problems.append(Problem(config_name, str(error).strip().splitlines()[0]))
         else:

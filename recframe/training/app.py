@@ -1,7 +1,7 @@
 """``recframe train`` and ``recframe bench``: Hydra entry points that build and run a Trainer.
 
-The command line is checked first (every problem at once, exit code 2, nothing built); then
-Hydra composes the config, makes the run directory and calls the job below.
+Hydra composes the config once per job and recframe checks it (every problem at once, exit code 2,
+nothing built: ``recframe.training.hydra_main``); then Hydra makes the run directory and calls the job below.
 
 Run directory (``hydra.run.dir``, default ``outputs/<date>/<time>``): ``tensorboard/``,
 ``metrics.json`` (final validation over the whole validation set), ``checkpoints/step-N/``
@@ -20,98 +20,33 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from recframe.config.compose import split_command_line
-from recframe.config.problems import format_problems
-from recframe.config.store import CONFIG_SEARCH_PATH, register_schemas
-from recframe.data.resolvers import register_resolvers
-from recframe.errors import DEBUG_ENV, debug_enabled, reported
 from recframe.storage import Location
-from recframe.training.checks import apply_storage_options, find_problems
 from recframe.training.devices import check_devices
-from recframe.training.output import configure_output
+from recframe.training.hydra_main import run_hydra
 
 log = logging.getLogger("recframe")
 
 
-def _run_hydra(args: list[str], job: Callable[[DictConfig], Any], command: str) -> int:
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if run_id and not any(a.startswith("hydra.run.dir=") for a in args):
-        # Under torchrun every rank runs this: they must agree on the run directory.
-        args = [*args, f"hydra.run.dir=outputs/torchrun/{run_id}"]
-    if only_prints(args):  # Hydra prints (help, --cfg, --info, shell completion): nothing is built, read or checked
-        register_resolvers()  # for --resolve
-        if "--hydra-help" in args:  # Hydra composes its help without the primary config: only hydra overrides apply
-            app_overrides = [o for o in split_command_line(args)[0] if not o.lstrip("+~").startswith("hydra")]
-            args = [a for a in args if a not in app_overrides]
-    else:
-        problems = find_problems(args)
-        if problems:
-            print(format_problems(problems, command), file=sys.stderr)
-            return 2
-    import hydra
-
-    from recframe.training.run_names import register_run_name_resolver, sweep_folder_overrides
-
-    register_schemas()
-    register_run_name_resolver()  # sweep folders named by their overrides (configs/train.yaml)
-    args = [*args, *sweep_folder_overrides(args)]  # ... by the swept ones only
-    if debug_enabled(args):
-        os.environ[DEBUG_ENV] = "1"  # hydra.verbose=true: the ranks Lightning starts show tracebacks too
-
-    def reporting_job(cfg: DictConfig) -> Any:
-        from hydra.core.hydra_config import HydraConfig
-
-        with reported(command):  # a RecframeError anywhere in the job (inside trainer.fit too): one message
-            configure_output(cfg, verbose=HydraConfig.get().verbose is True)  # other libraries' INFO lines: log_level
-            apply_storage_options(cfg)  # fsspec options for every URL the job opens
-            return job(cfg)
-
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0], *args]
-    try:
-        hydra.main(config_path=CONFIG_SEARCH_PATH, config_name="train", version_base="1.3")(reporting_job)()
-    finally:
-        sys.argv = saved_argv
-    return 0
-
-
-HYDRA_PRINTS = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc")
-
-
-def only_prints(args: list[str]) -> bool:
-    """Whether Hydra only prints something and runs no job: ``--cfg job|hydra|all``, ``--info``, ``--help``,
-    ``--hydra-help``, shell completion (``-sc install=bash``, the queries of the completion script).
-
-    Example:
-        >>> only_prints(["+experiment=tabular", "--cfg", "job"]), only_prints(["+experiment=dlrm"])
-        (True, False)
-        >>> only_prints(["-sc", "install=bash"]), only_prints(["+experiment=dlrm", "--hydra-help"])
-        (True, True)
-    """
-    return any(a in HYDRA_PRINTS or a.startswith(("--cfg=", "--info=", "--shell-completion=")) for a in args)
-
-
 def train_command(args: list[str]) -> int:
     """``recframe train [overrides]``."""
-    return _run_hydra(args, train_job, "recframe train")
+    return run_hydra(args, train_job, "recframe train")
 
 
 def bench_command(args: list[str]) -> int:
     """``recframe bench [overrides]``."""
-    return _run_hydra(args, bench_job, "recframe bench")
+    return run_hydra(args, bench_job, "recframe bench")
 
 
 def plan_command(args: list[str]) -> int:
     """``recframe plan [overrides]``: print and save the sharding plan (recframe.training.plan_command)."""
     from recframe.training.plan_command import plan_job
 
-    return _run_hydra(args, plan_job, "recframe plan")
+    return run_hydra(args, plan_job, "recframe plan")
 
 
 def _flat_scalars(cfg: DictConfig) -> dict[str, Any]:
@@ -323,7 +258,7 @@ def train_job(cfg: DictConfig) -> float | None:
     best = evaluation_callbacks(cfg)  # the best and last validations; early stopping (recframe.training.best)
     trainer = build_trainer(cfg, run_dir, extra_callbacks=best, resume_step=resume_step)
     log.info("run directory: %s%s", run_dir, f" (resuming from {ckpt}, step {resume_step})" if ckpt else "")
-    try:  # any other RecframeError (data, a checkpoint write: exit 1) is reported by _run_hydra
+    try:  # any other RecframeError (data, a checkpoint write: exit 1) is reported by run_hydra
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     except (CheckpointReadError, UnsafeCheckpointError) as error:
         raise type(error)(f"ckpt_path={cfg.ckpt_path}: {error}") from None

@@ -3,8 +3,9 @@
 ``recframe.config`` checks what the config alone can say and reads no files; the checks that
 need data files are ``recframe.data.checks``'s and those that need the planner (the world size
 a run plans for, a manual plan) are :func:`planner_problems` here, next to the application that
-knows both. ``find_problems`` runs them all on a command line, so ``recframe train`` lists every
-problem at once before anything is built. ``compose_config`` composes a run config with the
+knows both. ``job_problems`` runs them all on the config Hydra composed for a job, so ``recframe train``
+lists every problem at once before anything is built; ``find_problems`` composes a command line itself (where
+Hydra's composition fails: it finds each bad override). ``compose_config`` composes a run config with the
 resolvers that read data files (``${feature_map:DIR,key}``, ``recframe.data.resolvers``).
 
 Example:
@@ -154,12 +155,29 @@ def check_config(cfg: DictConfig) -> list[Problem]:
     return validate(cfg, OWNER_CHECKS)
 
 
-def find_problems(args: list[str], config_name: str = "train") -> list[Problem]:
+def job_problems(cfg: DictConfig, overrides: list[str]) -> list[Problem]:
+    """Every problem of a job's config as Hydra composed it: keys ``+`` added that no schema declares, then
+    :func:`check_config`'s (``recframe train`` checks each job so, ``recframe.training.compose_once``).
+
+    Args:
+        cfg: the job's config (without Hydra's node).
+        overrides: the overrides it was composed with.
+
+    Example:
+        >>> overrides = ["+experiment=dlrm", "+trainer.max_step=5", "trainer.max_steps=-5"]
+        >>> [p.key for p in job_problems(compose_config(overrides), overrides)]
+        ['+trainer.max_step', 'trainer.max_steps']
+    """
+    return compose.added_key_problems(overrides, cfg) + check_config(cfg)
+
+
+def find_problems(args: list[str], config_name: str = "train", fails: bool = False) -> list[Problem]:
     """Every problem of a command line's config: composition errors, then every owner's checks.
 
     Args:
         args: the command line after the subcommand (overrides and Hydra flags).
         config_name: the root config.
+        fails: Hydra's composition of these overrides failed (``recframe.config.compose.find_problems``).
     """
     register_resolvers()
-    return compose.find_problems(args, OWNER_CHECKS, config_name, prepare=apply_storage_options)
+    return compose.find_problems(args, OWNER_CHECKS, config_name, prepare=apply_storage_options, fails=fails)

@@ -23,9 +23,9 @@ log = logging.getLogger("recframe")
 
 def eval_command(args: list[str]) -> int:
     """``recframe eval [overrides]`` (``ckpt_path=`` required)."""
-    from recframe.training.app import _run_hydra
+    from recframe.training.hydra_main import run_hydra
 
-    return _run_hydra(args, eval_job, "recframe eval")
+    return run_hydra(args, eval_job, "recframe eval")
 
 
 def eval_job(cfg: DictConfig) -> dict[str, float]:
