@@ -71,7 +71,7 @@ def planned_world(cfg: DictConfig) -> tuple[int, int]:
     return cfg.world_size, cfg.world_size
 
 
-def _ids_per_feature(cfg: DictConfig) -> dict[str, float]:
+def ids_per_feature(cfg: DictConfig) -> dict[str, float]:
     """Expected ids per sample of each sparse feature: the synthetic data's bag sizes, else 1."""
     sparse = list(cfg.features.sparse)
     counts = list(cfg.data.ids_per_feature) if "ids_per_feature" in cfg.data else [1]
@@ -85,7 +85,7 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
         cfg: the run config.
         tables: the model's tables (None: ``cfg``'s tables).
     """
-    per_feature, default_opt = _ids_per_feature(cfg), sparse_optimizer(cfg)
+    per_feature, default_opt = ids_per_feature(cfg), sparse_optimizer(cfg)
     comms = cfg.sharding.comms  # the pooled all-to-alls' wire formats: fp32 4 bytes a value, bf16 and fp16 2
     wire = sum(4 if CommsDtype(d) == CommsDtype.fp32 else 2 for d in (comms.forward_dtype, comms.backward_dtype))
     out = []

@@ -1,0 +1,253 @@
+"""Step simulator: bytes and time of one training step on every rank, counted from a plan's actual shard layout.
+
+A check of the planner's cost model (``cost.py``), computed another way:
+
+- what it counts comes from the runtime's own bookkeeping: ``ShardLayout`` (the shards, the input
+  all-to-all's slots, the pooled output widths ``mp_dims``), i.e. what ``InputDist``, ``OutputDist``,
+  ``PooledAllToAll`` and ``RoutedOutput`` send, message by message: int64 lengths (a routed slot: one
+  count), int64 ids, pooled outputs forward and their gradients backward (data_parallel gradients go
+  to every replica), routed rows both ways, and DDP's all-reduce of the dense parameters;
+- ids per slot come from the data's id law (``id_law.IdLaw``: Zipf, hot rows first), not an even
+  spread, or from sampled batches routed through the runtime's own bucketing (``sampled_slot_ids``);
+- a replica of a data_parallel table looks up the global batch (as the runtime does), a shard's update
+  touches the expected distinct rows of the global batch;
+- time: each all-to-all takes, per rank, ``max(intra, inter)`` over the link classes of
+  ``max(sent, received) / bandwidth`` plus a latency (full-duplex links, NVLink and the network in
+  parallel); lookups at the profile's lookup bandwidth; dense work at ``3 x FLOPs`` (forward +
+  backward) at the profile's matmul rate; the step waits for the slowest rank at each collective.
+
+Lookup bytes of a shard (the effective-bandwidth formula of ``scripts/bench_embedding.py``, with
+distinct rows for the update): forward ``ids x D_s x w`` (rows read) + ``bags x D_s x 4`` (pooled
+output written; routed: ``ids x D x 4``); backward ``bags x D_s x 4`` (gradient read; routed
+``ids x D x 4``) + ``distinct x 2 x (D_s x w + state)`` (rows and optimizer state read and written).
+A rank with routed tables also pools ``B x L x D`` rows forward and writes their gradients backward.
+
+Example:
+    >>> from recframe.distributed.plan import ShardingPlan, TablePlacement
+    >>> from recframe.embedding.config import TableConfig
+    >>> t = TableConfig(name="t", num_embeddings=100, embedding_dim=4, feature_names=["f"])
+    >>> work = StepWorkload(batch_size=10, ids_per_feature={"f": 1.0}, zipf_exponent=0.0,
+    ...                     optimizers={"t": "sgd"}, dense_flops_per_sample=0.0, dense_parameters=0)
+    >>> counts = count_step([t], ShardingPlan(2, {"t": TablePlacement("table_wise", [1])}), 2, work)
+    >>> counts.phases["input"].sent_intra.tolist()  # to rank 1: a flag, 10 lengths, 10 ids; to rank 0: a flag
+    [168.0, 8.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recframe.distributed.layout import ShardLayout
+from recframe.distributed.plan import ShardingPlan
+from recframe.distributed.planner.cost import STATE_BYTES, STATE_PER_ROW, WEIGHT_BYTES
+from recframe.distributed.planner.id_law import IdLaw
+from recframe.distributed.sharding import rule_for
+from recframe.distributed.sharding.base import Combine
+from recframe.embedding.config import TableConfig
+from recframe.vocab import OptimizerName
+
+INT64 = 8  # ids, lengths, counts and the weights flag travel as int64
+FP32 = 4  # outputs, gradients, dense parameters
+DDP_BUCKET_BYTES = 25 * 2**20  # DDP's default gradient bucket: one all-reduce each
+PHASES = ("input", "output_forward", "routed_forward", "routed_backward", "output_backward", "dense_all_reduce")
+
+
+@dataclass(frozen=True)
+class StepWorkload:
+    """What one step of every rank does, besides the plan.
+
+    Args:
+        batch_size: samples per rank ``B``.
+        ids_per_feature: expected ids per sample of each sparse feature.
+        zipf_exponent: the id law's exponent (``data.zipf_exponent``; 0 uniform).
+        optimizers: each table's sparse optimizer.
+        dense_flops_per_sample: the model's dense forward FLOPs per sample (``recframe.models.flops``).
+        dense_parameters: dense parameters (all-reduced by DDP in fp32 each step).
+        forward_wire_bytes: bytes of a pooled output value or routed row value on the wire (fp32 4, bf16 2).
+        backward_wire_bytes: the same for their gradients.
+    """
+
+    batch_size: int
+    ids_per_feature: dict[str, float]
+    zipf_exponent: float
+    optimizers: dict[str, OptimizerName]
+    dense_flops_per_sample: float
+    dense_parameters: int
+    forward_wire_bytes: int = FP32
+    backward_wire_bytes: int = FP32
+
+
+@dataclass
+class LinkBytes:
+    """Bytes each rank sends and receives in one phase, by link class (numpy, one entry a rank).
+
+    Args:
+        sent_intra: sent to ranks of its node.
+        sent_inter: sent to other nodes.
+        recv_intra: received from ranks of its node.
+        recv_inter: received from other nodes.
+        collectives: collectives the phase issues (each pays the profile's latency).
+    """
+
+    sent_intra: np.ndarray
+    sent_inter: np.ndarray
+    recv_intra: np.ndarray
+    recv_inter: np.ndarray
+    collectives: int = 1
+
+
+class Links:
+    """The ranks' nodes, and the two shapes of all-to-all a step is made of (vectorized over ranks).
+
+    Args:
+        world_size: ranks.
+        local_world_size: ranks per node (rank ``r`` on node ``r // local_world_size``).
+
+    Example:
+        >>> links = Links(4, 2)
+        >>> links.to_each(np.array([1.0, 2.0, 3.0, 4.0])).sent_inter.tolist()  # every rank sends v[d] to rank d
+        [7.0, 7.0, 3.0, 3.0]
+    """
+
+    def __init__(self, world_size: int, local_world_size: int) -> None:
+        self.world = world_size
+        self.node = np.arange(world_size) // local_world_size
+        self.node_size = np.bincount(self.node)[self.node].astype(np.float64)
+
+    def _node_sum(self, v: np.ndarray) -> np.ndarray:
+        return np.bincount(self.node, weights=v)[self.node]
+
+    def to_each(self, v: np.ndarray, collectives: int = 1) -> LinkBytes:
+        """Every rank sends ``v[d]`` bytes to each other rank ``d`` (the same from every sender).
+
+        Args:
+            v: bytes per destination.
+            collectives: collectives this takes.
+        """
+        same = self._node_sum(v)
+        return LinkBytes(same - v, v.sum() - same, (self.node_size - 1) * v, (self.world - self.node_size) * v,
+                         collectives)
+
+    def from_each(self, u: np.ndarray, collectives: int = 1) -> LinkBytes:
+        """Every rank ``s`` sends ``u[s]`` bytes to each other rank (the same to every receiver).
+
+        Args:
+            u: bytes per sender.
+            collectives: collectives this takes.
+        """
+        same = self._node_sum(u)
+        return LinkBytes((self.node_size - 1) * u, (self.world - self.node_size) * u, same - u, u.sum() - same,
+                         collectives)
+
+
+@dataclass
+class StepCounts:
+    """What a step moves on every rank.
+
+    Args:
+        world_size: ranks.
+        local_world_size: ranks per node.
+        lookup_forward: bytes of rows read and outputs written by each rank's forward lookups.
+        lookup_backward: bytes of gradients read and rows and state updated by each rank's backward.
+        phases: the communication phases (``PHASES``), bytes by link class.
+        dense_flops: each rank's dense FLOPs (forward + backward).
+    """
+
+    world_size: int
+    local_world_size: int
+    lookup_forward: np.ndarray
+    lookup_backward: np.ndarray
+    phases: dict[str, LinkBytes]
+    dense_flops: float
+
+
+def expected_slot_ids(layout: ShardLayout, work: StepWorkload, law: IdLaw) -> np.ndarray:
+    """Expected ids one rank sends to each slot of ``layout.slots()`` in a step (the id law's mass of its rows).
+
+    Args:
+        layout: the shard layout.
+        work: the step's workload.
+        law: the id law.
+    """
+    rows = {f: t.num_embeddings for t in layout.tables for f in t.feature_names}
+    slots = layout.slots()
+    out = np.empty(len(slots))
+    for i, s in enumerate(slots):
+        feature = layout.feature_names[s.feature]
+        share = law.mass(rows[feature], [s.row_start], [s.row_end])[0] if s.row_split else 1.0
+        out[i] = work.batch_size * work.ids_per_feature[feature] * share
+    return out
+
+
+def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: int, work: StepWorkload,
+               slot_ids: np.ndarray | None = None) -> StepCounts:
+    """Bytes of every rank's lookups and messages in one step of ``plan``.
+
+    Args:
+        tables: the model's tables.
+        plan: the placement of every table.
+        local_world_size: ranks per node.
+        work: the step's workload.
+        slot_ids: ids one rank sends to each slot (``layout.slots()`` order); None: ``expected_slot_ids``.
+    """
+    world, batch, law = plan.world_size, work.batch_size, IdLaw(work.zipf_exponent)
+    layout = ShardLayout(tables, plan, world)
+    links = Links(world, local_world_size)
+    slots = layout.slots()
+    ids = expected_slot_ids(layout, work, law) if slot_ids is None else np.asarray(slot_ids, dtype=np.float64)
+    dims = np.array([layout.feature_dims[s.feature] for s in slots], dtype=np.float64)
+    rank = np.array([s.rank for s in slots], dtype=np.int64)
+    routed = np.array([s.routed for s in slots], dtype=bool)
+    per_dest = np.full(world, float(INT64))  # the "sender has weights" flag
+    per_dest += np.bincount(rank, weights=ids * INT64 + np.where(routed, INT64, batch * INT64), minlength=world)
+    rows_back = np.bincount(rank, weights=np.where(routed, ids * dims, 0.0), minlength=world)
+    mp = np.asarray(layout.mp_dims(), dtype=np.float64)
+    dp_dim = sum(t.embedding_dim * len(t.feature_names) for t in tables
+                 if plan.tables[t.name].rule.combine == Combine.replica)
+    buckets = max(1, -(-work.dense_parameters * FP32 // DDP_BUCKET_BYTES))
+    ring = 2.0 * (world - 1) / world * work.dense_parameters * FP32
+    ring_bytes, zeros = np.full(world, ring), np.zeros(world)
+    intra, inter = (ring_bytes, zeros) if world <= local_world_size else (zeros, ring_bytes)
+    phases = {
+        "input": links.to_each(per_dest, collectives=2),
+        "output_forward": links.from_each(batch * mp * work.forward_wire_bytes),
+        "routed_forward": links.from_each(rows_back * work.forward_wire_bytes, collectives=int(routed.any())),
+        "routed_backward": links.to_each(rows_back * work.backward_wire_bytes, collectives=int(routed.any())),
+        "output_backward": links.to_each(batch * (mp + dp_dim) * work.backward_wire_bytes),
+        "dense_all_reduce": LinkBytes(intra, inter, intra, inter, collectives=buckets if world > 1 else 0),
+    }
+    forward, backward = _lookup_bytes(tables, plan, layout, work, law)
+    return StepCounts(world, local_world_size, forward, backward, phases,
+                      3.0 * work.dense_flops_per_sample * batch)
+
+
+def _lookup_bytes(tables: list[TableConfig], plan: ShardingPlan, layout: ShardLayout, work: StepWorkload,
+                  law: IdLaw) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward lookup bytes of every rank (see the module docstring)."""
+    world, batch = plan.world_size, work.batch_size
+    forward, backward = np.zeros(world), np.zeros(world)
+    for t in tables:
+        rule = rule_for(plan.tables[t.name].sharding_type)
+        specs = layout.shards[t.name]
+        ids_per_sample = sum(work.ids_per_feature[f] for f in t.feature_names)
+        draws = world * batch * ids_per_sample  # the global batch's ids of this table
+        ranks = np.array([s.rank for s in specs])
+        cols = np.array([s.col_end - s.col_start for s in specs], dtype=np.float64)
+        starts, ends = [s.row_start for s in specs], [s.row_end for s in specs]
+        share = law.mass(t.num_embeddings, starts, ends) if rule.row_split else np.ones(len(specs))
+        distinct = law.expected_unique(t.num_embeddings, starts, ends, draws)
+        ids = draws * share
+        w = WEIGHT_BYTES[t.weight_dtype]
+        state = np.array([STATE_PER_ROW[work.optimizers[t.name]](int(c)) for c in cols]) * STATE_BYTES
+        update = distinct * 2 * (cols * w + state)
+        if rule.combine == Combine.pool:  # one row per id back; the sample's rank pools them
+            out = ids * cols * FP32
+            forward += batch * ids_per_sample * t.embedding_dim * FP32
+            backward += batch * ids_per_sample * t.embedding_dim * FP32
+        else:
+            out = world * batch * len(t.feature_names) * cols * FP32
+        np.add.at(forward, ranks, ids * cols * w + out)
+        np.add.at(backward, ranks, out + update)
+    return forward, backward

@@ -1,0 +1,147 @@
+"""Device profiles and the step simulator's time model: a ``StepCounts`` (``simulate.py``) to milliseconds per rank.
+
+Per rank and phase: an all-to-all takes ``max(intra, inter)`` of ``max(sent, received) / bandwidth`` per link
+class (full-duplex links; NVLink and the network work at once) plus ``latency x collectives``; lookups
+take their bytes at ``lookup_gbps``; dense work its FLOPs at ``matmul_tflops``. The step is
+synchronous: each phase lasts as long as its slowest rank, and the step is the sum of the phases plus
+``step_overhead_ms`` (launches and framework work that no byte or FLOP count sees).
+
+Profiles (``PROFILES``; every rate is per rank, GB = 1e9 bytes):
+
+- ``h100``/``h200``: lookups at the effective bandwidth of recframe's triton kernel on MLPerf's tables
+  capped at 4M rows (BENCHMARKS.md: 1,974 GB/s on an H100, 2,305 on an H200); NVLink all-to-all 300
+  GB/s and 40 GB/s between nodes (a 400 Gb/s NIC per GPU) each way, 30 us a collective; matmuls at ~75%
+  of the dense peak: fp32 50, tf32 370, bf16 740 TFLOP/s (``-tf32``, ``-bf16`` profiles); the per-step
+  overhead is fitted on one measured step (S fp32 on an H200: 2.26 ms measured, 0.27 ms of bytes and FLOPs).
+- ``cpu``: the 2-core development VM, measured 2026-12-07 (``scripts/measure_cpu_profile.py``,
+  ``scripts/bench_embedding.py --devices cpu --shapes S --optimizer rowwise_adagrad --backend fbgemm``):
+  sgemm 175 GFLOP/s, fbgemm lookups 2.5 GB/s, gloo all-to-all 0.79 GB/s and 0.32 ms between two local
+  processes; the node's ranks share the host (its compute rates are divided among them); overhead fitted
+  on one measured 1-process step of ``dlrm``.
+
+Example:
+    >>> from recframe.distributed.planner.simulate import LinkBytes
+    >>> import numpy as np
+    >>> one = np.array([1e9, 0.0])
+    >>> counts = StepCounts(2, 2, np.zeros(2), np.zeros(2), {"input": LinkBytes(one, 0 * one, one, 0 * one)}, 0.0)
+    >>> times = step_times(counts, DeviceProfile("x", 1.0, 100.0, 10.0, 1.0, 0.0, 0.0))
+    >>> times.rank_ms.tolist(), times.step_ms  # 1 GB sent and received at 100 GB/s: 10 ms on rank 0
+    ([10.0, 0.0], 10.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from recframe.distributed.planner.simulate import PHASES, StepCounts
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """The rates of one kind of rank (see the module docstring for where each default comes from).
+
+    Args:
+        name: the profile's name.
+        lookup_gbps: GB/s of embedding rows read and written (effective, as ``scripts/bench_embedding.py`` counts).
+        intra_node_gbps: all-to-all GB/s each way per rank inside a node.
+        inter_node_gbps: all-to-all GB/s each way per rank between nodes.
+        matmul_tflops: dense TFLOP/s of the model's products.
+        latency_us: microseconds per collective.
+        step_overhead_ms: fixed milliseconds per step (launches, framework).
+        shares_host: the ranks of a node share one host's cores (CPU processes): compute rates are divided among
+            them.
+    """
+
+    name: str
+    lookup_gbps: float
+    intra_node_gbps: float
+    inter_node_gbps: float
+    matmul_tflops: float
+    latency_us: float
+    step_overhead_ms: float
+    shares_host: bool = False
+
+    def replace(self, **changes: float | str | bool) -> DeviceProfile:
+        """A copy with some fields changed (command-line overrides).
+
+        Args:
+            changes: field name -> value.
+        """
+        return dataclasses.replace(self, **changes)
+
+
+_H100 = DeviceProfile("h100", lookup_gbps=1974.0, intra_node_gbps=300.0, inter_node_gbps=40.0, matmul_tflops=50.0,
+                      latency_us=30.0, step_overhead_ms=1.99)
+_H200 = _H100.replace(name="h200", lookup_gbps=2305.0)
+PROFILES = {p.name: p for p in (
+    _H100, _H100.replace(name="h100-tf32", matmul_tflops=370.0), _H100.replace(name="h100-bf16", matmul_tflops=740.0),
+    _H200, _H200.replace(name="h200-tf32", matmul_tflops=370.0), _H200.replace(name="h200-bf16", matmul_tflops=740.0),
+    DeviceProfile("cpu", lookup_gbps=2.5, intra_node_gbps=0.79, inter_node_gbps=0.79, matmul_tflops=0.175,
+                  latency_us=321.0, step_overhead_ms=0.0, shares_host=True),
+)}
+
+
+@dataclass
+class StepTimes:
+    """Milliseconds of one step.
+
+    Args:
+        phase_ms: per phase (``lookup_forward``, ``lookup_backward``, ``dense`` and ``simulate.PHASES``), per rank.
+        rank_ms: each rank's own total (its phases, the overhead included; no waiting).
+        step_ms: the synchronous step: the slowest rank of every phase, summed, plus the overhead.
+        overhead_ms: the profile's fixed per-step milliseconds.
+    """
+
+    phase_ms: dict[str, np.ndarray]
+    rank_ms: np.ndarray
+    step_ms: float
+    overhead_ms: float
+
+    @property
+    def max_ms(self) -> float:
+        return float(self.rank_ms.max())
+
+    @property
+    def mean_ms(self) -> float:
+        return float(self.rank_ms.mean())
+
+    def comm_ms(self, link: str) -> np.ndarray:
+        """Per rank milliseconds of all-to-all phases on one link class (``intra`` or ``inter``), latency excluded.
+
+        Args:
+            link: ``intra`` or ``inter``.
+        """
+        return sum((self.phase_ms[f"{p}_{link}"] for p in PHASES), np.zeros_like(self.rank_ms))
+
+
+def step_times(counts: StepCounts, profile: DeviceProfile) -> StepTimes:
+    """The time model (module docstring) applied to ``counts``.
+
+    Args:
+        counts: the step's bytes and FLOPs per rank.
+        profile: the ranks' rates.
+    """
+    share = counts.local_world_size if profile.shares_host else 1
+    share = min(share, counts.world_size)
+    lookup_rate = profile.lookup_gbps * GB / share
+    world = counts.world_size
+    phase_ms: dict[str, np.ndarray] = {
+        "lookup_forward": counts.lookup_forward / lookup_rate * 1e3,
+        "lookup_backward": counts.lookup_backward / lookup_rate * 1e3,
+        "dense": np.full(world, counts.dense_flops / (profile.matmul_tflops * 1e12 / share) * 1e3),
+    }
+    for name, link in counts.phases.items():
+        intra = np.maximum(link.sent_intra, link.recv_intra) / (profile.intra_node_gbps * GB) * 1e3
+        inter = np.maximum(link.sent_inter, link.recv_inter) / (profile.inter_node_gbps * GB) * 1e3
+        latency = profile.latency_us * 1e-3 * link.collectives if world > 1 else 0.0
+        phase_ms[name] = np.maximum(intra, inter) + latency
+        phase_ms[f"{name}_intra"], phase_ms[f"{name}_inter"] = intra, inter
+    timed = ["lookup_forward", "lookup_backward", "dense", *counts.phases]
+    rank_ms = sum((phase_ms[p] for p in timed), np.zeros(world)) + profile.step_overhead_ms
+    step_ms = sum(float(phase_ms[p].max()) for p in timed) + profile.step_overhead_ms
+    return StepTimes(phase_ms, rank_ms, step_ms, profile.step_overhead_ms)

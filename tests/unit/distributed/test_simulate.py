@@ -1,0 +1,146 @@
+"""The step simulator (issue 24): bytes counted by hand on tiny plans, the id law against the synthetic data, the
+expected ids per slot against the runtime's own routing of a real batch, and the time model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recframe.data.synthetic import SyntheticConfig, SyntheticCriteo
+from recframe.data.synthetic_hash import zipf_ids
+from recframe.distributed.input_dist import InputDist
+from recframe.distributed.layout import ShardLayout
+from recframe.distributed.plan import ShardingPlan, TablePlacement
+from recframe.distributed.planner.id_law import IdLaw
+from recframe.distributed.planner.simulate import StepWorkload, count_step, expected_slot_ids
+from recframe.distributed.planner.step_time import DeviceProfile, step_times
+from recframe.embedding.config import TableConfig
+
+
+def _table(name: str, rows: int, dim: int) -> TableConfig:
+    return TableConfig(name=name, num_embeddings=rows, embedding_dim=dim, feature_names=[f"f{name}"])
+
+
+def _work(ids: dict[str, float], batch: int = 10, zipf: float = 0.0, flops: float = 0.0,
+          params: int = 0) -> StepWorkload:
+    return StepWorkload(batch_size=batch, ids_per_feature=ids, zipf_exponent=zipf,
+                        optimizers={f[1:]: "sgd" for f in ids}, dense_flops_per_sample=flops, dense_parameters=params)
+
+
+def test_table_wise_and_row_wise_bytes_by_hand() -> None:
+    """2 ranks, B = 10, uniform ids, sgd: table a (100 x 4, 1 id) table_wise on rank 1, table b (100 x 4, 2 ids)
+    row_wise 50/50 on ranks 0 and 1."""
+    tables = [_table("a", 100, 4), _table("b", 100, 4)]
+    plan = ShardingPlan(2, {"a": TablePlacement("table_wise", [1]), "b": TablePlacement("row_wise", [0, 1])})
+    counts = count_step(tables, plan, 2, _work({"fa": 1.0, "fb": 2.0}))
+    # input: to rank 0 a flag (8) + b's lengths (10 x 8) + its ids (10 x 2 x 1/2 x 8) = 168; to rank 1 a flag,
+    # a's lengths and 10 ids (160) and b's lengths and 10 ids (160) = 328
+    inp = counts.phases["input"]
+    assert inp.sent_intra.tolist() == pytest.approx([328.0, 168.0])
+    assert inp.recv_intra.tolist() == pytest.approx([168.0, 328.0])
+    assert inp.sent_inter.tolist() == pytest.approx([0.0, 0.0]) and inp.collectives == 2
+    # pooled outputs: rank 0 holds 4 columns (b's shard), rank 1 8 (a, b's shard): B x columns x 4 bytes
+    assert counts.phases["output_forward"].sent_intra.tolist() == pytest.approx([160.0, 320.0])
+    assert counts.phases["output_backward"].sent_intra.tolist() == pytest.approx([320.0, 160.0])
+    # lookups, global batch 20: a looks up 20 rows (20 x 16 bytes) and writes 20 pooled rows (20 x 16); backward
+    # reads 20 gradient rows and reads + writes 100 (1 - e^-0.2) distinct rows (16 bytes, no sgd state)
+    # b: each shard gets 20 of the 40 ids: the same forward; 50 (1 - e^-0.4) distinct rows of its 50
+    a_back = 320 + 100 * (1 - math.exp(-0.2)) * 32
+    b_back = 320 + 50 * (1 - math.exp(-0.4)) * 32
+    assert counts.lookup_forward.tolist() == pytest.approx([640.0, 1280.0])
+    np.testing.assert_allclose(counts.lookup_backward, [b_back, a_back + b_back], rtol=1e-4)
+
+
+def test_data_parallel_and_routed_bytes_by_hand() -> None:
+    """Every id of a data_parallel table goes to every replica, which looks up the global batch, and each rank's
+    gradient goes to every replica; a routed shard gets one count (not B lengths) and returns one row per id."""
+    tables = [_table("c", 10, 2), _table("r", 100, 4)]
+    plan = ShardingPlan(2, {"c": TablePlacement("data_parallel", [0, 1]),
+                            "r": TablePlacement("row_wise_routed", [0, 1])})
+    counts = count_step(tables, plan, 2, _work({"fc": 1.0, "fr": 1.0}))
+    # to each rank: flag 8 + c's lengths 80 + c's 10 ids 80 + r's count 8 + r's 5 ids 40
+    assert counts.phases["input"].sent_intra.tolist() == pytest.approx([216.0, 216.0])
+    assert counts.phases["output_forward"].sent_intra.tolist() == pytest.approx([0.0, 0.0])
+    assert counts.phases["output_backward"].sent_intra.tolist() == pytest.approx([80.0, 80.0])  # B x 2 dp columns x 4
+    assert counts.phases["routed_forward"].sent_intra.tolist() == pytest.approx([80.0, 80.0])  # 5 rows x 4 x 4 bytes
+    assert counts.phases["routed_backward"].recv_intra.tolist() == pytest.approx([80.0, 80.0])
+    # c: 20 ids x 8 bytes read + 20 bags x 8 written; r: 10 ids read (16 bytes) + 10 rows out, and the rank pools
+    # its 10 samples' rows (10 x 16)
+    assert counts.lookup_forward.tolist() == pytest.approx([320.0 + 320.0 + 160.0] * 2)
+
+
+def test_nodes_split_the_traffic_by_link_class() -> None:
+    """4 ranks, 2 a node, a table_wise table on rank 0: ranks 1 (same node) and 2, 3 (the other) send it ids."""
+    plan = ShardingPlan(4, {"a": TablePlacement("table_wise", [0])})
+    inp = count_step([_table("a", 100, 4)], plan, 2, _work({"fa": 1.0})).phases["input"]
+    to_owner = 8 + 80 + 80
+    assert inp.recv_intra[0] == to_owner and inp.recv_inter[0] == 2 * to_owner
+    # ranks 0 and 1 send the other node's two ranks a flag each; ranks 2 and 3 send the owner its ids and rank 1 a flag
+    assert inp.sent_inter.tolist() == pytest.approx([16.0, 16.0, to_owner + 8, to_owner + 8])
+
+
+def test_the_id_law_is_the_synthetic_data_s() -> None:
+    """Shares of ids per block and distinct rows match ids drawn by the synthetic generator's Zipf law."""
+    u = np.random.default_rng(0).random(400_000)
+    for exponent, rows in ((0.0, 1000), (1.05, 100_000), (1.0, 5000)):
+        ids = zipf_ids(u, rows, exponent)
+        law = IdLaw(exponent)
+        edges = [0, 1, 10, rows // 3, rows]
+        sampled = np.histogram(ids, bins=edges)[0] / len(ids)
+        np.testing.assert_allclose(law.mass(rows, edges[:-1], edges[1:]), sampled, atol=3e-3)
+        few = ids[:5000]
+        expected = law.expected_unique(rows, [0, rows // 3], [rows // 3, rows], 5000)
+        got = [len(np.unique(few[few < rows // 3])), len(np.unique(few[few >= rows // 3]))]
+        np.testing.assert_allclose(expected, got, rtol=0.05, atol=5)
+
+
+@pytest.mark.parametrize("kind", ["row_wise", "table_row_wise", "row_wise_routed", "column_wise", "data_parallel"])
+def test_expected_ids_per_slot_match_the_runtime_s_routing(kind: str) -> None:
+    """The ids the simulator expects in each slot equal the runtime's bucketing (InputDist) of real synthetic
+    batches (Zipf 1.05), within sampling noise."""
+    tables = [TableConfig(name="t", num_embeddings=5000, embedding_dim=8, feature_names=["x", "y"]),
+              _table("u", 300, 8)]
+    ranks = [0, 1] if kind == "table_row_wise" else [0, 1, 2, 3]
+    plan = ShardingPlan(4, {"t": TablePlacement(kind, ranks if kind != "data_parallel" else [0, 1, 2, 3]),
+                            "u": TablePlacement("table_wise", [2])})
+    work = _work({"x": 3.0, "y": 1.0, "fu": 2.0}, batch=4096, zipf=1.05)
+    layout = ShardLayout(tables, plan, 4)
+    slots = layout.slots()
+    own = sum(1 for s in slots if s.rank == 0)
+    route = InputDist(layout.feature_names, ["t", "t", "u"], [5000, 5000, 300], ["error"] * 3, slots, 4, 0, None,
+                      check_ids=False, receive_order=list(range(own)))
+    gen = SyntheticCriteo(SyntheticConfig(num_dense_features=0, table_sizes=(5000, 5000, 300),
+                                          ids_per_feature=(3, 1, 2), zipf_exponent=1.05,
+                                          sparse_names=("x", "y", "fu")), seed=0)
+    _, _, lengths, _ = route._bucketize(gen.batch(index=0, batch_size=4096).sparse_features)
+    sampled = lengths.view(len(slots), 4096).sum(dim=1).double().numpy()
+    np.testing.assert_allclose(expected_slot_ids(layout, work, IdLaw(1.05)), sampled, rtol=0.05, atol=40)
+    assert torch.is_tensor(lengths)
+
+
+def test_step_time_is_synchronous_and_hosts_share_their_cores() -> None:
+    """Each phase lasts as long as its slowest rank; CPU ranks of one node divide the compute rates; one rank pays no
+    collective latency."""
+    tables = [_table("a", 100, 4), _table("b", 100, 4)]
+    plan = ShardingPlan(2, {"a": TablePlacement("table_wise", [1]), "b": TablePlacement("table_wise", [1])})
+    counts = count_step(tables, plan, 2, _work({"fa": 1.0, "fb": 1.0}, flops=1e6, params=1000))
+    profile = DeviceProfile("t", lookup_gbps=1e-6, intra_node_gbps=1e-6, inter_node_gbps=1e-6, matmul_tflops=1e-3,
+                            latency_us=100.0, step_overhead_ms=1.0)
+    times = step_times(counts, profile)
+    assert times.phase_ms["lookup_forward"][0] == 0.0 and times.phase_ms["lookup_forward"][1] > 0
+    assert times.phase_ms["dense"].tolist() == pytest.approx([30.0, 30.0])  # 3 x 1e6 x 10 FLOPs at 1e9 FLOP/s
+    timed = [m for name, m in times.phase_ms.items() if not name.endswith(("_intra", "_inter"))]
+    assert times.step_ms == pytest.approx(sum(m.max() for m in timed) + 1.0)  # every phase waits for its slowest rank
+    assert times.step_ms >= times.max_ms > times.mean_ms  # rank 0 waits for rank 1's lookups
+    # at 1,000 bytes/s a byte takes 1 ms; 2 collectives of 0.1 ms
+    assert times.phase_ms["input"][0] == pytest.approx(max(counts.phases["input"].sent_intra[0],
+                                                           counts.phases["input"].recv_intra[0]) + 0.2)
+    shared = step_times(counts, profile.replace(shares_host=True))
+    assert shared.phase_ms["dense"].tolist() == pytest.approx([60.0, 60.0])
+    alone = step_times(count_step(tables, ShardingPlan(1, {"a": TablePlacement("table_wise", [0]),
+                                                          "b": TablePlacement("table_wise", [0])}), 1,
+                                  _work({"fa": 1.0, "fb": 1.0})), profile)
+    assert alone.phase_ms["input"].tolist() == [0.0] and alone.phase_ms["dense_all_reduce"].tolist() == [0.0]
