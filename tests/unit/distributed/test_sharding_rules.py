@@ -242,6 +242,25 @@ def test_output_of_a_permutation_and_of_the_identity() -> None:
     assert OutputDist(ShardLayout(tables, same, world_size=2), 1, None, torch.device("cpu"), 1.0).identity
 
 
+def test_a_permutation_of_whole_features_moves_blocks_and_equals_the_column_gather() -> None:
+    """Table-wise features of one dim swapped between ranks: the block path (features of D columns at a time) gives
+    the column-by-column gather's values and gradients."""
+    tables = [TableConfig(name=n, num_embeddings=5, embedding_dim=4, feature_names=[f"f{n}"]) for n in "abc"]
+    plan = ShardingPlan(2, {"a": TablePlacement("table_wise", [1]), "b": TablePlacement("table_wise", [0]),
+                            "c": TablePlacement("table_wise", [1])})
+    out = OutputDist(ShardLayout(tables, plan, world_size=2), 0, None, torch.device("cpu"), 1.0)
+    assert out.permutation and not out.identity and out._block == 4 and out._block_gather is not None
+    wide = torch.randn(3, 12, requires_grad=True)
+    values = out.combine(wide, torch.ones(9, dtype=torch.int64))
+    reference = wide.index_select(1, out._gather)
+    assert torch.equal(values, reference)
+    weights = torch.randn(3, 12)
+    (grad,) = torch.autograd.grad((values * weights).sum(), wide)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), wide)
+    assert torch.equal(grad, expected)
+    assert out.combine(torch.zeros(0, 12), torch.zeros(0, dtype=torch.int64)).shape == (0, 12)
+
+
 def test_every_rule_is_used_by_the_layout_counts() -> None:
     """Each row-split shard gets one slot per feature on its rank only; replicated ones one per rank."""
     plan = ShardingPlan(3, {"a": TablePlacement("table_row_wise", [0, 1]), "b": TablePlacement("table_wise", [2]),
