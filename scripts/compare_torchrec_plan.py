@@ -6,10 +6,13 @@ Usage:
 
 For each world size (8 ranks a node): recframe's ``make_plan`` (timed), then TorchRec's
 EmbeddingShardingPlanner in the TorchRec venv (``scripts/torchrec_plan.py``, timed by TorchRec's own
-``plan()`` call and killed after ``--timeout`` seconds), its plan converted
+``plan()`` call and killed after ``--timeout`` seconds; ``--reuse`` reads the plans an earlier run left in
+``--out-dir``), its plan converted
 (``recframe.distributed.planner.torchrec_plan.from_torchrec``) and both scored: the simulator's synchronous
-step, the max, mean and max/mean of each rank's own simulated time, and the cost model's max, mean and
-max/mean. The sharding types each planner chose are listed under the table.
+step, the max, mean and max/mean of each rank's own simulated time (data_parallel as recframe's runtime
+runs it, ids and gradients to every replica), the step and max/mean with data_parallel as TorchRec runs it
+(a dense gradient all-reduce), and the cost model's max, mean and max/mean. The sharding types each planner
+chose are listed under the table.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from recframe.training.planning import ids_per_feature, make_plan
 from recframe.training.simulation import score_plan, step_workload
 
 SCRIPT = Path(__file__).resolve().parent / "torchrec_plan.py"
-HEADER = ("| ranks | planner | plan s | simulated step ms | rank max ms | rank mean ms | max/mean | cost model max ms "
-          "| cost model mean ms | cost model max/mean |\n|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| ranks | planner | plan s | simulated step ms | rank max ms | rank mean ms | max/mean "
+          "| step ms, data_parallel all-reduced | max/mean | cost model max ms | cost model mean ms "
+          "| cost model max/mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def torchrec_plan(cfg, world: int, local: int, args: argparse.Namespace) -> tuple[dict | None, str]:  # noqa: ANN001
@@ -39,6 +43,8 @@ def torchrec_plan(cfg, world: int, local: int, args: argparse.Namespace) -> tupl
     spec = torchrec_spec(table_configs(cfg), ids_per_feature(cfg), world, local, int(cfg.data.batch_size),
                          float(cfg.sharding.topology.memory_per_rank_gb), str(sparse_optimizer(cfg).name))
     spec_path, out_path = args.out_dir / f"spec_{world}.json", args.out_dir / f"torchrec_plan_{world}.json"
+    if args.reuse and out_path.exists():
+        return json.loads(out_path.read_text()), ""
     spec_path.write_text(json.dumps(spec, indent=1) + "\n")
     try:
         done = subprocess.run([str(args.torchrec_venv / "bin" / "python"), str(SCRIPT), str(spec_path), str(out_path)],
@@ -55,8 +61,10 @@ def line(world: int, name: str, seconds: float, cfg, plan: ShardingPlan, local: 
     """One row of the table."""
     score = score_plan(cfg, plan, local, profile, step_workload(cfg))
     t, r = score.times, score.report
+    a = score_plan(cfg, plan, local, profile, step_workload(cfg, data_parallel_all_reduce=True)).times
     return (f"| {world:,} | {name} | {seconds:.2f} | {t.step_ms:.1f} | {t.max_ms:.1f} | {t.mean_ms:.1f} | "
-            f"{t.max_ms / t.mean_ms:.2f} | {r.busiest.total_ms:.1f} | {r.mean_ms:.1f} | {r.imbalance:.2f} |")
+            f"{t.max_ms / t.mean_ms:.2f} | {a.step_ms:.1f} | {a.max_ms / a.mean_ms:.2f} | {r.busiest.total_ms:.1f} | "
+            f"{r.mean_ms:.1f} | {r.imbalance:.2f} |")
 
 
 def kinds(plan: ShardingPlan) -> str:
@@ -73,6 +81,8 @@ def main() -> None:
     parser.add_argument("--torchrec-venv", type=Path, default=Path("/tmp/torchrec-venv"))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before TorchRec's planner is killed")
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/torchrec_plans"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="read TorchRec's plans already in --out-dir (with their planning seconds), do not plan")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +98,7 @@ def main() -> None:
         notes.append(f"{world:,} ranks, recframe: {kinds(ours)}")
         theirs, why = torchrec_plan(cfg, world, local, args)
         if theirs is None:
-            rows.append(f"| {world:,} | TorchRec | {why} | - | - | - | - | - | - | - |")
+            rows.append(f"| {world:,} | TorchRec | {why} | - | - | - | - | - | - | - | - | - |")
         else:
             converted = from_torchrec(theirs)
             rows.append(line(world, "TorchRec", theirs["planner_seconds"], cfg, converted, local, profile))

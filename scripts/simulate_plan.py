@@ -11,7 +11,9 @@ a plan in ``ShardingPlan.to_dict`` form) scored by the step simulator
 the device profile) and by the planner's cost model. One markdown row per world: the synchronous step
 estimate, each rank's own time (max, mean, max/mean), the critical rank's lookup / intra-node /
 inter-node / dense milliseconds, and the cost model's max, mean and max/mean (tables only). With one
-world size (or ``--plan``), ``--phases`` adds the per-phase max and mean.
+world size (or ``--plan``), ``--phases`` adds the per-phase max and mean. ``--dp-all-reduce`` counts
+data_parallel tables as TorchRec runs them (a dense gradient all-reduce) instead of as recframe's runtime
+does (every id and pooled gradient to every replica).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def row(world: int, score: PlanScore) -> str:
     t, report = score.times, score.report
     r = int(t.rank_ms.argmax())
     lookup = t.phase_ms["lookup_forward"][r] + t.phase_ms["lookup_backward"][r]
-    return (f"| {world:,} | {t.step_ms:.1f} | {t.max_ms:.1f} | {t.mean_ms:.1f} | {t.max_ms / t.mean_ms:.2f} | "
+    return (f"| {world:,} | {t.step_ms:.2f} | {t.max_ms:.2f} | {t.mean_ms:.2f} | {t.max_ms / t.mean_ms:.2f} | "
             f"{lookup:.1f} / {t.comm_ms('intra')[r]:.1f} / {t.comm_ms('inter')[r]:.1f} / "
             f"{t.phase_ms['dense'][r]:.1f} (rank {r}) | {report.busiest.total_ms:.1f} | {report.mean_ms:.1f} | "
             f"{report.imbalance:.2f} |")
@@ -75,6 +77,8 @@ def main() -> None:
     parser.add_argument("--inter-gbps", type=float, default=None, help="override the inter-node GB/s")
     parser.add_argument("--overhead-ms", type=float, default=None, help="override the per-step overhead")
     parser.add_argument("--phases", action="store_true", help="print the per-phase max and mean too")
+    parser.add_argument("--dp-all-reduce", action="store_true",
+                        help="count data_parallel tables as a dense all-reduce (TorchRec's way), not recframe's")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     changes = {"matmul_tflops": args.tflops, "lookup_gbps": args.lookup_gbps, "intra_node_gbps": args.intra_gbps,
@@ -91,7 +95,7 @@ def main() -> None:
                               f"sharding.topology.local_world_size={local}", *args.overrides])
         if plan is None:
             plan, _ = make_plan(cfg, world_size=world, local_world_size=local)
-        score = score_plan(cfg, plan, local, profile, step_workload(cfg, args.zipf))
+        score = score_plan(cfg, plan, local, profile, step_workload(cfg, args.zipf, args.dp_all_reduce))
         print(row(world, score), flush=True)
     if args.phases and score is not None:
         print()

@@ -34,13 +34,16 @@ from recframe.training.planning import ids_per_feature, table_workloads, topolog
 from recframe.vocab import CommsDtype
 
 
-def step_workload(cfg: DictConfig, zipf_exponent: float | None = None) -> StepWorkload:
+def step_workload(cfg: DictConfig, zipf_exponent: float | None = None,
+                  data_parallel_all_reduce: bool = False) -> StepWorkload:
     """The simulator's workload of a run config.
 
     Args:
         cfg: the run config.
         zipf_exponent: the id law's exponent; None: ``data.zipf_exponent`` for synthetic data, else 0 (uniform:
             the law of a real dataset's ids is not known here).
+        data_parallel_all_reduce: count data_parallel tables as an all-reduced dense gradient (TorchRec's way;
+            ``StepWorkload``).
     """
     from recframe.training.builders import build_model
 
@@ -55,7 +58,8 @@ def step_workload(cfg: DictConfig, zipf_exponent: float | None = None) -> StepWo
                         optimizers={t.name: table_optimizer(t, default).name for t in table_configs(cfg)},
                         dense_flops_per_sample=float(model.dense_flops_per_sample()),
                         dense_parameters=int(model.dense_parameter_count()),
-                        forward_wire_bytes=wire[0], backward_wire_bytes=wire[1])
+                        forward_wire_bytes=wire[0], backward_wire_bytes=wire[1],
+                        data_parallel_all_reduce=data_parallel_all_reduce)
 
 
 @dataclass

@@ -67,6 +67,9 @@ class StepWorkload:
         dense_parameters: dense parameters (all-reduced by DDP in fp32 each step).
         forward_wire_bytes: bytes of a pooled output value or routed row value on the wire (fp32 4, bf16 2).
         backward_wire_bytes: the same for their gradients.
+        data_parallel_all_reduce: count data_parallel tables as TorchRec and the cost model run them (each rank looks
+            up its own samples; the dense gradient of the whole table is all-reduced with the dense parameters and
+            every row updated) instead of as recframe's runtime does (ids and gradients to every replica).
     """
 
     batch_size: int
@@ -77,6 +80,7 @@ class StepWorkload:
     dense_parameters: int
     forward_wire_bytes: int = FP32
     backward_wire_bytes: int = FP32
+    data_parallel_all_reduce: bool = False
 
 
 @dataclass
@@ -200,14 +204,21 @@ def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: 
     dims = np.array([layout.feature_dims[s.feature] for s in slots], dtype=np.float64)
     rank = np.array([s.rank for s in slots], dtype=np.int64)
     routed = np.array([s.routed for s in slots], dtype=bool)
+    replicas = [t for t in tables if plan.tables[t.name].rule.combine == Combine.replica]
+    sent = np.ones(len(slots), dtype=bool)
+    if work.data_parallel_all_reduce:  # no ids to the replicas: each rank looks up its own samples
+        local = {f for t in replicas for f in t.feature_names}
+        sent = np.array([layout.feature_names[s.feature] not in local for s in slots], dtype=bool)
     per_dest = np.full(world, float(INT64))  # the "sender has weights" flag
-    per_dest += np.bincount(rank, weights=ids * INT64 + np.where(routed, INT64, batch * INT64), minlength=world)
+    per_dest += np.bincount(rank, weights=sent * (ids * INT64 + np.where(routed, INT64, batch * INT64)),
+                            minlength=world)
     rows_back = np.bincount(rank, weights=np.where(routed, ids * dims, 0.0), minlength=world)
     mp = np.asarray(layout.mp_dims(), dtype=np.float64)
-    dp_dim = sum(t.embedding_dim * len(t.feature_names) for t in tables
-                 if plan.tables[t.name].rule.combine == Combine.replica)
-    buckets = max(1, -(-work.dense_parameters * FP32 // DDP_BUCKET_BYTES))
-    ring = 2.0 * (world - 1) / world * work.dense_parameters * FP32
+    dp_dim = 0 if work.data_parallel_all_reduce else sum(t.embedding_dim * len(t.feature_names) for t in replicas)
+    reduced = work.dense_parameters + (sum(t.num_embeddings * t.embedding_dim for t in replicas)
+                                       if work.data_parallel_all_reduce else 0)
+    buckets = max(1, -(-reduced * FP32 // DDP_BUCKET_BYTES))
+    ring = 2.0 * (world - 1) / world * reduced * FP32
     ring_bytes, zeros = np.full(world, ring), np.zeros(world)
     intra, inter = (ring_bytes, zeros) if world <= local_world_size else (zeros, ring_bytes)
     phases = {
@@ -242,12 +253,16 @@ def _lookup_bytes(tables: list[TableConfig], plan: ShardingPlan, layout: ShardLa
         w = WEIGHT_BYTES[t.weight_dtype]
         state = np.array([STATE_PER_ROW[work.optimizers[t.name]](int(c)) for c in cols]) * STATE_BYTES
         update = distinct * 2 * (cols * w + state)
+        bags = world * batch * len(t.feature_names)  # pooled outputs a shard writes: every sample's bag
+        if rule.combine == Combine.replica and work.data_parallel_all_reduce:  # own samples; every row updated
+            ids, bags = ids / world, bags / world
+            update = t.num_embeddings * (cols * FP32 + 2 * (cols * w + state))
         if rule.combine == Combine.pool:  # one row per id back; the sample's rank pools them
             out = ids * cols * FP32
             forward += batch * ids_per_sample * t.embedding_dim * FP32
             backward += batch * ids_per_sample * t.embedding_dim * FP32
         else:
-            out = world * batch * len(t.feature_names) * cols * FP32
+            out = bags * cols * FP32
         np.add.at(forward, ranks, ids * cols * w + out)
         np.add.at(backward, ranks, out + update)
     return forward, backward

@@ -144,3 +144,19 @@ def test_step_time_is_synchronous_and_hosts_share_their_cores() -> None:
                                                           "b": TablePlacement("table_wise", [0])}), 1,
                                   _work({"fa": 1.0, "fb": 1.0})), profile)
     assert alone.phase_ms["input"].tolist() == [0.0] and alone.phase_ms["dense_all_reduce"].tolist() == [0.0]
+
+
+def test_data_parallel_as_an_all_reduce() -> None:
+    """With data_parallel_all_reduce a replica looks up its own samples, sends no ids, and the table's dense
+    gradient joins the dense parameters' ring all-reduce (2 (W - 1) / W x (P + R x D) x 4 bytes each way)."""
+    plan = ShardingPlan(2, {"c": TablePlacement("data_parallel", [0, 1])})
+    work = StepWorkload(batch_size=10, ids_per_feature={"fc": 1.0}, zipf_exponent=0.0, optimizers={"c": "sgd"},
+                        dense_flops_per_sample=0.0, dense_parameters=30, data_parallel_all_reduce=True)
+    counts = count_step([_table("c", 10, 2)], plan, 2, work)
+    assert counts.phases["input"].sent_intra.tolist() == [8.0, 8.0]  # the flag alone
+    assert counts.phases["output_backward"].sent_intra.tolist() == [0.0, 0.0]
+    assert counts.phases["dense_all_reduce"].sent_intra.tolist() == pytest.approx([200.0, 200.0])  # (30 + 20) x 4
+    # 10 own ids (8 bytes) + 10 bags (8); backward: 10 gradient rows + the whole 10 x 2 gradient read (4 bytes a
+    # value) and every row read and written (8 bytes, sgd)
+    assert counts.lookup_forward.tolist() == [160.0, 160.0]
+    assert counts.lookup_backward.tolist() == [80.0 + 80.0 + 160.0] * 2
