@@ -89,9 +89,9 @@ def from_torchrec(data: dict[str, Any]) -> ShardingPlan:
     out = {}
     for name, table in data["tables"].items():
         kind = table["sharding_type"]
-        if kind == "table_wise":
+        if kind == ShardingType.table_wise:  # TorchRec's names of these two are ours
             out[name] = TablePlacement(ShardingType.table_wise, [int(table["shards"][0]["rank"])])
-        elif kind == "data_parallel":
+        elif kind == ShardingType.data_parallel:
             out[name] = TablePlacement(ShardingType.data_parallel, list(range(world)))
         elif kind in ROW_TYPES or kind in COLUMN_TYPES:
             ranks, sizes = _blocks(table, 0 if kind in ROW_TYPES else 1)
