@@ -2,7 +2,8 @@
 
 Usage:
     python scripts/compare_torchrec_plan.py --worlds 64 512 4096 [--torchrec-venv /tmp/torchrec-venv]
-        [--timeout 600] [--profile h100] [--out-dir /tmp/torchrec_plans] [--experiment mlperf_dcnv2] [overrides ...]
+        [--timeout 600] [--profile h100] [--zipf S] [--out-dir /tmp/torchrec_plans] [--reuse]
+        [--experiment mlperf_dcnv2] [overrides ...]
 
 For each world size (8 ranks a node): recframe's ``make_plan`` (timed), then TorchRec's
 EmbeddingShardingPlanner in the TorchRec venv (``scripts/torchrec_plan.py``, timed by TorchRec's own
@@ -57,11 +58,11 @@ def torchrec_plan(cfg, world: int, local: int, args: argparse.Namespace) -> tupl
 
 
 def line(world: int, name: str, seconds: float, cfg, plan: ShardingPlan, local: int,  # noqa: ANN001
-         profile: DeviceProfile) -> str:
+         profile: DeviceProfile, zipf: float | None) -> str:
     """One row of the table."""
-    score = score_plan(cfg, plan, local, profile, step_workload(cfg))
+    score = score_plan(cfg, plan, local, profile, step_workload(cfg, zipf))
     t, r = score.times, score.report
-    a = score_plan(cfg, plan, local, profile, step_workload(cfg, data_parallel_all_reduce=True)).times
+    a = score_plan(cfg, plan, local, profile, step_workload(cfg, zipf, data_parallel_all_reduce=True)).times
     return (f"| {world:,} | {name} | {seconds:.2f} | {t.step_ms:.1f} | {t.max_ms:.1f} | {t.mean_ms:.1f} | "
             f"{t.max_ms / t.mean_ms:.2f} | {a.step_ms:.1f} | {a.max_ms / a.mean_ms:.2f} | {r.busiest.total_ms:.1f} | "
             f"{r.mean_ms:.1f} | {r.imbalance:.2f} |")
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--local", type=int, default=8)
     parser.add_argument("--experiment", default="mlperf_dcnv2")
     parser.add_argument("--profile", default="h100", choices=sorted(PROFILES))
+    parser.add_argument("--zipf", type=float, default=None, help="id law exponent (default: data.zipf_exponent)")
     parser.add_argument("--torchrec-venv", type=Path, default=Path("/tmp/torchrec-venv"))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before TorchRec's planner is killed")
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/torchrec_plans"))
@@ -94,17 +96,17 @@ def main() -> None:
                               f"sharding.topology.local_world_size={local}", *args.overrides])
         start = time.perf_counter()
         ours, _ = make_plan(cfg, world_size=world, local_world_size=local)
-        rows.append(line(world, "recframe", time.perf_counter() - start, cfg, ours, local, profile))
+        rows.append(line(world, "recframe", time.perf_counter() - start, cfg, ours, local, profile, args.zipf))
         notes.append(f"{world:,} ranks, recframe: {kinds(ours)}")
         theirs, why = torchrec_plan(cfg, world, local, args)
         if theirs is None:
             rows.append(f"| {world:,} | TorchRec | {why} | - | - | - | - | - | - | - | - | - |")
         else:
             converted = from_torchrec(theirs)
-            rows.append(line(world, "TorchRec", theirs["planner_seconds"], cfg, converted, local, profile))
+            rows.append(line(world, "TorchRec", theirs["planner_seconds"], cfg, converted, local, profile, args.zipf))
             notes.append(f"{world:,} ranks, TorchRec {theirs['torchrec_version']}: {kinds(converted)}")
         print(rows[-2], rows[-1], sep="\n", flush=True)
-    print(f"\nprofile: {profile}\n{HEADER}")
+    print(f"\nprofile: {profile}; Zipf exponent: {'data.zipf_exponent' if args.zipf is None else args.zipf}\n{HEADER}")
     print("\n".join(rows))
     print("\n" + "\n".join(notes))
 

@@ -12,7 +12,7 @@ Profiles (``PROFILES``; every rate is per rank, GB = 1e9 bytes):
   capped at 4M rows (BENCHMARKS.md: 1,974 GB/s on an H100, 2,305 on an H200); NVLink all-to-all 300
   GB/s and 40 GB/s between nodes (a 400 Gb/s NIC per GPU) each way, 30 us a collective; matmuls at ~75%
   of the dense peak: fp32 50, tf32 370, bf16 740 TFLOP/s (``-tf32``, ``-bf16`` profiles); the per-step
-  overhead is fitted on one measured step (S fp32 on an H200: 2.26 ms measured, 0.27 ms of bytes and FLOPs).
+  overhead is fitted on one measured step (S fp32 on an H200: 2.26 ms measured, 0.16 ms of bytes and FLOPs).
 - ``cpu``: the 2-core development VM, measured 2026-12-07 (``scripts/measure_cpu_profile.py``,
   ``scripts/bench_embedding.py --devices cpu --shapes S --optimizer rowwise_adagrad --backend fbgemm``):
   sgemm 175 GFLOP/s, fbgemm lookups 2.5 GB/s, gloo all-to-all 0.79 GB/s and 0.32 ms between two local
@@ -76,7 +76,7 @@ class DeviceProfile:
 
 
 _H100 = DeviceProfile("h100", lookup_gbps=1974.0, intra_node_gbps=300.0, inter_node_gbps=40.0, matmul_tflops=50.0,
-                      latency_us=30.0, step_overhead_ms=1.99)
+                      latency_us=30.0, step_overhead_ms=2.10)
 _H200 = _H100.replace(name="h200", lookup_gbps=2305.0)
 PROFILES = {p.name: p for p in (
     _H100, _H100.replace(name="h100-tf32", matmul_tflops=370.0), _H100.replace(name="h100-bf16", matmul_tflops=740.0),
