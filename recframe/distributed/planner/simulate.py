@@ -8,8 +8,10 @@ A check of the planner's cost model (``cost.py``), computed another way:
   count), int64 ids, pooled outputs forward and their gradients backward (data_parallel gradients go
   to every replica), routed rows both ways, and DDP's all-reduce of the dense parameters;
 - ids per slot come from the data's id law (``id_law.IdLaw``: Zipf, hot rows first), not an even
-  spread, or from sampled batches routed through the runtime's own bucketing (``sampled_slot_ids``);
-- a replica of a data_parallel table looks up the global batch (as the runtime does), a shard's update
+  spread (tests/unit/distributed/test_simulate.py checks them against ``InputDist``'s bucketing of real
+  synthetic batches);
+- a replica of a data_parallel table looks up the global batch (as the runtime does; or, with
+  ``StepWorkload.data_parallel_all_reduce``, as TorchRec and the cost model run it), a shard's update
   touches the expected distinct rows of the global batch;
 - time: each all-to-all takes, per rank, ``max(intra, inter)`` over the link classes of
   ``max(sent, received) / bandwidth`` plus a latency (full-duplex links, NVLink and the network in
@@ -185,8 +187,8 @@ def expected_slot_ids(layout: ShardLayout, work: StepWorkload, law: IdLaw) -> np
     return out
 
 
-def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: int, work: StepWorkload,
-               slot_ids: np.ndarray | None = None) -> StepCounts:
+def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: int,
+               work: StepWorkload) -> StepCounts:
     """Bytes of every rank's lookups and messages in one step of ``plan``.
 
     Args:
@@ -194,13 +196,12 @@ def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: 
         plan: the placement of every table.
         local_world_size: ranks per node.
         work: the step's workload.
-        slot_ids: ids one rank sends to each slot (``layout.slots()`` order); None: ``expected_slot_ids``.
     """
     world, batch, law = plan.world_size, work.batch_size, IdLaw(work.zipf_exponent)
     layout = ShardLayout(tables, plan, world)
     links = Links(world, local_world_size)
     slots = layout.slots()
-    ids = expected_slot_ids(layout, work, law) if slot_ids is None else np.asarray(slot_ids, dtype=np.float64)
+    ids = expected_slot_ids(layout, work, law)
     dims = np.array([layout.feature_dims[s.feature] for s in slots], dtype=np.float64)
     rank = np.array([s.rank for s in slots], dtype=np.int64)
     routed = np.array([s.routed for s in slots], dtype=bool)
