@@ -6,13 +6,13 @@ sample over them; a shard holds ``R_s`` rows x ``D_s`` columns on its rank; ``n`
 
 Memory of a shard: ``R_s * D_s * w`` + optimizer state (fp32: sgd 0, adagrad ``R_s * D_s``,
 rowwise_adagrad ``R_s``, adam and lamb ``2 R_s D_s``, rowwise_adam ``R_s D_s + R_s`` values);
-data_parallel adds a dense fp32 gradient ``R * D * 4`` for the all-reduce.
+a data_parallel replica is the whole table (no dense gradient: its update is fused, as for a shard).
 
 Lookup bytes of a shard, from memory at the lookup bandwidth (HBM on GPU, DDR on CPU):
 ``ids * D_s * w`` forward + ``2 * min(ids, R_s) * (D_s * w + state per row)`` backward (read and
 write the updated rows and their state), where ``ids`` = ids the shard serves: ``G L``
 (table_wise, column_wise), ``G L / n`` (row_wise, table_row_wise, row_wise_routed: ids spread evenly over rows),
-``B L`` (data_parallel, each rank its own samples; its update touches the ``G L`` ids of all ranks).
+``G L`` (data_parallel: each replica looks up and updates the global batch, as the runtime runs it).
 
 Communication bytes of a rank = bytes it sends + bytes it receives, at the intra- or inter-node
 bandwidth depending on the peer's node:
@@ -29,8 +29,12 @@ bandwidth depending on the peer's node:
   its input dist sends each shard one int64 id count per feature instead of the ``B`` bag lengths.
   ``2 * 4`` is fp32 both ways: the table's ``output_wire_bytes`` (``sharding.comms``: bf16 or fp16
   sends 2 bytes a value in that direction).
-- data_parallel: no dists; the table's fp32 gradient is all-reduced (reduce-scatter + all-gather):
-  ``4 * (W - 1) / W * R * D * 4`` bytes in and out per rank, inter-node when there are several nodes.
+- data_parallel, as the runtime runs it (``sharding/data_parallel.py``, ``comms.PooledAllToAll``): every
+  rank sends each replica (every other rank) its ids in the input all-to-all, ``B * (L * 8 + F * 4)``,
+  and in backward its pooled gradients, ``B * P * D * g`` (``g``: the table's ``grad_wire_bytes``, the
+  backward comms dtype); the forward output stays on the rank. So each rank sends and receives
+  ``(W - 1) * B * (L * 8 + F * 4 + P * D * g)``, split intra/inter by the peers' nodes: it grows
+  linearly with the world, and so do the replica's lookups (``G L`` ids). No dense all-reduce.
 
 Estimated time of a rank = lookup bytes / lookup bandwidth + intra bytes / intra bandwidth + inter
 bytes / inter bandwidth (no overlap assumed). It ranks options; it does not predict step times.
@@ -61,7 +65,6 @@ ID_BYTES = 8  # int64 ids in the input all-to-all
 LENGTH_BYTES = 4  # int32 bag lengths
 COUNT_BYTES = 8  # int64 id count of a routed slot (row_wise_routed sends it instead of the bag lengths)
 OUTPUT_BYTES = 4  # fp32 pooled embeddings and their gradients
-GRAD_BYTES = 4  # fp32 dense gradient of a data_parallel table
 STATE_BYTES = 4  # fp32 optimizer state
 WEIGHT_BYTES = {WeightDtype.fp32: 4, WeightDtype.fp16: 2, WeightDtype.bf16: 2}
 # Optimizer state values per row of a shard with c columns.
@@ -85,6 +88,8 @@ class TableWorkload:
         pooled: False for a sequence table (one output row per id instead of per feature).
         output_wire_bytes: bytes of one output value on the wire, forward + backward (``sharding.comms``:
             fp32 both ways 8; bf16 or fp16 forward 2 + fp32 backward 4 = 6; half both ways 4).
+        grad_wire_bytes: bytes of one pooled gradient value on the wire (the backward direction alone: 4 fp32,
+            2 bf16 or fp16): what a data_parallel table's gradients cost on their way to every replica.
     """
 
     name: str
@@ -96,6 +101,7 @@ class TableWorkload:
     optimizer: OptimizerName = OptimizerName.rowwise_adagrad
     pooled: bool = True
     output_wire_bytes: int = 2 * OUTPUT_BYTES
+    grad_wire_bytes: int = OUTPUT_BYTES
 
     def state_row_bytes(self, cols: int) -> int:
         """Optimizer state bytes of one row of a shard with ``cols`` columns."""
@@ -236,11 +242,17 @@ class CostSheet:
         self.memory[rank] = self.table.shard_bytes(rows, cols)
         self.lookup[rank] = _lookup_bytes(self.table, ids, update_ids, rows, cols)
 
-    def replica(self, rank: int) -> None:
-        """A whole replica on ``rank`` with its dense gradient; it looks up its own samples' ids, updates all ranks'."""
+    def replicas(self, ranks: list[int]) -> None:
+        """A whole replica on each of ``ranks`` (every rank), as the runtime runs data_parallel: each replica looks up
+        and updates the global batch's ids, every rank sends every other replica its ids (input all-to-all) and, in
+        backward, its pooled gradients (no dense all-reduce)."""
         t = self.table
-        self.memory[rank] = t.memory_bytes + t.rows * t.dim * GRAD_BYTES
-        self.lookup[rank] = _lookup_bytes(t, self.batch_size * t.ids_per_sample, self.ids_all, t.rows, t.dim)
+        for rank in ranks:
+            self.memory[rank] = t.memory_bytes
+            self.lookup[rank] = _lookup_bytes(t, self.ids_all, self.ids_all, t.rows, t.dim)
+        sent = self.batch_size * (t.ids_per_sample * ID_BYTES + t.num_features * LENGTH_BYTES
+                                  + self.outputs * t.dim * t.grad_wire_bytes)
+        self.traffic.shards_with_every_rank(ranks, [sent] * len(ranks))
 
     def input_dist(self, rank: int, ids_per_sample: float) -> None:
         """Every rank sends the shard on ``rank`` ``ids_per_sample`` ids (and the lengths) per sample."""
@@ -276,12 +288,6 @@ class CostSheet:
             sent = sent_ids * ID_BYTES + self.batch_size * t.num_features * LENGTH_BYTES
             sent = sent + self.batch_size * self.outputs * t.dim * t.output_wire_bytes
         self.traffic.shards_with_every_rank(ranks, sent.tolist())
-
-    def gradient_all_reduce(self, ranks: list[int]) -> None:
-        """The table's dense fp32 gradient all-reduced over ``ranks`` (reduce-scatter + all-gather)."""
-        t = self.table
-        allreduce = 4 * (len(ranks) - 1) / len(ranks) * t.rows * t.dim * GRAD_BYTES
-        (self.traffic.intra if self.topo.num_nodes == 1 else self.traffic.inter)[ranks] += allreduce
 
 
 def option_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, batch_size: int) -> OptionCost:

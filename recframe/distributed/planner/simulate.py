@@ -11,7 +11,7 @@ A check of the planner's cost model (``cost.py``), computed another way:
   spread (tests/unit/distributed/test_simulate.py checks them against ``InputDist``'s bucketing of real
   synthetic batches);
 - a replica of a data_parallel table looks up the global batch (as the runtime does; or, with
-  ``StepWorkload.data_parallel_all_reduce``, as TorchRec and the cost model run it), a shard's update
+  ``StepWorkload.data_parallel_all_reduce``, as TorchRec runs it), a shard's update
   touches the expected distinct rows of the global batch;
 - time: each all-to-all takes, per rank, ``max(intra, inter)`` over the link classes of
   ``max(sent, received) / bandwidth`` plus a latency (full-duplex links, NVLink and the network in
@@ -69,7 +69,7 @@ class StepWorkload:
         dense_parameters: dense parameters (all-reduced by DDP in fp32 each step).
         forward_wire_bytes: bytes of a pooled output value or routed row value on the wire (fp32 4, bf16 2).
         backward_wire_bytes: the same for their gradients.
-        data_parallel_all_reduce: count data_parallel tables as TorchRec and the cost model run them (each rank looks
+        data_parallel_all_reduce: count data_parallel tables as TorchRec runs them (each rank looks
             up its own samples; the dense gradient of the whole table is all-reduced with the dense parameters and
             every row updated) instead of as recframe's runtime does (ids and gradients to every replica).
     """

@@ -4,8 +4,8 @@ Its ids ride the input all-to-all to every replica, so each replica looks up the
 its rank's rows are its output; in backward the rank's gradient rows are sent to every replica
 inside the backward all-to-all (an all-gather), so every replica applies the same update of the
 global batch with its fused optimizer and replicas stay identical without a dense all-reduce.
-Exact for every optimizer. The cost model counts it as a replicated table with a dense fp32
-gradient all-reduce (no dists).
+Exact for every optimizer. The cost model counts it so (``CostSheet.replicas``): per replica the
+global batch's lookups and update, every rank's ids and pooled gradients in and out.
 
 Example:
     >>> [s.rank for s in DATA_PARALLEL.shards("t", 10, 8, [0, 1, 2], [(0, 10)], world_size=3)]
@@ -57,9 +57,7 @@ class DataParallel(ShardingRule):
         return [], []
 
     def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
-        for rank in ranks:
-            sheet.replica(rank)
-        sheet.gradient_all_reduce(ranks)
+        sheet.replicas(ranks)
 
 
 DATA_PARALLEL = DataParallel()

@@ -114,10 +114,9 @@ def test_candidates() -> None:
 
 
 # ---- cost terms: the former cost model (string comparisons and all) is the reference; table_row_wise is now costed as
-# the flat all-to-all the runtime runs, row_wise_routed is new -------------------------------------------------------
+# the flat all-to-all the runtime runs, data_parallel as the runtime runs it, row_wise_routed is new ---------------
 def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, batch_size: int) -> tuple:
     from recframe.distributed.planner.cost import (
-        GRAD_BYTES,
         ID_BYTES,
         LENGTH_BYTES,
         OUTPUT_BYTES,
@@ -130,13 +129,12 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
     outputs = t.num_features if t.pooled else t.ids_per_sample
     memory, lookup = [0] * world, [0.0] * world
     traffic = Traffic(topo)
-    if kind == "data_parallel":
+    if kind == "data_parallel":  # as the runtime runs it: ids and pooled gradients of every rank to every replica
         for r in ranks:
-            memory[r] = t.memory_bytes + t.rows * t.dim * GRAD_BYTES
-            lookup[r] = _lookup_bytes(t, big_b * t.ids_per_sample, ids_all, t.rows, t.dim)
-        allreduce = 4 * (len(ranks) - 1) / len(ranks) * t.rows * t.dim * GRAD_BYTES
-        for r in ranks:
-            (traffic.intra if topo.num_nodes == 1 else traffic.inter)[r] += allreduce
+            memory[r] = t.memory_bytes
+            lookup[r] = _lookup_bytes(t, ids_all, ids_all, t.rows, t.dim)
+            traffic.every_rank_with([r], big_b * (t.ids_per_sample * ID_BYTES + t.num_features * LENGTH_BYTES
+                                                  + outputs * t.dim * t.grad_wire_bytes))
     else:
         for r, (start, end) in zip(ranks, placement.shard_bounds(t.rows, t.dim), strict=True):
             rows, cols = (t.rows, end - start) if kind == "column_wise" else (end - start, t.dim)

@@ -158,3 +158,32 @@ def test_data_parallel_as_an_all_reduce() -> None:
     # value) and every row read and written (8 bytes, sgd)
     assert counts.lookup_forward.tolist() == [160.0, 160.0]
     assert counts.lookup_backward.tolist() == [80.0 + 80.0 + 160.0] * 2
+
+
+@pytest.mark.parametrize(("world", "local"), [(2, 2), (4, 4), (4, 2), (16, 8)])
+def test_data_parallel_cost_is_the_runtime_s_traffic(world: int, local: int) -> None:
+    """The cost model charges data_parallel what the simulator counts the runtime sending (issue 24): every rank's ids
+    and pooled gradients to every replica, split by node, and the global batch's lookups; both grow with the world.
+    The only differences are the simulator's int64 lengths (the cost model counts int32) and its flag a destination."""
+    from recframe.distributed.planner.cost import CostSheet, TableWorkload
+    from recframe.distributed.planner.topology import Topology
+    from recframe.distributed.sharding.data_parallel import DATA_PARALLEL
+
+    batch, rows, dim, ids = 10, 1000, 4, 3.0
+    plan = ShardingPlan(world, {"t": TablePlacement("data_parallel", list(range(world)))})
+    counts = count_step([_table("t", rows, dim)], plan, local, _work({"ft": ids}, batch=batch))
+    sheet = CostSheet(TableWorkload("t", rows, dim, 1, ids, optimizer="sgd"), Topology(world, local, 10**12), batch)
+    DATA_PARALLEL.add_cost(sheet, list(range(world)), [(0, rows)] * world)
+    extra = 8 + batch * 4  # per peer and direction: the flag, and 4 more bytes a length
+    for link in ("intra", "inter"):
+        phases = [counts.phases[p] for p in ("input", "output_backward")]
+        simulated = sum(getattr(p, f"sent_{link}") + getattr(p, f"recv_{link}") for p in phases)
+        peers = np.full(world, float(local - 1 if link == "intra" else world - local))
+        np.testing.assert_allclose(getattr(sheet.traffic, link), simulated - 2 * extra * peers)
+    per_peer = batch * (ids * 8 + 4 + dim * 4)  # ids, int32 lengths, fp32 pooled gradients
+    np.testing.assert_allclose(sheet.traffic.intra + sheet.traffic.inter, 2 * (world - 1) * per_peer)
+    # rows read by each replica's forward: the global batch's ids (the simulator also counts the outputs it writes)
+    reads = counts.lookup_forward - world * batch * dim * 4
+    update = 2 * min(world * batch * ids, rows) * dim * 4
+    np.testing.assert_allclose(sheet.lookup - update, reads)
+    np.testing.assert_allclose(reads, world * batch * ids * dim * 4)
