@@ -5,15 +5,20 @@ was looked up by this process's batches (one int32 per row of every table, all t
 4 bytes a row, a sixteenth of a dim-16 fp32 table), and how many ids lay outside their table's rows
 (folded in by ``id_policy=modulo``: the hashed ids; an ``error`` table stops on them instead).
 
-``TableHealth`` (rank 0, every ``logger.table_stats_every_n_steps``) writes per table ``<t>``:
+``TableHealth`` (every ``logger.table_stats_every_n_steps``) writes per table ``<t>``, from rank 0:
 
 - ``tables/<t>/row_norm`` (histogram) and ``tables/<t>/row_norm_mean``, ``row_norm_max``: the L2
-  norms of the rows this rank holds (its shards with several ranks);
-- ``tables/<t>/coverage``: the share of the table's rows looked up at least once so far (rank 0's batches);
+  norms of the table's rows;
+- ``tables/<t>/coverage``: the share of the table's rows looked up at least once so far;
 - ``tables/<t>/top1pct_share``: the share of the lookups that went to the most looked-up 1% of rows (skew);
 - ``tables/<t>/out_of_range``: ids outside the table so far (``modulo`` tables; 0 otherwise);
 - ``tables/<t>/<state>_mean`` and ``_max``: the fused optimizer's state (rowwise Adagrad: ``momentum1``);
 - ``tables/summary``: a text table of the above, one line per table.
+
+With several ranks every rank takes part at those steps (collectives: ``table_health_ranks``): the numbers are
+those of the whole tables (the shards of all ranks, a data_parallel table's replica once) and of all ranks'
+batches (the lookup counts summed over the ranks at the step; each rank keeps counting its own). One process
+reads the device once for all tables; several read it once too, on rank 0.
 
 Example:
     >>> counts = LookupCounts([TableConfig(name="t", num_embeddings=4, embedding_dim=2, feature_names=["f"])],
@@ -30,10 +35,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 
 from recframe.embedding.config import TableConfig
 from recframe.sparse import Batch, KeyedJaggedTensor
 from recframe.training.module import embedding_collections
+from recframe.training.table_health_ranks import merged_numbers
 from recframe.vocab import IdPolicy
 
 COUNT_STATS = ("coverage", "top1pct_share", "out_of_range")
@@ -120,7 +127,7 @@ class LookupCounts:
 
 
 class TableHealth(pl.Callback):
-    """Counts lookups every step; every N steps, on rank 0, writes the table-health summaries (module docstring).
+    """Counts lookups every step; every N steps writes the table-health summaries of all ranks (module docstring).
 
     Args:
         every_n_steps: period in optimizer steps (0: no summaries; ``count`` may still keep the counts).
@@ -142,13 +149,25 @@ class TableHealth(pl.Callback):
         if self.counts is not None:
             self.counts.update(batch.sparse_features)
         step = trainer.global_step
-        if self.every_n_steps and not step % self.every_n_steps and trainer.is_global_zero and trainer.logger:
+        if not self.every_n_steps or step % self.every_n_steps or not trainer.logger:
+            return
+        if _ranks(trainer) > 1:
+            self.write_merged(trainer, pl_module, step)  # every rank: collectives
+        elif trainer.is_global_zero:
             self.write(trainer, pl_module, step)
 
     @torch.no_grad()
+    def write_merged(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        """Every rank: the tables' numbers merged over the ranks (``table_health_ranks``); rank 0 writes them."""
+        collections = list(embedding_collections(pl_module).values())
+        found, numbers = merged_numbers(collections, self.counts, trainer.global_rank, pl_module.device,
+                                        HISTOGRAM_BINS)
+        if trainer.is_global_zero and found:
+            self._log(trainer, step, found, numbers.tolist())  # the one host read
+
+    @torch.no_grad()
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        """Write every table's health summaries at ``step`` (rank 0), reading the device once for all tables."""
-        experiment = trainer.logger.experiment  # type: ignore[union-attr]
+        """Write every table's health summaries at ``step`` (one process), reading the device once for all tables."""
         found: list[tuple[TableConfig, tuple[int, ...], list[str]]] = []
         numbers: list[torch.Tensor] = []
         for collection in embedding_collections(pl_module).values():
@@ -161,11 +180,15 @@ class TableHealth(pl.Callback):
                 counted = self.counts.stats_tensor(table.name) if self.counts is not None else None
                 numbers.append(_table_numbers(weight, list(floats.values()), counted))
                 found.append((table, tuple(weight.shape), list(floats)))
-        if not found:
-            return
-        values = torch.cat(numbers).tolist()  # the one host sync
+        if found:
+            self._log(trainer, step, found, torch.cat(numbers).tolist())  # the one host sync
+
+    def _log(self, trainer: pl.Trainer, step: int, found: list[tuple[TableConfig, tuple[int, ...], list[str]]],
+             values: list[float]) -> None:
+        """Log the tables' numbers (``_table_numbers`` vectors one after another) as scalars, histograms, text."""
+        experiment = trainer.logger.experiment  # type: ignore[union-attr]
         scalars: dict[str, float] = {}
-        lines = ["| table | rows here | dim | coverage | top 1% share | out of range | row norm mean | max |",
+        lines = ["| table | rows | dim | coverage | top 1% share | out of range | row norm mean | max |",
                  "|---|---|---|---|---|---|---|---|"]
         for table, shape, state_names in found:
             norm, histogram = values[:NORM_NUMBERS], values[NORM_NUMBERS:NORM_NUMBERS + HISTOGRAM_BINS]
@@ -216,6 +239,11 @@ def _add_histogram(experiment: Any, tag: str, norm: list[float], counts: list[fl
     experiment.add_histogram_raw(tag, min=low, max=high, num=int(num), sum=total, sum_squares=squares,
                                  bucket_limits=[low + width * (i + 1) for i in range(HISTOGRAM_BINS)],
                                  bucket_counts=counts, global_step=step)
+
+
+def _ranks(trainer: pl.Trainer) -> int:
+    """The processes training together (1 without an initialized process group)."""
+    return trainer.world_size if dist.is_available() and dist.is_initialized() else 1
 
 
 def _cell(value: float | None) -> str:
