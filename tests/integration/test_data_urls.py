@@ -4,7 +4,6 @@ and made again when the dataset changes. In this process: ``memory://`` lives in
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,15 +11,14 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-import torch
 
 from recframe import storage, storage_cache
 from recframe.cli import main
 from recframe.data.movielens import SPARSE_FEATURES, MovieLensSource
 from recframe.data.movielens_files import detect_layout
 from recframe.data.multihot import CriteoMultiHotSource
-from recframe.training.app import train_job
-from recframe.training.checks import check_config, compose_config, find_problems
+from recframe.training.checks import find_problems
+from tests.in_process import train_in_process
 from tests.unit.data.test_arrays import KEYS, write_tsv
 from tests.unit.data.test_movielens_layouts import write_1m
 
@@ -54,15 +52,7 @@ def preprocess(tsv: Path, out: str) -> None:
 
 
 def train(path: str, run_dir: Path, cache: Path) -> dict:
-    cfg = compose_config([*SMALL, f"data.path={path}", f"run_dir={run_dir}", f"storage.cache_dir={cache}", *QUIET])
-    assert check_config(cfg) == []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train_job(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    return json.loads((run_dir / "metrics.json").read_text())
+    return train_in_process([*SMALL, f"data.path={path}", f"storage.cache_dir={cache}", *QUIET], run_dir)
 
 
 def test_training_from_a_preprocessed_url_equals_training_from_the_local_directory(

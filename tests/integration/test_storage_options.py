@@ -5,7 +5,6 @@ checkpoints, the TensorBoard files and the export of a run; each command gets th
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +12,12 @@ from typing import Any
 
 import fsspec
 import pytest
-import torch
 from fsspec.implementations.memory import MemoryFileSystem
 
 from recframe import storage
 from recframe.cli import main
-from recframe.training.app import train_job
-from recframe.training.checks import check_config, compose_config, find_problems
+from recframe.training.checks import find_problems
+from tests.in_process import train_in_process
 from tests.integration.test_data_urls import QUIET, SMALL
 from tests.unit.data.test_arrays import write_tsv
 
@@ -81,17 +79,9 @@ def test_every_url_of_a_run_opens_with_the_storage_options(bucket: str, tmp_path
     forget_options()
     assert [p.key for p in find_problems([*SMALL, *urls])] == ["data.path"]  # no token: feature_map.json unreadable
 
-    cfg = compose_config([*SMALL, *urls, f"+{token}", f"run_dir={tmp_path / 'run'}",
-                          f"storage.cache_dir={tmp_path / 'cache'}", *QUIET, "logger.tensorboard=true",
-                          "checkpoint.every_n_steps=4"])
-    assert check_config(cfg) == []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train_job(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"] == 4
+    metrics = train_in_process([*SMALL, *urls, f"+{token}", f"storage.cache_dir={tmp_path / 'cache'}", *QUIET,
+                                "logger.tensorboard=true", "checkpoint.every_n_steps=4"], tmp_path / "run")
+    assert metrics["global_step"] == 4
     assert storage.is_file(f"{bucket}/ck/step-4/manifest.json")
     assert any(name.startswith("events.out.tfevents") for name, _ in storage.children(f"{bucket}/tb"))
 

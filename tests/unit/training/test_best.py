@@ -3,16 +3,14 @@ file evaluated once (issue 16, items 2 and 3), through ``train_job`` on a small 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import pytest
-import torch
 
-from recframe.training.app import train_job
 from recframe.training.best import BestValidation
-from recframe.training.checks import check_config, compose_config, find_problems
+from recframe.training.checks import find_problems
+from tests.in_process import train_in_process
 
 QUIET = ["trainer.enable_progress_bar=false", "logger.tensorboard=false", "logger.table_stats_every_n_steps=0"]
 
@@ -31,17 +29,9 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train(tables: Path, run_dir: Path, *overrides: str) -> dict:
-    cfg = compose_config(["+experiment=tabular", f"data.path={tables / 'train.csv'}",
-                          f"data.val_path={tables / 'val.csv'}", f"data.spec={tables / 'spec.yaml'}",
-                          f"run_dir={run_dir}", "data.batch_size=32", "optim.sparse.lr=0.5", *QUIET, *overrides])
-    assert check_config(cfg) == []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train_job(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    return json.loads((run_dir / "metrics.json").read_text())
+    return train_in_process(["+experiment=tabular", f"data.path={tables / 'train.csv'}",
+                             f"data.val_path={tables / 'val.csv'}", f"data.spec={tables / 'spec.yaml'}",
+                             "data.batch_size=32", "optim.sparse.lr=0.5", *QUIET, *overrides], run_dir)
 
 
 def test_early_stopping_and_the_best_weights(tables: Path, tmp_path: Path) -> None:
