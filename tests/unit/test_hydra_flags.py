@@ -8,28 +8,15 @@ through ``recframe.cli.main``, as the console script runs it.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from recframe.cli import COMMAND_ENV, main
+from tests.cli_in_process import recframe_runner
 
 
 @pytest.fixture
 def recframe(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
     """Call ``recframe ARGS`` as the installed script: returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/recframe"])
-    monkeypatch.setenv(COMMAND_ENV, "train")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(args))
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return recframe_runner(monkeypatch, capsys, "train")
 
 
 def test_shell_completion_script_is_printed(recframe) -> None:  # noqa: ANN001

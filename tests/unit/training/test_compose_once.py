@@ -8,14 +8,13 @@ refused with every problem at once, exit code 2, before any run folder exists.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from recframe.cli import COMMAND_ENV, main
 from recframe.training.compose_once import _with_mode, composing_once
+from tests.cli_in_process import recframe_runner
 
 QUIET = ["+experiment=dlrm", "logger.tensorboard=false"]
 
@@ -39,18 +38,7 @@ def compositions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 @pytest.fixture
 def recframe(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
     """Call ``recframe ARGS`` as the installed script: returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/recframe"])
-    monkeypatch.setenv(COMMAND_ENV, "plan")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(args))
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return recframe_runner(monkeypatch, capsys, "plan")
 
 
 def test_a_run_composes_once(recframe, compositions: list[list[str]], tmp_path: Path) -> None:  # noqa: ANN001
