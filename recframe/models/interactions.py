@@ -181,7 +181,7 @@ class LowRankCrossNet(nn.Module):
         """Map ``[batch, d]`` to ``[batch, d]``."""
         x = x0
         for down, up in zip(self.down, self.up, strict=True):
-            x = x0 * up(down(x)) + x
+            x = torch.addcmul(x, x0, up(down(x)))  # x0 * (U V x + b) + x in one kernel
         return x
 
 

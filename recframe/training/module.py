@@ -151,8 +151,6 @@ class RecModule(pl.LightningModule):
         trainer = self.trainer
         device = trainer.strategy.root_device
         blockers = graph_blockers(self.model, device, trainer.world_size, str(trainer.precision))
-        if self.compile_dense:
-            blockers.append("trainer.compile_dense=true: torch.compile's guards run on the host every step")
         if blockers:
             if self.cuda_graph is CudaGraph.on:
                 raise ValueError("trainer.cuda_graph=on, but the training step cannot be a CUDA graph: "

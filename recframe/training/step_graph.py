@@ -167,6 +167,7 @@ class GraphedStep:
         except Exception as err:  # never fail training for an optimization
             log.warning("training step graph: the capture failed (%s: %s); training eagerly from now on",
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+            log.debug("training step graph: the capture's error", exc_info=True)
             self.enabled = False
             return self._eager(batch)
         self.captures += 1

@@ -86,3 +86,42 @@ def test_recframe_train_with_a_cuda_graph_equals_eager(tmp_path: Path, precision
     assert len(losses["on"]) == 20
     torch.testing.assert_close(losses["on"], losses["off"], rtol=1e-4, atol=1e-6)
     assert auc["on"] == pytest.approx(auc["off"], abs=1e-4)
+
+
+@pytest.mark.parametrize("experiment", ["dlrm", "mlperf_dcnv2"])
+def test_compiled_dense_towers_inside_the_graph_equal_the_compiled_eager_step(experiment: str) -> None:
+    """trainer.compile_dense=true with the step graph: the compiled towers' kernels are captured and replayed, and
+    the losses and weights are those of the same compiled model stepped eagerly."""
+    from recframe.training.module import compile_dense_modules
+
+    shape = ["model.bottom_mlp=[32,16]", "model.top_mlp=[32,16]", "model.dcn_low_rank_dim=8"] \
+        if experiment == "mlperf_dcnv2" else []
+    cfg = compose_config([f"+experiment={experiment}", *TINY, *shape, "run_dir=unused"])
+    torch.manual_seed(0)
+    with CUDA:
+        eager_model = build_model(cfg)
+    graphed_model = copy.deepcopy(eager_model)
+    for model in (eager_model, graphed_model):
+        assert compile_dense_modules(model)
+    datamodule = build_datamodule(cfg)
+    datamodule.device = CUDA
+    loader = iter(datamodule.train_dataloader())
+    batches = [datamodule.materialize(next(loader), CUDA) for _ in range(8)]
+    eager_opt = torch.optim.SGD(dense_parameters(eager_model), lr=0.05)
+    graphed_opt = torch.optim.SGD(dense_parameters(graphed_model), lr=0.05)
+    step = GraphedStep(lambda b: training_loss(graphed_model, b), dense_parameters(graphed_model), graphed_model,
+                       warmup_steps=2)
+    eager_losses, graphed_losses = [], []
+    for batch in batches:
+        eager_opt.zero_grad(set_to_none=True)
+        loss, _ = training_loss(eager_model, batch)
+        loss.backward()
+        eager_opt.step()
+        eager_losses.append(loss.item())
+        total, _ = step(batch)
+        graphed_losses.append(total.item())
+        graphed_opt.step()
+    assert step.enabled and step.captures == 1, "the compiled step was not captured (see the log's warning)"
+    torch.testing.assert_close(graphed_losses, eager_losses, rtol=1e-5, atol=1e-6)
+    for (name, want), got in zip(eager_model.state_dict().items(), graphed_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
