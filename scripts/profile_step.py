@@ -3,12 +3,15 @@
 Steps the config's model in a plain loop (no Lightning) on batches made the way `recframe train` makes
 them on that device, and times each phase twice: on the host (the Python and launch time of the
 phase, without waiting for the GPU) and on the device (CUDA events around the phase's kernels).
-Then it runs `recframe bench` with the same overrides: its ms/step minus the loop's is the
+With --graph the forward and backward run as the training step's CUDA graph (recframe.training.step_graph,
+as `trainer.cuda_graph=auto` trains): the forward phase is the replay (forward, loss, backward), the backward
+phase is empty. Then it runs `recframe bench` with the same overrides: its ms/step minus the loop's is the
 framework's share (Lightning's loop, hooks, logging, callbacks). With --trace it also prints
 torch.profiler's top operators by host time (and, on a GPU, by device time). Prints one markdown table.
 
     python scripts/profile_step.py +experiment=dlrm trainer.accelerator=gpu data.zipf_exponent=0
     python scripts/profile_step.py --trace +experiment=mlperf_dcnv2 tables.row_cap=4000000 trainer.accelerator=gpu
+    python scripts/profile_step.py --graph +experiment=mlperf_dcnv2 tables.row_cap=4000000 trainer.accelerator=gpu
 """
 
 from __future__ import annotations
@@ -58,13 +61,14 @@ class PhaseClock:
         return sum(b.elapsed_time(e) for b, e in self.events[name])
 
 
-def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
+def loop(overrides: list[str], warmup: int, steps: int, trace: bool, graph: bool = False) -> dict:
     """The phased plain loop; returns ms per step per phase (host and device) and the loop's wall ms/step."""
     from recframe.training.builders import build_datamodule, build_model
     from recframe.training.checks import compose_config
     from recframe.training.dense_optimizers import build_dense_optimizer
     from recframe.training.module import dense_parameters
     from recframe.training.objectives import training_loss
+    from recframe.training.step_graph import GraphedStep
     from recframe.vocab import MatmulPrecision
 
     cfg = compose_config(["run_dir=unused", *overrides])
@@ -79,6 +83,7 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
     datamodule.device = device  # batches made (or copied) as in a training run on that device
     loader = iter(datamodule.train_dataloader())
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.trainer.precision == "bf16-mixed" else nullcontext()
+    graphed = GraphedStep(lambda b: training_loss(model, b), dense_parameters(model), model) if graph else None
     clock = PhaseClock(cuda)
     profiler = None
     start = 0.0
@@ -96,17 +101,23 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool) -> dict:
                 profiler.__enter__()
         with clock.phase("data"):
             batch = datamodule.materialize(next(loader), device)
-        with clock.phase("forward"), autocast:
-            loss, _ = training_loss(model, batch)
-        with clock.phase("backward"):
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        if graphed is not None:
+            with clock.phase("forward"), autocast:
+                graphed(batch)  # forward, loss and backward: the replay
+        else:
+            with clock.phase("forward"), autocast:
+                loss, _ = training_loss(model, batch)
+            with clock.phase("backward"):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
         with clock.phase("optimizer"):
             optimizer.step()
     if cuda:
         torch.cuda.synchronize()
     wall = 1000 * (time.perf_counter() - start) / steps
-    if cuda:
+    if graphed is not None:
+        print(f"step graph: {graphed.captures} capture(s), {graphed.eager_steps} eager step(s)", file=sys.stderr)
+    elif cuda:
         report_syncs(model, optimizer, datamodule, loader, device)
     if profiler is not None:
         profiler.__exit__(None, None, None)
@@ -161,10 +172,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--trace", action="store_true",
                         help="print torch.profiler's top operators (host, and device time on a GPU)")
+    parser.add_argument("--graph", action="store_true",
+                        help="forward + backward as the step's CUDA graph (the forward phase is the replay)")
     parser.add_argument("--no-bench", action="store_true", help="skip the `recframe bench` row")
     parser.add_argument("overrides", nargs="+", help="recframe overrides (+experiment=dlrm trainer.accelerator=gpu)")
     args = parser.parse_args()
-    phases = loop(args.overrides, args.warmup, args.steps, args.trace)
+    phases = loop(args.overrides, args.warmup, args.steps, args.trace, args.graph)
     full = None if args.no_bench else bench(args.overrides, args.warmup, 2 * args.steps)
     print(f"# {' '.join(args.overrides)}; {args.steps} steps; "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}")
