@@ -2,7 +2,8 @@
 
 Everything here runs unchanged on gloo (CPU processes) and NCCL (GPUs): tensors stay on the
 device of their inputs, split sizes are host lists, and only ``all_to_all_single`` (with uneven
-splits) and ``broadcast`` are used, both of which gloo and NCCL implement.
+splits) and ``broadcast`` are used, both of which gloo and NCCL implement (the data_parallel
+replicas' ``all_reduce`` is in ``replicas.py``).
 
 - :func:`all_to_all_1d`: an uneven all-to-all of a flat tensor, no autograd (the ids, lengths
   and per-id weights of the input dist carry no gradient); :func:`start_all_to_all_1d` launches
@@ -12,11 +13,12 @@ splits) and ``broadcast`` are used, both of which gloo and NCCL implement.
   model-parallel outputs for the whole global batch ``[world * B, D_r]`` are cut into ``world``
   row blocks and block ``s`` goes to rank ``s`` (a partial sum of a row-split table travels like
   any other block; the receiver adds the partial sums, so the all-to-all plus that sum is the
-  reduce-scatter of row-wise sharding); the data-parallel outputs (computed by every replica for
-  the whole global batch) are only sliced to the rank's own rows. Backward: one all-to-all that
-  returns each block's gradient to the rank that computed it and, in the same message, sends the
-  rank's data-parallel gradient to every replica (an all-gather), so that every replica applies
-  the same global update. One collective forward, one backward, for the whole collection.
+  reduce-scatter of row-wise sharding); the data-parallel outputs (each replica pooled the rank's
+  own samples) stay on the rank and are appended. Backward: one all-to-all that returns each
+  block's gradient to the rank that computed it; the data-parallel gradient stays on the rank
+  (``replicas.ReplicaSync`` sums the replicas' row gradients with one all-reduce). One collective
+  forward, one backward, for the whole collection; none when no rank has a model-parallel output
+  (every table data_parallel).
 
 Gradient scaling: ``grad_scale`` multiplies every gradient the Function sends back (the sharded
 module passes ``1 / world`` so that, with a per-rank mean loss, embedding updates equal those of
@@ -97,7 +99,7 @@ class PooledAllToAll(torch.autograd.Function):
             part in the backward all-to-all).
         mp: ``[world * batch, mp_dims[rank]]`` this rank's model-parallel outputs, rows of rank
             ``s``'s samples at ``s * batch ...``.
-        dp: ``[world * batch, D_dp]`` this rank's data-parallel outputs for the global batch.
+        dp: ``[batch, D_dp]`` this rank's data-parallel outputs (its own samples).
         batch: local batch size ``B`` (the same on every rank).
         mp_dims: model-parallel output width of every rank.
         rank: this rank in ``group``.
@@ -107,7 +109,7 @@ class PooledAllToAll(torch.autograd.Function):
 
     Returns:
         ``[batch, sum(mp_dims) + D_dp]``: rank 0's block for this rank's samples, then rank 1's,
-        ..., then this rank's rows of ``dp``.
+        ..., then ``dp``.
     """
 
     @staticmethod
@@ -118,10 +120,12 @@ class PooledAllToAll(torch.autograd.Function):
         own = mp_dims[rank]
         ctx.batch, ctx.mp_dims, ctx.rank, ctx.group, ctx.grad_scale = batch, mp_dims, rank, group, grad_scale
         ctx.dp_dim, ctx.precision = dp.shape[1], precision
+        if not any(mp_dims):  # every table data_parallel: nothing travels
+            return dp.clone()
         recv = all_to_all_float(mp.reshape(-1), [batch * own] * world, [batch * d for d in mp_dims], group,
                                 precision.forward)
         blocks = [b.view(batch, d) for b, d in zip(recv.split([batch * d for d in mp_dims]), mp_dims, strict=True)]
-        blocks.append(dp[rank * batch:(rank + 1) * batch])
+        blocks.append(dp)
         return torch.cat(blocks, dim=1)
 
     @staticmethod
@@ -132,15 +136,15 @@ class PooledAllToAll(torch.autograd.Function):
         if ctx.grad_scale != 1.0:
             grad = grad * ctx.grad_scale
         pieces = grad.split([*mp_dims, dp_dim], dim=1)
-        dp_flat = pieces[-1].reshape(-1)
-        send = torch.cat([part for s in range(world) for part in (pieces[s].reshape(-1), dp_flat)])
-        recv = all_to_all_float(send, [batch * (d + dp_dim) for d in mp_dims], [batch * (own + dp_dim)] * world,
-                                ctx.group, ctx.precision.backward).view(world, batch * (own + dp_dim))
         grad_mp = grad_dp = None
-        if ctx.needs_input_grad[1]:
-            grad_mp = recv[:, :batch * own].reshape(world * batch, own)
         if ctx.needs_input_grad[2]:
-            grad_dp = recv[:, batch * own:].reshape(world * batch, dp_dim)
+            grad_dp = pieces[-1]
+        if any(mp_dims):
+            send = torch.cat([pieces[s].reshape(-1) for s in range(world)])
+            recv = all_to_all_float(send, [batch * d for d in mp_dims], [batch * own] * world, ctx.group,
+                                    ctx.precision.backward)
+            if ctx.needs_input_grad[1]:
+                grad_mp = recv.view(world * batch, own)
         return None, grad_mp, grad_dp, None, None, None, None, None, None
 
 

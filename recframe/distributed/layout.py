@@ -7,8 +7,10 @@ plan and the world size it gives
 - ``groups[r]``: rank ``r``'s local collections, one per (replicated?, routed?, compute kernel),
   the model-parallel ones first, then the routed ones (row_wise_routed shards: sequence lookups,
   one row per id), then the replicated ones, each with its shard-sized ``TableConfig``s (``shard_table``);
-- ``slots()``: every feature's input to every shard, in ``input_dist.Slot`` order (by rank,
-  then in the rank's local lookup order), with the rule's slot kind;
+- ``slots()``: every feature's input to every model-parallel shard, in ``input_dist.Slot`` order (by rank,
+  then in the rank's local lookup order), with the rule's slot kind; data_parallel replicas have none
+  (each rank looks up its own batch in its replica: ``replicas.py``), and ``model_parallel_features()``
+  are the features that do have slots;
 - ``mp_dims()`` and ``output_columns(rank)``: the pooled output all-to-all's widths and where each
   received column lands in the collection's output (routed shards are not in it: ``routed.py``);
 - ``partial_mean_features()``: the features whose shards pool partial sums of a mean table, so
@@ -68,7 +70,8 @@ def shard_table(table: TableConfig, spec: ShardSpec) -> TableConfig:
     """The TableConfig of one shard: its block's size, the table's init scale, the rule's pooling, trusted ids.
 
     Ids are checked or hashed on the sending rank (against the whole table), so the shard's
-    ``id_policy`` is ``error`` and its collection is built without checks.
+    ``id_policy`` is ``error`` and its collection is built without checks; a replica (data_parallel) is the whole
+    table and gets its own rank's raw ids, so it keeps the table's ``id_policy`` (its collection checks them).
 
     Args:
         table: the whole table.
@@ -82,9 +85,11 @@ def shard_table(table: TableConfig, spec: ShardSpec) -> TableConfig:
     """
     rows, cols = spec.sizes
     scale = table.init_scale if table.init_scale is not None else 1.0 / math.sqrt(table.num_embeddings)
+    rule = rule_for(spec.sharding_type)
     return dataclasses.replace(table, num_embeddings=rows, embedding_dim=cols, init_scale=scale,
-                               pooling=rule_for(spec.sharding_type).shard_pooling(table.pooling),
-                               id_policy=IdPolicy.error, feature_names=list(table.feature_names))
+                               pooling=rule.shard_pooling(table.pooling),
+                               id_policy=table.id_policy if rule.replicated else IdPolicy.error,
+                               feature_names=list(table.feature_names))
 
 
 class ShardLayout:
@@ -129,16 +134,24 @@ class ShardLayout:
         self.groups = [sorted(groups.values(), key=lambda g: (g.replicated, g.routed)) for groups in by_rank]
 
     def slots(self) -> list[Slot]:
-        """Every feature's input to every shard: by rank, then in the rank's local lookup order."""
+        """Every feature's input to every model-parallel shard: by rank, then in the rank's local lookup order
+        (``Slot.feature``: the feature's index in ``feature_names``; replicas have no slot)."""
         out = []
         for rank, groups in enumerate(self.groups):
             for group in groups:
+                if group.replicated:
+                    continue
                 for spec, shard in zip(group.specs, group.tables, strict=True):
                     split = rule_for(spec.sharding_type).row_split
                     for f in shard.feature_names:
                         out.append(Slot(rank, self._feature_index[f], spec.row_start if split else 0,
                                         spec.row_end if split else shard.num_embeddings, split, group.routed))
         return out
+
+    def model_parallel_features(self) -> list[int]:
+        """Indices (in ``feature_names``) of the features of non-replicated tables: the input dist's features."""
+        return [self._feature_index[f] for t in self.tables if not self.plan.tables[t.name].rule.replicated
+                for f in t.feature_names]
 
     def mp_dims(self) -> list[int]:
         """The model-parallel output width of every rank (its block of the pooled output all-to-all)."""

@@ -1,10 +1,11 @@
 """OutputDist: the pooled outputs of the local shards back to the samples' ranks, combined per feature.
 
-One ``comms.PooledAllToAll`` sends every rank's model-parallel blocks (and keeps the rank's rows
-of the data-parallel ones); then the received columns land in the collection's output as each
-sharding rule combines them (``ShardingRule.combine``): ``concat`` blocks are moved to their
-columns (a permutation, or nothing when they already are in place), ``add`` blocks (partial sums
-of row splits) are added into their feature's columns. Mean tables whose shards pooled partial
+One ``comms.PooledAllToAll`` sends every rank's model-parallel blocks (and appends the rank's
+data-parallel outputs, which are local: each replica pooled the rank's own samples); then the
+received columns land in the collection's output as each sharding rule combines them
+(``ShardingRule.combine``): ``concat`` blocks are moved to their columns (a permutation, or
+nothing when they already are in place), ``add`` blocks (partial sums of row splits) are added
+into their feature's columns. Mean tables whose shards pooled partial
 sums are divided by each bag's full size here, after the addition, and nowhere else.
 
 Example:
@@ -83,13 +84,12 @@ class OutputDist:
 
         Args:
             mp: the model-parallel local collections' outputs, ``[world * B, width]`` each, in local order.
-            dp: the data-parallel ones, likewise.
+            dp: the data-parallel ones, ``[B, width]`` each (the rank's own samples).
             batch: the local batch size ``B``.
             lengths: the rank's bag sizes ``[features * B]``, in the collection's feature order.
         """
-        rows = len(self.mp_dims) * batch
-        mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(rows, 0, device=self.device)
-        dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(rows, 0, device=self.device)
+        mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(len(self.mp_dims) * batch, 0, device=self.device)
+        dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(batch, 0, device=self.device)
         anchor = torch.empty(0, device=self.device, requires_grad=torch.is_grad_enabled())
         wide = PooledAllToAll.apply(anchor, mp_out, dp_out, batch, self.mp_dims, self.rank, self.group,
                                     self.grad_scale, self.precision)

@@ -29,12 +29,17 @@ class Prefetched:
     Args:
         features: the batch's KeyedJaggedTensor as given to ``prefetch`` (held: its id cannot be reused).
         selected: the collection's features of it, in order (what the input dist was started on).
-        pending: the input dist in flight.
+        pending: the input dist in flight (None: the collection has no model-parallel table, nothing travels).
     """
 
     features: KeyedJaggedTensor
     selected: KeyedJaggedTensor
-    pending: PendingInput
+    pending: PendingInput | None
+
+    def finish(self) -> None:
+        """Wait for the input dist (no-op without one)."""
+        if self.pending is not None:
+            self.pending.wait()
 
 
 class PrefetchQueue:
@@ -62,7 +67,7 @@ class PrefetchQueue:
         """Keep a started input dist; past ``limit``, finish and drop the oldest."""
         self._started.append(started)
         while len(self._started) > self.limit:
-            self._started.popleft().pending.wait()
+            self._started.popleft().finish()
 
     def take(self, features: KeyedJaggedTensor) -> Prefetched | None:
         """The started input dist of this very object (removed; the older ones finished and dropped), or None."""
@@ -72,9 +77,9 @@ class PrefetchQueue:
             started = self._started.popleft()
             if started.features is features:
                 return started
-            started.pending.wait()
+            started.finish()
 
     def drop(self) -> None:
         """Finish and drop every started input dist."""
         while self._started:
-            self._started.popleft().pending.wait()
+            self._started.popleft().finish()

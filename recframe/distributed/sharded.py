@@ -55,17 +55,20 @@ Use, inside an initialized process group (gloo or NCCL), on every rank with the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from recframe.distributed.comms import broadcast_
-from recframe.distributed.input_dist import InputDist
+from recframe.distributed.input_dist import InputDist, PendingInput
 from recframe.distributed.layout import ShardLayout
 from recframe.distributed.output_dist import OutputDist
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.prefetch_queue import Prefetched, PrefetchQueue
 from recframe.distributed.qcomms import CommsPrecision
+from recframe.distributed.replicas import ReplicaSync
 from recframe.distributed.routed import RoutedOutput
 from recframe.distributed.types import LocalShard, ShardSpec
 from recframe.embedding.collection import EmbeddingBagCollection, EmbeddingCollection
@@ -127,15 +130,27 @@ class ShardedEmbeddingBagCollection(nn.Module):
         self._empty = KeyedTensor(self.feature_names, self.feature_dims, torch.empty(0, sum(self.feature_dims)))
         # This rank's local collections, held outside the module tree (see the module docstring); routed
         # shards (row_wise_routed) look up one row per id: an EmbeddingCollection.
+        # Replicas (data_parallel) check their own rank's ids themselves (``layout.shard_table``).
         self._local = [(g.replicated, g.specs, (EmbeddingCollection if g.routed else EmbeddingBagCollection)(
-            g.tables, optimizer, backend=g.kernel, device=self.device, check_ids=False)) for g in layout.groups[rank]]
-        self._local_counts = [len(ebc.feature_names) for _, _, ebc in self._local]
-        by_slot = [f for _, _, ebc in self._local for f in ebc.feature_names]
+            g.tables, optimizer, backend=g.kernel, device=self.device, check_ids=check_ids and g.replicated))
+            for g in layout.groups[rank]]
+        model_parallel = [ebc for replicated, _, ebc in self._local if not replicated]
+        self._local_counts = [len(ebc.feature_names) for ebc in model_parallel]
+        # The input dist carries the features of model-parallel tables only; replicas look up the rank's own batch.
+        mp = layout.model_parallel_features()
+        self._mp_index = None if len(mp) == len(self.feature_names) else mp
+        position = {f: i for i, f in enumerate(mp)}
+        by_slot = [f for ebc in model_parallel for f in ebc.feature_names]
+        tables_of = {f: t for t in self.tables for f in t.feature_names}
+        names = [self.feature_names[f] for f in mp]
         self.input_dist = InputDist(
-            self.feature_names, [t.name for t in self.tables for _ in t.feature_names],
-            [t.num_embeddings for t in self.tables for _ in t.feature_names],
-            [t.id_policy for t in self.tables for _ in t.feature_names], layout.slots(), world, rank, process_group,
-            check_ids, [by_slot.index(f) for _, _, ebc in self._local for f in _group_order(ebc)]).to(self.device)
+            names, [tables_of[f].name for f in names], [tables_of[f].num_embeddings for f in names],
+            [tables_of[f].id_policy for f in names],
+            [dataclasses.replace(slot, feature=position[slot.feature]) for slot in layout.slots()], world, rank,
+            process_group, check_ids, [by_slot.index(f) for ebc in model_parallel for f in _group_order(ebc)]
+        ).to(self.device) if mp else None
+        replicas = [ebc for replicated, _, ebc in self._local if replicated]
+        self.replicas = ReplicaSync(replicas, process_group, self.device) if replicas else None
         grad_scale = 1.0 / world if gradient_division else 1.0
         self.output_dist = OutputDist(layout, rank, process_group, self.device, grad_scale, comms)
         self.routed = RoutedOutput(layout, rank, process_group, grad_scale, comms) \
@@ -194,22 +209,28 @@ class ShardedEmbeddingBagCollection(nn.Module):
         started = self._prefetched.take(features)
         if started is not None:
             kjt, pending = started.selected, started.pending
-            local = pending.wait()
             if kjt.device().type == "cuda":  # selected on the prefetcher's stream, read on this one
                 kjt.record_stream(torch.cuda.current_stream(kjt.device()))
         else:
             kjt = self._select(features)
-            pending = self.input_dist.start(kjt)
-            local = pending.wait()
-        parts = local.split(self._local_counts) if self._local else []
+            pending = self._start(kjt)
         mp, dp, rows = [], [], {}
-        for (replicated, _, module), part in zip(self._local, parts, strict=True):
-            if isinstance(module, EmbeddingCollection):  # routed shards: one row per id
-                rows.update({f: jagged.values() for f, jagged in module(part).items()})
-            else:
-                (dp if replicated else mp).append(module(part).values())
+        if pending is not None:
+            parts = iter(pending.wait().split(self._local_counts))
+            for replicated, _, module in self._local:
+                if replicated:
+                    continue
+                part = next(parts)
+                if isinstance(module, EmbeddingCollection):  # routed shards: one row per id
+                    rows.update({f: jagged.values() for f, jagged in module(part).items()})
+                else:
+                    mp.append(module(part).values())
+        if self.replicas is not None:  # the rank's own samples in its replicas (their keys picked by each collection)
+            self.replicas.begin()
+            dp = [module(kjt).values() for replicated, _, module in self._local if replicated]
         values = self.output_dist(mp, dp, kjt.stride(), kjt.lengths())
         if self.routed is not None:
+            assert pending is not None
             values = self.routed(values, rows, pending.counts, pending.routed, kjt.lengths())
         return self._empty.with_values(values)
 
@@ -251,7 +272,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
             >>> out = sharded(next_batch.sparse_features)  # only waits for the ids started above  # doctest: +SKIP
         """
         selected = self._select(features)
-        self._prefetched.add(Prefetched(features, selected, self.input_dist.start(selected)))
+        self._prefetched.add(Prefetched(features, selected, self._start(selected)))
 
     def drop_prefetched(self) -> None:
         """Finish and forget every started input dist (end of training or of an epoch).
@@ -262,6 +283,12 @@ class ShardedEmbeddingBagCollection(nn.Module):
             >>> sharded.drop_prefetched()  # doctest: +SKIP
         """
         self._prefetched.drop()
+
+    def _start(self, kjt: KeyedJaggedTensor) -> PendingInput | None:
+        """Start the input dist of the model-parallel features of ``kjt`` (None: every table is replicated)."""
+        if self.input_dist is None:
+            return None
+        return self.input_dist.start(kjt if self._mp_index is None else kjt.permute(self._mp_index))
 
     def _select(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """The batch with exactly this collection's features, in order."""

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -254,6 +255,9 @@ class EmbeddingBagCollection(_TableCollection):
                 runs.append((g, lo, hi))
         self._runs = runs
         self._layout = KeyedTensor(self.feature_names, self.feature_dims, torch.empty(0, sum(self.feature_dims)))
+        # Called instead of kernel group g's kernel when set: ``hook(g, indices, offsets, weights) -> [batch, F * dim]``
+        # (the data_parallel runtime, ``recframe.distributed.replicas``, trains the replicas through it).
+        self.lookup_hook: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pool every feature of the tables.
@@ -269,7 +273,9 @@ class EmbeddingBagCollection(_TableCollection):
         if batch == 0:
             values = torch.zeros(0, sum(self.feature_dims), device=features.device())
         else:
-            outs = [kernel(*prep(part)) for kernel, prep, part in zip(self.kernels, self.inputs, parts, strict=True)]
+            hook = self.lookup_hook
+            outs = [kernel(*prep(part)) if hook is None else hook(g, *prep(part))
+                    for g, (kernel, prep, part) in enumerate(zip(self.kernels, self.inputs, parts, strict=True))]
             if len(self._runs) == 1:
                 g, lo, hi = self._runs[0]
                 values = outs[g] if (lo, hi) == (0, outs[g].shape[1]) else outs[g][:, lo:hi]
