@@ -4,7 +4,8 @@ Routing is described by *slots*: a slot is one feature's input to one shard on o
 row-split (row_wise, table_row_wise) table has one slot per shard and each id goes to exactly
 one of them, the shard whose ``[row_start, row_end)`` holds it, minus ``row_start`` (so a
 shard sees its own row numbers); a table_wise table has one slot; a column_wise table one per
-column shard and a data_parallel table one per rank, and those get every id of the feature.
+column shard, and those get every id of the feature. data_parallel tables have none: their ids stay
+on the rank (the sharded collection gives the input dist only the other tables' features).
 Slots are ordered by destination rank, then in the order of the destination's local lookup.
 
 One call, for the whole collection (all tables, all features):

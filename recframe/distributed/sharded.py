@@ -12,9 +12,12 @@ Semantics:
 - Each rank's local shards are ordinary ``EmbeddingBagCollection``s of shard-sized tables (one
   per compute kernel and kind), so every fused sparse optimizer trains every shard; they are
   held outside the module tree (the state dict keys are the table names; DDP never sees them).
-- Per step: one input dist (``input_dist.py``: all-to-all of lengths, ids, per-id weights), the
-  local lookups on the global batch, one output all-to-all (``comms.PooledAllToAll``), and in
-  backward one all-to-all of the gradients.
+- Per step: one input dist (``input_dist.py``: all-to-all of lengths, ids, per-id weights) of the
+  model-parallel tables' features, their shards' lookups on the global batch, one output all-to-all
+  (``comms.PooledAllToAll``), and in backward one all-to-all of the gradients. data_parallel
+  tables take no part in these: each rank looks up its own batch in its replicas, and in backward
+  one all-reduce sums the replicas' row gradients before the same fused update on every rank
+  (``replicas.ReplicaSync``).
 - Pipelining: ``prefetch(features)`` starts a batch's input dist early (the ids all-to-all then
   travels while the current batch computes) and ``forward(features)`` with the same
   KeyedJaggedTensor object finishes it instead of starting one (see ``prefetch`` for the order of
@@ -28,7 +31,8 @@ Sharding types: each has a rule object in ``recframe.distributed.sharding`` (its
 slot kind, how its outputs combine, its cost terms, the optimizers it trains exactly); the
 engine here asks the rules and never compares types. Construction: ``layout.ShardLayout`` (the
 shards and the routing, the same on every rank), this rank's local collections (one per
-replicated?/routed?/compute kernel), ``input_dist.InputDist`` (its slots; the received features
+replicated?/routed?/compute kernel), ``replicas.ReplicaSync`` (the replicated ones' backward),
+``input_dist.InputDist`` (the model-parallel features' slots; the received features
 come in the local collections' own kernel-group order, so the key reorder happens once, in the
 input dist), ``output_dist.OutputDist`` (the output all-to-all, the combination of the blocks, and
 the one place where mean tables of row splits are divided by the bag size) and, when a table is
@@ -36,8 +40,9 @@ row_wise_routed, ``routed.RoutedOutput`` (its shards' EmbeddingCollections retur
 in an all-to-all of their own, and the sample's rank pools them). Ids are checked or
 hashed once, on the sending rank, against the whole table; the shards' collections trust them
 (``id_policy`` error, no checks), so their own input stage only hands the ids to the kernels and,
-for a mean table whose shards see whole bags (table_wise, column_wise, data_parallel), turns the
-mean into per-id weights as an unsharded collection does.
+for a mean table whose shards see whole bags (table_wise, column_wise), turns the mean into per-id
+weights as an unsharded collection does. A replica's collection gets the rank's raw ids and checks
+or hashes them itself, as an unsharded collection does.
 
 Checkpoints: ``state_dict()`` holds ``"<table>.weight"`` for each table with a shard on this
 rank (the shard's rows and columns only); ``local_shards()`` says where each one sits in its

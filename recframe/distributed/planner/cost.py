@@ -6,13 +6,16 @@ sample over them; a shard holds ``R_s`` rows x ``D_s`` columns on its rank; ``n`
 
 Memory of a shard: ``R_s * D_s * w`` + optimizer state (fp32: sgd 0, adagrad ``R_s * D_s``,
 rowwise_adagrad ``R_s``, adam and lamb ``2 R_s D_s``, rowwise_adam ``R_s D_s + R_s`` values);
-a data_parallel replica is the whole table (no dense gradient: its update is fused, as for a shard).
+a data_parallel replica is the whole table plus its fp32 gradient buffer, ``R * (D + 1) * 4`` (the dense
+row gradients and a lookup count a row, all-reduced each step: ``replicas.py``).
 
 Lookup bytes of a shard, from memory at the lookup bandwidth (HBM on GPU, DDR on CPU):
 ``ids * D_s * w`` forward + ``2 * min(ids, R_s) * (D_s * w + state per row)`` backward (read and
 write the updated rows and their state), where ``ids`` = ids the shard serves: ``G L``
-(table_wise, column_wise), ``G L / n`` (row_wise, table_row_wise, row_wise_routed: ids spread evenly over rows),
-``G L`` (data_parallel: each replica looks up and updates the global batch, as the runtime runs it).
+(table_wise, column_wise), ``G L / n`` (row_wise, table_row_wise, row_wise_routed: ids spread evenly
+over rows); a data_parallel replica looks up its own rank's ``B L`` ids, updates the rows that the
+global batch's ``G L`` ids touch, and writes and reads its gradient buffer: ``+ 2 * R * (D + 1) * 4``
+(zeroed, then read back after the all-reduce).
 
 Communication bytes of a rank = bytes it sends + bytes it receives, at the intra- or inter-node
 bandwidth depending on the peer's node:
@@ -29,12 +32,12 @@ bandwidth depending on the peer's node:
   its input dist sends each shard one int64 id count per feature instead of the ``B`` bag lengths.
   ``2 * 4`` is fp32 both ways: the table's ``output_wire_bytes`` (``sharding.comms``: bf16 or fp16
   sends 2 bytes a value in that direction).
-- data_parallel, as the runtime runs it (``sharding/data_parallel.py``, ``comms.PooledAllToAll``): every
-  rank sends each replica (every other rank) its ids in the input all-to-all, ``B * (L * 8 + F * 4)``,
-  and in backward its pooled gradients, ``B * P * D * g`` (``g``: the table's ``grad_wire_bytes``, the
-  backward comms dtype); the forward output stays on the rank. So each rank sends and receives
-  ``(W - 1) * B * (L * 8 + F * 4 + P * D * g)``, split intra/inter by the peers' nodes: it grows
-  linearly with the world, and so do the replica's lookups (``G L`` ids). No dense all-reduce.
+- data_parallel, as the runtime runs it (``sharding/data_parallel.py``, ``replicas.ReplicaSync``): no ids
+  in the input all-to-all, no pooled rows in the output all-to-all; one ring all-reduce of the replica's
+  gradient buffer, ``S = R * (D + 1) * 4`` bytes: each rank sends and receives ``2 (W - 1) / W * S``.
+  Inside one node that is intra-node traffic; across nodes the ring's inter-node hops set its pace, so it
+  is charged to the inter-node link (as the step simulator charges DDP's all-reduce). It does not grow
+  with the world (it tends to ``4 S`` a rank), nor do the replica's lookups (``B L`` ids).
 
 Estimated time of a rank = lookup bytes / lookup bandwidth + intra bytes / intra bandwidth + inter
 bytes / inter bandwidth (no overlap assumed). It ranks options; it does not predict step times.
@@ -88,8 +91,6 @@ class TableWorkload:
         pooled: False for a sequence table (one output row per id instead of per feature).
         output_wire_bytes: bytes of one output value on the wire, forward + backward (``sharding.comms``:
             fp32 both ways 8; bf16 or fp16 forward 2 + fp32 backward 4 = 6; half both ways 4).
-        grad_wire_bytes: bytes of one pooled gradient value on the wire (the backward direction alone: 4 fp32,
-            2 bf16 or fp16): what a data_parallel table's gradients cost on their way to every replica.
     """
 
     name: str
@@ -101,7 +102,6 @@ class TableWorkload:
     optimizer: OptimizerName = OptimizerName.rowwise_adagrad
     pooled: bool = True
     output_wire_bytes: int = 2 * OUTPUT_BYTES
-    grad_wire_bytes: int = OUTPUT_BYTES
 
     def state_row_bytes(self, cols: int) -> int:
         """Optimizer state bytes of one row of a shard with ``cols`` columns."""
@@ -200,6 +200,12 @@ class Traffic:
         self.intra[ranks] += sizes * (self.node_size[ranks] - 1)
         self.inter[ranks] += sizes * (world - self.node_size[ranks])
 
+    def all_reduce(self, ranks: list[int], nbytes: float) -> None:
+        """Each of ``ranks`` sends + receives ``nbytes`` in a ring all-reduce over the world: intra-node traffic when
+        the world is one node, else inter-node (the ring's hops between nodes set its pace)."""
+        target = self.intra if self.topo.num_nodes == 1 else self.inter
+        target[ranks] += nbytes
+
     def seconds(self) -> np.ndarray:
         topo = self.topo
         return self.intra / topo.intra_node_bw + self.inter / topo.inter_node_bw
@@ -244,15 +250,16 @@ class CostSheet:
 
     def replicas(self, ranks: list[int]) -> None:
         """A whole replica on each of ``ranks`` (every rank), as the runtime runs data_parallel: each replica looks up
-        and updates the global batch's ids, every rank sends every other replica its ids (input all-to-all) and, in
-        backward, its pooled gradients (no dense all-reduce)."""
+        its own rank's ids, updates the rows the global batch touched, and the replicas' gradient buffers
+        (``R * (D + 1) * 4`` bytes) are summed by one ring all-reduce (module docstring)."""
         t = self.table
+        buffer = t.rows * (t.dim + 1) * OUTPUT_BYTES
+        ids_own = self.batch_size * t.ids_per_sample
         for rank in ranks:
-            self.memory[rank] = t.memory_bytes
-            self.lookup[rank] = _lookup_bytes(t, self.ids_all, self.ids_all, t.rows, t.dim)
-        sent = self.batch_size * (t.ids_per_sample * ID_BYTES + t.num_features * LENGTH_BYTES
-                                  + self.outputs * t.dim * t.grad_wire_bytes)
-        self.traffic.shards_with_every_rank(ranks, [sent] * len(ranks))
+            self.memory[rank] = t.memory_bytes + buffer
+            self.lookup[rank] = _lookup_bytes(t, ids_own, self.ids_all, t.rows, t.dim) + 2 * buffer
+        world = self.topo.world_size
+        self.traffic.all_reduce(ranks, 2 * 2.0 * (world - 1) / world * buffer)
 
     def input_dist(self, rank: int, ids_per_sample: float) -> None:
         """Every rank sends the shard on ``rank`` ``ids_per_sample`` ids (and the lengths) per sample."""

@@ -5,14 +5,17 @@ A check of the planner's cost model (``cost.py``), computed another way:
 - what it counts comes from the runtime's own bookkeeping: ``ShardLayout`` (the shards, the input
   all-to-all's slots, the pooled output widths ``mp_dims``), i.e. what ``InputDist``, ``OutputDist``,
   ``PooledAllToAll`` and ``RoutedOutput`` send, message by message: int64 lengths (a routed slot: one
-  count), int64 ids, pooled outputs forward and their gradients backward (data_parallel gradients go
-  to every replica), routed rows both ways, and DDP's all-reduce of the dense parameters;
+  count), int64 ids, pooled outputs forward and their gradients backward, routed rows both ways, the
+  data_parallel replicas' all-reduce (``replicas.ReplicaSync``: one ring all-reduce of every replica's
+  fp32 ``[rows, dim]`` gradient and ``[rows]`` lookup counts) and DDP's all-reduce of the dense parameters;
 - ids per slot come from the data's id law (``id_law.IdLaw``: Zipf, hot rows first), not an even
   spread (tests/unit/distributed/test_simulate.py checks them against ``InputDist``'s bucketing of real
   synthetic batches);
-- a replica of a data_parallel table looks up the global batch (as the runtime does; or, with
-  ``StepWorkload.data_parallel_all_reduce``, as TorchRec runs it), a shard's update
-  touches the expected distinct rows of the global batch;
+- a replica of a data_parallel table looks up its own rank's samples and updates the distinct rows of
+  the global batch, plus its gradient buffer (zeroed, the local gradients added in, the touched rows read:
+  ``R x (D + 1) x 4 x 2 + ids x D x 4``); with ``StepWorkload.data_parallel_all_reduce``, as TorchRec runs it
+  (the table's dense gradient joins DDP's all-reduce and every row is updated); a shard's update touches the
+  expected distinct rows of the global batch;
 - time: each all-to-all takes, per rank, ``max(intra, inter)`` over the link classes of
   ``max(sent, received) / bandwidth`` plus a latency (full-duplex links, NVLink and the network in
   parallel); lookups at the profile's lookup bandwidth; dense work at ``3 x FLOPs`` (forward +
@@ -53,7 +56,8 @@ from recframe.vocab import OptimizerName
 INT64 = 8  # ids, lengths, counts and the weights flag travel as int64
 FP32 = 4  # outputs, gradients, dense parameters
 DDP_BUCKET_BYTES = 25 * 2**20  # DDP's default gradient bucket: one all-reduce each
-PHASES = ("input", "output_forward", "routed_forward", "routed_backward", "output_backward", "dense_all_reduce")
+PHASES = ("input", "output_forward", "routed_forward", "routed_backward", "output_backward", "replica_all_reduce",
+          "dense_all_reduce")
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ class StepWorkload:
         backward_wire_bytes: the same for their gradients.
         data_parallel_all_reduce: count data_parallel tables as TorchRec runs them (each rank looks
             up its own samples; the dense gradient of the whole table is all-reduced with the dense parameters and
-            every row updated) instead of as recframe's runtime does (ids and gradients to every replica).
+            every row updated) instead of as recframe's runtime does (its own all-reduce of gradients and counts,
+            and only the touched rows updated).
     """
 
     batch_size: int
@@ -206,33 +211,45 @@ def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: 
     rank = np.array([s.rank for s in slots], dtype=np.int64)
     routed = np.array([s.routed for s in slots], dtype=bool)
     replicas = [t for t in tables if plan.tables[t.name].rule.combine == Combine.replica]
-    sent = np.ones(len(slots), dtype=bool)
-    if work.data_parallel_all_reduce:  # no ids to the replicas: each rank looks up its own samples
-        local = {f for t in replicas for f in t.feature_names}
-        sent = np.array([layout.feature_names[s.feature] not in local for s in slots], dtype=bool)
+    # replicas have no slot (each rank looks up its own samples): only the weights flag goes to every rank
     per_dest = np.full(world, float(INT64))  # the "sender has weights" flag
-    per_dest += np.bincount(rank, weights=sent * (ids * INT64 + np.where(routed, INT64, batch * INT64)),
-                            minlength=world)
+    per_dest += np.bincount(rank, weights=ids * INT64 + np.where(routed, INT64, batch * INT64), minlength=world)
     rows_back = np.bincount(rank, weights=np.where(routed, ids * dims, 0.0), minlength=world)
     mp = np.asarray(layout.mp_dims(), dtype=np.float64)
-    dp_dim = 0 if work.data_parallel_all_reduce else sum(t.embedding_dim * len(t.feature_names) for t in replicas)
-    reduced = work.dense_parameters + (sum(t.num_embeddings * t.embedding_dim for t in replicas)
-                                       if work.data_parallel_all_reduce else 0)
+    replica_values = sum(t.num_embeddings * (t.embedding_dim + 1) for t in replicas)  # gradients and counts
+    reduced = work.dense_parameters
+    if work.data_parallel_all_reduce:  # TorchRec: the tables' dense gradients join DDP's all-reduce
+        reduced, replica_values = reduced + sum(t.num_embeddings * t.embedding_dim for t in replicas), 0
     buckets = max(1, -(-reduced * FP32 // DDP_BUCKET_BYTES))
-    ring = 2.0 * (world - 1) / world * reduced * FP32
-    ring_bytes, zeros = np.full(world, ring), np.zeros(world)
-    intra, inter = (ring_bytes, zeros) if world <= local_world_size else (zeros, ring_bytes)
     phases = {
         "input": links.to_each(per_dest, collectives=2),
         "output_forward": links.from_each(batch * mp * work.forward_wire_bytes),
         "routed_forward": links.from_each(rows_back * work.forward_wire_bytes, collectives=int(routed.any())),
         "routed_backward": links.to_each(rows_back * work.backward_wire_bytes, collectives=int(routed.any())),
-        "output_backward": links.to_each(batch * (mp + dp_dim) * work.backward_wire_bytes),
-        "dense_all_reduce": LinkBytes(intra, inter, intra, inter, collectives=buckets if world > 1 else 0),
+        "output_backward": links.to_each(batch * mp * work.backward_wire_bytes),
+        "replica_all_reduce": ring_all_reduce(world, local_world_size, replica_values * FP32,
+                                              collectives=int(replica_values > 0 and world > 1)),
+        "dense_all_reduce": ring_all_reduce(world, local_world_size, reduced * FP32,
+                                            collectives=buckets if world > 1 else 0),
     }
     forward, backward = _lookup_bytes(tables, plan, layout, work, law)
     return StepCounts(world, local_world_size, forward, backward, phases,
                       3.0 * work.dense_flops_per_sample * batch)
+
+
+def ring_all_reduce(world: int, local_world_size: int, nbytes: float, collectives: int) -> LinkBytes:
+    """A ring all-reduce of ``nbytes``: every rank sends and receives ``2 (W - 1) / W x nbytes``, inside the node
+    when the world is one node, else paced by the ring's hops between nodes (counted as inter-node).
+
+    Args:
+        world: ranks.
+        local_world_size: ranks per node.
+        nbytes: the reduced buffer's bytes.
+        collectives: collectives it takes.
+    """
+    ring, zeros = np.full(world, 2.0 * (world - 1) / world * nbytes), np.zeros(world)
+    intra, inter = (ring, zeros) if world <= local_world_size else (zeros, ring)
+    return LinkBytes(intra, inter, intra, inter, collectives)
 
 
 def _lookup_bytes(tables: list[TableConfig], plan: ShardingPlan, layout: ShardLayout, work: StepWorkload,
@@ -255,9 +272,13 @@ def _lookup_bytes(tables: list[TableConfig], plan: ShardingPlan, layout: ShardLa
         state = np.array([STATE_PER_ROW[work.optimizers[t.name]](int(c)) for c in cols]) * STATE_BYTES
         update = distinct * 2 * (cols * w + state)
         bags = world * batch * len(t.feature_names)  # pooled outputs a shard writes: every sample's bag
-        if rule.combine == Combine.replica and work.data_parallel_all_reduce:  # own samples; every row updated
+        if rule.combine == Combine.replica:  # own samples
             ids, bags = ids / world, bags / world
-            update = t.num_embeddings * (cols * FP32 + 2 * (cols * w + state))
+            if work.data_parallel_all_reduce:  # TorchRec: the dense gradient read, every row updated
+                update = t.num_embeddings * (cols * FP32 + 2 * (cols * w + state))
+            else:  # the buffer zeroed and read back, the local gradients added in, the touched rows updated
+                update = (update + distinct * cols * FP32 + 2 * t.num_embeddings * (cols + 1) * FP32
+                          + ids * cols * FP32)
         if rule.combine == Combine.pool:  # one row per id back; the sample's rank pools them
             out = ids * cols * FP32
             forward += batch * ids_per_sample * t.embedding_dim * FP32

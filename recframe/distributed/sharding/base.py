@@ -4,7 +4,8 @@ A rule (one per ``ShardingType``, one file each) says, for a table placed on som
 
 - its shards: ``bounds`` along the split axis, ``shards`` (``ShardSpec`` blocks with their ranks);
 - its slot kind: ``row_split`` (each id goes to the one shard holding its row) or not (every
-  shard gets every id of the feature: column_wise, table_wise, data_parallel's replicas);
+  shard gets every id of the feature: column_wise, table_wise); replicated (data_parallel) tables
+  have no slot: each rank looks up its own samples in its replica (``replicas.py``);
 - how outputs combine: ``combine`` (``Combine``), and the pooling its shards use (``shard_pooling``);
 - whether training stays exact for an optimizer: ``is_exact``;
 - its problems: ``problems`` (the plan alone) and ``group_problems`` (the process group);

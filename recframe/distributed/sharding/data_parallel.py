@@ -1,11 +1,15 @@
 """data_parallel: every rank holds the whole table (its placement lists all ranks).
 
-Its ids ride the input all-to-all to every replica, so each replica looks up the global batch;
-its rank's rows are its output; in backward the rank's gradient rows are sent to every replica
-inside the backward all-to-all (an all-gather), so every replica applies the same update of the
-global batch with its fused optimizer and replicas stay identical without a dense all-reduce.
-Exact for every optimizer. The cost model counts it so (``CostSheet.replicas``): per replica the
-global batch's lookups and update, every rank's ids and pooled gradients in and out.
+Run as TorchRec runs data-parallel tables (``recframe.distributed.replicas``): each rank looks up
+only its own samples' ids in its replica (its features have no slot in the input all-to-all, and its
+pooled output stays on the rank, outside the output all-to-all); in backward each rank forms its
+replica's dense row gradient and a per-row lookup count, one all-reduce sums them over the ranks,
+and every replica applies the same fused update (the kernel's own) to the rows the global batch
+touched, with the summed gradient: replicas stay bit-identical, and training equals the unsharded
+table's for every optimizer (lazy ones too: untouched rows stay untouched). For small tables only
+(the auto rule: at most ``data_parallel_max_rows`` rows). The cost model counts it so
+(``CostSheet.replicas``): per replica the rank's own lookups, the global batch's touched rows'
+update, the replica plus its gradient buffer in memory, and a ring all-reduce of ``R x (D + 1) x 4`` bytes.
 
 Example:
     >>> [s.rank for s in DATA_PARALLEL.shards("t", 10, 8, [0, 1, 2], [(0, 10)], world_size=3)]

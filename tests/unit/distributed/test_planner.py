@@ -57,10 +57,15 @@ def test_row_wise_column_wise_data_parallel_costs_by_hand() -> None:
     assert cw.memory == [1000 * (8 * 4 + 4)] * 2  # each column shard keeps its own row-wise state
     assert cw.comm_s[0] == pytest.approx(2 * (10 * (2 * 8 + 4) + 2 * 10 * 8 * 4) / INTRA)
     dp = option_cost(SMALL, TablePlacement("data_parallel", [0, 1]), topo, batch_size=10)
-    assert dp.memory == [68000] * 2  # a replica (fused update: no dense gradient)
-    assert dp.lookup_s[0] == pytest.approx((40 * 64 + 2 * 40 * 68) / HBM)  # the global batch's lookups and update
-    # As the runtime runs it: to the other replica 10 x (2 ids x 8 + 4), then 10 x 16 x 4 pooled gradients; both ways.
-    assert dp.comm_s[0] == pytest.approx(2 * 10 * (2 * 8 + 4 + 16 * 4) / INTRA)
+    buffer = 1000 * (16 + 1) * 4  # the replica's fp32 gradient buffer: 16 columns and a lookup count a row
+    assert dp.memory == [68000 + buffer] * 2  # a replica and its buffer
+    # the rank's own 20 ids looked up, the global batch's 40 rows updated, the buffer zeroed and read back
+    assert dp.lookup_s[0] == pytest.approx((20 * 64 + 2 * 40 * 68 + 2 * buffer) / HBM)
+    # no ids, no pooled rows: a ring all-reduce of the buffer, 2 (W - 1) / W = 1 of it sent and as much received
+    assert dp.comm_s[0] == pytest.approx(2 * buffer / INTRA)
+    assert dp.inter_s == [0.0, 0.0]
+    across = option_cost(SMALL, TablePlacement("data_parallel", [0, 1, 2, 3]), Topology(4, 2, GB), batch_size=10)
+    assert across.comm_s == pytest.approx([2 * 1.5 * buffer / INTER] * 4)  # two nodes: paced by the inter-node hops
 
 
 def test_inter_node_traffic_uses_the_inter_node_bandwidth() -> None:
@@ -129,12 +134,13 @@ def test_no_shard_is_empty() -> None:
 def test_auto_limits_data_parallel_and_table_row_wise() -> None:
     tables = [TableWorkload("tiny", 10, 16, 1, 1.0), TableWorkload("large", 50_000, 16, 1, 1.0)]
     one_node = Planner(Topology(4, 4, GB), batch_size=64).plan(tables).plan
-    # 10 rows: data_parallel is a candidate, but costed as the runtime runs it (every rank's ids and pooled gradients
-    # to every replica, the global batch's lookups on each) it costs more than the placement chosen
+    # 10 rows: costed as the runtime runs it (each rank's own lookups, one all-reduce of 10 x 17 x 4 bytes) a replica
+    # costs every rank less than the busiest rank of any other placement: data_parallel
     tiny = one_node.tables["tiny"]
-    assert tiny.sharding_type != "data_parallel"
-    replicated = option_cost(tables[0], TablePlacement("data_parallel", [0, 1, 2, 3]), Topology(4, 4, GB), 64)
-    assert max(option_cost(tables[0], tiny, Topology(4, 4, GB), 64).seconds) < max(replicated.seconds)
+    assert tiny.sharding_type == "data_parallel" and tiny.ranks == [0, 1, 2, 3]
+    replicated = option_cost(tables[0], tiny, Topology(4, 4, GB), 64)
+    owner = option_cost(tables[0], TablePlacement("table_wise", [0]), Topology(4, 4, GB), 64)
+    assert max(replicated.seconds) < max(owner.seconds)
     assert "table_row_wise" not in {p.sharding_type for p in one_node.tables.values()}
     assert one_node.tables["large"].sharding_type != "data_parallel"  # more rows than data_parallel_max_rows
     twrw = Planner(Topology(4, 2, GB), batch_size=64).plan(

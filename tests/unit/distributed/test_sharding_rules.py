@@ -129,12 +129,13 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
     outputs = t.num_features if t.pooled else t.ids_per_sample
     memory, lookup = [0] * world, [0.0] * world
     traffic = Traffic(topo)
-    if kind == "data_parallel":  # as the runtime runs it: ids and pooled gradients of every rank to every replica
+    if kind == "data_parallel":  # as the runtime runs it: own lookups, one ring all-reduce of gradients and counts
+        buffer = t.rows * (t.dim + 1) * OUTPUT_BYTES
         for r in ranks:
-            memory[r] = t.memory_bytes
-            lookup[r] = _lookup_bytes(t, ids_all, ids_all, t.rows, t.dim)
-            traffic.every_rank_with([r], big_b * (t.ids_per_sample * ID_BYTES + t.num_features * LENGTH_BYTES
-                                                  + outputs * t.dim * t.grad_wire_bytes))
+            memory[r] = t.memory_bytes + buffer
+            lookup[r] = _lookup_bytes(t, big_b * t.ids_per_sample, ids_all, t.rows, t.dim) + 2 * buffer
+            link = traffic.intra if topo.num_nodes == 1 else traffic.inter
+            link[r] += 2 * 2 * (world - 1) / world * buffer
     else:
         for r, (start, end) in zip(ranks, placement.shard_bounds(t.rows, t.dim), strict=True):
             rows, cols = (t.rows, end - start) if kind == "column_wise" else (end - start, t.dim)
@@ -203,10 +204,15 @@ def test_layout() -> None:
     assert groups == [[(False, ["a", "b"]), (True, ["c"])], [(False, ["a", "b"]), (True, ["c"])]]
     shard_a = layout.groups[0][0].tables[0]  # rows 4..10 of a, pooling sums (the mean comes after the addition)
     assert (shard_a.num_embeddings, shard_a.pooling, shard_a.init_scale) == (6, Pooling.sum, 10 ** -0.5)
-    assert all(t.id_policy == "error" for rank in layout.groups for g in rank for t in g.tables)
+    # shards trust the ids the sending rank checked; a replica gets its rank's raw ids and keeps the table's policy
+    assert all(t.id_policy == "error" for rank in layout.groups for g in rank if not g.replicated for t in g.tables)
+    replica = layout.groups[0][1].tables[0]
+    assert replica.id_policy == next(t for t in TABLES if t.name == "c").id_policy
+    # replicas (c) have no slot: their ids stay on the rank
     slots = [(s.rank, layout.feature_names[s.feature], s.row_start, s.row_end, s.row_split) for s in layout.slots()]
-    assert slots == [(0, "fa", 4, 10, True), (0, "fb1", 0, 6, False), (0, "fb2", 0, 6, False), (0, "fc", 0, 8, False),
-                     (1, "fa", 0, 4, True), (1, "fb1", 0, 6, False), (1, "fb2", 0, 6, False), (1, "fc", 0, 8, False)]
+    assert slots == [(0, "fa", 4, 10, True), (0, "fb1", 0, 6, False), (0, "fb2", 0, 6, False),
+                     (1, "fa", 0, 4, True), (1, "fb1", 0, 6, False), (1, "fb2", 0, 6, False)]
+    assert layout.model_parallel_features() == [0, 1, 2]
     assert layout.mp_dims() == [4 + 1 + 1, 4 + 1 + 1]
     # columns: fa 0-3, fb1 4-5, fb2 6-7, fc 8-9; rank 0's block, rank 1's block, then rank 1's replica of c
     assert layout.output_columns(1) == [0, 1, 2, 3, 4, 6, 0, 1, 2, 3, 5, 7, 8, 9]
@@ -260,11 +266,11 @@ def test_a_permutation_of_whole_features_moves_blocks_and_equals_the_column_gath
 
 
 def test_every_rule_is_used_by_the_layout_counts() -> None:
-    """Each row-split shard gets one slot per feature on its rank only; replicated ones one per rank."""
+    """Each row-split shard gets one slot per feature on its rank only; replicated ones none (local lookups)."""
     plan = ShardingPlan(3, {"a": TablePlacement("table_row_wise", [0, 1]), "b": TablePlacement("table_wise", [2]),
                             "c": TablePlacement("data_parallel", [0, 1, 2])})
     counts = Counter(s.rank for s in ShardLayout(TABLES, plan, world_size=3).slots())
-    assert counts == {0: 2, 1: 2, 2: 3}
+    assert counts == {0: 1, 1: 1, 2: 2}
 
 
 def test_layout_of_routed_shards() -> None:

@@ -54,21 +54,33 @@ def test_table_wise_and_row_wise_bytes_by_hand() -> None:
 
 
 def test_data_parallel_and_routed_bytes_by_hand() -> None:
-    """Every id of a data_parallel table goes to every replica, which looks up the global batch, and each rank's
-    gradient goes to every replica; a routed shard gets one count (not B lengths) and returns one row per id."""
+    """A data_parallel table's ids stay on their rank (each replica looks up its own samples) and one ring all-reduce
+    sums the replicas' gradients and row counts; a routed shard gets one count (not B lengths) and returns one row
+    per id."""
     tables = [_table("c", 10, 2), _table("r", 100, 4)]
     plan = ShardingPlan(2, {"c": TablePlacement("data_parallel", [0, 1]),
                             "r": TablePlacement("row_wise_routed", [0, 1])})
     counts = count_step(tables, plan, 2, _work({"fc": 1.0, "fr": 1.0}))
-    # to each rank: flag 8 + c's lengths 80 + c's 10 ids 80 + r's count 8 + r's 5 ids 40
-    assert counts.phases["input"].sent_intra.tolist() == pytest.approx([216.0, 216.0])
+    # to each rank: flag 8 + r's count 8 + r's 5 ids 40 (nothing of c)
+    assert counts.phases["input"].sent_intra.tolist() == pytest.approx([56.0, 56.0])
     assert counts.phases["output_forward"].sent_intra.tolist() == pytest.approx([0.0, 0.0])
-    assert counts.phases["output_backward"].sent_intra.tolist() == pytest.approx([80.0, 80.0])  # B x 2 dp columns x 4
+    assert counts.phases["output_backward"].sent_intra.tolist() == pytest.approx([0.0, 0.0])
+    # 10 rows x (2 gradient columns + 1 count) x 4 bytes, 2 (W - 1) / W = 1 of it sent and received
+    assert counts.phases["replica_all_reduce"].sent_intra.tolist() == pytest.approx([120.0, 120.0])
+    assert counts.phases["replica_all_reduce"].recv_intra.tolist() == pytest.approx([120.0, 120.0])
+    assert counts.phases["replica_all_reduce"].collectives == 1
     assert counts.phases["routed_forward"].sent_intra.tolist() == pytest.approx([80.0, 80.0])  # 5 rows x 4 x 4 bytes
     assert counts.phases["routed_backward"].recv_intra.tolist() == pytest.approx([80.0, 80.0])
-    # c: 20 ids x 8 bytes read + 20 bags x 8 written; r: 10 ids read (16 bytes) + 10 rows out, and the rank pools
-    # its 10 samples' rows (10 x 16)
-    assert counts.lookup_forward.tolist() == pytest.approx([320.0 + 320.0 + 160.0] * 2)
+    # c: its own 10 ids x 8 bytes read + 10 bags x 8 written; r: 10 ids read (16 bytes) + 10 rows out, and the rank
+    # pools its 10 samples' rows (10 x 16)
+    assert counts.lookup_forward.tolist() == pytest.approx([160.0 + 320.0 + 160.0] * 2)
+    # c alone, backward: 10 bag gradients read (80), the distinct rows of the global batch's 20 uniform draws of 10
+    # rows updated (sgd: 8 bytes read and written, 16) and their summed gradient read (8), the 10 x 3 buffer zeroed
+    # and read back (240), the 10 ids' gradients added in (80)
+    alone = count_step(tables[:1], ShardingPlan(2, {"c": TablePlacement("data_parallel", [0, 1])}), 2,
+                       _work({"fc": 1.0}))
+    distinct = 10 * (1 - math.exp(-2))  # the id law's expected distinct rows of 20 uniform draws
+    assert alone.lookup_backward.tolist() == pytest.approx([80 + distinct * (16 + 8) + 240 + 80] * 2)
 
 
 def test_nodes_split_the_traffic_by_link_class() -> None:
@@ -96,14 +108,14 @@ def test_the_id_law_is_the_synthetic_data_s() -> None:
         np.testing.assert_allclose(expected, got, rtol=0.05, atol=5)
 
 
-@pytest.mark.parametrize("kind", ["row_wise", "table_row_wise", "row_wise_routed", "column_wise", "data_parallel"])
+@pytest.mark.parametrize("kind", ["row_wise", "table_row_wise", "row_wise_routed", "column_wise"])  # replicas: none
 def test_expected_ids_per_slot_match_the_runtime_s_routing(kind: str) -> None:
     """The ids the simulator expects in each slot equal the runtime's bucketing (InputDist) of real synthetic
     batches (Zipf 1.05), within sampling noise."""
     tables = [TableConfig(name="t", num_embeddings=5000, embedding_dim=8, feature_names=["x", "y"]),
               _table("u", 300, 8)]
     ranks = [0, 1] if kind == "table_row_wise" else [0, 1, 2, 3]
-    plan = ShardingPlan(4, {"t": TablePlacement(kind, ranks if kind != "data_parallel" else [0, 1, 2, 3]),
+    plan = ShardingPlan(4, {"t": TablePlacement(kind, ranks),
                             "u": TablePlacement("table_wise", [2])})
     work = _work({"x": 3.0, "y": 1.0, "fu": 2.0}, batch=4096, zipf=1.05)
     layout = ShardLayout(tables, plan, 4)
@@ -145,8 +157,9 @@ def test_step_time_is_synchronous_and_hosts_share_their_cores() -> None:
 
 
 def test_data_parallel_as_an_all_reduce() -> None:
-    """With data_parallel_all_reduce a replica looks up its own samples, sends no ids, and the table's dense
-    gradient joins the dense parameters' ring all-reduce (2 (W - 1) / W x (P + R x D) x 4 bytes each way)."""
+    """With data_parallel_all_reduce (TorchRec's way) a replica looks up its own samples, sends no ids, and the table's
+    dense gradient joins the dense parameters' ring all-reduce (2 (W - 1) / W x (P + R x D) x 4 bytes each way),
+    every row updated; recframe's own all-reduce of gradients and counts is then not counted."""
     plan = ShardingPlan(2, {"c": TablePlacement("data_parallel", [0, 1])})
     work = StepWorkload(batch_size=10, ids_per_feature={"fc": 1.0}, zipf_exponent=0.0, optimizers={"c": "sgd"},
                         dense_flops_per_sample=0.0, dense_parameters=30, data_parallel_all_reduce=True)
@@ -154,6 +167,8 @@ def test_data_parallel_as_an_all_reduce() -> None:
     assert counts.phases["input"].sent_intra.tolist() == [8.0, 8.0]  # the flag alone
     assert counts.phases["output_backward"].sent_intra.tolist() == [0.0, 0.0]
     assert counts.phases["dense_all_reduce"].sent_intra.tolist() == pytest.approx([200.0, 200.0])  # (30 + 20) x 4
+    assert counts.phases["replica_all_reduce"].sent_intra.tolist() == [0.0, 0.0]
+    assert counts.phases["replica_all_reduce"].collectives == 0
     # 10 own ids (8 bytes) + 10 bags (8); backward: 10 gradient rows + the whole 10 x 2 gradient read (4 bytes a
     # value) and every row read and written (8 bytes, sgd)
     assert counts.lookup_forward.tolist() == [160.0, 160.0]
@@ -162,9 +177,10 @@ def test_data_parallel_as_an_all_reduce() -> None:
 
 @pytest.mark.parametrize(("world", "local"), [(2, 2), (4, 4), (4, 2), (16, 8)])
 def test_data_parallel_cost_is_the_runtime_s_traffic(world: int, local: int) -> None:
-    """The cost model charges data_parallel what the simulator counts the runtime sending (issue 24): every rank's ids
-    and pooled gradients to every replica, split by node, and the global batch's lookups; both grow with the world.
-    The only differences are the simulator's int64 lengths (the cost model counts int32) and its flag a destination."""
+    """The cost model charges data_parallel what the simulator counts the runtime sending (issue 24): no ids and no
+    pooled rows in the all-to-alls, one ring all-reduce of the replica's gradients and row counts, R x (D + 1) x 4
+    bytes, 2 (W - 1) / W of it sent and as much received by every rank, intra-node on one node, else paced by
+    the inter-node hops; it does not grow with the world. Lookups: the rank's own B x L ids."""
     from recframe.distributed.planner.cost import CostSheet, TableWorkload
     from recframe.distributed.planner.topology import Topology
     from recframe.distributed.sharding.data_parallel import DATA_PARALLEL
@@ -174,16 +190,22 @@ def test_data_parallel_cost_is_the_runtime_s_traffic(world: int, local: int) -> 
     counts = count_step([_table("t", rows, dim)], plan, local, _work({"ft": ids}, batch=batch))
     sheet = CostSheet(TableWorkload("t", rows, dim, 1, ids, optimizer="sgd"), Topology(world, local, 10**12), batch)
     DATA_PARALLEL.add_cost(sheet, list(range(world)), [(0, rows)] * world)
-    extra = 8 + batch * 4  # per peer and direction: the flag, and 4 more bytes a length
+    flag = 8  # the simulator's weights flag to every peer: the only input bytes
+    ring = 2.0 * (world - 1) / world * rows * (dim + 1) * 4
     for link in ("intra", "inter"):
-        phases = [counts.phases[p] for p in ("input", "output_backward")]
-        simulated = sum(getattr(p, f"sent_{link}") + getattr(p, f"recv_{link}") for p in phases)
         peers = np.full(world, float(local - 1 if link == "intra" else world - local))
-        np.testing.assert_allclose(getattr(sheet.traffic, link), simulated - 2 * extra * peers)
-    per_peer = batch * (ids * 8 + 4 + dim * 4)  # ids, int32 lengths, fp32 pooled gradients
-    np.testing.assert_allclose(sheet.traffic.intra + sheet.traffic.inter, 2 * (world - 1) * per_peer)
-    # rows read by each replica's forward: the global batch's ids (the simulator also counts the outputs it writes)
-    reads = counts.lookup_forward - world * batch * dim * 4
-    update = 2 * min(world * batch * ids, rows) * dim * 4
-    np.testing.assert_allclose(sheet.lookup - update, reads)
-    np.testing.assert_allclose(reads, world * batch * ids * dim * 4)
+        inp = counts.phases["input"]
+        np.testing.assert_allclose(getattr(inp, f"sent_{link}") + getattr(inp, f"recv_{link}"), 2 * flag * peers)
+        out = counts.phases["output_backward"]
+        assert not (getattr(out, f"sent_{link}") + getattr(out, f"recv_{link}")).any()
+        reduce = counts.phases["replica_all_reduce"]
+        simulated = getattr(reduce, f"sent_{link}") + getattr(reduce, f"recv_{link}")
+        np.testing.assert_allclose(getattr(sheet.traffic, link), simulated)
+        expected = 2 * ring if (link == "intra") == (world == local) else 0.0
+        np.testing.assert_allclose(simulated, np.full(world, expected))
+    # the rank's own ids: B x L rows of D x 4 bytes read, the same in the simulator's forward (plus its bag writes)
+    own = batch * ids * dim * 4
+    np.testing.assert_allclose(counts.lookup_forward, own + batch * dim * 4)
+    assert sheet.lookup.tolist() == pytest.approx(
+        [own + 2 * min(batch * world * ids, rows) * dim * 4 + 2 * rows * (dim + 1) * 4] * world)
+    assert sheet.memory.tolist() == [rows * dim * 4 + rows * (dim + 1) * 4] * world
