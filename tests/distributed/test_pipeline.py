@@ -3,9 +3,9 @@
 One spawn per world size. In each:
 
 - ``InputDist.start(kjt).wait()`` equals the one-shot ``InputDist(kjt)`` (keys, stride, lengths,
-  ids, weights) for row_wise, table_wise, column_wise, data_parallel and a mixed plan, weighted
-  and not, also with two input dists in flight, a blocking one between them and the waits in the
-  reverse order;
+  ids, weights) for row_wise, table_wise, column_wise and a mixed plan, weighted and not, also
+  with two input dists in flight, a blocking one between them and the waits in the reverse order
+  (an all-data_parallel plan has no input dist: its ids stay on their rank);
 - (world 2) a sharded model (the tables, then a dense layer in DDP) trained for ``STEPS`` steps
   with the input dists of batches i+1 and i+2 started before step i (as in a Lightning run, whose
   fetcher holds one batch ahead), and a validation-like forward of other batches in between, has
@@ -51,8 +51,13 @@ def split_equals_one_shot(rank: int, world: int) -> dict[str, bool]:
         sharded = ShardedEmbeddingBagCollection.from_collection(
             EmbeddingBagCollection(make_tables(), SparseOptimizer(name="sgd")), plan, local_world_size=lws)
         route = sharded.input_dist
+        if kind == "data_parallel":  # replicas' ids stay on the rank: no input dist to pipeline
+            out[kind] = route is None
+            continue
+        mp = sharded._mp_index  # the input dist's features: the model-parallel tables' (mixed: not the replicas')
         for weighted in (False, True):
             kjts = [sharded._select(batches(world, step, weighted)[1][rank]) for step in range(3)]
+            kjts = [kjt if mp is None else kjt.permute(mp) for kjt in kjts]
             expected = [route(kjt) for kjt in kjts]
             first, second = route.start(kjts[0]), route.start(kjts[1])
             between = route(kjts[2])  # a blocking input dist while two are in flight
