@@ -125,32 +125,38 @@ def test_the_report_gives_max_over_mean_and_the_critical_rank_s_time() -> None:
     assert [t["table"] for t in data["critical_rank"]["costliest_tables"]] == [n for n, _ in report.critical_tables]
 
 
-# the most-loaded rank's estimated ms costed as the runtime runs (table_row_wise a flat all-to-all), before
-# row_wise_routed (BENCHMARKS.md, issue 24): today's plans must not be slower
-FORMER_MAX_MS = {64: 45.0, 512: 234.0, 4096: 1747.0}
-# max/mean with data_parallel costed as the runtime runs it (1.57, 1.37, 4.12 when set): not to get worse
-MAX_OVER_MEAN = {64: 1.60, 512: 1.40, 4096: 4.20}
+# the most-loaded rank's estimated ms with data_parallel run (and costed) as an all-reduce (39.1, 132.1, 133.7 when
+# set; BENCHMARKS.md, issue 24): today's plans must not be slower (was 45.0, 234.0, 1,747.0 before row_wise_routed)
+FORMER_MAX_MS = {64: 40.0, 512: 135.0, 4096: 137.0}
+# max/mean with data_parallel run as an all-reduce (1.88, 1.00, 1.00 when set): not to get worse. 512 and 4,096 meet
+# the issue's 1.10. 64 was 1.57 while data_parallel ran (and was costed) as an all-to-all of ids and gradients to every
+# replica: that raised every rank's cost (the mean) more than the busiest's; now the busiest rank is lower (39.1
+# against 42.5 ms) and the mean much lower (20.8 against 27.1), so the ratio is higher (see test_mlperf_balance).
+MAX_OVER_MEAN = {64: 1.90, 512: 1.02, 4096: 1.02}
 
 
 @pytest.mark.parametrize("world", [64, 512, pytest.param(4096, marks=pytest.mark.slow)])  # 4,096: ~4 s
 def test_mlperf_balance(world: int) -> None:
-    """MLPerf DLRM-DCNv2, 8 ranks per node: no slower than before, no less balanced than when data_parallel was
-    costed as the runtime runs it (issue 24).
+    """MLPerf DLRM-DCNv2, 8 ranks per node: no slower and no less balanced than when data_parallel became an
+    all-reduce in the runtime (issue 24).
 
-    At 512 and 4,096 ranks the 40M-row tables are row_wise_routed (every rank sends its ids and gets one row per
-    id back: the same traffic on every rank, whatever the world size). At 64 ranks a routed t_cat_20 (100 ids
-    per sample) would cost every rank more than table_row_wise costs its node (1.7 GB a rank per step, against
-    pooled partial sums of 64 x 8,192 samples): the least max keeps it table_row_wise on one node.
-    max/mean <= 1.10 at 512 and 4,096 ranks (the issue's target) was reached only with data_parallel costed as a
-    dense all-reduce, which the runtime does not run: as it runs it (every rank's ids and pooled gradients to every
-    replica) the small tables are no longer replicated, and the few-row ones (3, 4, 10 rows) are split over as
-    many ranks as they have rows, whose shards serve the global batch.
+    The tables of at most ``data_parallel_max_rows`` rows (11 at 64 ranks, 13 at 512 and 4,096) are replicated:
+    each rank looks up its own samples and one all-reduce of rows x (dim + 1) floats sums their gradients, the same
+    cost on every rank whatever the world size. At 512 and 4,096 ranks the 40M-row tables are row_wise_routed
+    (every rank sends its ids and gets one row per id back: the same traffic on every rank, whatever the world
+    size): max/mean 1.00. At 64 ranks a routed t_cat_20 (100 ids per sample) would cost every rank more than
+    table_row_wise costs its node (1.7 GB a rank per step, against pooled partial sums of 64 x 8,192 samples): the
+    least max keeps it table_row_wise on one node and t_cat_19 (40M rows, 12 ids) table_wise on one rank, each ~30
+    ms on top of the ~8 ms every rank pays: max/mean 1.88, above the issue's 1.10.
     """
     cfg = compose_config(["+experiment=mlperf_dcnv2", f"world_size={world}", "sharding.topology.local_world_size=8"])
     plan, report = make_plan(cfg, world_size=world, local_world_size=8)
     assert report.busiest.total_ms < FORMER_MAX_MS[world]
     assert report.imbalance <= MAX_OVER_MEAN[world]
-    assert "data_parallel" not in {p.sharding_type for p in plan.tables.values()}
+    rows = {t.name: t.rows for t in table_workloads(cfg)}
+    replicated = {n for n, p in plan.tables.items() if p.sharding_type == "data_parallel"}
+    assert replicated and all(rows[n] <= cfg.sharding.data_parallel_max_rows for n in replicated)
+    assert len(replicated) == (11 if world == 64 else 13)
     assert plan.tables["t_cat_20"].sharding_type == ("row_wise_routed" if world >= 512 else "table_row_wise")
 
 
