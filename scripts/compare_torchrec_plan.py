@@ -11,8 +11,9 @@ EmbeddingShardingPlanner in the TorchRec venv (``scripts/torchrec_plan.py``, tim
 ``--out-dir``), its plan converted
 (``recframe.distributed.planner.torchrec_plan.from_torchrec``) and both scored: the simulator's synchronous
 step, the max, mean and max/mean of each rank's own simulated time (data_parallel as recframe's runtime
-runs it, ids and gradients to every replica), the step and max/mean with data_parallel as TorchRec runs it
-(a dense gradient all-reduce), and the cost model's max, mean and max/mean. The sharding types each planner
+runs it: its own all-reduce of the replicas' gradients and row counts, the touched rows updated), the step and
+max/mean with data_parallel as TorchRec runs it (the dense gradient in DDP's all-reduce, every row updated),
+and the cost model's max, mean and max/mean. The sharding types each planner
 chose are listed under the table.
 """
 

@@ -12,8 +12,9 @@ the device profile) and by the planner's cost model. One markdown row per world:
 estimate, each rank's own time (max, mean, max/mean), the critical rank's lookup / intra-node /
 inter-node / dense milliseconds, and the cost model's max, mean and max/mean (tables only). With one
 world size (or ``--plan``), ``--phases`` adds the per-phase max and mean. ``--dp-all-reduce`` counts
-data_parallel tables as TorchRec runs them (a dense gradient all-reduce) instead of as recframe's runtime
-does (every id and pooled gradient to every replica).
+data_parallel tables as TorchRec runs them (the dense gradient in DDP's all-reduce, every row updated)
+instead of as recframe's runtime does (its own all-reduce of the replicas' gradients and row counts, only
+the touched rows updated).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--overhead-ms", type=float, default=None, help="override the per-step overhead")
     parser.add_argument("--phases", action="store_true", help="print the per-phase max and mean too")
     parser.add_argument("--dp-all-reduce", action="store_true",
-                        help="count data_parallel tables as a dense all-reduce (TorchRec's way), not recframe's")
+                        help="count data_parallel tables as TorchRec runs them (in DDP's all-reduce), not recframe's")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     changes = {"matmul_tflops": args.tflops, "lookup_gbps": args.lookup_gbps, "intra_node_gbps": args.intra_gbps,
