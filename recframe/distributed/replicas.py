@@ -62,10 +62,21 @@ class _Group:
     count_at: int  # first element of the group's ``[rows]`` lookup counts (stack order)
     columns: list[int]  # [features + 1] first output column of each feature
     carrier: list[int]  # the first feature of each table (the update's lookups go through it)
+    # One dim for all its tables (torch and triton groups always): the vectorized path, without host reads.
+    # Device copies of the stack's table starts, each feature's first row and each table's carrier.
+    uniform: bool = False
+    starts_t: torch.Tensor | None = None
+    feature_row_start: torch.Tensor | None = None
+    carrier_t: torch.Tensor | None = None
 
     @property
     def rows(self) -> int:
         return self.starts[-1]
+
+    def stacked_grad(self, flat: torch.Tensor) -> torch.Tensor:
+        """The whole stack's ``[rows, dim]`` gradient (one dim only: the tables' blocks are consecutive)."""
+        dim = self.dims[0]
+        return flat[self.grad_at[0]:self.grad_at[0] + self.rows * dim].view(self.rows, dim)
 
     def grad(self, flat: torch.Tensor, table: int) -> torch.Tensor:
         """Table ``table``'s ``[rows, dim]`` gradient block of ``flat``."""
@@ -81,7 +92,7 @@ class _Step:
     steps: dict[int, int] = field(default_factory=dict)
 
 
-def replica_groups(collections: list[EmbeddingBagCollection]) -> tuple[list[_Group], int]:
+def replica_groups(collections: list[EmbeddingBagCollection], device: torch.device) -> tuple[list[_Group], int]:
     """The kernel groups of ``collections`` with their places in one flat buffer, and its size."""
     groups, at = [], 0
     for ebc in collections:
@@ -97,7 +108,14 @@ def replica_groups(collections: list[EmbeddingBagCollection]) -> tuple[list[_Gro
             for t in spec.feature_tables:
                 columns.append(columns[-1] + dims[t])
             carrier = [spec.feature_tables.index(t) for t in range(len(spec.tables))]
-            groups.append(_Group(kernel, spec, starts, dims, grad_at, at, columns, carrier))
+            group = _Group(kernel, spec, starts, dims, grad_at, at, columns, carrier)
+            if len(set(dims)) == 1:
+                group.uniform = True
+                group.starts_t = torch.tensor(starts, dtype=torch.int64, device=device)
+                group.feature_row_start = torch.tensor([starts[t] for t in spec.feature_tables], dtype=torch.int64,
+                                                       device=device)
+                group.carrier_t = torch.tensor(carrier, dtype=torch.int64, device=device)
+            groups.append(group)
             at += starts[-1]
     return groups, at
 
@@ -116,7 +134,7 @@ class ReplicaSync:
     def __init__(self, collections: list[EmbeddingBagCollection], group: dist.ProcessGroup | None,
                  device: torch.device) -> None:
         self.group, self.device = group, device
-        self.groups, self.size = replica_groups(collections)
+        self.groups, self.size = replica_groups(collections, device)
         first = 0
         for ebc in collections:
             ebc.lookup_hook = _Hook(self, first)
@@ -151,6 +169,9 @@ class ReplicaSync:
         features = len(g.spec.feature_tables)
         batch = (offsets.numel() - 1) // features
         if indices.numel() == 0 or batch == 0:
+            return
+        if g.uniform:
+            _stacked_local_gradient(g, step.flat, features, batch, indices, offsets, weights, grad_out)
             return
         bounds = offsets[::batch].tolist()  # each feature's ids (one host read)
         grad_out = grad_out.float()
@@ -193,6 +214,19 @@ def apply_rows(g: _Group, rows: torch.Tensor, flat: torch.Tensor) -> None:
         flat: the all-reduced buffer (``g.grad`` reads each table's block).
     """
     n, features, device = rows.numel(), len(g.spec.feature_tables), rows.device
+    if g.uniform:  # vectorized: each row's table and carrier from the device copies
+        assert g.starts_t is not None and g.carrier_t is not None
+        table = torch.searchsorted(g.starts_t[1:], rows, right=True)
+        carrier = g.carrier_t.index_select(0, table)
+        lengths = torch.zeros(features, n, dtype=torch.int64, device=device)
+        lengths[carrier, torch.arange(n, device=device)] = 1
+        grad_out = torch.zeros(n, features, g.dims[0], device=device)
+        grad_out[torch.arange(n, device=device), carrier] = g.stacked_grad(flat).index_select(0, rows)
+        offsets = torch.cat([lengths.new_zeros(1), lengths.view(-1).cumsum(0)])
+        with torch.enable_grad():  # feature-major ids are the rows in order (see below)
+            out = g.kernel(rows - g.starts_t.index_select(0, table), offsets, None)
+            torch.autograd.backward(out, grad_out.view(n, features * g.dims[0]))
+        return
     cuts = torch.searchsorted(rows, torch.tensor(g.starts, device=device)).tolist()  # each table's touched rows
     lengths = torch.zeros(features, n, dtype=torch.int64, device=device)
     grad_out = torch.zeros(n, g.columns[-1], device=device)
@@ -211,6 +245,21 @@ def apply_rows(g: _Group, rows: torch.Tensor, flat: torch.Tensor) -> None:
     with torch.enable_grad():
         out = g.kernel(indices, offsets, None)
         torch.autograd.backward(out, grad_out)
+
+
+def _stacked_local_gradient(g: _Group, flat: torch.Tensor, features: int, batch: int, indices: torch.Tensor,
+                            offsets: torch.Tensor, weights: torch.Tensor | None, grad_out: torch.Tensor) -> None:
+    """``ReplicaSync.local_gradient`` of a one-dim group, vectorized over its features (no host read)."""
+    assert g.feature_row_start is not None
+    n, dim = indices.numel(), g.dims[0]
+    rows = indices + g.feature_row_start.repeat_interleave(offsets[::batch].diff(), output_size=n)
+    bag = torch.arange(features * batch, device=indices.device).repeat_interleave(offsets.diff(), output_size=n)
+    source = (bag % batch) * features + torch.div(bag, batch, rounding_mode="floor")  # bags are feature-major
+    grad_ids = grad_out.float().reshape(batch * features, dim).index_select(0, source)
+    if weights is not None:
+        grad_ids.mul_(weights.float().unsqueeze(1))
+    g.stacked_grad(flat).index_add_(0, rows, grad_ids)
+    flat[g.count_at:g.count_at + g.rows].index_add_(0, rows, torch.ones(n, device=rows.device))
 
 
 class _Hook:
