@@ -86,10 +86,11 @@ class _Group:
 
 @dataclass
 class _Step:
-    """One forward's captured lookups: the flat buffer of local gradients and counts, and the kernels' steps."""
+    """One forward's captured lookups: the flat buffer of local gradients and counts, and by how much each
+    kernel's forward advanced its step count (fbgemm counts its optimizer step in forward, the others in backward)."""
 
     flat: torch.Tensor
-    steps: dict[int, int] = field(default_factory=dict)
+    forward_steps: dict[int, int] = field(default_factory=dict)
 
 
 def replica_groups(collections: list[EmbeddingBagCollection], device: torch.device) -> tuple[list[_Group], int]:
@@ -159,8 +160,10 @@ class ReplicaSync:
             with torch.no_grad():
                 return group.kernel(indices, offsets, weights)
         assert self._step is not None
-        self._step.steps[index] = group.kernel.get_step()
-        return _Capture.apply(self._gate, self, self._step, index, indices, offsets, weights)
+        before = group.kernel.get_step()
+        out = _Capture.apply(self._gate, self, self._step, index, indices, offsets, weights)
+        self._step.forward_steps[index] = group.kernel.get_step() - before
+        return out
 
     def local_gradient(self, step: _Step, index: int, indices: torch.Tensor, offsets: torch.Tensor,
                        weights: torch.Tensor | None, grad_out: torch.Tensor) -> None:
@@ -193,11 +196,14 @@ class ReplicaSync:
         """Sum the local gradients and counts over the ranks (one all-reduce), then update every replica."""
         dist.all_reduce(step.flat, group=self.group)
         for index, g in enumerate(self.groups):
-            before = step.steps.get(index, g.kernel.get_step())
+            # One optimizer step per forward and backward, as the unsharded table counts: the step now, less what
+            # this forward's lookup counted, plus one (whatever the update's own lookup counts; gradient
+            # accumulation's several forwards before one backward included).
+            target = g.kernel.get_step() - step.forward_steps.get(index, 0) + 1
             rows = step.flat[g.count_at:g.count_at + g.rows].nonzero().squeeze(1)  # the host read of the step
             if rows.numel():
                 apply_rows(g, rows, step.flat)
-            g.kernel.set_step(before + 1)  # one optimizer step, as the unsharded table's backward counts
+            g.kernel.set_step(target)
 
 
 def apply_rows(g: _Group, rows: torch.Tensor, flat: torch.Tensor) -> None:

@@ -3,7 +3,8 @@
 For every fused optimizer (the lazy ones, adam, rowwise_adam and lamb, included: rows that the global batch
 does not touch must not move), an all-data_parallel plan and a mixed one (data_parallel + table_wise +
 row_wise) train 4 steps on each rank's own batch and must equal the unsharded collection trained on the
-global batch (mean loss); every rank's replicas must be bit-identical afterwards. The traffic: the ids of
+global batch (mean loss), also with two forwards before each backward (gradient accumulation: the optimizer's
+step count too); every rank's replicas must be bit-identical afterwards. The traffic: the ids of
 data_parallel features never enter the input all-to-all (the ids all-to-all carries exactly the other
 features' ids), an all-data_parallel plan makes no all-to-all at all, and each backward makes one all-reduce.
 """
@@ -37,7 +38,8 @@ def plans(world: int) -> dict[str, ShardingPlan]:
     }
 
 
-def train(rank: int, world: int, plan: ShardingPlan, opt: str) -> dict:
+def train(rank: int, world: int, plan: ShardingPlan, opt: str, accumulate: bool = False) -> dict:
+    """``STEPS`` steps on each side; ``accumulate``: two forwards (two batches) before each backward of their sum."""
     torch.manual_seed(0)
     optimizer = SparseOptimizer(name=opt, lr=0.05, weight_decay=0.01 if opt == "lamb" else 0.0)
     reference = EmbeddingBagCollection(make_tables(), optimizer, backend="torch")
@@ -45,11 +47,15 @@ def train(rank: int, world: int, plan: ShardingPlan, opt: str) -> dict:
     mine = slice(rank * BATCH, (rank + 1) * BATCH)
     forward = 0.0
     for step in range(STEPS):
-        whole, local = batches(world, step, weighted=opt != "sgd")
-        expected, got = reference(whole), sharded(local[rank])
-        forward = max(forward, float((got.values() - expected.values()[mine]).detach().abs().max()))
-        loss_of(expected.values(), step, world, slice(0, world * BATCH)).backward()
-        loss_of(got.values(), step, world, mine).backward()
+        expected_loss, got_loss = 0.0, 0.0
+        for micro in range(2 if accumulate else 1):
+            whole, local = batches(world, step + 10 * micro, weighted=opt != "sgd")
+            expected, got = reference(whole), sharded(local[rank])
+            forward = max(forward, float((got.values() - expected.values()[mine]).detach().abs().max()))
+            expected_loss = expected_loss + loss_of(expected.values(), step, world, slice(0, world * BATCH))
+            got_loss = got_loss + loss_of(got.values(), step, world, mine)
+        expected_loss.backward()
+        got_loss.backward()
     weights, states = reference.state_dict(), reference.optimizer_state_dict()
     errors, replicas = {}, {}
     for table, shard in sharded.local_shards().items():
@@ -110,6 +116,8 @@ def traffic(rank: int, world: int) -> dict:
 
 def worker(rank: int, world: int) -> dict:
     cases = {(name, opt): train(rank, world, plan, opt) for name, plan in plans(world).items() for opt in OPTIMIZERS}
+    for opt in ("rowwise_adagrad", "adam"):  # gradient accumulation: one optimizer step per forward, as unsharded
+        cases[("accumulate", opt)] = train(rank, world, plans(world)["mixed"], opt, accumulate=True)
     return {"cases": cases, "traffic": traffic(rank, world)}
 
 
@@ -126,7 +134,7 @@ def test_data_parallel_equals_unsharded(tmp_path, world: int) -> None:
             for table, error in case["errors"].items():
                 assert error < TOL, f"{where}, rank {rank}: table {table} (weights or state) differs by {error}"
         first = results[0]["cases"][key]["replicas"]
-        assert set(first) == (REPLICATED if name == "mixed" else {t.name for t in make_tables()}), where
+        assert set(first) == (REPLICATED if name != "data_parallel" else {t.name for t in make_tables()}), where
         for rank, result in enumerate(results[1:], start=1):  # replicas stay bit-identical
             for table, tensors in result["cases"][key]["replicas"].items():
                 for state, value in tensors.items():
