@@ -27,10 +27,15 @@ every ``_Capture`` of the step hangs from, so it runs once, after every replicat
 local gradient is formed, at the same point of the backward on every rank (every rank has the
 same graph; a forward without grad or with ``B = 0`` on every rank makes no gate).
 
-One host read a step: the number of touched rows (the update's size).
+Step counts: one optimizer step per forward and backward, as the unsharded table counts (fbgemm
+counts in forward, the others in backward: ``reduce_and_update`` sets it), gradient accumulation's
+several forwards before one backward included.
+
+Host reads a step: each kernel group's number of touched rows (the update's size); a group whose
+tables differ in dim (fbgemm) also reads where each feature's ids start, in backward and in the update.
 
 Example:
-    >>> sync = ReplicaSync(replicated_collections, group=None)  # doctest: +SKIP
+    >>> sync = ReplicaSync(replicated_collections, group=None, device=torch.device("cpu"))  # doctest: +SKIP
     >>> sync.begin()  # before the replicated collections' forward, each step  # doctest: +SKIP
     >>> out = [ebc(kjt).values() for ebc in replicated_collections]  # doctest: +SKIP
 """
