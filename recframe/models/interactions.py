@@ -178,7 +178,12 @@ class LowRankCrossNet(nn.Module):
             nn.init.zeros_(up.bias)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        """Map ``[batch, d]`` to ``[batch, d]``."""
+        """Map ``[batch, d]`` to ``[batch, d]``. Under autocast the layers' stream is in autocast's dtype (the
+        ``up`` products are; without the cast ``x0`` would keep every elementwise op and its gradient in fp32
+        and cast again before each layer's product)."""
+        device = x0.device.type
+        if torch.is_autocast_enabled(device):
+            x0 = x0.to(torch.get_autocast_dtype(device))
         x = x0
         for down, up in zip(self.down, self.up, strict=True):
             x = torch.addcmul(x, x0, up(down(x)))  # x0 * (U V x + b) + x in one kernel

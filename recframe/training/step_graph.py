@@ -129,10 +129,13 @@ class GraphedStep:
         return self._capture(batch)
 
     # ---- internals ----------------------------------------------------------------------------
-    def _forward_backward(self, batch: Batch, cache_casts: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The step's math; the backward outside autocast (as Lightning's), casts uncached while capturing."""
+    def _forward_backward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step's math; the backward outside autocast (as Lightning's). Autocast's cast cache is off in every
+        step, eager or captured: a capture must not keep casts cached outside the graph, and torch.compile'd
+        towers guard on that setting (a change between the warmup and the capture would recompile them inside
+        the capture, which fails)."""
         with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=torch.is_autocast_enabled("cuda"),
-                            cache_enabled=cache_casts and torch.is_autocast_cache_enabled()):
+                            cache_enabled=False):
             total, parts = self.loss_fn(batch)
         with torch.autocast("cuda", enabled=False):
             total.backward()
@@ -142,7 +145,7 @@ class GraphedStep:
         self.eager_steps += 1
         for p in self.params:
             p.grad = None
-        return self._forward_backward(batch, cache_casts=True)
+        return self._forward_backward(batch)
 
     def _replay(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert self._graph is not None and self._static is not None and self._outputs is not None
@@ -163,7 +166,7 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
-                outputs = self._forward_backward(static, cache_casts=False)
+                outputs = self._forward_backward(static)
         except Exception as err:  # never fail training for an optimization
             log.warning("training step graph: the capture failed (%s: %s); training eagerly from now on",
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")

@@ -169,6 +169,21 @@ def test_low_rank_cross_net_is_dcnv2_with_factored_weight() -> None:
     assert sum(p.numel() for p in block.parameters()) == 3 * (d * r + r * d + d)
 
 
+def test_low_rank_cross_net_runs_its_stream_in_autocast_s_dtype() -> None:
+    """Under autocast the layers' elementwise stream is bf16 (the up products are), close to the fp32 result; the
+    input's gradient comes back in the input's dtype."""
+    torch.manual_seed(0)
+    block = LowRankCrossNet(in_features=16, num_layers=3, low_rank=4)
+    x0 = torch.randn(8, 16, requires_grad=True)
+    want = block(x0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = block(x0)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+    got.float().sum().backward()
+    assert x0.grad is not None and x0.grad.dtype == torch.float32
+
+
 @pytest.mark.parametrize("batch", [1, 4])
 def test_fm_interaction_equals_sum_over_pairs(batch: int) -> None:
     torch.manual_seed(0)
