@@ -44,18 +44,30 @@ def test_graphed_steps_equal_eager_steps_with_a_fallback_and_a_recapture() -> No
     big, small = _batches(64, 12), _batches(32, 1)
     batches = big[:6] + small + big[6:]
 
-    def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(dense_parameters(model), lr=0.05, momentum=0.9)
 
-    eager_opt, graphed_opt = sgd(eager_model), sgd(graphed_model)
-    step = GraphedStep(lambda b: training_loss(graphed_model, b), dense_parameters(graphed_model), graphed_model,
-                       warmup_steps=2)
-    eager_losses, graphed_losses = [], []
-    for i, batch in enumerate(batches):
+    def move_first_table(i: int) -> None:
         if i == 9:  # a new storage for the first table group: the graph must be dropped and captured again
             for model in (eager_model, graphed_model):
                 kernel = model.embeddings.kernels[0]
                 kernel.weight = kernel.weight.clone()
+
+    step = _graphed_equals_eager(eager_model, graphed_model, batches, momentum=0.9, before_step=move_first_table)
+    assert step.captures == 2  # steps 2 and 11 (after 2 eager steps each time)
+    assert step.eager_steps == 2 + 1 + 2  # warmup, the small batch, warmup after the move
+
+
+def _graphed_equals_eager(eager_model: torch.nn.Module, graphed_model: torch.nn.Module, batches: list[Batch],
+                          momentum: float = 0.0, before_step=None) -> GraphedStep:  # noqa: ANN001 (a callback)
+    """Train both models on ``batches`` with SGD, one eagerly and one through a GraphedStep (2 warmup steps); assert
+    equal losses and weights; return the GraphedStep."""
+    eager_opt, graphed_opt = (torch.optim.SGD(dense_parameters(m), lr=0.05, momentum=momentum)
+                              for m in (eager_model, graphed_model))
+    step = GraphedStep(lambda b: training_loss(graphed_model, b), dense_parameters(graphed_model), graphed_model,
+                       warmup_steps=2)
+    eager_losses, graphed_losses = [], []
+    for i, batch in enumerate(batches):
+        if before_step is not None:
+            before_step(i)
         eager_opt.zero_grad(set_to_none=True)
         loss, _ = training_loss(eager_model, batch)
         loss.backward()
@@ -64,11 +76,10 @@ def test_graphed_steps_equal_eager_steps_with_a_fallback_and_a_recapture() -> No
         total, _ = step(batch)
         graphed_losses.append(total.item())
         graphed_opt.step()
-    assert step.captures == 2  # steps 2 and 11 (after 2 eager steps each time)
-    assert step.eager_steps == 2 + 1 + 2  # warmup, the small batch, warmup after the move
     torch.testing.assert_close(graphed_losses, eager_losses, rtol=1e-5, atol=1e-6)
     for (name, want), got in zip(eager_model.state_dict().items(), graphed_model.state_dict().values(), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    return step
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
@@ -107,21 +118,5 @@ def test_compiled_dense_towers_inside_the_graph_equal_the_compiled_eager_step(ex
     datamodule.device = CUDA
     loader = iter(datamodule.train_dataloader())
     batches = [datamodule.materialize(next(loader), CUDA) for _ in range(8)]
-    eager_opt = torch.optim.SGD(dense_parameters(eager_model), lr=0.05)
-    graphed_opt = torch.optim.SGD(dense_parameters(graphed_model), lr=0.05)
-    step = GraphedStep(lambda b: training_loss(graphed_model, b), dense_parameters(graphed_model), graphed_model,
-                       warmup_steps=2)
-    eager_losses, graphed_losses = [], []
-    for batch in batches:
-        eager_opt.zero_grad(set_to_none=True)
-        loss, _ = training_loss(eager_model, batch)
-        loss.backward()
-        eager_opt.step()
-        eager_losses.append(loss.item())
-        total, _ = step(batch)
-        graphed_losses.append(total.item())
-        graphed_opt.step()
+    step = _graphed_equals_eager(eager_model, graphed_model, batches)
     assert step.enabled and step.captures == 1, "the compiled step was not captured (see the log's warning)"
-    torch.testing.assert_close(graphed_losses, eager_losses, rtol=1e-5, atol=1e-6)
-    for (name, want), got in zip(eager_model.state_dict().items(), graphed_model.state_dict().values(), strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
