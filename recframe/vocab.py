@@ -79,6 +79,13 @@ ShardingMode.__doc__ = """What ``sharding.type`` asks for: ``auto`` (the planner
 ``manual`` (the plan in ``sharding.tables``). Its members are derived from ShardingType's."""
 
 
+class RowBlocks(Vocab):
+    """How the planner sizes the row blocks of a row-split table (``sharding.row_blocks``)."""
+
+    even = "even"  # equal numbers of rows; the cost model spreads ids evenly over rows
+    id_mass = "id_mass"  # blocks of equal id mass under the data's id law (``data.zipf_exponent``), costed by that law
+
+
 class Pooling(Vocab):
     """How a table's rows of one bag become one output row."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from recframe.vocab import Backend, CommsDtype, ShardingMode, ShardingType, TopologyDevice
+from recframe.vocab import Backend, CommsDtype, RowBlocks, ShardingMode, ShardingType, TopologyDevice
 
 
 @dataclass
@@ -76,3 +76,7 @@ class ShardingConfig:
     data_parallel_max_rows: int = 10_000  # auto: only tables with at most this many rows may be replicated
     min_column_shard_dim: int = 32  # auto: column_wise shards have at least this many columns
     comms: CommsConfig = field(default_factory=CommsConfig)  # quantized communication (default exact fp32)
+    # auto: row blocks of row splits: even (equal rows; ids costed as spread evenly) | id_mass (equal shares of the
+    # ids under the synthetic data's id law, data.zipf_exponent, each block at least one row; the cost model then
+    # counts each block's ids by that law). Only the plan's shard_sizes change: checkpoints hold row blocks either way
+    row_blocks: RowBlocks = RowBlocks.even

@@ -27,7 +27,7 @@ from recframe.distributed.planner.planner import Planner, TableConstraint
 from recframe.distributed.planner.report import PlanReport
 from recframe.distributed.planner.topology import GB, PlanningError, Topology, detect_device_and_memory
 from recframe.embedding.config import TableConfig, table_optimizer
-from recframe.vocab import CommsDtype, Pooling, ShardingMode, TopologyDevice
+from recframe.vocab import CommsDtype, Pooling, RowBlocks, ShardingMode, TopologyDevice
 
 
 def topology_from_config(topology_cfg: TopologyConfig, world_size: int, local_world_size: int,
@@ -88,6 +88,7 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
     per_feature, default_opt = ids_per_feature(cfg), sparse_optimizer(cfg)
     comms = cfg.sharding.comms  # the pooled all-to-alls' wire formats: fp32 4 bytes a value, bf16 and fp16 2
     wire = sum(4 if CommsDtype(d) == CommsDtype.fp32 else 2 for d in (comms.forward_dtype, comms.backward_dtype))
+    exponent = id_exponent(cfg)
     out = []
     for t in tables if tables is not None else table_configs(cfg):
         constraint = cfg.sharding.constraints[t.name] if t.name in cfg.sharding.constraints else None
@@ -96,8 +97,16 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
         out.append(TableWorkload(name=t.name, rows=t.num_embeddings, dim=t.embedding_dim,
                                  num_features=len(t.feature_names), ids_per_sample=ids, weight_dtype=t.weight_dtype,
                                  optimizer=table_optimizer(t, default_opt).name, pooled=t.pooling != Pooling.none,
-                                 output_wire_bytes=wire))
+                                 output_wire_bytes=wire, id_exponent=exponent))
     return out
+
+
+def id_exponent(cfg: DictConfig) -> float:
+    """The id law the cost model counts row blocks' ids by: ``data.zipf_exponent`` with ``sharding.row_blocks=id_mass``
+    (the synthetic data's law; a data source without one: 0), else 0 (ids spread evenly over rows)."""
+    if RowBlocks(cfg.sharding.row_blocks) != RowBlocks.id_mass:
+        return 0.0
+    return float(cfg.data.get("zipf_exponent", 0.0) or 0.0)
 
 
 def constraints(cfg: DictConfig) -> dict[str, TableConstraint]:
@@ -130,7 +139,8 @@ def make_plan(cfg: DictConfig, world_size: int, local_world_size: int,
     s = cfg.sharding
     topology = topology_from_config(s.topology, world_size, local_world_size, cfg.trainer.accelerator)
     planner = Planner(topology, batch_size=cfg.data.batch_size, data_parallel_max_rows=s.data_parallel_max_rows,
-                      min_column_shard_dim=s.min_column_shard_dim, compute_kernel=cfg.tables.backend)
+                      min_column_shard_dim=s.min_column_shard_dim, compute_kernel=cfg.tables.backend,
+                      row_blocks=s.row_blocks)
     workloads = table_workloads(cfg, tables)
     if s.type == ShardingMode.manual:
         result = planner.check(manual_plan(cfg, world_size), workloads)

@@ -3,7 +3,8 @@
 Each case trains, for 5 steps, the unsharded collection on the global batch and the sharded one on each rank's
 batch (test_sharded's tables, batches and loss: shared tables, mean and sum pooling, per-id weights, empty bags,
 hashed ids, many duplicate ids) and compares the outputs, the weights and the optimizer states (1e-5). Plans: every
-table routed over both ranks; uneven shards with rank 0 holding none beside pooled types. Also counted: the
+table routed over both ranks; uneven shards (one in blocks of equal id mass, as ``sharding.row_blocks=id_mass``
+plans them) with rank 0 holding none beside pooled types. Also counted: the
 all-to-alls of one step (the rows' own all-to-all forward and backward).
 """
 
@@ -14,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from recframe.distributed import ShardedEmbeddingBagCollection, ShardingPlan, TablePlacement
+from recframe.distributed.planner.id_law import IdLaw
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer
 from tests.distributed.harness import run_workers
 from tests.distributed.test_sharded import BATCH, STEPS, TOL, batches, block, loss_of, make_tables
@@ -31,7 +33,8 @@ def routed_plans(world: int, backend: str) -> dict[str, ShardingPlan]:
         "t1": TablePlacement("row_wise_routed", [1], None, backend),  # one shard: rank 0 holds no routed t1 rows
         "t2": TablePlacement("table_wise", [0], None, backend),
         "t3": TablePlacement("row_wise", [0, 1], None, backend),
-        "t4": TablePlacement("row_wise_routed", [0, 1], None, backend),
+        # blocks of equal id mass under Zipf 1.05 (sharding.row_blocks=id_mass): [2, 7], the hot rows alone on rank 0
+        "t4": TablePlacement("row_wise_routed", [0, 1], IdLaw(1.05).balanced_sizes(9, 2), backend),
     })
     return {"every": every, "mixed": mixed}
 

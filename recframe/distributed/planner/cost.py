@@ -61,6 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recframe.distributed.plan import TablePlacement
+from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import Topology, format_bytes
 from recframe.vocab import OptimizerName, WeightDtype
 
@@ -91,6 +92,8 @@ class TableWorkload:
         pooled: False for a sequence table (one output row per id instead of per feature).
         output_wire_bytes: bytes of one output value on the wire, forward + backward (``sharding.comms``:
             fp32 both ways 8; bf16 or fp16 forward 2 + fp32 backward 4 = 6; half both ways 4).
+        id_exponent: the Zipf exponent of its ids over its rows (``id_law.IdLaw``: row 0 the hottest); 0: ids
+            spread evenly over the rows. A row block's ids are its share of the law's mass.
     """
 
     name: str
@@ -102,6 +105,13 @@ class TableWorkload:
     optimizer: OptimizerName = OptimizerName.rowwise_adagrad
     pooled: bool = True
     output_wire_bytes: int = 2 * OUTPUT_BYTES
+    id_exponent: float = 0.0
+
+    def row_share(self, starts: list[int] | np.ndarray, ends: list[int] | np.ndarray) -> np.ndarray:
+        """Share of the table's ids in rows ``[starts[i], ends[i])``: rows / ``R`` when uniform, else the id law's."""
+        if self.id_exponent == 0:
+            return (np.asarray(ends, dtype=float) - np.asarray(starts, dtype=float)) / self.rows
+        return IdLaw(self.id_exponent).mass(self.rows, starts, ends)
 
     def state_row_bytes(self, cols: int) -> int:
         """Optimizer state bytes of one row of a shard with ``cols`` columns."""
@@ -271,18 +281,19 @@ class CostSheet:
         """The shard on ``rank`` exchanges ``cols`` columns of output rows (and their gradients) with every rank."""
         self.traffic.every_rank_with([rank], self.batch_size * self.outputs * cols * self.table.output_wire_bytes)
 
-    def row_shards(self, ranks: list[int], rows: list[int], routed: bool = False) -> None:
-        """Row blocks of ``rows[i]`` rows on ``ranks[i]``: ``shard``, ``input_dist`` and the output of every shard,
-        vectorized (ids spread evenly over the rows).
+    def row_shards(self, ranks: list[int], bounds: list[tuple[int, int]], routed: bool = False) -> None:
+        """Row blocks ``[start, end)`` on ``ranks[i]``: ``shard``, ``input_dist`` and the output of every shard,
+        vectorized (each block's ids: its share of the table's ids, ``TableWorkload.row_share``).
 
         Args:
             ranks: the shards' ranks.
-            rows: the shards' rows.
+            bounds: the shards' rows ``(start, end)``.
             routed: each shard returns one row per id (row_wise_routed) and every rank pools its samples' rows;
                 False: each shard exchanges pooled partial sums with every rank (``output_all_to_all``).
         """
         t = self.table
-        share = np.asarray(rows, dtype=float) / t.rows
+        rows = [end - start for start, end in bounds]
+        share = t.row_share([start for start, _ in bounds], [end for _, end in bounds])
         for rank, n, part in zip(ranks, rows, share.tolist(), strict=True):
             ids = self.ids_all * part
             self.memory[rank] = t.shard_bytes(n, t.dim)

@@ -31,6 +31,11 @@ O(candidates x world): 4,096 ranks plan in seconds.
 - ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
   ``data_parallel_max_rows`` rows and only with several ranks.
 
+With ``row_blocks=id_mass`` and a table whose ids are skewed (``TableWorkload.id_exponent``), each row split
+(row_wise, table_row_wise, row_wise_routed) is proposed twice on the same ranks: in even blocks and in blocks
+of equal id mass (``IdLaw.balanced_sizes``, as ``shard_sizes``); the cost model counts each block's ids by the
+law, so the cheaper wins.
+
 Allowed types come from the table's constraint if it lists any, else from a fixed
 ``sharding.type``, else all six (the auto limits above apply only then).
 
@@ -52,10 +57,11 @@ import numpy as np
 from recframe.config.sharding import ShardingConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import OptionArrays, OptionCost, TableWorkload, option_arrays, option_cost
+from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
 from recframe.distributed.sharding import rule_for
-from recframe.distributed.sharding.base import PlacementQuery
-from recframe.vocab import Backend, ShardingMode, ShardingType
+from recframe.distributed.sharding.base import Axis, PlacementQuery
+from recframe.vocab import Backend, RowBlocks, ShardingMode, ShardingType
 
 
 @dataclass(frozen=True)
@@ -99,17 +105,19 @@ class Planner:
         data_parallel_max_rows: auto replicates only tables with at most this many rows.
         min_column_shard_dim: auto column shards have at least this many columns.
         compute_kernel: the kernel backend written into every placement (auto | fbgemm | triton | torch).
+        row_blocks: ``id_mass``: row splits of skewed tables are also proposed in blocks of equal id mass.
     """
 
     def __init__(self, topology: Topology, batch_size: int,
                  data_parallel_max_rows: int = ShardingConfig.data_parallel_max_rows,
                  min_column_shard_dim: int = ShardingConfig.min_column_shard_dim,
-                 compute_kernel: Backend = Backend.auto) -> None:
+                 compute_kernel: Backend = Backend.auto, row_blocks: RowBlocks = RowBlocks.even) -> None:
         self.topo = topology
         self.batch_size = batch_size
         self.data_parallel_max_rows = data_parallel_max_rows
         self.min_column_shard_dim = min_column_shard_dim
         self.compute_kernel = compute_kernel
+        self.row_blocks = RowBlocks(row_blocks)
 
     def plan(self, tables: list[TableWorkload], constraints: dict[str, TableConstraint] | None = None,
              sharding_type: ShardingMode = ShardingMode.auto) -> PlanResult:
@@ -285,9 +293,15 @@ class Planner:
                                table_bytes=t.memory_bytes)
         out: list[TablePlacement] = []
         reasons: list[str] = []
+        by_mass = self.row_blocks == RowBlocks.id_mass and t.id_exponent > 0
         for kind in types:
-            found, why = rule_for(kind).candidates(query)
+            rule = rule_for(kind)
+            found, why = rule.candidates(query)
             out += [TablePlacement(kind, ranks, compute_kernel=self.compute_kernel) for ranks in found]
+            if by_mass and rule.axis == Axis.rows:  # the same ranks in blocks of equal id mass
+                law = IdLaw(t.id_exponent)
+                out += [TablePlacement(kind, ranks, law.balanced_sizes(t.rows, len(ranks)), self.compute_kernel)
+                        for ranks in found if 1 < len(ranks) <= t.rows]
             reasons += why
             if explicit and not found and not why:
                 reasons.append(f"{kind} has no placement on ranks {pool}")

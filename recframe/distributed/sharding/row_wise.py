@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
     """Cost terms of row blocks whose shards exchange pooled partial sums with every rank (one flat all-to-all).
 
-    Ids are spread evenly over the rows, so a shard of ``R_s`` rows serves ``R_s / R`` of them.
+    A shard serves its block's share of the ids (``TableWorkload.row_share``: ``R_s / R`` of them when ids spread
+    evenly over the rows).
 
     Args:
         sheet: the table's cost sheet.
@@ -38,13 +39,18 @@ def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, i
     """
     t = sheet.table
     if len(ranks) > BATCHED_SHARDS:  # the same terms for every shard at once (equal up to rounding)
-        sheet.row_shards(ranks, [end - start for start, end in bounds])
+        sheet.row_shards(ranks, bounds)
         return
-    for rank, (start, end) in zip(ranks, bounds, strict=True):
+    skewed = t.id_exponent > 0
+    shares = t.row_share([start for start, _ in bounds], [end for _, end in bounds]).tolist() if skewed else bounds
+    for rank, (start, end), share in zip(ranks, bounds, shares, strict=True):
         rows = end - start
-        ids = sheet.ids_all * rows / t.rows
+        if skewed:
+            ids, sent = sheet.ids_all * share, t.ids_per_sample * share
+        else:  # rows / R, in the order the former cost model multiplied (the tests compare bit for bit)
+            ids, sent = sheet.ids_all * rows / t.rows, t.ids_per_sample * rows / t.rows
         sheet.shard(rank, rows, t.dim, ids, ids)
-        sheet.input_dist(rank, t.ids_per_sample * rows / t.rows)
+        sheet.input_dist(rank, sent)
         sheet.output_all_to_all(rank, t.dim)
 
 

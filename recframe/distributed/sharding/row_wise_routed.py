@@ -56,7 +56,7 @@ class RowWiseRouted(ShardingRule):
         return [query.pool if query.rows >= len(query.pool) else sorted(query.by_load[:query.rows])], []
 
     def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
-        sheet.row_shards(ranks, [end - start for start, end in bounds], routed=True)
+        sheet.row_shards(ranks, bounds, routed=True)
 
 
 ROW_WISE_ROUTED = RowWiseRouted()
