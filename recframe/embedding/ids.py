@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from recframe.sparse import KeyedJaggedTensor
+from recframe.sparse.ops import repeat_segments
 from recframe.vocab import IdPolicy, Pooling
 
 
@@ -69,11 +70,11 @@ class GroupInput(nn.Module):
         batch = kjt.stride()
         if self.any_modulo or self.check:
             per_feature = offsets[::batch].diff()
-            limit = self.feature_rows.repeat_interleave(per_feature, output_size=ids.numel())
+            limit = repeat_segments(self.feature_rows, per_feature, ids.numel())
             if self.all_modulo:
                 ids = torch.remainder(ids, limit)
             elif self.any_modulo:
-                hashed = self.feature_modulo.repeat_interleave(per_feature, output_size=ids.numel())
+                hashed = repeat_segments(self.feature_modulo, per_feature, ids.numel())
                 ids = torch.where(hashed, torch.remainder(ids, limit), ids)
             if self.check:
                 self._check_range(ids, limit, offsets, batch)

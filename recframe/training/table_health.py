@@ -39,6 +39,7 @@ import torch.distributed as dist
 
 from recframe.embedding.config import TableConfig
 from recframe.sparse import Batch, KeyedJaggedTensor
+from recframe.sparse.ops import repeat_segments
 from recframe.training.module import embedding_collections
 from recframe.training.table_health_ranks import merged_numbers
 from recframe.vocab import IdPolicy
@@ -88,8 +89,9 @@ class LookupCounts:
         """Count a batch's lookups (no host sync: sizes come from tensor shapes).
 
         Where every key's table has ``id_policy=error`` (its ids were checked by the lookup), the row is the
-        key's start plus the id, in four kernels (1.7 ms a step at MLPerf's 1.75M ids on an H100 went to
-        folding ids into range and counting out-of-range ones, which only ``modulo`` tables report).
+        key's start plus the id, in a few kernels (1.7 ms a step at MLPerf's 1.75M ids on an H100 went to
+        folding ids into range and counting out-of-range ones, which only ``modulo`` tables report; then
+        1.8 ms to ``repeat_interleave``'s one warp per key: ``ops.repeat_segments``).
         """
         keys, ids = tuple(features.keys()), features.values()
         if not keys or ids.numel() == 0:
@@ -98,10 +100,10 @@ class LookupCounts:
         per_key = features.lengths().view(len(keys), -1).sum(dim=1)
         ones = torch.ones_like(ids, dtype=torch.int32)
         if self._checked[keys]:  # clamped: ids trusted unchecked (check_ids=False) never index outside ``counts``
-            row = start.repeat_interleave(per_key, output_size=ids.numel()).add_(ids).clamp_(0, self._scratch)
+            row = repeat_segments(start, per_key, ids.numel()).add_(ids).clamp_(0, self._scratch)
             self.counts.index_add_(0, row, ones)
             return
-        key_of = torch.repeat_interleave(torch.arange(len(keys), device=ids.device), per_key, output_size=ids.numel())
+        key_of = repeat_segments(torch.arange(len(keys), device=ids.device), per_key, ids.numel())
         key_rows = rows[key_of]
         outside = ((ids < 0) | (ids >= key_rows)).long() * known[key_of]
         self.counts.index_add_(0, start[key_of] + ids.remainder(key_rows), ones)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from recframe.embedding.kernels import GroupSpec
 from recframe.embedding.kernels.stacked import StackedTables
 from recframe.embedding.optimizers import sparse_update
+from recframe.sparse.ops import repeat_segments
 
 
 class TorchEmbeddingKernel(StackedTables):
@@ -70,7 +71,7 @@ class TorchEmbeddingKernel(StackedTables):
             return indices
         batch = (offsets.numel() - 1) // self.num_features
         per_feature = offsets[::batch].diff() if batch > 0 else offsets.new_zeros(self.num_features)
-        return indices + self.feature_row_start.repeat_interleave(per_feature, output_size=indices.numel())
+        return indices + repeat_segments(self.feature_row_start, per_feature, indices.numel())
 
     def lookup(self, rows: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """The forward math on group rows (no autograd)."""
