@@ -85,18 +85,26 @@ class Slot:
 
 @dataclass
 class RoutedIds:
-    """What a rank sent to routed slots (``Slot.routed``), in send order: what it needs to pool the rows coming back.
+    """What a rank sent to routed slots (``Slot.routed``): what it needs to pool the rows coming back.
+
+    A rank sends each distinct id of a routed slot once a step (its rows come back once), in increasing order;
+    ``inverse`` gives every id of its batch its distinct row, so the rank expands the rows before pooling them
+    (and autograd sums the gradients of an id's repeats into its row's gradient, which goes back once).
 
     Args:
-        samples: ``[n]`` the sample (``0 .. B-1``) of each id sent to a routed slot, in send order (by slot, then
-            sample, ids keeping their order inside a bag).
+        samples: ``[n]`` the sample (``0 .. B-1``) of each id of the batch in a routed slot, by slot, then sample
+            (ids keeping their order inside a bag).
         weights: ``[n]`` fp32 per-id weights of those ids, or None (no weights on this rank).
-        counts: the number of ids sent to each routed slot, routed slots in slot order (host integers).
+        counts: the number of distinct ids sent to each routed slot, routed slots in slot order (host integers).
+        ids: the number of the batch's ids of each routed slot (``samples`` split by slot; host integers).
+        inverse: ``[n]`` for each of those ids, its row among its slot's distinct ids.
     """
 
     samples: torch.Tensor
     weights: torch.Tensor | None
     counts: list[int]
+    ids: list[int]
+    inverse: torch.Tensor
 
 
 class InputDist(nn.Module):
@@ -167,6 +175,7 @@ class InputDist(nn.Module):
         self.register_buffer("slot_rank", torch.tensor([s.rank for s in slots], dtype=torch.int64), persistent=False)
         routed = [k for k, s in enumerate(slots) if s.routed]
         self.any_routed = bool(routed)
+        self.routed_span = max(rows, default=1) + 1  # (slot, id) pairs of routed ids as one int64: slot * span + id
         self.register_buffer("routed_slots", torch.tensor(routed, dtype=torch.int64), persistent=False)
         self.register_buffer("is_routed", torch.tensor([s.routed for s in slots], dtype=torch.bool), persistent=False)
         self._packings: dict[int, LengthsPacking] = {}
@@ -204,17 +213,21 @@ class InputDist(nn.Module):
         world, batch, device = self.world_size, kjt.stride(), kjt.device()
         values, weights, lengths, keys = self._bucketize(kjt)
         num_slots = len(self.slot_rank)
+        kept = None
+        if self.any_routed:  # each distinct id of a routed slot once; what the batch's ids were, kept to pool
+            values, weights, lengths, kept = self._distinct_routed(values, weights, keys, batch)
         per_slot = lengths.view(num_slots, batch).sum(dim=1)
         per_rank = torch.zeros(world, dtype=torch.int64, device=device).index_add_(
             0, self.slot_rank, per_slot) if num_slots else None
-        host_counts = torch.cat([per_rank, per_slot.index_select(0, self.routed_slots)]).tolist() \
-            if per_rank is not None else [0] * world  # one host read for both
+        pieces = [per_rank, per_slot.index_select(0, self.routed_slots)]
+        if kept is not None:
+            pieces.append(kept[3])
+        host_counts = torch.cat(pieces).tolist() if per_rank is not None else [0] * world  # one host read for all
         send_ids = host_counts[:world]
         routed = None
-        if self.any_routed:  # the sample and weight of every id sent to a routed slot, to pool the rows coming back
-            to_routed = self.is_routed.index_select(0, torch.div(keys, max(batch, 1), rounding_mode="floor"))
-            routed = RoutedIds(keys[to_routed] % max(batch, 1), None if weights is None else weights[to_routed],
-                               host_counts[world:])
+        if kept is not None:
+            n = len(self.routed_slots)
+            routed = RoutedIds(kept[0], kept[1], host_counts[world:world + n], host_counts[world + n:], kept[2])
 
         # 1. lengths, each destination's block led by a "sender has weights" flag (a routed slot: its count).
         flag = torch.full((1,), 1 if weights is not None else 0, dtype=torch.int64, device=device)
@@ -255,6 +268,47 @@ class InputDist(nn.Module):
             self._packings[batch] = LengthsPacking(self.slot_rank.tolist(), self.is_routed.tolist(), self.rank,
                                                    self.world_size, batch, device)
         return self._packings[batch]
+
+    def _distinct_routed(self, values: torch.Tensor, weights: torch.Tensor | None, keys: torch.Tensor, batch: int
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple]:
+        """Replace the ids of every routed slot by its distinct ids, once each, in increasing order.
+
+        A routed shard returns one row per id it receives; the sample's rank pools them. Sending each distinct id
+        once (and expanding its row on return, ``RoutedIds.inverse``) makes a hot id cost one row a rank and step,
+        not one row per occurrence. The distinct ids travel with weight 1 (a routed shard does not weight; the
+        sender applies the weights when it pools).
+
+        Args:
+            values: ``_bucketize``'s ids (by ``(slot, sample)``).
+            weights: their weights, or None.
+            keys: their ``slot * B + sample``, sorted.
+            batch: the local batch size ``B``.
+
+        Returns:
+            ``(values, weights, lengths, kept)``: the ids to send, sorted by slot (a routed slot's ids counted in
+            its first bag), their weights, ``[slots * B]`` lengths, and ``kept``: the batch's routed ids' samples,
+            weights, rows among their slot's distinct ids (``RoutedIds``), and ``[routed slots]`` their counts.
+        """
+        num_slots, device = len(self.slot_rank), values.device
+        slot = torch.div(keys, max(batch, 1), rounding_mode="floor")
+        to_routed = self.is_routed.index_select(0, slot)
+        routed_ids, routed_slot = values[to_routed], slot[to_routed]
+        span = self.routed_span
+        distinct, inverse = torch.unique(routed_slot * span + routed_ids, sorted=True, return_inverse=True)
+        distinct_slot = torch.div(distinct, span, rounding_mode="floor")
+        per_slot = torch.bincount(distinct_slot, minlength=num_slots)
+        first = torch.cumsum(per_slot, 0) - per_slot
+        kept = (keys[to_routed] % max(batch, 1), None if weights is None else weights[to_routed],
+                inverse - first.index_select(0, routed_slot),
+                torch.bincount(routed_slot, minlength=num_slots).index_select(0, self.routed_slots))
+        other = ~to_routed
+        key = torch.cat([keys[other], distinct_slot * batch])
+        key_sorted, order = torch.sort(key, stable=True)  # a routed slot's distinct ids stay in increasing order
+        values = torch.cat([values[other], distinct - distinct_slot * span]).index_select(0, order)
+        if weights is not None:
+            weights = torch.cat([weights[other], torch.ones(distinct.numel(), device=device)]).index_select(0, order)
+        lengths = torch.bincount(key_sorted, minlength=num_slots * batch) if batch > 0 else key_sorted.new_zeros(0)
+        return values, weights, lengths, kept
 
     def _bucketize(self, kjt: KeyedJaggedTensor
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:

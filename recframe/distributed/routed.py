@@ -1,14 +1,17 @@
 """RoutedOutput: the rows of routed shards (row_wise_routed) back to the samples' ranks, pooled there.
 
-A routed shard looks up every id it received as a bag of one (an EmbeddingCollection: one
+A rank sends each routed slot the distinct ids of its batch once, in increasing order (``input_dist``). A
+routed shard looks up every id it received as a bag of one (an EmbeddingCollection: one
 ``D``-wide row per id, no pooling). Its rows travel back in one all-to-all of their own
 (``RowsAllToAll``), in the order the ids came: for each source rank, the shard's routed slots in
-slot order, each slot's ids by sample (as the source sent them, ``input_dist.RoutedIds``). The
-source rank then holds one row per id it sent, and pools each feature's rows into its ``B`` bags:
+slot order, each slot's distinct ids (as the source sent them, ``input_dist.RoutedIds``). The
+source rank expands them to one row per id of its batch (``RoutedIds.inverse``) and pools each
+feature's rows into its ``B`` bags:
 ``sum_i w_i e_i`` (``w`` the per-id weights or 1), divided by the bag's size for a mean table,
 as ``recframe.embedding.ids`` does for an unsharded table. Backward: autograd gives each row its
-gradient (``w_i`` times its bag's), which goes back to the shard in the reverse all-to-all; the
-shard's fused optimizer aggregates the duplicate ids of the step as the unsharded table's does.
+gradient (``w_i`` times its bag's), summed over the repeats of its id on the rank, which goes back to
+the shard in the reverse all-to-all; the shard's fused optimizer aggregates the same id's rows from
+several ranks as the unsharded table's aggregates its duplicate ids (equal up to the order of the sums).
 
 The rows' all-to-all takes the pooled output (``OutputDist``'s result) as an input and returns it
 unchanged, so that on every rank it runs after the pooled all-to-all forward and before it in
@@ -133,6 +136,8 @@ class RoutedOutput:
         blocks = [b.view(-1, dim) for b, dim in zip(recv.split([c * d for c, d in zip(sent.counts, self.dims,
                                                                                        strict=True)]),
                                                      self.dims, strict=True)]
+        # one row per distinct id came back: one per id of the batch (autograd sums the repeats' gradients)
+        blocks = [b.index_select(0, i) for b, i in zip(blocks, sent.inverse.split(sent.ids), strict=True)]
         pooled = self.pool(blocks, sent.samples, sent.weights, lengths, batch)
         if self._columns is None:
             self._columns = torch.tensor(self.columns, dtype=torch.int64, device=wide.device)

@@ -27,9 +27,12 @@ bandwidth depending on the peer's node:
   embeddings forward, their gradients backward; ``P = F`` pooled outputs per sample, or ``L`` for a
   sequence table). For row_wise and table_row_wise these are partial sums: a reduce-scatter, run
   as one flat all-to-all (table_row_wise too: the runtime has no node-level reduce). row_wise_routed
-  returns one row per id instead: every rank exchanges ``2 * B * L_s * D * 4`` with each shard, and
-  pools ``B * L`` rows itself (``2 * B * L * D * 4`` bytes read and written at the lookup bandwidth);
-  its input dist sends each shard one int64 id count per feature instead of the ``B`` bag lengths.
+  returns one row per distinct id instead: every rank sends each shard the distinct ids of its batch in the
+  shard's rows, ``U_s`` of them (``IdLaw.expected_unique`` of ``B * L / F`` draws, per feature; about
+  ``B * L_s`` for a large uniform table, at most the shard's rows), exchanges ``2 * U_s * D * 4`` row bytes with
+  it, and expands and pools ``B * L`` rows itself (``4 * B * L * D * 4`` bytes read and written at the lookup
+  bandwidth, forward and backward); the shard looks up ``W * U_s`` ids; its input dist sends each shard one
+  int64 id count per feature instead of the ``B`` bag lengths.
   ``2 * 4`` is fp32 both ways: the table's ``output_wire_bytes`` (``sharding.comms``: bf16 or fp16
   sends 2 bytes a value in that direction).
 - data_parallel, as the runtime runs it (``sharding/data_parallel.py``, ``replicas.ReplicaSync``): no ids
@@ -293,15 +296,23 @@ class CostSheet:
         """
         t = self.table
         rows = [end - start for start, end in bounds]
-        share = t.row_share([start for start, _ in bounds], [end for _, end in bounds])
-        for rank, n, part in zip(ranks, rows, share.tolist(), strict=True):
-            ids = self.ids_all * part
+        starts, ends = [start for start, _ in bounds], [end for _, end in bounds]
+        if routed:  # each rank sends a shard each distinct id of a feature once: per feature, the distinct rows of
+            # the block among the rank's B x L / F ids
+            draws = self.batch_size * t.ids_per_sample / max(t.num_features, 1)
+            sent_ids = t.num_features * IdLaw(t.id_exponent).expected_unique(t.rows, starts, ends, draws)
+            looked = self.topo.world_size * sent_ids  # a shard looks up what every rank sent it
+        else:
+            share = t.row_share(starts, ends)
+            sent_ids = self.batch_size * t.ids_per_sample * share  # ids each rank sends each shard
+            looked = self.ids_all * share
+        for rank, n, ids in zip(ranks, rows, looked.tolist(), strict=True):
             self.memory[rank] = t.shard_bytes(n, t.dim)
             self.lookup[rank] = _lookup_bytes(t, ids, ids, n, t.dim)
-        sent_ids = self.batch_size * t.ids_per_sample * share  # ids each rank sends each shard
-        if routed:  # one count per slot, not B lengths; one row per id back
+        if routed:  # one count per slot, not B lengths; one row per distinct id back
             sent = sent_ids * (ID_BYTES + t.dim * t.output_wire_bytes) + t.num_features * COUNT_BYTES
-            self.lookup += 2 * self.batch_size * t.ids_per_sample * t.dim * OUTPUT_BYTES  # pool, and its backward
+            # the rows expanded to one per id of the batch and pooled, forward; both again in backward
+            self.lookup += 4 * self.batch_size * t.ids_per_sample * t.dim * OUTPUT_BYTES
         else:
             sent = sent_ids * ID_BYTES + self.batch_size * t.num_features * LENGTH_BYTES
             sent = sent + self.batch_size * self.outputs * t.dim * t.output_wire_bytes

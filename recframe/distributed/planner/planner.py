@@ -33,8 +33,9 @@ O(candidates x world): 4,096 ranks plan in seconds.
 
 With ``row_blocks=id_mass`` and a table whose ids are skewed (``TableWorkload.id_exponent``), each row split
 (row_wise, table_row_wise, row_wise_routed) is proposed twice on the same ranks: in even blocks and in blocks
-of equal id mass (``IdLaw.balanced_sizes``, as ``shard_sizes``); the cost model counts each block's ids by the
-law, so the cheaper wins.
+of equal id mass (``IdLaw.balanced_sizes``, as ``shard_sizes``; row_wise_routed: of equal expected distinct
+ids per rank, which is what a rank sends it); the cost model counts each block's ids by the law, so the
+cheaper wins.
 
 Allowed types come from the table's constraint if it lists any, else from a fixed
 ``sharding.type``, else all six (the auto limits above apply only then).
@@ -60,7 +61,7 @@ from recframe.distributed.planner.cost import OptionArrays, OptionCost, TableWor
 from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
 from recframe.distributed.sharding import rule_for
-from recframe.distributed.sharding.base import Axis, PlacementQuery
+from recframe.distributed.sharding.base import Axis, Combine, PlacementQuery
 from recframe.vocab import Backend, RowBlocks, ShardingMode, ShardingType
 
 
@@ -298,9 +299,12 @@ class Planner:
             rule = rule_for(kind)
             found, why = rule.candidates(query)
             out += [TablePlacement(kind, ranks, compute_kernel=self.compute_kernel) for ranks in found]
-            if by_mass and rule.axis == Axis.rows:  # the same ranks in blocks of equal id mass
+            if by_mass and rule.axis == Axis.rows:  # the same ranks in blocks of equal id mass (routed: of equal
+                # distinct ids a rank sends, as it sends each once)
                 law = IdLaw(t.id_exponent)
-                out += [TablePlacement(kind, ranks, law.balanced_sizes(t.rows, len(ranks)), self.compute_kernel)
+                draws = self.batch_size * t.ids_per_sample / max(t.num_features, 1) \
+                    if rule.combine == Combine.pool else None
+                out += [TablePlacement(kind, ranks, law.balanced_sizes(t.rows, len(ranks), draws), self.compute_kernel)
                         for ranks in found if 1 < len(ranks) <= t.rows]
             reasons += why
             if explicit and not found and not why:

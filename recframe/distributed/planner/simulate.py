@@ -10,7 +10,8 @@ A check of the planner's cost model (``cost.py``), computed another way:
   fp32 ``[rows, dim]`` gradient and ``[rows]`` lookup counts) and DDP's all-reduce of the dense parameters;
 - ids per slot come from the data's id law (``id_law.IdLaw``: Zipf, hot rows first), not an even
   spread (tests/unit/distributed/test_simulate.py checks them against ``InputDist``'s bucketing of real
-  synthetic batches);
+  synthetic batches); a routed slot gets each distinct id of the sender's batch once (the expected distinct
+  rows of its block among the sender's ids), and its shard looks those up;
 - a replica of a data_parallel table looks up its own rank's samples and updates the distinct rows of
   the global batch, plus its gradient buffer (zeroed, the local gradients added in, the touched rows read:
   ``R x (D + 1) x 4 x 2 + ids x D x 4``); with ``StepWorkload.data_parallel_all_reduce``, as TorchRec runs it
@@ -25,7 +26,8 @@ Lookup bytes of a shard (the effective-bandwidth formula of ``scripts/bench_embe
 distinct rows for the update): forward ``ids x D_s x w`` (rows read) + ``bags x D_s x 4`` (pooled
 output written; routed: ``ids x D x 4``); backward ``bags x D_s x 4`` (gradient read; routed
 ``ids x D x 4``) + ``distinct x 2 x (D_s x w + state)`` (rows and optimizer state read and written).
-A rank with routed tables also pools ``B x L x D`` rows forward and writes their gradients backward.
+A rank with routed tables also expands the rows it gets back to ``B x L`` (one per id) and pools them forward,
+and does both again backward: ``2 x B x L x D x 4`` bytes each way.
 
 Example:
     >>> from recframe.distributed.plan import ShardingPlan, TablePlacement
@@ -175,7 +177,8 @@ class StepCounts:
 
 
 def expected_slot_ids(layout: ShardLayout, work: StepWorkload, law: IdLaw) -> np.ndarray:
-    """Expected ids one rank sends to each slot of ``layout.slots()`` in a step (the id law's mass of its rows).
+    """Expected ids one rank sends to each slot of ``layout.slots()`` in a step (the id law's mass of its rows; a
+    routed slot: the distinct ids among them, each sent once).
 
     Args:
         layout: the shard layout.
@@ -187,8 +190,11 @@ def expected_slot_ids(layout: ShardLayout, work: StepWorkload, law: IdLaw) -> np
     out = np.empty(len(slots))
     for i, s in enumerate(slots):
         feature = layout.feature_names[s.feature]
-        share = law.mass(rows[feature], [s.row_start], [s.row_end])[0] if s.row_split else 1.0
-        out[i] = work.batch_size * work.ids_per_feature[feature] * share
+        draws = work.batch_size * work.ids_per_feature[feature]
+        if s.routed:  # each distinct id once (input_dist: RoutedIds)
+            out[i] = law.expected_unique(rows[feature], [s.row_start], [s.row_end], draws)[0]
+        else:
+            out[i] = draws * (law.mass(rows[feature], [s.row_start], [s.row_end])[0] if s.row_split else 1.0)
     return out
 
 
@@ -279,10 +285,13 @@ def _lookup_bytes(tables: list[TableConfig], plan: ShardingPlan, layout: ShardLa
             else:  # the buffer zeroed and read back, the local gradients added in, the touched rows updated
                 update = (update + distinct * cols * FP32 + 2 * t.num_embeddings * (cols + 1) * FP32
                           + ids * cols * FP32)
-        if rule.combine == Combine.pool:  # one row per id back; the sample's rank pools them
+        if rule.combine == Combine.pool:  # one row per distinct id of each rank back; the sample's rank expands
+            # them to one row per id and pools them (and both again in backward)
+            ids = world * sum(law.expected_unique(t.num_embeddings, starts, ends, batch * work.ids_per_feature[f])
+                              for f in t.feature_names)
             out = ids * cols * FP32
-            forward += batch * ids_per_sample * t.embedding_dim * FP32
-            backward += batch * ids_per_sample * t.embedding_dim * FP32
+            forward += 2 * batch * ids_per_sample * t.embedding_dim * FP32
+            backward += 2 * batch * ids_per_sample * t.embedding_dim * FP32
         else:
             out = bags * cols * FP32
         np.add.at(forward, ranks, ids * cols * w + out)

@@ -9,9 +9,12 @@ which applies the per-id weights and pools the rows into the bag's sum or mean
 fused optimizer aggregates the duplicate ids of the step as the unsharded table's does: exact for
 every optimizer (each row and its state live whole on one shard).
 
-Per step a rank sends and receives ``B x L x D`` values for the table whatever the world size
-(``B`` samples per rank, ``L`` ids per sample), against ``world x B x D`` pooled partial sums per
-shard for row_wise: the split for tables with many ids per sample on many ranks.
+A rank sends each shard each distinct id of its batch once (``input_dist.InputDist._distinct_routed``) and
+expands the returned row to every occurrence before pooling; the occurrences' gradients are summed on the
+rank and go back as one row. Per step a rank sends and receives at most ``B x L x D`` values for the table
+whatever the world size (``B`` samples per rank, ``L`` ids per sample; fewer where ids repeat), against
+``world x B x D`` pooled partial sums per shard for row_wise: the split for tables with many ids per sample on
+many ranks.
 
 Example:
     >>> ROW_WISE_ROUTED.shard_pooling("mean"), ROW_WISE_ROUTED.row_split, ROW_WISE_ROUTED.combine.value

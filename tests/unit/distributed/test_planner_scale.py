@@ -125,29 +125,33 @@ def test_the_report_gives_max_over_mean_and_the_critical_rank_s_time() -> None:
     assert [t["table"] for t in data["critical_rank"]["costliest_tables"]] == [n for n, _ in report.critical_tables]
 
 
-# the most-loaded rank's estimated ms with data_parallel run (and costed) as an all-reduce (39.1, 132.1, 133.7 when
-# set; BENCHMARKS.md, issue 24): today's plans must not be slower (was 45.0, 234.0, 1,747.0 before row_wise_routed)
-FORMER_MAX_MS = {64: 40.0, 512: 135.0, 4096: 137.0}
+# the most-loaded rank's estimated ms, routed ids sent once each (39.1, 122.7, 124.0 when set; BENCHMARKS.md, issue 24):
+# today's plans must not be slower (were 40, 135 and 137 with data_parallel as an all-reduce; 45.0, 234.0, 1,747.0
+# before row_wise_routed)
+FORMER_MAX_MS = {64: 40.0, 512: 125.0, 4096: 126.0}
 # max/mean with data_parallel run as an all-reduce (1.88, 1.00, 1.00 when set): not to get worse. 512 and 4,096 meet
-# the issue's 1.10. 64 was 1.57 while data_parallel ran (and was costed) as an all-to-all of ids and gradients to every
-# replica: that raised every rank's cost (the mean) more than the busiest's; now the busiest rank is lower (39.1
-# against 42.5 ms) and the mean much lower (20.8 against 27.1), so the ratio is higher (see test_mlperf_balance).
-MAX_OVER_MEAN = {64: 1.90, 512: 1.02, 4096: 1.02}
+# the issue's 1.10. 64 does not, and cannot by replanning: see test_mlperf_balance.
+MAX_OVER_MEAN = {64: 1.89, 512: 1.02, 4096: 1.02}
 
 
 @pytest.mark.parametrize("world", [64, 512, pytest.param(4096, marks=pytest.mark.slow)])  # 4,096: ~4 s
 def test_mlperf_balance(world: int) -> None:
     """MLPerf DLRM-DCNv2, 8 ranks per node: no slower and no less balanced than when data_parallel became an
-    all-reduce in the runtime (issue 24).
+    all-reduce in the runtime and routed ids began to travel once each (issue 24).
 
-    The tables of at most ``data_parallel_max_rows`` rows (11 at 64 ranks, 13 at 512 and 4,096) are replicated:
-    each rank looks up its own samples and one all-reduce of rows x (dim + 1) floats sums their gradients, the same
-    cost on every rank whatever the world size. At 512 and 4,096 ranks the 40M-row tables are row_wise_routed
-    (every rank sends its ids and gets one row per id back: the same traffic on every rank, whatever the world
-    size): max/mean 1.00. At 64 ranks a routed t_cat_20 (100 ids per sample) would cost every rank more than
-    table_row_wise costs its node (1.7 GB a rank per step, against pooled partial sums of 64 x 8,192 samples): the
-    least max keeps it table_row_wise on one node and t_cat_19 (40M rows, 12 ids) table_wise on one rank, each ~30
-    ms on top of the ~8 ms every rank pays: max/mean 1.88, above the issue's 1.10.
+    The few-row tables are replicated (each rank looks up its own samples and one all-reduce of rows x (dim + 1)
+    floats sums their gradients) or row_wise_routed (a rank sends each distinct id once: a few ids a step for a
+    table of a few thousand rows), the same cost on every rank whatever the world size. At 512 and 4,096 ranks
+    the 40M-row tables are row_wise_routed (every rank sends its ids and gets one row per distinct id back: the
+    same traffic on every rank, whatever the world size): max/mean 1.00.
+
+    At 64 ranks the busiest ranks hold t_cat_19 table_wise (30.8 ms on its rank) and t_cat_20 table_row_wise on
+    one node (30.1 ms on each of its ranks), on top of the ~8 ms every rank pays; the mean is 20.8 ms: 1.88. No
+    placement the runtime can run does better: any rank that sends pooled outputs (a table_wise owner, a row or
+    table_row_wise shard) pays ~19.7 ms for them at 64 ranks (B x D x 8 bytes to each of 63 ranks, 56 of them at
+    25 GB/s), and t_cat_20 (100 ids a sample) costs >= 30.1 ms a rank as table_row_wise, 40.1 row_wise, 62.3
+    row_wise_routed, 102.4 table_wise (column_wise: not exact for rowwise Adagrad, and 26.6 ms over 8 ranks).
+    Only ~29 ranks can hold such work without raising the max, so the other ~35 stay at ~10 ms.
     """
     cfg = compose_config(["+experiment=mlperf_dcnv2", f"world_size={world}", "sharding.topology.local_world_size=8"])
     plan, report = make_plan(cfg, world_size=world, local_world_size=8)
@@ -156,7 +160,8 @@ def test_mlperf_balance(world: int) -> None:
     rows = {t.name: t.rows for t in table_workloads(cfg)}
     replicated = {n for n, p in plan.tables.items() if p.sharding_type == "data_parallel"}
     assert replicated and all(rows[n] <= cfg.sharding.data_parallel_max_rows for n in replicated)
-    assert len(replicated) == (11 if world == 64 else 13)
+    small = {n for n, r in rows.items() if r <= 1_000}  # replicated or routed
+    assert all(plan.tables[n].sharding_type in ("data_parallel", "row_wise_routed") for n in small)
     assert plan.tables["t_cat_20"].sharding_type == ("row_wise_routed" if world >= 512 else "table_row_wise")
 
 

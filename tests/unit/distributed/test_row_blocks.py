@@ -47,9 +47,11 @@ def test_balanced_blocks_hold_equal_id_mass_but_a_hot_row_stays_whole() -> None:
 @pytest.mark.parametrize("kind", ["row_wise", "table_row_wise", "row_wise_routed"])
 def test_cost_counts_a_block_s_ids_by_the_id_law_as_the_simulator_does(kind: str) -> None:
     """The ids the cost model gives each row block (lookups and the input dist) are the simulator's expected ids of
-    the block's slot: ``B x L x`` the law's mass of its rows, per sender."""
+    the block's slot: ``B x L x`` the law's mass of its rows, per sender (routed: the distinct ones among them,
+    each sent once, and the shard looks up every rank's)."""
     rows, world, batch, ids = 100_000, 4, 64, 5.0
-    sizes = IdLaw(1.05).balanced_sizes(rows, world) if kind != "row_wise" else None
+    routed = kind == "row_wise_routed"
+    sizes = IdLaw(1.05).balanced_sizes(rows, world, batch * ids if routed else None) if kind != "row_wise" else None
     placement = TablePlacement(kind, list(range(world)), sizes)
     t = TableWorkload("t", rows, 8, 1, ids, optimizer="sgd", id_exponent=1.05)
     layout = ShardLayout([TableConfig(name="t", num_embeddings=rows, embedding_dim=8, feature_names=["f"])],
@@ -58,17 +60,19 @@ def test_cost_counts_a_block_s_ids_by_the_id_law_as_the_simulator_does(kind: str
                         dense_flops_per_sample=0.0, dense_parameters=0)
     sent = expected_slot_ids(layout, work, IdLaw(1.05))  # per sender, slot order = rank order here
     bounds = placement.shard_bounds(rows, 8)
-    share = t.row_share([a for a, _ in bounds], [b for _, b in bounds])
-    np.testing.assert_allclose(sent, batch * ids * share, rtol=1e-12)
+    starts, ends = [a for a, _ in bounds], [b for _, b in bounds]
+    share = t.row_share(starts, ends)
+    per_sender = IdLaw(1.05).expected_unique(rows, starts, ends, batch * ids) if routed else batch * ids * share
+    np.testing.assert_allclose(sent, per_sender, rtol=1e-12)
     topo = Topology(world, 2, 10**12)
     sheet = CostSheet(t, topo, batch)
     placement.rule.add_cost(sheet, list(range(world)), bounds)
     uniform = CostSheet(TableWorkload("t", rows, 8, 1, ids, optimizer="sgd"), topo, batch)
     placement.rule.add_cost(uniform, list(range(world)), bounds)
     # a shard's lookup bytes: its ids (G L x share) read, and as many rows updated (at most its rows)
-    looked = world * batch * ids * share
+    looked = world * per_sender
     expected = looked * 8 * 4 + 2 * np.minimum(looked, np.diff([0, *np.cumsum([b - a for a, b in bounds])])) * 8 * 4
-    routed_pool = 2 * batch * ids * 8 * 4 if kind == "row_wise_routed" else 0.0
+    routed_pool = 4 * batch * ids * 8 * 4 if routed else 0.0  # rows expanded and pooled, forward and backward
     np.testing.assert_allclose(sheet.lookup, expected + routed_pool, rtol=1e-12)
     assert not np.allclose(sheet.lookup, uniform.lookup)  # the law, not rows / R
 
@@ -99,15 +103,19 @@ def test_id_mass_only_with_a_skewed_law() -> None:
 
 
 def test_mlperf_512_under_zipf_ids() -> None:
-    """At 512 ranks with the synthetic data's Zipf 1.05 ids, the plan made with ``row_blocks=id_mass`` simulates at
-    least 50 times faster than the ``even`` plan (whose routed 40M-row tables send 74% of their ids to the first
-    block: 14.5 s a step; BENCHMARKS.md), and its row splits are in blocks of equal id mass."""
+    """At 512 ranks with the synthetic data's Zipf 1.05 ids, the plan made with ``row_blocks=id_mass`` simulates
+    20 times faster than the ``even`` plan (whose routed 40M-row tables' first blocks hold most of the distinct
+    ids: 1.6 s a step; before routed ids were sent once each, 14.5 s; BENCHMARKS.md), faster than the ``even``
+    plan with uniform ids, and balanced (max/mean <= 1.10 by the simulator and the cost model); its row splits
+    of the 40M-row tables are cut by the id law (small hot blocks first)."""
     cfg, (even, _) = _mlperf(512)
     profile = PROFILES["h100"]
-    slow = score_plan(cfg, even, 8, profile, step_workload(cfg, None, False)).times.step_ms
+    slow = score_plan(cfg, even, 8, profile, step_workload(cfg, None, False)).times
+    uniform = score_plan(cfg, even, 8, profile, step_workload(cfg, 0.0, False)).times
     cfg, (plan, report) = _mlperf(512, "sharding.row_blocks=id_mass")
-    fast = score_plan(cfg, plan, 8, profile, step_workload(cfg, None, False)).times.step_ms
-    assert fast * 50 < slow, (fast, slow)
-    split = [p for p in plan.tables.values() if p.rule.row_split]
-    assert split and all(p.shard_sizes is not None and p.shard_sizes[0] < p.shard_sizes[-1] for p in split)
-    assert report.busiest.total_ms < 300  # the cost model, counting the law: 261.5 ms when set
+    fast = score_plan(cfg, plan, 8, profile, step_workload(cfg, None, False)).times
+    assert fast.step_ms * 20 < slow.step_ms and fast.step_ms < uniform.step_ms, (fast.step_ms, slow.step_ms)
+    assert fast.max_ms / fast.mean_ms <= 1.10 and report.imbalance <= 1.10
+    hot = [plan.tables[n] for n in ("t_cat_0", "t_cat_9", "t_cat_19", "t_cat_20", "t_cat_21")]  # 40M rows each
+    assert all(p.rule.row_split and p.shard_sizes is not None and p.shard_sizes[0] < p.shard_sizes[-1] for p in hot)
+    assert report.busiest.total_ms < 50  # the cost model, counting the law: 46.4 ms when set

@@ -14,6 +14,7 @@ from recframe.distributed.layout import ShardLayout
 from recframe.distributed.output_dist import OutputDist
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import TableWorkload, option_cost
+from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import Topology
 from recframe.distributed.sharding import RULES, rule_for
 from recframe.distributed.sharding.base import Combine, PlacementQuery
@@ -143,14 +144,18 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
             memory[r] = t.shard_bytes(rows, cols)
             lookup[r] = _lookup_bytes(t, ids, ids, rows, cols)
             ids_sent = t.ids_per_sample if kind in ("table_wise", "column_wise") else t.ids_per_sample * rows / t.rows
-            if kind == "row_wise_routed":  # ids, one count per feature; one row per id back (and its gradient)
-                traffic.every_rank_with([r], big_b * ids_sent * ID_BYTES + t.num_features * 8)
-                traffic.every_rank_with([r], 2 * big_b * ids_sent * cols * OUTPUT_BYTES)
+            if kind == "row_wise_routed":  # each rank's distinct ids of each feature once, one count per feature;
+                # one row per distinct id back (and its gradient); the shard looks up every rank's distinct ids
+                distinct = t.num_features * IdLaw(0.0).expected_unique(
+                    t.rows, [start], [end], big_b * t.ids_per_sample / t.num_features)[0]
+                lookup[r] = _lookup_bytes(t, world * distinct, world * distinct, rows, cols)
+                traffic.every_rank_with([r], distinct * ID_BYTES + t.num_features * 8)
+                traffic.every_rank_with([r], 2 * distinct * cols * OUTPUT_BYTES)
                 continue
             traffic.every_rank_with([r], big_b * (ids_sent * ID_BYTES + t.num_features * LENGTH_BYTES))
             traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)  # table_row_wise too: flat
-        if kind == "row_wise_routed":
-            lookup = [b + 2 * big_b * t.ids_per_sample * t.dim * OUTPUT_BYTES for b in lookup]
+        if kind == "row_wise_routed":  # the rows expanded to one per id and pooled, forward and backward
+            lookup = [b + 4 * big_b * t.ids_per_sample * t.dim * OUTPUT_BYTES for b in lookup]
     return memory, [b / topo.lookup_bw for b in lookup], traffic.seconds().tolist()
 
 

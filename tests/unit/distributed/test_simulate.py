@@ -55,25 +55,26 @@ def test_table_wise_and_row_wise_bytes_by_hand() -> None:
 
 def test_data_parallel_and_routed_bytes_by_hand() -> None:
     """A data_parallel table's ids stay on their rank (each replica looks up its own samples) and one ring all-reduce
-    sums the replicas' gradients and row counts; a routed shard gets one count (not B lengths) and returns one row
-    per id."""
+    sums the replicas' gradients and row counts; a routed shard gets one count (not B lengths) and each rank's
+    distinct ids once, and returns one row per distinct id."""
     tables = [_table("c", 10, 2), _table("r", 100, 4)]
     plan = ShardingPlan(2, {"c": TablePlacement("data_parallel", [0, 1]),
                             "r": TablePlacement("row_wise_routed", [0, 1])})
     counts = count_step(tables, plan, 2, _work({"fc": 1.0, "fr": 1.0}))
-    # to each rank: flag 8 + r's count 8 + r's 5 ids 40 (nothing of c)
-    assert counts.phases["input"].sent_intra.tolist() == pytest.approx([56.0, 56.0])
+    d = 50 * (1 - math.exp(-10 / 100))  # distinct rows of a 50-row block among a rank's 10 uniform ids (~4.76 of 5)
+    # to each rank: flag 8 + r's count 8 + r's d distinct ids x 8 (nothing of c)
+    assert counts.phases["input"].sent_intra.tolist() == pytest.approx([16.0 + 8 * d] * 2)
     assert counts.phases["output_forward"].sent_intra.tolist() == pytest.approx([0.0, 0.0])
     assert counts.phases["output_backward"].sent_intra.tolist() == pytest.approx([0.0, 0.0])
     # 10 rows x (2 gradient columns + 1 count) x 4 bytes, 2 (W - 1) / W = 1 of it sent and received
     assert counts.phases["replica_all_reduce"].sent_intra.tolist() == pytest.approx([120.0, 120.0])
     assert counts.phases["replica_all_reduce"].recv_intra.tolist() == pytest.approx([120.0, 120.0])
     assert counts.phases["replica_all_reduce"].collectives == 1
-    assert counts.phases["routed_forward"].sent_intra.tolist() == pytest.approx([80.0, 80.0])  # 5 rows x 4 x 4 bytes
-    assert counts.phases["routed_backward"].recv_intra.tolist() == pytest.approx([80.0, 80.0])
-    # c: its own 10 ids x 8 bytes read + 10 bags x 8 written; r: 10 ids read (16 bytes) + 10 rows out, and the rank
-    # pools its 10 samples' rows (10 x 16)
-    assert counts.lookup_forward.tolist() == pytest.approx([160.0 + 320.0 + 160.0] * 2)
+    assert counts.phases["routed_forward"].sent_intra.tolist() == pytest.approx([16 * d] * 2)  # d rows x 4 x 4 bytes
+    assert counts.phases["routed_backward"].recv_intra.tolist() == pytest.approx([16 * d] * 2)
+    # c: its own 10 ids x 8 bytes read + 10 bags x 8 written; r: the 2 d ids both ranks sent read (16 bytes) + their
+    # rows out, and the rank expands its rows to its 10 ids and pools them (2 x 10 x 16)
+    assert counts.lookup_forward.tolist() == pytest.approx([160.0 + 2 * d * 32 + 320.0] * 2)
     # c alone, backward: 10 bag gradients read (80), the distinct rows of the global batch's 20 uniform draws of 10
     # rows updated (sgd: 8 bytes read and written, 16) and their summed gradient read (8), the 10 x 3 buffer zeroed
     # and read back (240), the 10 ids' gradients added in (80)
@@ -126,7 +127,9 @@ def test_expected_ids_per_slot_match_the_runtime_s_routing(kind: str) -> None:
     gen = SyntheticCriteo(SyntheticConfig(num_dense_features=0, table_sizes=(5000, 5000, 300),
                                           ids_per_feature=(3, 1, 2), zipf_exponent=1.05,
                                           sparse_names=("x", "y", "fu")), seed=0)
-    _, _, lengths, _ = route._bucketize(gen.batch(index=0, batch_size=4096).sparse_features)
+    values, weights, lengths, keys = route._bucketize(gen.batch(index=0, batch_size=4096).sparse_features)
+    if kind == "row_wise_routed":  # each distinct id once
+        _, _, lengths, _ = route._distinct_routed(values, weights, keys, 4096)
     sampled = lengths.view(len(slots), 4096).sum(dim=1).double().numpy()
     np.testing.assert_allclose(expected_slot_ids(layout, work, IdLaw(1.05)), sampled, rtol=0.05, atol=40)
 
