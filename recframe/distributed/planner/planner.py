@@ -51,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,12 @@ class PlanResult:
 
 REFINE_ROUNDS = 64  # at most this many re-placements after the greedy passes
 REFINE_GAIN = 1e-6  # a re-placement must lower the most-loaded rank by this share
+
+
+@functools.lru_cache(maxsize=4096)
+def _balanced_sizes(exponent: float, rows: int, shards: int, draws: float | None) -> tuple[int, ...]:
+    """``IdLaw(exponent).balanced_sizes(rows, shards, draws)``, computed once per planning (every greedy pass asks)."""
+    return tuple(IdLaw(exponent).balanced_sizes(rows, shards, draws))
 
 
 def _most_loaded(chosen: dict[str, OptionArrays]) -> float:
@@ -301,11 +308,10 @@ class Planner:
             out += [TablePlacement(kind, ranks, compute_kernel=self.compute_kernel) for ranks in found]
             if by_mass and rule.axis == Axis.rows:  # the same ranks in blocks of equal id mass (routed: of equal
                 # distinct ids a rank sends, as it sends each once)
-                law = IdLaw(t.id_exponent)
                 draws = self.batch_size * t.ids_per_sample / max(t.num_features, 1) \
                     if rule.combine == Combine.pool else None
-                out += [TablePlacement(kind, ranks, law.balanced_sizes(t.rows, len(ranks), draws), self.compute_kernel)
-                        for ranks in found if 1 < len(ranks) <= t.rows]
+                out += [TablePlacement(kind, ranks, list(_balanced_sizes(t.id_exponent, t.rows, len(ranks), draws)),
+                                       self.compute_kernel) for ranks in found if 1 < len(ranks) <= t.rows]
             reasons += why
             if explicit and not found and not why:
                 reasons.append(f"{kind} has no placement on ranks {pool}")
