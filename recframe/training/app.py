@@ -282,6 +282,14 @@ def train_job(cfg: DictConfig) -> float | None:
     return metrics.get("val/auc", metrics.get("val/recall@10"))
 
 
+def _wait_for(device: Any) -> None:
+    """Wait until ``device`` (a torch.device) has run every kernel launched so far (nothing to wait for on a CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench_job(cfg: DictConfig) -> None:
     """Run warmup + timed training steps through the real Trainer; print one JSON line.
 
@@ -294,16 +302,21 @@ def bench_job(cfg: DictConfig) -> None:
     from recframe.training.builders import build_datamodule
 
     class StepTimer(pl.Callback):
-        """Times the steps after warmup, from the start of the first to the end of the last."""
+        """Times the steps after warmup, from the start of the first to the end of the last, waiting for the
+        device at both ends: a GPU step launches its kernels without waiting for them, so the host can run
+        many steps ahead of the GPU, and a clock read on the host alone would count launches, not work."""
 
         def __init__(self) -> None:
             self.start = self.end = 0.0
 
-        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
             if trainer.global_step == cfg.bench.warmup_steps:
+                _wait_for(pl_module.device)
                 self.start = time.perf_counter()
 
-        def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+            if trainer.global_step >= trainer.max_steps:  # the last step
+                _wait_for(pl_module.device)
             self.end = time.perf_counter()
 
     _use_torchrun_world(cfg)
