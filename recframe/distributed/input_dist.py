@@ -12,7 +12,9 @@ One call, for the whole collection (all tables, all features):
 
 1. On the sending rank, ids are checked or hashed into their table's full range (the table's
    ``id_policy``, as the unsharded collection does), then bucketized into slots, vectorized
-   (a stable sort by ``(slot, sample)``: ids keep their order within a bag).
+   (a stable sort by ``(slot, sample)``: ids keep their order within a bag). A routed slot
+   (row_wise_routed) gets each distinct id once, in increasing order; the sender keeps which
+   distinct id each of its ids is (``RoutedIds``) to expand the rows that come back.
 2. One all-to-all of the lengths (static sizes: ``slots of d * B`` per destination ``d``, plus
    one header entry saying whether the sender has per-id weights; a routed slot sends its count
    alone: ``routed_lengths.py``), one of the ids (sizes from

@@ -291,7 +291,8 @@ class CostSheet:
         Args:
             ranks: the shards' ranks.
             bounds: the shards' rows ``(start, end)``.
-            routed: each shard returns one row per id (row_wise_routed) and every rank pools its samples' rows;
+            routed: each rank sends each shard its distinct ids once, the shard returns one row per id it got
+                (row_wise_routed), and every rank expands and pools its samples' rows;
                 False: each shard exchanges pooled partial sums with every rank (``output_all_to_all``).
         """
         t = self.table
