@@ -48,6 +48,9 @@ COUNT_STATS = ("coverage", "top1pct_share", "out_of_range")
 HISTOGRAM_BINS = 30
 
 
+FoundTable = tuple[TableConfig, tuple[int, ...], list[str]]  # a table written: its config, shape, float state names
+
+
 class LookupCounts:
     """Per-row lookup counts of tables, kept on the device (module docstring).
 
@@ -146,6 +149,18 @@ class TableHealth(pl.Callback):
             tables = [t for c in embedding_collections(pl_module).values() for t in c.tables]
             self.counts = LookupCounts(tables, pl_module.device)
 
+    @torch.no_grad()
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Compute the numbers once, unlogged, before the first step: the first write of a run otherwise carries
+        its kernels' first-use costs (CUDA loads a kernel's module lazily, at its first launch) into training."""
+        if not self.every_n_steps or not trainer.logger:
+            return
+        if _ranks(trainer) > 1:
+            merged_numbers(list(embedding_collections(pl_module).values()), self.counts, trainer.global_rank,
+                           pl_module.device, HISTOGRAM_BINS)
+        elif trainer.is_global_zero:
+            self._local_numbers(pl_module)
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Batch, batch_idx: int) -> None:
         if self.counts is not None:
@@ -170,7 +185,14 @@ class TableHealth(pl.Callback):
     @torch.no_grad()
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         """Write every table's health summaries at ``step`` (one process), reading the device once for all tables."""
-        found: list[tuple[TableConfig, tuple[int, ...], list[str]]] = []
+        found, numbers = self._local_numbers(pl_module)
+        if found:
+            self._log(trainer, step, found, numbers.tolist())  # the one host sync
+
+    def _local_numbers(self, pl_module: pl.LightningModule) -> tuple[list[FoundTable], torch.Tensor]:
+        """This process's tables (with their shapes and float state names) and their ``_table_numbers``, concatenated
+        on the device (empty where no table has rows here)."""
+        found: list[FoundTable] = []
         numbers: list[torch.Tensor] = []
         for collection in embedding_collections(pl_module).values():
             weights, states = collection.state_dict(), collection.optimizer_state_dict()
@@ -182,8 +204,7 @@ class TableHealth(pl.Callback):
                 counted = self.counts.stats_tensor(table.name) if self.counts is not None else None
                 numbers.append(_table_numbers(weight, list(floats.values()), counted))
                 found.append((table, tuple(weight.shape), list(floats)))
-        if found:
-            self._log(trainer, step, found, torch.cat(numbers).tolist())  # the one host sync
+        return found, torch.cat(numbers) if numbers else torch.zeros(0, dtype=torch.float64)
 
     def _log(self, trainer: pl.Trainer, step: int, found: list[tuple[TableConfig, tuple[int, ...], list[str]]],
              values: list[float]) -> None:

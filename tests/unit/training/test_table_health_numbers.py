@@ -34,3 +34,27 @@ def test_table_numbers_match_plain_python() -> None:
 def test_equal_rows_fall_in_the_first_bucket() -> None:
     values = _table_numbers(torch.ones(4, 3), [], None).tolist()
     assert values[NORM_NUMBERS] == 4 and sum(values[NORM_NUMBERS:]) == 4
+
+
+def test_training_start_computes_the_numbers_once_and_logs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """on_train_start runs the write's kernels once (their first use), unlogged; off without a period or logger."""
+    from types import SimpleNamespace
+
+    from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+    from recframe.training import table_health
+
+    collection = EmbeddingBagCollection([TableConfig(name="t", num_embeddings=6, embedding_dim=3,
+                                                     feature_names=["f"])], SparseOptimizer(), backend="torch")
+    module = SimpleNamespace(device=torch.device("cpu"))
+    monkeypatch.setattr(table_health, "embedding_collections", lambda _: {"ebc": collection})
+    calls = []
+    monkeypatch.setattr(table_health, "_table_numbers", lambda *a: calls.append(a) or torch.zeros(3))
+    logged = []
+    health = table_health.TableHealth(every_n_steps=5)
+    monkeypatch.setattr(health, "_log", lambda *a: logged.append(a))
+    trainer = SimpleNamespace(logger=object(), is_global_zero=True, world_size=1)
+    health.on_train_start(trainer, module)  # type: ignore[arg-type]
+    assert len(calls) == 1 and not logged
+    health.on_train_start(SimpleNamespace(logger=None, is_global_zero=True, world_size=1), module)  # type: ignore
+    table_health.TableHealth(every_n_steps=0).on_train_start(trainer, module)  # type: ignore[arg-type]
+    assert len(calls) == 1
