@@ -402,7 +402,7 @@ class PendingInput:
             weights_work.wait()
         if recv_values.is_cuda:  # started on another stream (the prefetcher's): the allocator must wait for this one
             stream = torch.cuda.current_stream(recv_values.device)
-            routed = (self.routed.samples, self.routed.weights) if self.routed is not None else ()
+            routed = (self.routed.samples, self.routed.weights, self.routed.inverse) if self.routed is not None else ()
             for t in (self.recv_lengths, recv_values, recv_weights, *routed):
                 if t is not None:
                     t.record_stream(stream)
