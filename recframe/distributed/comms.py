@@ -9,18 +9,21 @@ replicas' ``all_reduce`` is in ``replicas.py``).
   and per-id weights of the input dist carry no gradient); :func:`start_all_to_all_1d` launches
   the same with ``async_op=True`` and returns torch.distributed's ``Work`` with the output buffer
   (read the buffer only after ``Work.wait()``).
-- :class:`PooledAllToAll`: the output dist, an autograd Function. Forward: each rank's pooled
+- :class:`PendingPooled`: the output dist, two autograd nodes. Forward: each rank's pooled
   model-parallel outputs for the whole global batch ``[world * B, D_r]`` are cut into ``world``
   row blocks and block ``s`` goes to rank ``s`` (a partial sum of a row-split table travels like
   any other block; the receiver adds the partial sums, so the all-to-all plus that sum is the
   reduce-scatter of row-wise sharding); the data-parallel outputs (each replica pooled the rank's
-  own samples) stay on the rank and are appended. Backward: one all-to-all that returns each
-  block's gradient to the rank that computed it; the data-parallel gradient stays on the rank
+  own samples) stay on the rank and are appended. The all-to-all is launched asynchronously and
+  waited for only by ``wait()`` (the model's first read of the pooled values), so dense work runs
+  while the rows travel. Backward: one all-to-all that returns each block's gradient to the rank
+  that computed it, launched as soon as the gradient of the received blocks is known and waited
+  for only when the lookups' backward needs it; the data-parallel gradient stays on the rank
   (``replicas.ReplicaSync`` sums the replicas' row gradients with one all-reduce). One collective
   forward, one backward, for the whole collection; none when no rank has a model-parallel output
   (every table data_parallel).
 
-Gradient scaling: ``grad_scale`` multiplies every gradient the Function sends back (the sharded
+Gradient scaling: ``grad_scale`` multiplies every gradient the output dist sends back (the sharded
 module passes ``1 / world`` so that, with a per-rank mean loss, embedding updates equal those of
 one process training on the concatenated global batch with a mean loss, as DDP's averaging does
 for the dense parameters).
@@ -39,7 +42,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from recframe.distributed.qcomms import CommsPrecision, all_to_all_float
+from recframe.distributed.qcomms import CommsPrecision, PendingFloats, start_all_to_all_float
 
 
 def all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
@@ -88,10 +91,23 @@ def start_all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits:
     return out, work
 
 
-class PooledAllToAll(torch.autograd.Function):
-    """The output dist of pooled embeddings (see the module docstring).
+class PendingPooled:
+    """The output dist in flight: its forward all-to-all launched, its result read by :meth:`wait`.
 
-    ``apply(anchor, mp, dp, batch, mp_dims, rank, group, grad_scale, precision)``:
+    ``PendingPooled(anchor, mp, dp, batch, mp_dims, rank, group, grad_scale, precision)`` launches
+    the forward all-to-all (``async_op``) through the autograd node ``_PooledStart``; :meth:`wait`
+    waits for it and builds the received ``[batch, sum(mp_dims) + D_dp]`` through ``_PooledWait``.
+    Work done between the two (a model's bottom MLP) runs while the pooled rows travel.
+
+    Backward mirrors it (the two nodes split what one Function would do): ``_PooledWait``'s backward
+    launches the gradients' all-to-all and returns at once; ``_PooledStart``'s backward waits for it
+    and hands each block's gradient to the lookups. The autograd engine runs the ready node with the
+    highest sequence number first (nodes are numbered in creation order), so the nodes made between
+    the start and the wait in forward (the bottom MLP) run in backward between the launch and the
+    wait (tests/distributed/test_overlap.py records that order). Both collectives are issued at the
+    same program point on every rank (the forward one in the sharded forward, the backward one when
+    the engine reaches ``_PooledWait``, whose place in the graph is the same on every rank), so the
+    ranks issue their collectives in one order, as with the blocking call.
 
     Args:
         anchor: an empty tensor that requires grad: it makes the backward run on every rank, even
@@ -107,45 +123,99 @@ class PooledAllToAll(torch.autograd.Function):
         grad_scale: factor applied to the gradients sent back (``1 / world`` for mean losses).
         precision: the wire formats forward and backward (``qcomms.CommsPrecision``; fp32: exact).
 
-    Returns:
-        ``[batch, sum(mp_dims) + D_dp]``: rank 0's block for this rank's samples, then rank 1's,
-        ..., then ``dp``.
+    Example:
+        >>> pending = PendingPooled(anchor, mp, dp, batch, mp_dims, rank, None, 0.5, CommsPrecision())  # doctest: +SKIP
+        >>> dense = bottom_mlp(x)  # runs while the all-to-all travels  # doctest: +SKIP
+        >>> wide = pending.wait()  # [batch, sum(mp_dims) + D_dp]  # doctest: +SKIP
     """
 
+    def __init__(self, anchor: torch.Tensor, mp: torch.Tensor, dp: torch.Tensor, batch: int, mp_dims: list[int],
+                 rank: int, group: dist.ProcessGroup | None, grad_scale: float, precision: CommsPrecision) -> None:
+        # The nodes share a _Slot (the gradients' all-to-all in flight), never this object: it holds the
+        # start node's output until wait(), and a node holding it back would be a cycle through C++.
+        slot = _Slot(batch, mp_dims, rank, group, grad_scale, precision)
+        self._forward: PendingFloats | None = None
+        self._placeholder = _PooledStart.apply(anchor, mp, self, slot)
+        self._dp, self._slot = dp, slot
+        self._result: torch.Tensor | None = None
+
+    def launched(self, pending: PendingFloats | None) -> None:
+        """Called by ``_PooledStart.forward`` with the forward all-to-all in flight (None: nothing travels)."""
+        self._forward = pending
+
+    def wait(self) -> torch.Tensor:
+        """The received ``[batch, sum(mp_dims) + D_dp]`` (rank 0's block, rank 1's, ..., then ``dp``); waits once."""
+        if self._result is None:
+            self._result = _PooledWait.apply(self._placeholder, self._dp, self._forward, self._slot)
+            self._placeholder = self._dp = self._forward = self._slot = None
+        return self._result
+
+
+class _Slot:
+    """What the two nodes of one output dist share: its shape, and the gradients' all-to-all in flight."""
+
+    def __init__(self, batch: int, mp_dims: list[int], rank: int, group: dist.ProcessGroup | None,
+                 grad_scale: float, precision: CommsPrecision) -> None:
+        self.batch, self.mp_dims, self.rank, self.group = batch, mp_dims, rank, group
+        self.grad_scale, self.precision = grad_scale, precision
+        self.grad: PendingFloats | None = None
+
+
+class _PooledStart(torch.autograd.Function):
+    """Forward: launch the pooled all-to-all, return an empty placeholder. Backward: wait for the gradients'."""
+
     @staticmethod
-    def forward(ctx, anchor: torch.Tensor, mp: torch.Tensor, dp: torch.Tensor, batch: int,  # noqa: ANN001
-                mp_dims: list[int], rank: int, group: dist.ProcessGroup | None, grad_scale: float,
-                precision: CommsPrecision) -> torch.Tensor:
-        world = len(mp_dims)
-        own = mp_dims[rank]
-        ctx.batch, ctx.mp_dims, ctx.rank, ctx.group, ctx.grad_scale = batch, mp_dims, rank, group, grad_scale
-        ctx.dp_dim, ctx.precision = dp.shape[1], precision
-        if not any(mp_dims):  # every table data_parallel: nothing travels
+    def forward(ctx, anchor: torch.Tensor, mp: torch.Tensor, pending: PendingPooled,  # noqa: ANN001
+                slot: _Slot) -> torch.Tensor:
+        ctx.slot = slot
+        batch, mp_dims, world = slot.batch, slot.mp_dims, len(slot.mp_dims)
+        launched = None
+        if any(mp_dims):  # else every table is data_parallel: nothing travels
+            launched = start_all_to_all_float(mp.reshape(-1), [batch * mp_dims[slot.rank]] * world,
+                                              [batch * d for d in mp_dims], slot.group, slot.precision.forward)
+        pending.launched(launched)
+        return anchor.new_empty(0)
+
+    @staticmethod
+    def backward(ctx, _: torch.Tensor):  # noqa: ANN001, ANN205
+        slot, grad_mp = ctx.slot, None
+        if slot.grad is not None:
+            recv = slot.grad.wait()
+            slot.grad = None
+            if ctx.needs_input_grad[1]:
+                grad_mp = recv.view(len(slot.mp_dims) * slot.batch, slot.mp_dims[slot.rank])
+        return None, grad_mp, None, None
+
+
+class _PooledWait(torch.autograd.Function):
+    """Forward: wait for the pooled all-to-all, return the blocks and ``dp``. Backward: launch the gradients'."""
+
+    @staticmethod
+    def forward(ctx, placeholder: torch.Tensor, dp: torch.Tensor, pending: PendingFloats | None,  # noqa: ANN001
+                slot: _Slot) -> torch.Tensor:
+        ctx.slot, ctx.dp_dim = slot, dp.shape[1]
+        if pending is None:
             return dp.clone()
-        recv = all_to_all_float(mp.reshape(-1), [batch * own] * world, [batch * d for d in mp_dims], group,
-                                precision.forward)
+        batch, mp_dims = slot.batch, slot.mp_dims
+        recv = pending.wait()
         blocks = [b.view(batch, d) for b, d in zip(recv.split([batch * d for d in mp_dims]), mp_dims, strict=True)]
         blocks.append(dp)
         return torch.cat(blocks, dim=1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
-        batch, mp_dims, rank, world = ctx.batch, ctx.mp_dims, ctx.rank, len(ctx.mp_dims)
-        own, dp_dim = mp_dims[rank], ctx.dp_dim
+        slot = ctx.slot
+        batch, mp_dims, world = slot.batch, slot.mp_dims, len(slot.mp_dims)
         grad = grad.float()
-        if ctx.grad_scale != 1.0:
-            grad = grad * ctx.grad_scale
-        pieces = grad.split([*mp_dims, dp_dim], dim=1)
-        grad_mp = grad_dp = None
-        if ctx.needs_input_grad[2]:
-            grad_dp = pieces[-1]
+        if slot.grad_scale != 1.0:
+            grad = grad * slot.grad_scale
+        pieces = grad.split([*mp_dims, ctx.dp_dim], dim=1)
         if any(mp_dims):
             send = torch.cat([pieces[s].reshape(-1) for s in range(world)])
-            recv = all_to_all_float(send, [batch * d for d in mp_dims], [batch * own] * world, ctx.group,
-                                    ctx.precision.backward)
-            if ctx.needs_input_grad[1]:
-                grad_mp = recv.view(world * batch, own)
-        return None, grad_mp, grad_dp, None, None, None, None, None, None
+            slot.grad = start_all_to_all_float(send, [batch * d for d in mp_dims], [batch * mp_dims[slot.rank]] * world,
+                                               slot.group, slot.precision.backward)
+        grad_dp = pieces[-1] if ctx.needs_input_grad[1] else None
+        return grad.new_zeros(0), grad_dp, None, None
 
 
 def broadcast_(tensor: torch.Tensor, src_group_rank: int, group: dist.ProcessGroup | None) -> None:

@@ -1,12 +1,17 @@
 """OutputDist: the pooled outputs of the local shards back to the samples' ranks, combined per feature.
 
-One ``comms.PooledAllToAll`` sends every rank's model-parallel blocks (and appends the rank's
+One ``comms.PendingPooled`` sends every rank's model-parallel blocks (and appends the rank's
 data-parallel outputs, which are local: each replica pooled the rank's own samples); then the
 received columns land in the collection's output as each sharding rule combines them
 (``ShardingRule.combine``): ``concat`` blocks are moved to their columns (a permutation, or
 nothing when they already are in place), ``add`` blocks (partial sums of row splits) are added
 into their feature's columns. Mean tables whose shards pooled partial
 sums are divided by each bag's full size here, after the addition, and nowhere else.
+
+Overlap: ``OutputDist.start`` launches the all-to-all and returns at once; the sharded collection
+wraps the rest (the wait, the combination) in a :class:`LazyKeyedTensor`, which runs it when the
+model first reads the values (as TorchRec's ``LazyAwaitable`` of the output dist does), so the work
+the model does before reading them (DLRM's bottom MLP) overlaps the all-to-all.
 
 Example:
     >>> from recframe.distributed.layout import ShardLayout
@@ -23,13 +28,15 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 
-from recframe.distributed.comms import PooledAllToAll
+from recframe.distributed.comms import PendingPooled
 from recframe.distributed.layout import ShardLayout
 from recframe.distributed.qcomms import CommsPrecision
+from recframe.sparse import KeyedTensor
 
 
 class OutputDist:
@@ -88,12 +95,16 @@ class OutputDist:
             batch: the local batch size ``B``.
             lengths: the rank's bag sizes ``[features * B]``, in the collection's feature order.
         """
+        return self.combine(self.start(mp, dp, batch).wait(), lengths)
+
+    def start(self, mp: list[torch.Tensor], dp: list[torch.Tensor], batch: int) -> PendingPooled:
+        """Launch the exchange (collective); ``wait()`` on the result gives the received ``[B, columns]``
+        for :meth:`combine`. Args as :meth:`__call__`."""
         mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(len(self.mp_dims) * batch, 0, device=self.device)
         dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(batch, 0, device=self.device)
         anchor = torch.empty(0, device=self.device, requires_grad=torch.is_grad_enabled())
-        wide = PooledAllToAll.apply(anchor, mp_out, dp_out, batch, self.mp_dims, self.rank, self.group,
-                                    self.grad_scale, self.precision)
-        return self.combine(wide, lengths)
+        return PendingPooled(anchor, mp_out, dp_out, batch, self.mp_dims, self.rank, self.group,
+                             self.grad_scale, self.precision)
 
     def combine(self, wide: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The received ``[B, columns]`` blocks as the collection's output columns (see the module docstring).
@@ -117,6 +128,45 @@ class OutputDist:
             recip = sizes.clamp(min=1).float().reciprocal().index_select(0, self._mean_col_feature)
             values = values * torch.ones_like(values).index_copy(1, self._mean_cols, recip.t())
         return values
+
+
+class LazyKeyedTensor(KeyedTensor):
+    """A KeyedTensor whose values are made by ``finish()`` when first read (``values()``, ``kt[key]``, ...).
+
+    The sharded collection returns one with ``finish`` = wait for the output all-to-all and combine the
+    blocks, so whatever the model does before reading the values runs while they travel.
+
+    Args:
+        layout: a KeyedTensor with the keys and widths (its values are not used).
+        finish: makes the ``[batch, sum of widths]`` values; called once.
+
+    Example:
+        >>> kt = LazyKeyedTensor(KeyedTensor(["a", "b"], [1, 2], torch.zeros(0, 3)), lambda: torch.ones(2, 3))
+        >>> kt.pending(), kt["b"].shape, kt.pending()
+        (True, torch.Size([2, 2]), False)
+    """
+
+    def __init__(self, layout: KeyedTensor, finish: Callable[[], torch.Tensor]) -> None:
+        self.__dict__.update({k: v for k, v in layout.__dict__.items() if k != "_values"})
+        self._layout, self._finish = layout, finish
+        self._done: torch.Tensor | None = None
+
+    @property
+    def _values(self) -> torch.Tensor:  # every KeyedTensor method reads its values through this
+        if self._finish is not None:
+            values = self._finish()
+            if values.shape[self._key_dim] != self._offset_per_key[-1]:
+                raise ValueError(f"KeyedTensor: values have {values.shape[self._key_dim]} columns on dim "
+                                 f"{self._key_dim}, but the keys' lengths sum to {self._offset_per_key[-1]}")
+            self._done, self._finish = values, None
+        return self._done
+
+    def pending(self) -> bool:
+        """Whether the values are still to be made (not read yet)."""
+        return self._finish is not None
+
+    def with_values(self, values: torch.Tensor) -> KeyedTensor:
+        return self._layout.with_values(values)
 
 
 def block_gather(gather: list[int], block: int) -> list[int] | None:

@@ -2,7 +2,7 @@
 
 ``sharding.comms.forward_dtype`` (the pooled embeddings, and the partial sums of row-wise splits)
 and ``sharding.comms.backward_dtype`` (their gradients) pick the wire format of
-``comms.PooledAllToAll``; fp32 is exact and the default. Halving the bytes halves the all-to-all
+``comms.PendingPooled``; fp32 is exact and the default. Halving the bytes halves the all-to-all
 time where it is bandwidth-bound (NCCL across GPUs); values are rounded once, on the wire:
 
 - ``bf16``: 8 significant bits (relative error <= 2^-8), fp32's range: no scaling needed.
@@ -72,15 +72,53 @@ def all_to_all_float(send: torch.Tensor, send_splits: list[int], recv_splits: li
         group: the process group (None = the default group).
         dtype: the wire format (collective: every rank must pass the same).
     """
+    return start_all_to_all_float(send, send_splits, recv_splits, group, dtype).wait()
+
+
+class PendingFloats:
+    """An :func:`all_to_all_float` in flight (made by :func:`start_all_to_all_float`); ``wait()`` gives its fp32 result.
+
+    It holds the send buffer until the collective is done. ``wait()`` may be called more than once (the
+    first call waits; the others return the same tensor).
+    """
+
+    def __init__(self, send: torch.Tensor, recv: torch.Tensor, work: dist.Work, divisor: torch.Tensor | None) -> None:
+        self._send, self._recv, self._work, self._divisor = send, recv, work, divisor
+        self._result: torch.Tensor | None = None
+
+    def wait(self) -> torch.Tensor:
+        if self._result is None:
+            self._work.wait()  # a failed or timed-out collective raises here, as the blocking call would
+            received = self._recv.float()
+            self._result = received if self._divisor is None else received / self._divisor
+            self._send = self._recv = self._work = self._divisor = None
+        return self._result
+
+
+def start_all_to_all_float(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
+                           group: dist.ProcessGroup | None, dtype: CommsDtype | str) -> PendingFloats:
+    """Launch :func:`all_to_all_float` asynchronously (``async_op``); read its result with ``wait()``.
+
+    Collective, in the same order on every rank as the blocking call: fp16 first all-gathers the
+    senders' scales (blocking, one float each), then launches the all-to-all. Args as :func:`all_to_all_float`.
+
+    Example (inside a process group of one):
+        >>> pending = start_all_to_all_float(torch.ones(2), [2], [2], None, "bf16")  # doctest: +SKIP
+        >>> pending.wait().tolist()  # doctest: +SKIP
+        [1.0, 1.0]
+    """
     dtype = CommsDtype(dtype)
+    divisor = None
     if dtype == CommsDtype.fp32:
-        return comms.all_to_all_1d(send.float(), send_splits, recv_splits, group)
-    if dtype == CommsDtype.bf16:
-        return comms.all_to_all_1d(send.to(torch.bfloat16), send_splits, recv_splits, group).float()
-    scale = fp16_scale(send)
-    scales = [torch.empty_like(scale) for _ in recv_splits]
-    dist.all_gather(scales, scale, group=group)
-    received = comms.all_to_all_1d((send.float() * scale).to(torch.float16), send_splits, recv_splits,
-                                   group).float()
-    divisor = torch.cat([s.expand(n) for s, n in zip(scales, recv_splits, strict=True)])  # (no host sync)
-    return received / divisor
+        wire = send.float()
+    elif dtype == CommsDtype.bf16:
+        wire = send.to(torch.bfloat16)
+    else:
+        scale = fp16_scale(send)
+        scales = [torch.empty_like(scale) for _ in recv_splits]
+        dist.all_gather(scales, scale, group=group)
+        wire = (send.float() * scale).to(torch.float16)
+        divisor = torch.cat([s.expand(n) for s, n in zip(scales, recv_splits, strict=True)])  # (no host sync)
+    wire = wire.contiguous()
+    recv, work = comms.start_all_to_all_1d(wire, send_splits, recv_splits, group)
+    return PendingFloats(wire, recv, work, divisor)

@@ -14,10 +14,18 @@ Semantics:
   held outside the module tree (the state dict keys are the table names; DDP never sees them).
 - Per step: one input dist (``input_dist.py``: all-to-all of lengths, ids, per-id weights) of the
   model-parallel tables' features, their shards' lookups on the global batch, one output all-to-all
-  (``comms.PooledAllToAll``), and in backward one all-to-all of the gradients. data_parallel
+  (``comms.PendingPooled``), and in backward one all-to-all of the gradients. data_parallel
   tables take no part in these: each rank looks up its own batch in its replicas, and in backward
   one all-reduce sums the replicas' row gradients before the same fused update on every rank
   (``replicas.ReplicaSync``).
+- Overlap of the output dist: ``forward`` returns with the output all-to-all launched
+  (``async_op``) and a ``output_dist.LazyKeyedTensor`` that waits for it (and combines the blocks,
+  and runs the routed rows' all-to-all) at the model's first read of the values; a model that
+  runs dense work between the call and the read (DLRM's bottom MLP) overlaps the two. In backward
+  the gradients' all-to-all is launched when the received blocks' gradient is known and waited
+  for when the lookups need it, so the same dense work's backward runs in between
+  (``comms.PendingPooled``). Every rank issues its collectives in one order: the model code that
+  reads the values is the same on every rank (the routed all-to-all is issued at that read).
 - Pipelining: ``prefetch(features)`` starts a batch's input dist early (the ids all-to-all then
   travels while the current batch computes) and ``forward(features)`` with the same
   KeyedJaggedTensor object finishes it instead of starting one (see ``prefetch`` for the order of
@@ -69,7 +77,7 @@ from torch import nn
 from recframe.distributed.comms import broadcast_
 from recframe.distributed.input_dist import InputDist, PendingInput
 from recframe.distributed.layout import ShardLayout
-from recframe.distributed.output_dist import OutputDist
+from recframe.distributed.output_dist import LazyKeyedTensor, OutputDist
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.prefetch_queue import Prefetched, PrefetchQueue
 from recframe.distributed.qcomms import CommsPrecision
@@ -209,7 +217,9 @@ class ShardedEmbeddingBagCollection(nn.Module):
                 feature of the tables (other keys are ignored).
 
         Returns:
-            ``[B, sum of dims]`` fp32, keys = feature names in table order (as the unsharded collection).
+            ``[B, sum of dims]`` fp32, keys = feature names in table order (as the unsharded collection), as
+            a ``LazyKeyedTensor``: the output all-to-all is in flight on return and its values are waited
+            for (and combined) at their first read, so the model's work before that read overlaps it.
         """
         started = self._prefetched.take(features)
         if started is not None:
@@ -233,11 +243,17 @@ class ShardedEmbeddingBagCollection(nn.Module):
         if self.replicas is not None:  # the rank's own samples in its replicas (their keys picked by each collection)
             self.replicas.begin()
             dp = [module(kjt).values() for replicated, _, module in self._local if replicated]
-        values = self.output_dist(mp, dp, kjt.stride(), kjt.lengths())
-        if self.routed is not None:
-            assert pending is not None
-            values = self.routed(values, rows, pending.counts, pending.routed, kjt.lengths())
-        return self._empty.with_values(values)
+        pooled = self.output_dist.start(mp, dp, kjt.stride())
+        lengths = kjt.lengths()
+
+        def finish() -> torch.Tensor:  # at the model's first read of the values (see the module docstring)
+            values = self.output_dist.combine(pooled.wait(), lengths)
+            if self.routed is not None:
+                assert pending is not None
+                values = self.routed(values, rows, pending.counts, pending.routed, lengths)
+            return values
+
+        return LazyKeyedTensor(self._empty, finish)
 
     # ---- pipelining: the input dist of a later batch started early ---------------------------------
     def prefetch(self, features: KeyedJaggedTensor) -> None:
@@ -258,11 +274,14 @@ class ShardedEmbeddingBagCollection(nn.Module):
         inside a forward or backward. So with batch ``j`` started while step ``i`` is ahead
         (``j = i + 1``, or ``i + 2`` behind Lightning's own one-batch fetch), every rank issues:
         batch ``j``'s lengths all-to-all and its ids (weights) all-to-alls, then step ``i``'s
-        input dist (or only the wait for it), output all-to-all, the backward all-to-all and
-        DDP's gradient all-reduces, then batch ``j + 1``'s input all-to-alls, and so on: one
-        sequence on every rank. ``async_op`` only defers a collective's *completion*, never the
-        order in which it is issued, and the process group matches collectives by that order
-        (gloo by a tag counted per issued collective, NCCL by its one stream per communicator).
+        input dist (or only the wait for it), output all-to-all (launched in ``forward``, waited
+        for at the model's first read of the values), the backward all-to-all and DDP's gradient
+        all-reduces (in the order the autograd engine reaches their nodes, which depends only on
+        the graph's dense part and the order its nodes were made: the same on every rank), then
+        batch ``j + 1``'s input all-to-alls, and so on: one sequence on every rank. ``async_op``
+        only defers a collective's *completion*, never the order in which it is issued, and the
+        process group matches collectives by that order (gloo by a tag counted per issued
+        collective, NCCL by its one stream per communicator).
         Each wait (the host read of the received lengths in ``start``, ``PendingInput.wait``)
         is for a collective that every rank has already issued, so none can deadlock. Skipping a
         ``prefetch`` is harmless for the order only when every rank skips it (the driver is the

@@ -3,7 +3,9 @@
 Both take a ``Batch`` and return logits (``[batch]`` for one task, ``[batch, num_tasks]`` for
 several). The embedding collection is the attribute ``embeddings``; the model only ever calls
 ``self.embeddings(kjt)`` and reads the returned ``KeyedTensor`` by feature name, so a sharder
-can replace that attribute with a sharded collection of the same call signature.
+can replace that attribute with a sharded collection of the same call signature. The bottom MLP
+runs between that call and the first read of the pooled values: a sharded collection's output
+all-to-all (forward, and its gradients' in backward) travels meanwhile.
 
 Example:
     >>> import torch
@@ -141,11 +143,13 @@ class DLRM(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits of ``batch``: ``[batch]`` for one task, else ``[batch, num_tasks]``."""
         _check_dense(batch, self.num_dense_features, "DLRM")
-        sparse = stack_pooled(self.embeddings(batch.sparse_features), self.feature_names, self.embedding_dim)
+        pooled = self.embeddings(batch.sparse_features)  # sharded: its output all-to-all may still be in flight
         if self.dense_arch is None:
+            sparse = stack_pooled(pooled, self.feature_names, self.embedding_dim)
             pairs = self.interaction(sparse[:, 0], sparse[:, 1:])
             return self.head(self.over_arch(torch.cat([sparse.flatten(1), pairs], dim=1)))
-        dense = self.dense_arch(batch.dense_features)
+        dense = self.dense_arch(batch.dense_features)  # before the first read of ``pooled``: overlaps the exchange
+        sparse = stack_pooled(pooled, self.feature_names, self.embedding_dim)
         return self.head(self.over_arch(self.interaction(dense, sparse)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:
@@ -224,9 +228,11 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits of ``batch``: ``[batch]`` for one task, else ``[batch, num_tasks]``."""
         _check_dense(batch, self.num_dense_features, "DLRM_DCN")
-        sparse = concat_pooled(self.embeddings(batch.sparse_features), self.feature_names)
-        if self.dense_arch is not None:
-            sparse = torch.cat([self.dense_arch(batch.dense_features), sparse], dim=1)
+        pooled = self.embeddings(batch.sparse_features)  # sharded: its output all-to-all may still be in flight
+        if self.dense_arch is None:
+            return self.head(self.over_arch(self.interaction(concat_pooled(pooled, self.feature_names))))
+        dense = self.dense_arch(batch.dense_features)  # before the first read of ``pooled``: overlaps the exchange
+        sparse = torch.cat([dense, concat_pooled(pooled, self.feature_names)], dim=1)
         return self.head(self.over_arch(self.interaction(sparse)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:

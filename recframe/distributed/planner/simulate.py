@@ -4,7 +4,7 @@ A check of the planner's cost model (``cost.py``), computed another way:
 
 - what it counts comes from the runtime's own bookkeeping: ``ShardLayout`` (the shards, the input
   all-to-all's slots, the pooled output widths ``mp_dims``), i.e. what ``InputDist``, ``OutputDist``,
-  ``PooledAllToAll`` and ``RoutedOutput`` send, message by message: int64 lengths (a routed slot: one
+  ``PendingPooled`` and ``RoutedOutput`` send, message by message: int64 lengths (a routed slot: one
   count), int64 ids, pooled outputs forward and their gradients backward, routed rows both ways, the
   data_parallel replicas' all-reduce (``replicas.ReplicaSync``: one ring all-reduce of every replica's
   fp32 ``[rows, dim]`` gradient and ``[rows]`` lookup counts) and DDP's all-reduce of the dense parameters;
