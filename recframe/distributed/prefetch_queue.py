@@ -7,6 +7,27 @@ so taking one finishes and drops the ones started before it (batches that were s
 is bounded: adding past ``limit`` finishes and drops the oldest. Finishing means waiting for the
 collectives already launched (every rank launched the same ones), never launching new ones.
 
+Order of collectives (why the ranks stay in step): the collection's ``prefetch``, ``forward`` and
+backward are collective, and every rank calls them in the same program order, from its main
+thread. The pipeline driver (``recframe.data.prefetch.DevicePrefetcher`` with the
+training module's callback) calls ``prefetch`` for a later batch at one point of the loop,
+the same on every rank: when the loader hands out a batch, i.e. between two steps, never
+inside a forward or backward. So with batch ``j`` started while step ``i`` is ahead
+(``j = i + 1``, or ``i + 2`` behind Lightning's own one-batch fetch), every rank issues:
+batch ``j``'s lengths all-to-all and its ids (weights) all-to-alls, then step ``i``'s
+input dist (or only the wait for it), output all-to-all (launched in ``forward``, waited
+for at the model's first read of the values), the backward all-to-all and DDP's gradient
+all-reduces (in the order the autograd engine reaches their nodes, which depends only on
+the graph's dense part and the order its nodes were made: the same on every rank), then
+batch ``j + 1``'s input all-to-alls, and so on: one sequence on every rank. ``async_op``
+only defers a collective's *completion*, never the order in which it is issued, and the
+process group matches collectives by that order (gloo by a tag counted per issued
+collective, NCCL by its one stream per communicator).
+Each wait (the host read of the received lengths in ``start``, ``PendingInput.wait``)
+is for a collective that every rank has already issued, so none can deadlock. Skipping a
+``prefetch`` is harmless for the order only when every rank skips it (the driver is the
+same code on every rank, and ``forward`` then starts the input dist itself, in order).
+
 Example:
     >>> queue = PrefetchQueue(limit=3)
     >>> queue.take(kjt) is None  # nothing started for this batch  # doctest: +SKIP
@@ -18,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from recframe.distributed.input_dist import PendingInput
+from recframe.distributed.pending_input import PendingInput
 from recframe.sparse import KeyedJaggedTensor
 
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from recframe.distributed.input_dist import RoutedIds
 from recframe.distributed.layout import ShardLayout
+from recframe.distributed.pending_input import RoutedIds
 from recframe.distributed.qcomms import CommsPrecision, all_to_all_float
 from recframe.vocab import Pooling
 

@@ -75,9 +75,10 @@ import torch.distributed as dist
 from torch import nn
 
 from recframe.distributed.comms import broadcast_
-from recframe.distributed.input_dist import InputDist, PendingInput
+from recframe.distributed.input_dist import InputDist
 from recframe.distributed.layout import ShardLayout
 from recframe.distributed.output_dist import LazyKeyedTensor, OutputDist
+from recframe.distributed.pending_input import PendingInput
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.prefetch_queue import Prefetched, PrefetchQueue
 from recframe.distributed.qcomms import CommsPrecision
@@ -266,26 +267,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         ones started before it (skipped batches). At most ``MAX_PREFETCHED`` are kept: starting
         one more finishes and drops the oldest. ``drop_prefetched()`` finishes and drops them all.
 
-        Order of collectives (why the ranks stay in step): ``prefetch``, ``forward`` and backward
-        are collective, and every rank calls them in the same program order, from its main
-        thread. The pipeline driver (``recframe.data.prefetch.DevicePrefetcher`` with the
-        training module's callback) calls ``prefetch`` for a later batch at one point of the loop,
-        the same on every rank: when the loader hands out a batch, i.e. between two steps, never
-        inside a forward or backward. So with batch ``j`` started while step ``i`` is ahead
-        (``j = i + 1``, or ``i + 2`` behind Lightning's own one-batch fetch), every rank issues:
-        batch ``j``'s lengths all-to-all and its ids (weights) all-to-alls, then step ``i``'s
-        input dist (or only the wait for it), output all-to-all (launched in ``forward``, waited
-        for at the model's first read of the values), the backward all-to-all and DDP's gradient
-        all-reduces (in the order the autograd engine reaches their nodes, which depends only on
-        the graph's dense part and the order its nodes were made: the same on every rank), then
-        batch ``j + 1``'s input all-to-alls, and so on: one sequence on every rank. ``async_op``
-        only defers a collective's *completion*, never the order in which it is issued, and the
-        process group matches collectives by that order (gloo by a tag counted per issued
-        collective, NCCL by its one stream per communicator).
-        Each wait (the host read of the received lengths in ``start``, ``PendingInput.wait``)
-        is for a collective that every rank has already issued, so none can deadlock. Skipping a
-        ``prefetch`` is harmless for the order only when every rank skips it (the driver is the
-        same code on every rank, and ``forward`` then starts the input dist itself, in order).
+        Order of collectives: the ranks stay in step as ``prefetch_queue``'s module docstring explains.
 
         Args:
             features: the rank's batch (as for ``forward``; keys in any order, extra keys ignored).
