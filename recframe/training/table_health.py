@@ -41,7 +41,7 @@ from recframe.embedding.config import TableConfig
 from recframe.sparse import Batch, KeyedJaggedTensor
 from recframe.sparse.ops import repeat_segments
 from recframe.training.module import embedding_collections
-from recframe.training.table_health_ranks import merged_numbers
+from recframe.training.table_health_ranks import bucket_counts, element_count, merged_numbers
 from recframe.vocab import IdPolicy
 
 COUNT_STATS = ("coverage", "top1pct_share", "out_of_range")
@@ -241,14 +241,13 @@ NORM_NUMBERS = 5  # sum, max, count, min, sum of squares of a table's row norms
 def _table_numbers(weight: torch.Tensor, states: list[torch.Tensor], counted: torch.Tensor | None) -> torch.Tensor:
     """One table's numbers as one float64 vector on the device: its row norms' sum, max, count, min and sum of
     squares, their ``HISTOGRAM_BINS`` bucket counts (even buckets from min to max), the mean and max of each
-    optimizer state, then the lookup-count stats (``counted``)."""
+    optimizer state, then the lookup-count stats (``counted``). No host sync (``bucket_counts``, ``element_count``)."""
     norms = weight.float().norm(dim=1).double()
     low, high = norms.min(), norms.max()
     width = (high - low).clamp_min(1e-12) / HISTOGRAM_BINS
     bucket = ((norms - low) / width).long().clamp(0, HISTOGRAM_BINS - 1)
-    parts = [torch.stack([norms.sum(), high, torch.tensor(float(norms.numel()), dtype=torch.float64,
-                                                          device=norms.device), low, (norms * norms).sum()]),
-             torch.bincount(bucket, minlength=HISTOGRAM_BINS).double()]
+    parts = [torch.stack([norms.sum(), high, element_count(norms), low, (norms * norms).sum()]),
+             bucket_counts(bucket, HISTOGRAM_BINS)]
     parts += [torch.stack([s.double().mean(), s.double().max()]) for s in states]
     if counted is not None:
         parts.append(counted)

@@ -33,6 +33,24 @@ if TYPE_CHECKING:
     from recframe.training.table_health import LookupCounts
 
 
+def bucket_counts(bucket: torch.Tensor, bins: int) -> torch.Tensor:
+    """How many of ``bucket``'s values (each in ``[0, bins)``) fall in each bucket, as float64, without the host
+    sync of ``torch.bincount`` (its output size is the largest value + 1, read from the device).
+
+    Example:
+        >>> bucket_counts(torch.tensor([0, 2, 2]), 4).tolist()
+        [1.0, 0.0, 2.0, 0.0]
+    """
+    counts = torch.zeros(bins, dtype=torch.float64, device=bucket.device)
+    return counts.index_add_(0, bucket, torch.ones(bucket.shape, dtype=torch.float64, device=bucket.device))
+
+
+def element_count(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor.numel()`` as a float64 0-d tensor on its device: a fill kernel (``torch.tensor(n, device=cuda)``
+    copies from pageable host memory and waits for the device)."""
+    return torch.full((), float(tensor.numel()), dtype=torch.float64, device=tensor.device)
+
+
 def summed_counts(counts: LookupCounts) -> LookupCounts:
     """A copy of ``counts`` whose per-row counts and out-of-range ids are summed over the ranks (collective)."""
     out = copy.copy(counts)
@@ -123,17 +141,15 @@ def merged_numbers(collections: list[nn.Module], counts: LookupCounts | None, ra
     parts = _parts(collections, rank)
     _whole_column_splits(parts, rank, device)
     empty = torch.zeros(0, dtype=torch.float64, device=device)
-    inf = torch.tensor(float("inf"), dtype=torch.float64, device=device)
+    inf = torch.full((), float("inf"), dtype=torch.float64, device=device)
     added, largest = [], []  # summed: per table sum, count, squares, per state sum and count; max: max, -min, states
     for part in parts:
         norms = part.norms if part.norms is not None else empty
-        added.append(torch.stack([norms.sum(), torch.tensor(float(norms.numel()), dtype=torch.float64,
-                                                             device=device), (norms * norms).sum()]))
+        added.append(torch.stack([norms.sum(), element_count(norms), (norms * norms).sum()]))
         largest.append(torch.stack([norms.max(), -norms.min()]) if norms.numel() else torch.stack([-inf, -inf]))
         for state in part.states:
             values = state.to(device).double() if state is not None and state.numel() else empty
-            added.append(torch.stack([values.sum(), torch.tensor(float(values.numel()), dtype=torch.float64,
-                                                                 device=device)]))
+            added.append(torch.stack([values.sum(), element_count(values)]))
             largest.append(values.max().view(1) if values.numel() else -inf.view(1))
     added_all, largest_all = torch.cat(added), torch.cat(largest)
     dist.all_reduce(added_all)
@@ -147,7 +163,7 @@ def merged_numbers(collections: list[nn.Module], counts: LookupCounts | None, ra
         norms = part.norms if part.norms is not None else empty
         width = (high - low).clamp_min(1e-12) / histogram_bins
         bucket = ((norms - low) / width).long().clamp(0, histogram_bins - 1)
-        histograms.append(torch.bincount(bucket, minlength=histogram_bins).double())
+        histograms.append(bucket_counts(bucket, histogram_bins))
         m += 2 + len(part.states)
     histogram_all = torch.cat(histograms)
     dist.all_reduce(histogram_all)

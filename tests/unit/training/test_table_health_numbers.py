@@ -58,3 +58,30 @@ def test_training_start_computes_the_numbers_once_and_logs_nothing(monkeypatch: 
     health.on_train_start(SimpleNamespace(logger=None, is_global_zero=True, world_size=1), module)  # type: ignore
     table_health.TableHealth(every_n_steps=0).on_train_start(trainer, module)  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+def test_a_write_reads_the_device_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All tables' numbers are computed without a host read (on a GPU each would wait for the device: bincount,
+    tensors made from Python numbers); only the write's one ``tolist`` reads them."""
+    from types import SimpleNamespace
+
+    from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+    from recframe.sparse import KeyedJaggedTensor
+    from recframe.training import table_health
+    from tests.sync_detector import HostReadDetector
+
+    tables = [TableConfig(name=f"t{i}", num_embeddings=50 + i, embedding_dim=4, feature_names=[f"f{i}"])
+              for i in range(3)]
+    collection = EmbeddingBagCollection(tables, SparseOptimizer(), backend="torch")
+    monkeypatch.setattr(table_health, "embedding_collections", lambda _: {"ebc": collection})
+    health = table_health.TableHealth(every_n_steps=1)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    health.on_fit_start(None, module)  # type: ignore[arg-type]
+    features = KeyedJaggedTensor.from_lengths(["f0", "f1", "f2"], torch.tensor([1, 2, 3, 4, 5, 6]),
+                                              torch.tensor([1, 1, 1, 1, 1, 1]))
+    health.counts.update(features)  # type: ignore[union-attr]  (the first batch of a key layout copies it once)
+    with HostReadDetector() as detector:
+        health.counts.update(features)  # type: ignore[union-attr]
+        found, numbers = health._local_numbers(module)  # type: ignore[arg-type]
+    assert [r.what for r in detector.reads] == []
+    assert len(found) == 3 and numbers.numel() == 3 * (NORM_NUMBERS + HISTOGRAM_BINS + 2 + 3)
