@@ -11,17 +11,21 @@ replicas' ``all_reduce`` is in ``replicas.py``).
   (read the buffer only after ``Work.wait()``).
 - :class:`PendingPooled`: the output dist, two autograd nodes. Forward: each rank's pooled
   model-parallel outputs for the whole global batch ``[world * B, D_r]`` are cut into ``world``
-  row blocks and block ``s`` goes to rank ``s`` (a partial sum of a row-split table travels like
-  any other block; the receiver adds the partial sums, so the all-to-all plus that sum is the
-  reduce-scatter of row-wise sharding); the data-parallel outputs (each replica pooled the rank's
-  own samples) stay on the rank and are appended. The all-to-all is launched asynchronously and
-  waited for only by ``wait()`` (the model's first read of the pooled values), so dense work runs
-  while the rows travel. Backward: one all-to-all that returns each block's gradient to the rank
-  that computed it, launched as soon as the gradient of the received blocks is known and waited
+  row blocks and block ``s`` goes to rank ``s``, as its exchange packs them
+  (``node_reduce.FlatExchange``: a partial sum of a row-split table travels like any other block;
+  the receiver adds the partial sums, so the all-to-all plus that sum is the reduce-scatter of
+  row-wise sharding; ``node_reduce.NodeReduceExchange``: table_row_wise partial sums are first
+  reduce-scattered inside the node, and one rank sends each destination the sum); the data-parallel
+  outputs (each replica pooled the rank's own samples) stay on the rank and are appended. The
+  all-to-all is launched asynchronously and waited for only by ``wait()`` (the model's first read of
+  the pooled values), so dense work runs while the rows travel. Backward: one all-to-all that returns
+  each block's gradient to the rank that computed it (a node-reduced block: to its sender, then
+  all-gathered inside the node), launched as soon as the gradient of the received blocks is known and waited
   for only when the lookups' backward needs it; the data-parallel gradient stays on the rank
   (``replicas.ReplicaSync`` sums the replicas' row gradients with one all-reduce). One collective
-  forward, one backward, for the whole collection; none when no rank has a model-parallel output
-  (every table data_parallel).
+  forward, one backward, for the whole collection (plus, with a node reduce, one reduce-scatter forward
+  and one all-gather backward per group of table_row_wise ranks, inside the node); none when no rank
+  has a model-parallel output (every table data_parallel).
 
 Gradient scaling: ``grad_scale`` multiplies every gradient the output dist sends back (the sharded
 module passes ``1 / world`` so that, with a per-rank mean loss, embedding updates equal those of
@@ -39,10 +43,15 @@ Example (one process, world of 1):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.distributed as dist
 
 from recframe.distributed.qcomms import CommsPrecision, PendingFloats, start_all_to_all_float
+
+if TYPE_CHECKING:
+    from recframe.distributed.node_reduce import FlatExchange
 
 
 def all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
@@ -94,9 +103,11 @@ def start_all_to_all_1d(send: torch.Tensor, send_splits: list[int], recv_splits:
 class PendingPooled:
     """The output dist in flight: its forward all-to-all launched, its result read by :meth:`wait`.
 
-    ``PendingPooled(anchor, mp, dp, batch, mp_dims, rank, group, grad_scale, precision)`` launches
+    ``PendingPooled(anchor, mp, dp, batch, exchange, group, grad_scale, precision)`` launches
     the forward all-to-all (``async_op``) through the autograd node ``_PooledStart``; :meth:`wait`
-    waits for it and builds the received ``[batch, sum(mp_dims) + D_dp]`` through ``_PooledWait``.
+    waits for it and builds the received ``[batch, sum(exchange.recv_widths) + D_dp]`` through ``_PooledWait``.
+    A node reduce (``exchange.pack``, ``exchange.unpack_grad``) runs its intra-node collectives blocking,
+    inside ``_PooledStart`` (before the launch forward, after the wait backward).
     Work done between the two (a model's bottom MLP) runs while the pooled rows travel.
 
     Backward mirrors it (the two nodes split what one Function would do): ``_PooledWait``'s backward
@@ -113,27 +124,27 @@ class PendingPooled:
         anchor: an empty tensor that requires grad: it makes the backward run on every rank, even
             on one whose ``mp`` and ``dp`` need no gradient (a rank without tables must still take
             part in the backward all-to-all).
-        mp: ``[world * batch, mp_dims[rank]]`` this rank's model-parallel outputs, rows of rank
+        mp: ``[world * batch, D_r]`` this rank's model-parallel outputs, rows of rank
             ``s``'s samples at ``s * batch ...``.
         dp: ``[batch, D_dp]`` this rank's data-parallel outputs (its own samples).
         batch: local batch size ``B`` (the same on every rank).
-        mp_dims: model-parallel output width of every rank.
-        rank: this rank in ``group``.
+        exchange: what this rank sends to and receives from each rank (``node_reduce``).
         group: the process group.
         grad_scale: factor applied to the gradients sent back (``1 / world`` for mean losses).
         precision: the wire formats forward and backward (``qcomms.CommsPrecision``; fp32: exact).
 
     Example:
-        >>> pending = PendingPooled(anchor, mp, dp, batch, mp_dims, rank, None, 0.5, CommsPrecision())  # doctest: +SKIP
+        >>> pending = PendingPooled(anchor, mp, dp, batch, exchange, None, 0.5, CommsPrecision())  # doctest: +SKIP
         >>> dense = bottom_mlp(x)  # runs while the all-to-all travels  # doctest: +SKIP
-        >>> wide = pending.wait()  # [batch, sum(mp_dims) + D_dp]  # doctest: +SKIP
+        >>> wide = pending.wait()  # [batch, sum(exchange.recv_widths) + D_dp]  # doctest: +SKIP
     """
 
-    def __init__(self, anchor: torch.Tensor, mp: torch.Tensor, dp: torch.Tensor, batch: int, mp_dims: list[int],
-                 rank: int, group: dist.ProcessGroup | None, grad_scale: float, precision: CommsPrecision) -> None:
+    def __init__(self, anchor: torch.Tensor, mp: torch.Tensor, dp: torch.Tensor, batch: int,
+                 exchange: FlatExchange, group: dist.ProcessGroup | None, grad_scale: float,
+                 precision: CommsPrecision) -> None:
         # The nodes share a _Slot (the gradients' all-to-all in flight), never this object: it holds the
         # start node's output until wait(), and a node holding it back would be a cycle through C++.
-        slot = _Slot(batch, mp_dims, rank, group, grad_scale, precision)
+        slot = _Slot(batch, exchange, group, grad_scale, precision)
         self._forward: PendingFloats | None = None
         self._placeholder = _PooledStart.apply(anchor, mp, self, slot)
         self._dp, self._slot = dp, slot
@@ -144,7 +155,8 @@ class PendingPooled:
         self._forward = pending
 
     def wait(self) -> torch.Tensor:
-        """The received ``[batch, sum(mp_dims) + D_dp]`` (rank 0's block, rank 1's, ..., then ``dp``); waits once."""
+        """The received ``[batch, sum(exchange.recv_widths) + D_dp]`` (rank 0's block, rank 1's, ..., then ``dp``);
+        waits once."""
         if self._result is None:
             self._result = _PooledWait.apply(self._placeholder, self._dp, self._forward, self._slot)
             self._placeholder = self._dp = self._forward = self._slot = None
@@ -154,9 +166,9 @@ class PendingPooled:
 class _Slot:
     """What the two nodes of one output dist share: its shape, and the gradients' all-to-all in flight."""
 
-    def __init__(self, batch: int, mp_dims: list[int], rank: int, group: dist.ProcessGroup | None,
+    def __init__(self, batch: int, exchange: FlatExchange, group: dist.ProcessGroup | None,
                  grad_scale: float, precision: CommsPrecision) -> None:
-        self.batch, self.mp_dims, self.rank, self.group = batch, mp_dims, rank, group
+        self.batch, self.exchange, self.group = batch, exchange, group
         self.grad_scale, self.precision = grad_scale, precision
         self.grad: PendingFloats | None = None
 
@@ -168,11 +180,12 @@ class _PooledStart(torch.autograd.Function):
     def forward(ctx, anchor: torch.Tensor, mp: torch.Tensor, pending: PendingPooled,  # noqa: ANN001
                 slot: _Slot) -> torch.Tensor:
         ctx.slot = slot
-        batch, mp_dims, world = slot.batch, slot.mp_dims, len(slot.mp_dims)
+        batch, exchange = slot.batch, slot.exchange
         launched = None
-        if any(mp_dims):  # else every table is data_parallel: nothing travels
-            launched = start_all_to_all_float(mp.reshape(-1), [batch * mp_dims[slot.rank]] * world,
-                                              [batch * d for d in mp_dims], slot.group, slot.precision.forward)
+        if exchange.active:  # else every table is data_parallel: nothing travels
+            launched = start_all_to_all_float(exchange.pack(mp, batch), [batch * w for w in exchange.send_widths],
+                                              [batch * w for w in exchange.recv_widths], slot.group,
+                                              slot.precision.forward)
         pending.launched(launched)
         return anchor.new_empty(0)
 
@@ -182,8 +195,9 @@ class _PooledStart(torch.autograd.Function):
         if slot.grad is not None:
             recv = slot.grad.wait()
             slot.grad = None
-            if ctx.needs_input_grad[1]:
-                grad_mp = recv.view(len(slot.mp_dims) * slot.batch, slot.mp_dims[slot.rank])
+            grad_mp = slot.exchange.unpack_grad(recv, slot.batch)  # collective with a node reduce: always
+            if not ctx.needs_input_grad[1]:
+                grad_mp = None
         return None, grad_mp, None, None
 
 
@@ -196,24 +210,25 @@ class _PooledWait(torch.autograd.Function):
         ctx.slot, ctx.dp_dim = slot, dp.shape[1]
         if pending is None:
             return dp.clone()
-        batch, mp_dims = slot.batch, slot.mp_dims
+        batch, widths = slot.batch, slot.exchange.recv_widths
         recv = pending.wait()
-        blocks = [b.view(batch, d) for b, d in zip(recv.split([batch * d for d in mp_dims]), mp_dims, strict=True)]
+        blocks = [b.view(batch, d) for b, d in zip(recv.split([batch * d for d in widths]), widths, strict=True)]
         blocks.append(dp)
         return torch.cat(blocks, dim=1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
         slot = ctx.slot
-        batch, mp_dims, world = slot.batch, slot.mp_dims, len(slot.mp_dims)
+        batch, exchange = slot.batch, slot.exchange
         grad = grad.float()
         if slot.grad_scale != 1.0:
             grad = grad * slot.grad_scale
-        pieces = grad.split([*mp_dims, ctx.dp_dim], dim=1)
-        if any(mp_dims):
-            send = torch.cat([pieces[s].reshape(-1) for s in range(world)])
-            slot.grad = start_all_to_all_float(send, [batch * d for d in mp_dims], [batch * mp_dims[slot.rank]] * world,
-                                               slot.group, slot.precision.backward)
+        pieces = grad.split([*exchange.recv_widths, ctx.dp_dim], dim=1)
+        if exchange.active:
+            send = torch.cat([piece.reshape(-1) for piece in pieces[:-1]])
+            slot.grad = start_all_to_all_float(send, [batch * w for w in exchange.recv_widths],
+                                               [batch * w for w in exchange.send_widths], slot.group,
+                                               slot.precision.backward)
         grad_dp = pieces[-1] if ctx.needs_input_grad[1] else None
         return grad.new_zeros(0), grad_dp, None, None
 

@@ -5,7 +5,8 @@ data-parallel outputs, which are local: each replica pooled the rank's own sampl
 received columns land in the collection's output as each sharding rule combines them
 (``ShardingRule.combine``): ``concat`` blocks are moved to their columns (a permutation, or
 nothing when they already are in place), ``add`` blocks (partial sums of row splits) are added
-into their feature's columns. Mean tables whose shards pooled partial
+into their feature's columns (a table_row_wise table over several ranks, in a world of several
+nodes, comes reduced already, one block from one rank: ``node_reduce``). Mean tables whose shards pooled partial
 sums are divided by each bag's full size here, after the addition, and nowhere else.
 
 Overlap: ``OutputDist.start`` launches the all-to-all and returns at once; the sharded collection
@@ -35,6 +36,7 @@ import torch.distributed as dist
 
 from recframe.distributed.comms import PendingPooled
 from recframe.distributed.layout import ShardLayout
+from recframe.distributed.node_reduce import FlatExchange, NodeReduceExchange, NodeReduceLayout
 from recframe.distributed.qcomms import CommsPrecision
 from recframe.sparse import KeyedTensor
 
@@ -52,6 +54,8 @@ class OutputDist:
         device: where the outputs are.
         grad_scale: factor of the gradients sent back (``1 / world`` for mean losses, else 1).
         precision: the all-to-all's wire formats (``qcomms``; default fp32 both ways).
+        node_size: ranks per node: table_row_wise partial sums are reduced inside the node first
+            (``node_reduce``; None: unknown, the flat exchange). Collective when it makes subgroups.
 
     Example:
         >>> out = OutputDist(layout, rank=0, group=None, device=torch.device("cpu"), grad_scale=0.5)  # doctest: +SKIP
@@ -59,12 +63,17 @@ class OutputDist:
     """
 
     def __init__(self, layout: ShardLayout, rank: int, group: dist.ProcessGroup | None, device: torch.device,
-                 grad_scale: float, precision: CommsPrecision | None = None) -> None:
+                 grad_scale: float, precision: CommsPrecision | None = None, node_size: int | None = None) -> None:
         self.rank, self.group, self.device, self.grad_scale = rank, group, device, grad_scale
         self.precision = precision or CommsPrecision()
         self.mp_dims = layout.mp_dims()
         self.num_features = len(layout.feature_names)
-        dst = layout.output_columns(rank)
+        reduce = NodeReduceLayout(layout, node_size)
+        if reduce.groups:
+            self.exchange: FlatExchange = NodeReduceExchange(reduce, rank, group, device)
+            dst = reduce.output_columns(rank)
+        else:
+            self.exchange, dst = FlatExchange(self.mp_dims, rank), layout.output_columns(rank)
         total = layout.feature_start[-1]
         self.permutation = len(dst) == total and sorted(dst) == list(range(total))
         self.identity = self.permutation and dst == list(range(total))
@@ -103,8 +112,8 @@ class OutputDist:
         mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(len(self.mp_dims) * batch, 0, device=self.device)
         dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(batch, 0, device=self.device)
         anchor = torch.empty(0, device=self.device, requires_grad=torch.is_grad_enabled())
-        return PendingPooled(anchor, mp_out, dp_out, batch, self.mp_dims, self.rank, self.group,
-                             self.grad_scale, self.precision)
+        return PendingPooled(anchor, mp_out, dp_out, batch, self.exchange, self.group, self.grad_scale,
+                             self.precision)
 
     def combine(self, wide: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The received ``[B, columns]`` blocks as the collection's output columns (see the module docstring).

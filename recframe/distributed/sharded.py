@@ -166,7 +166,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         replicas = [ebc for replicated, _, ebc in self._local if replicated]
         self.replicas = ReplicaSync(replicas, process_group, self.device) if replicas else None
         grad_scale = 1.0 / world if gradient_division else 1.0
-        self.output_dist = OutputDist(layout, rank, process_group, self.device, grad_scale, comms)
+        self.output_dist = OutputDist(layout, rank, process_group, self.device, grad_scale, comms, local_world_size)
         self.routed = RoutedOutput(layout, rank, process_group, grad_scale, comms) \
             if any(s.routed for s in layout.slots()) else None
         self._orders: dict[tuple[str, ...], list[int] | None] = {}

@@ -133,6 +133,7 @@ class ShardingRule:
     axis: ClassVar[Axis | None]  # the split axis; None: each shard holds the whole table
     combine: ClassVar[Combine]
     exact_for: ClassVar[frozenset[OptimizerName]] = frozenset(OptimizerName)  # optimizers it trains exactly
+    node_reduce: ClassVar[bool] = False  # its shards' partial sums are summed inside the node first (node_reduce.py)
 
     @property
     def row_split(self) -> bool:

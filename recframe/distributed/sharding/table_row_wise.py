@@ -1,8 +1,10 @@
 """table_row_wise: row_wise over the ranks of one node.
 
-``local_world_size`` consecutive ranks stand for a node. Communication is the same flat
-all-to-all as row_wise (each shard exchanges its pooled partial sums with every rank; no
-node-level reduce), and the cost model costs it so (``row_wise.add_row_shards``).
+``local_world_size`` consecutive ranks stand for a node. In a world of several nodes the shards'
+pooled partial sums are summed inside the node first (a reduce-scatter among the table's ranks),
+and each destination gets the sum from one of them, in the output all-to-all
+(``recframe.distributed.node_reduce``; ``node_reduce = True``); on one node, or on one rank, they
+travel as row_wise's do (one partial sum per shard, added on the destination).
 
 Example:
     >>> TABLE_ROW_WISE.group_problems("table 't' (table_row_wise)", [1, 2], world_size=4, local_world_size=2)
@@ -34,6 +36,7 @@ class TableRowWise(ShardingRule):
     kind = ShardingType.table_row_wise
     axis = Axis.rows
     combine = Combine.add
+    node_reduce = True
 
     def group_problems(self, where: str, ranks: list[int], world_size: int,
                        local_world_size: int | None) -> list[str]:
