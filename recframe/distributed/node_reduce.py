@@ -109,7 +109,7 @@ class NodeReduceLayout:
         mp_columns = layout.output_columns(0)[:sum(mp_dims)]
         starts = [sum(mp_dims[:r]) for r in range(world)]
         self.sender_columns = [mp_columns[start:start + dim] for start, dim in zip(starts, mp_dims, strict=True)]
-        self.dp_columns = [layout.output_columns(r)[sum(mp_dims):] for r in range(world)]
+        self._layout = layout
         self.groups = _reduce_groups(layout, node_size)
         reduced = [{c for g in self.groups if r in g.ranks for c in g.columns} for r in range(world)]
         self.flat_index = [[i for i, c in enumerate(cols) if c not in reduced[r]]
@@ -147,7 +147,7 @@ class NodeReduceLayout:
             for group in self.groups:
                 if group.sender(rank) == sender:
                     out.extend(group.columns)
-        return out + self.dp_columns[rank]
+        return out + self._layout.output_columns(rank)[sum(len(c) for c in self.sender_columns):]
 
 
 def _reduce_groups(layout: ShardLayout, node_size: int | None) -> list[ReduceGroup]:

@@ -25,8 +25,12 @@ bandwidth depending on the peer's node:
   the row splits.
 - output dist: every shard exchanges with every rank ``2 * B * P * D_s * 4`` (fp32 pooled
   embeddings forward, their gradients backward; ``P = F`` pooled outputs per sample, or ``L`` for a
-  sequence table). For row_wise and table_row_wise these are partial sums: a reduce-scatter, run
-  as one flat all-to-all (table_row_wise too: the runtime has no node-level reduce). row_wise_routed
+  sequence table). For row_wise these are partial sums: a reduce-scatter, run as one flat all-to-all;
+  table_row_wise too on one node (or one rank). table_row_wise on ``k >= 2`` ranks of a world of several nodes
+  (``node_reduced_output``, as ``node_reduce.py`` runs it): its ranks reduce-scatter the partial sums in fp32
+  forward and all-gather the gradients backward, each pair of them exchanging ``2 * ceil(W / k) * B * P * D * 8``
+  bytes on the intra-node link, then ``ranks[s % k]`` alone exchanges ``B * P * D * 4 * 2`` with rank ``s``:
+  between nodes a table's pooled rows cross once per destination, not once per shard. row_wise_routed
   returns one row per distinct id instead: every rank sends each shard the distinct ids of its batch in the
   shard's rows, ``U_s`` of them (``IdLaw.expected_unique`` of ``B * L / F`` draws, per feature; about
   ``B * L_s`` for a large uniform table, at most the shard's rows), exchanges ``2 * U_s * D * 4`` row bytes with
@@ -66,6 +70,7 @@ import numpy as np
 from recframe.distributed.plan import TablePlacement
 from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import Topology, format_bytes
+from recframe.distributed.planner.traffic import Traffic
 from recframe.vocab import OptimizerName, WeightDtype
 
 ID_BYTES = 8  # int64 ids in the input all-to-all
@@ -158,76 +163,6 @@ class OptionCost:
         return [a + b for a, b in zip(self.lookup_s, self.comm_s, strict=True)]
 
 
-class Traffic:
-    """Bytes each rank sends + receives, split by whether the peer is on the same node (numpy, one entry a rank).
-
-    Every method is vectorized over the ranks (no Python loop over the world), so costing one option is
-    O(world) in C, not in Python: what keeps planning 4,096 ranks within seconds.
-
-    Args:
-        topo: the ranks and their nodes.
-
-    Example:
-        >>> traffic = Traffic(Topology(2, 1, 10**9))
-        >>> traffic.every_rank_with([1], 100.0)  # ranks 0 and 1 exchange 100 bytes; one node a rank
-        >>> traffic.intra.tolist(), traffic.inter.tolist()
-        ([0.0, 0.0], [100.0, 100.0])
-    """
-
-    def __init__(self, topo: Topology) -> None:
-        self.topo = topo
-        world = topo.world_size
-        self.intra = np.zeros(world)
-        self.inter = np.zeros(world)
-        self.node = np.arange(world) // topo.local_world_size
-        self.node_size = np.bincount(self.node)[self.node]
-
-    def every_rank_with(self, shards: list[int], nbytes: float) -> None:
-        """Every rank exchanges ``nbytes`` with each shard rank (closed form, vectorized over ranks)."""
-        topo = self.topo
-        per_node = np.bincount(self.node[shards], minlength=topo.num_nodes)
-        same = per_node[self.node]
-        own = np.zeros(topo.world_size, dtype=np.int64)
-        own[shards] = 1
-        self.intra += nbytes * (same - own)
-        self.inter += nbytes * (len(shards) - same)
-        for s in shards:
-            self.intra[s] += nbytes * (self.node_size[s] - 1)
-            self.inter[s] += nbytes * (topo.world_size - self.node_size[s])
-
-    def shards_with_every_rank(self, shards: list[int], nbytes: list[float]) -> None:
-        """Shard ``shards[i]`` exchanges ``nbytes[i]`` with every rank: ``every_rank_with([s], b)`` for every
-        shard at once (equal up to rounding: the sums are taken in another order)."""
-        topo, world = self.topo, self.topo.world_size
-        if len(shards) <= 2:
-            for s, b in zip(shards, nbytes, strict=True):
-                self.every_rank_with([s], b)
-            return
-        ranks, sizes = np.asarray(shards), np.asarray(nbytes, dtype=float)
-        per_node = np.bincount(self.node[ranks], weights=sizes, minlength=topo.num_nodes)
-        own = np.zeros(world)
-        own[ranks] = sizes
-        same = per_node[self.node]
-        self.intra += same - own
-        self.inter += sizes.sum() - same
-        self.intra[ranks] += sizes * (self.node_size[ranks] - 1)
-        self.inter[ranks] += sizes * (world - self.node_size[ranks])
-
-    def all_reduce(self, ranks: list[int], nbytes: float) -> None:
-        """Each of ``ranks`` sends + receives ``nbytes`` in a ring all-reduce over the world: intra-node traffic when
-        the world is one node, else inter-node (the ring's hops between nodes set its pace)."""
-        target = self.intra if self.topo.num_nodes == 1 else self.inter
-        target[ranks] += nbytes
-
-    def seconds(self) -> np.ndarray:
-        topo = self.topo
-        return self.intra / topo.intra_node_bw + self.inter / topo.inter_node_bw
-
-    def inter_seconds(self) -> np.ndarray:
-        """The part of ``seconds()`` spent between nodes."""
-        return self.inter / self.topo.inter_node_bw
-
-
 def _lookup_bytes(t: TableWorkload, ids: float, update_ids: float, rows: int, cols: int) -> float:
     row_bytes = cols * WEIGHT_BYTES[t.weight_dtype]
     return ids * row_bytes + 2 * min(update_ids, rows) * (row_bytes + t.state_row_bytes(cols))
@@ -283,6 +218,20 @@ class CostSheet:
     def output_all_to_all(self, rank: int, cols: int) -> None:
         """The shard on ``rank`` exchanges ``cols`` columns of output rows (and their gradients) with every rank."""
         self.traffic.every_rank_with([rank], self.batch_size * self.outputs * cols * self.table.output_wire_bytes)
+
+    def node_reduced_output(self, ranks: list[int]) -> None:
+        """The pooled output of row blocks on ``ranks`` (one node) whose partial sums are reduced inside the node
+        first (table_row_wise in a world of several nodes; module docstring, ``node_reduce.py``).
+
+        Args:
+            ranks: the shards' ranks.
+        """
+        t, world, members = self.table, self.topo.world_size, np.asarray(sorted(ranks))
+        values = self.batch_size * self.outputs * t.dim  # one destination's pooled values
+        slots = -(-world // len(members))  # destinations a member reduces (padded: the collective's equal chunks)
+        self.traffic.within(list(members), 2 * slots * values * 2 * OUTPUT_BYTES)
+        dests = np.arange(world)
+        self.traffic.pairs(members[dests % len(members)], dests, values * t.output_wire_bytes)
 
     def row_shards(self, ranks: list[int], bounds: list[tuple[int, int]], routed: bool = False) -> None:
         """Row blocks ``[start, end)`` on ``ranks[i]``: ``shard``, ``input_dist`` and the output of every shard,

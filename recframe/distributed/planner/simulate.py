@@ -5,7 +5,10 @@ A check of the planner's cost model (``cost.py``), computed another way:
 - what it counts comes from the runtime's own bookkeeping: ``ShardLayout`` (the shards, the input
   all-to-all's slots, the pooled output widths ``mp_dims``), i.e. what ``InputDist``, ``OutputDist``,
   ``PendingPooled`` and ``RoutedOutput`` send, message by message: int64 lengths (a routed slot: one
-  count), int64 ids, pooled outputs forward and their gradients backward, routed rows both ways, the
+  count), int64 ids, pooled outputs forward and their gradients backward (a table_row_wise table on several
+  ranks of a world of several nodes: reduce-scattered in fp32 among its ranks first, then sent once to each
+  destination by one of them, and the gradients all-gathered back: ``node_reduce.NodeReduceLayout``, the
+  runtime's own bookkeeping; phases ``node_reduce_scatter`` and ``node_all_gather``), routed rows both ways, the
   data_parallel replicas' all-reduce (``replicas.ReplicaSync``: one ring all-reduce of every replica's
   fp32 ``[rows, dim]`` gradient and ``[rows]`` lookup counts) and DDP's all-reduce of the dense parameters;
 - ids per slot come from the data's id law (``id_law.IdLaw``: Zipf, hot rows first), not an even
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recframe.distributed.layout import ShardLayout
+from recframe.distributed.node_reduce import NodeReduceLayout
 from recframe.distributed.plan import ShardingPlan
 from recframe.distributed.planner.cost import STATE_BYTES, STATE_PER_ROW, WEIGHT_BYTES
 from recframe.distributed.planner.id_law import IdLaw
@@ -58,8 +62,8 @@ from recframe.vocab import OptimizerName
 INT64 = 8  # ids, lengths, counts and the weights flag travel as int64
 FP32 = 4  # outputs, gradients, dense parameters
 DDP_BUCKET_BYTES = 25 * 2**20  # DDP's default gradient bucket: one all-reduce each
-PHASES = ("input", "output_forward", "routed_forward", "routed_backward", "output_backward", "replica_all_reduce",
-          "dense_all_reduce")
+PHASES = ("input", "node_reduce_scatter", "output_forward", "routed_forward", "routed_backward", "output_backward",
+          "node_all_gather", "replica_all_reduce", "dense_all_reduce")
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,16 @@ class LinkBytes:
     recv_inter: np.ndarray
     collectives: int = 1
 
+    def __add__(self, other: LinkBytes) -> LinkBytes:
+        """Both phases' bytes in one phase (its collectives: the larger count)."""
+        return LinkBytes(self.sent_intra + other.sent_intra, self.sent_inter + other.sent_inter,
+                         self.recv_intra + other.recv_intra, self.recv_inter + other.recv_inter,
+                         max(self.collectives, other.collectives))
+
+    def reversed(self) -> LinkBytes:
+        """The same messages sent the other way (what was received is sent)."""
+        return LinkBytes(self.recv_intra, self.recv_inter, self.sent_intra, self.sent_inter, self.collectives)
+
 
 class Links:
     """The ranks' nodes, and the two shapes of all-to-all a step is made of (vectorized over ranks).
@@ -142,6 +156,26 @@ class Links:
         same = self._node_sum(v)
         return LinkBytes(same - v, v.sum() - same, (self.node_size - 1) * v, (self.world - self.node_size) * v,
                          collectives)
+
+    def one_to_one(self, senders: np.ndarray, dests: np.ndarray, nbytes: float) -> LinkBytes:
+        """``senders[i]`` sends ``nbytes`` to ``dests[i]`` (to itself: nothing); no collective of its own.
+
+        Args:
+            senders: the sending ranks.
+            dests: their destinations.
+            nbytes: bytes of each message.
+
+        Example:
+            >>> Links(4, 2).one_to_one(np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), 5.0).sent_inter.tolist()
+            [0.0, 10.0, 0.0, 0.0]
+        """
+        apart = senders != dests
+        ends, peers = senders[apart], dests[apart]
+        same = self.node[ends] == self.node[peers]
+        out = [np.zeros(self.world) for _ in range(4)]
+        for total, ranks in zip(out, (ends[same], ends[~same], peers[same], peers[~same]), strict=True):
+            np.add.at(total, ranks, nbytes)
+        return LinkBytes(*out, collectives=0)
 
     def from_each(self, u: np.ndarray, collectives: int = 1) -> LinkBytes:
         """Every rank ``s`` sends ``u[s]`` bytes to each other rank (the same to every receiver).
@@ -221,7 +255,6 @@ def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: 
     per_dest = np.full(world, float(INT64))  # the "sender has weights" flag
     per_dest += np.bincount(rank, weights=ids * INT64 + np.where(routed, INT64, batch * INT64), minlength=world)
     rows_back = np.bincount(rank, weights=np.where(routed, ids * dims, 0.0), minlength=world)
-    mp = np.asarray(layout.mp_dims(), dtype=np.float64)
     replica_values = sum(t.num_embeddings * (t.embedding_dim + 1) for t in replicas)  # gradients and counts
     reduced = work.dense_parameters
     if work.data_parallel_all_reduce:  # TorchRec: the tables' dense gradients join DDP's all-reduce
@@ -229,10 +262,9 @@ def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: 
     buckets = max(1, -(-reduced * FP32 // DDP_BUCKET_BYTES))
     phases = {
         "input": links.to_each(per_dest, collectives=2),
-        "output_forward": links.from_each(batch * mp * work.forward_wire_bytes),
+        **pooled_phases(NodeReduceLayout(layout, local_world_size), links, work),
         "routed_forward": links.from_each(rows_back * work.forward_wire_bytes, collectives=int(routed.any())),
         "routed_backward": links.to_each(rows_back * work.backward_wire_bytes, collectives=int(routed.any())),
-        "output_backward": links.to_each(batch * mp * work.backward_wire_bytes),
         "replica_all_reduce": ring_all_reduce(world, local_world_size, replica_values * FP32,
                                               collectives=int(replica_values > 0 and world > 1)),
         "dense_all_reduce": ring_all_reduce(world, local_world_size, reduced * FP32,
@@ -241,6 +273,37 @@ def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: 
     forward, backward = _lookup_bytes(tables, plan, layout, work, law)
     return StepCounts(world, local_world_size, forward, backward, phases,
                       3.0 * work.dense_flops_per_sample * batch)
+
+
+def pooled_phases(reduce: NodeReduceLayout, links: Links, work: StepWorkload) -> dict[str, LinkBytes]:
+    """The pooled output's phases as ``OutputDist`` runs them (``node_reduce.py``): each rank's flat columns to every
+    rank, and for each node-reduced group a reduce-scatter among its ranks (fp32, padded chunks) before the
+    all-to-all, in which ``ranks[s % k]`` alone sends destination ``s`` the group's columns; backward the mirror
+    image (the gradients' all-to-all, then an all-gather among the group's ranks).
+
+    Args:
+        reduce: the node-reduce bookkeeping of the layout.
+        links: the ranks' nodes.
+        work: the step's workload.
+    """
+    world, batch = links.world, work.batch_size
+    flat = np.array([len(index) for index in reduce.flat_index], dtype=np.float64)
+    forward = links.from_each(batch * flat * work.forward_wire_bytes)
+    backward = links.to_each(batch * flat * work.backward_wire_bytes)
+    gather = np.zeros(world)
+    memberships = np.zeros(world, dtype=np.int64)
+    dests = np.arange(world)
+    for group in reduce.groups:
+        members, values = np.asarray(group.ranks), batch * len(group.columns)
+        senders = members[dests % len(members)]
+        forward = forward + links.one_to_one(senders, dests, values * work.forward_wire_bytes)
+        backward = backward + links.one_to_one(senders, dests, values * work.backward_wire_bytes).reversed()
+        gather[members] += (len(members) - 1) * group.slots * values * FP32
+        memberships[members] += 1
+    zeros, rounds = np.zeros(world), int(memberships.max(initial=0))
+    node = LinkBytes(gather, zeros, gather, zeros, rounds)
+    return {"node_reduce_scatter": node, "output_forward": forward, "output_backward": backward,
+            "node_all_gather": node}
 
 
 def ring_all_reduce(world: int, local_world_size: int, nbytes: float, collectives: int) -> LinkBytes:

@@ -1,7 +1,8 @@
 """Device profiles and the step simulator's time model: a ``StepCounts`` (``simulate.py``) to milliseconds per rank.
 
 Per rank and phase: an all-to-all takes ``max(intra, inter)`` of ``max(sent, received) / bandwidth`` per link
-class (full-duplex links; NVLink and the network work at once) plus ``latency x collectives``; lookups
+class (full-duplex links; NVLink and the network work at once) plus ``latency x collectives`` (the node
+reduce's reduce-scatter and all-gather, inside the node, are timed the same way); lookups
 take their bytes at ``lookup_gbps``; dense work its FLOPs at ``matmul_tflops``. The step is
 synchronous: each phase lasts as long as its slowest rank, and the step is the sum of the phases plus
 ``step_overhead_ms`` (launches and framework work that no byte or FLOP count sees).

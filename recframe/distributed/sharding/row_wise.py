@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from recframe.distributed.planner.cost import CostSheet
 
 
-def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
-    """Cost terms of row blocks whose shards exchange pooled partial sums with every rank (one flat all-to-all).
+def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]],
+                   node_reduce: bool = False) -> None:
+    """Cost terms of row blocks whose shards exchange pooled partial sums with every rank (one flat all-to-all),
+    or, with ``node_reduce``, reduce them inside their node first (``CostSheet.node_reduced_output``).
 
     A shard serves its block's share of the ids (``TableWorkload.row_share``: ``R_s / R`` of them when ids spread
     evenly over the rows).
@@ -33,12 +35,14 @@ def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, i
         sheet: the table's cost sheet.
         ranks: the shards' ranks.
         bounds: the shards' rows.
+        node_reduce: the shards (on one node) reduce their partial sums among themselves before sending them.
 
     Example:
         >>> add_row_shards(sheet, [0, 1], [(0, 500), (500, 1000)])  # doctest: +SKIP
     """
     t = sheet.table
-    if len(ranks) > BATCHED_SHARDS:  # the same terms for every shard at once (equal up to rounding)
+    if len(ranks) > BATCHED_SHARDS and not node_reduce:  # the same terms for every shard at once (equal up to
+        # rounding)
         sheet.row_shards(ranks, bounds)
         return
     skewed = t.id_exponent > 0
@@ -51,7 +55,10 @@ def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, i
             ids, sent = sheet.ids_all * rows / t.rows, t.ids_per_sample * rows / t.rows
         sheet.shard(rank, rows, t.dim, ids, ids)
         sheet.input_dist(rank, sent)
-        sheet.output_all_to_all(rank, t.dim)
+        if not node_reduce:
+            sheet.output_all_to_all(rank, t.dim)
+    if node_reduce:
+        sheet.node_reduced_output(ranks)
 
 
 class RowWise(ShardingRule):

@@ -4,7 +4,8 @@
 pooled partial sums are summed inside the node first (a reduce-scatter among the table's ranks),
 and each destination gets the sum from one of them, in the output all-to-all
 (``recframe.distributed.node_reduce``; ``node_reduce = True``); on one node, or on one rank, they
-travel as row_wise's do (one partial sum per shard, added on the destination).
+travel as row_wise's do (one partial sum per shard, added on the destination). The cost model charges
+each case as it runs (``add_cost``; ``planner/cost.py``).
 
 Example:
     >>> TABLE_ROW_WISE.group_problems("table 't' (table_row_wise)", [1, 2], world_size=4, local_world_size=2)
@@ -60,7 +61,9 @@ class TableRowWise(ShardingRule):
         return [found[i] for i in sorted(keep)], []
 
     def add_cost(self, sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]]) -> None:
-        add_row_shards(sheet, ranks, bounds)
+        """row_wise's terms; with several ranks in a world of several nodes, the node-level reduce's output terms
+        (the runtime's condition: ``node_reduce.NodeReduceLayout``)."""
+        add_row_shards(sheet, ranks, bounds, node_reduce=len(set(ranks)) > 1 and sheet.topo.num_nodes > 1)
 
 
 TABLE_ROW_WISE = TableRowWise()

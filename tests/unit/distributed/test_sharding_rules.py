@@ -153,10 +153,27 @@ def _reference_cost(t: TableWorkload, placement: TablePlacement, topo: Topology,
                 traffic.every_rank_with([r], 2 * distinct * cols * OUTPUT_BYTES)
                 continue
             traffic.every_rank_with([r], big_b * (ids_sent * ID_BYTES + t.num_features * LENGTH_BYTES))
-            traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)  # table_row_wise too: flat
+            if not _node_reduced(kind, ranks, topo):  # table_row_wise on one node or one rank too: flat
+                traffic.every_rank_with([r], 2 * big_b * outputs * cols * OUTPUT_BYTES)
+        if _node_reduced(kind, ranks, topo):  # a reduce-scatter (fp32) among the ranks, then one sender a destination
+            members, values = sorted(ranks), big_b * outputs * t.dim
+            slots = -(-world // len(members))
+            for r in members:
+                traffic.intra[r] += (len(members) - 1) * 2 * slots * values * 2 * OUTPUT_BYTES
+            for dest in range(world):
+                sender = members[dest % len(members)]
+                if sender != dest:
+                    link = traffic.intra if topo.node_of(sender) == topo.node_of(dest) else traffic.inter
+                    link[sender] += values * 2 * OUTPUT_BYTES
+                    link[dest] += values * 2 * OUTPUT_BYTES
         if kind == "row_wise_routed":  # the rows expanded to one per id and pooled, forward and backward
             lookup = [b + 4 * big_b * t.ids_per_sample * t.dim * OUTPUT_BYTES for b in lookup]
     return memory, [b / topo.lookup_bw for b in lookup], traffic.seconds().tolist()
+
+
+def _node_reduced(kind: ShardingType, ranks: list[int], topo: Topology) -> bool:
+    """table_row_wise on several ranks of a world of several nodes: its partial sums are reduced inside the node."""
+    return kind == "table_row_wise" and len(set(ranks)) > 1 and topo.num_nodes > 1
 
 
 def _random_placement(kind: ShardingType, topo: Topology, rows: int, dim: int, rng: random.Random) -> TablePlacement:
@@ -186,7 +203,8 @@ def test_cost_terms_equal_the_former_cost_model(kind: ShardingType) -> None:
         placement, batch = _random_placement(kind, topo, t.rows, t.dim, rng), rng.choice([1, 64, 2048])
         cost = option_cost(t, placement, topo, batch)
         memory, lookup, comm = _reference_cost(t, placement, topo, batch)
-        if kind == ShardingType.row_wise_routed:  # costed vectorized (the sums in another order)
+        if kind == ShardingType.row_wise_routed or _node_reduced(kind, placement.ranks, topo):  # costed vectorized
+            # (the sums in another order)
             assert cost.memory == memory and cost.lookup_s == pytest.approx(lookup, rel=1e-12)
             assert cost.comm_s == pytest.approx(comm, rel=1e-12)
         else:
