@@ -258,6 +258,8 @@ class NodeReduceExchange(FlatExchange):
         """
         world = self.world_size
         flat = mp.index_select(1, self.flat_index)
+        if not self.own:  # every destination gets the same columns: the rows are already in destination order
+            return flat.reshape(-1)
         per_dest = [[flat[s * batch:(s + 1) * batch]] for s in range(world)]
         for own in self.own:
             width = len(own.group.columns)
@@ -276,9 +278,11 @@ class NodeReduceExchange(FlatExchange):
         Args as :meth:`FlatExchange.unpack_grad`.
         """
         world, flat = self.world_size, self.flat_index.numel()
+        grad = recv.new_zeros(world * batch, self.width)
+        if not self.own:
+            return grad.index_copy_(1, self.flat_index, recv.view(world * batch, flat))
         pieces = [p.view(batch, w) for p, w in zip(recv.split([batch * w for w in self.send_widths]),
                                                    self.send_widths, strict=True)]
-        grad = recv.new_zeros(world * batch, self.width)
         grad.index_copy_(1, self.flat_index, torch.cat([p[:, :flat] for p in pieces]))
         used = [flat] * world  # columns of each destination's piece read so far
         for own in self.own:
