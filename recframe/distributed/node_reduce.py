@@ -218,8 +218,9 @@ class _OwnGroup:
 class NodeReduceExchange(FlatExchange):
     """The exchange with node-level reduce-scatters (see the module docstring); collective construction.
 
-    One subgroup per ``ReduceGroup``, made with ``dist.new_group`` on every rank of ``group``, in the
-    groups' (sorted) order; the collectives of a rank's groups run in that order too.
+    One subgroup per ``ReduceGroup``, made with ``dist.new_group`` on every rank, in the groups' (sorted) order
+    (``new_group`` is collective over the default group: ``group`` must hold every rank of the world, as the
+    training strategy's default group does); the collectives of a rank's groups run in that order too.
 
     Args:
         reduce: the bookkeeping.
