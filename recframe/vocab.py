@@ -82,6 +82,7 @@ ShardingMode.__doc__ = """What ``sharding.type`` asks for: ``auto`` (the planner
 class RowBlocks(Vocab):
     """How the planner sizes the row blocks of a row-split table (``sharding.row_blocks``)."""
 
+    auto = "auto"  # id_mass where the data declares its id law (synthetic data, data.zipf_exponent > 0), else even
     even = "even"  # equal numbers of rows; the cost model spreads ids evenly over rows
     id_mass = "id_mass"  # blocks of equal id mass under the data's id law (``data.zipf_exponent``), costed by that law
 

@@ -78,5 +78,6 @@ class ShardingConfig:
     comms: CommsConfig = field(default_factory=CommsConfig)  # quantized communication (default exact fp32)
     # auto: row blocks of row splits: even (equal rows; ids costed as spread evenly) | id_mass (equal shares of the
     # ids under the synthetic data's id law, data.zipf_exponent, each block at least one row; the cost model then
-    # counts each block's ids by that law). Only the plan's shard_sizes change: checkpoints hold row blocks either way
-    row_blocks: RowBlocks = RowBlocks.even
+    # counts each block's ids by that law) | auto (id_mass where the data declares a skewed law, else even: real
+    # data's hashed ids). Only the plan's shard_sizes change: checkpoints hold row blocks either way
+    row_blocks: RowBlocks = RowBlocks.auto

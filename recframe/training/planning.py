@@ -103,8 +103,8 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
 
 def id_exponent(cfg: DictConfig) -> float:
     """The id law the cost model counts row blocks' ids by: ``data.zipf_exponent`` with ``sharding.row_blocks=id_mass``
-    (the synthetic data's law; a data source without one: 0), else 0 (ids spread evenly over rows)."""
-    if RowBlocks(cfg.sharding.row_blocks) != RowBlocks.id_mass:
+    or ``auto`` (the synthetic data's law; a data source without one: 0), else 0 (``even``: ids spread evenly)."""
+    if RowBlocks(cfg.sharding.row_blocks) == RowBlocks.even:
         return 0.0
     return float(cfg.data.get("zipf_exponent", 0.0) or 0.0)
 

@@ -20,7 +20,7 @@ def test_mlperf_dcnv2_fits_eight_ranks_of_80_gb(tmp_path: Path) -> None:
     out = result.stdout
     assert "8 ranks (1 node x 8), 80.0 GB per rank" in out
     assert "40,000,000 x 128" in out and all(f"t_cat_{i} " in out for i in range(26))
-    assert sum(line[:1].isdigit() and "GB / 72.00 GB" in line for line in out.splitlines()) == 8  # a line per rank
+    assert sum(line[:1].isdigit() and "B / 72.00 GB" in line for line in out.splitlines()) == 8  # a line per rank
     saved = json.loads((run_dir / "sharding_plan.json").read_text())
     plan = ShardingPlan.from_dict(saved["plan"])
     assert plan.world_size == 8 and len(plan.tables) == 26

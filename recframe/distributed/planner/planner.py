@@ -31,7 +31,7 @@ O(candidates x world): 4,096 ranks plan in seconds.
 - ``data_parallel``: every rank (never for a pinned table); auto: only tables of at most
   ``data_parallel_max_rows`` rows and only with several ranks.
 
-With ``row_blocks=id_mass`` and a table whose ids are skewed (``TableWorkload.id_exponent``), each row split
+With ``row_blocks=id_mass`` or ``auto`` and a table whose ids are skewed (``TableWorkload.id_exponent``), each row split
 (row_wise, table_row_wise, row_wise_routed) is proposed twice on the same ranks: in even blocks and in blocks
 of equal id mass (``IdLaw.balanced_sizes``, as ``shard_sizes``; row_wise_routed: of equal expected distinct
 ids per rank, which is what a rank sends it); the cost model counts each block's ids by the law, so the
@@ -113,7 +113,8 @@ class Planner:
         data_parallel_max_rows: auto replicates only tables with at most this many rows.
         min_column_shard_dim: auto column shards have at least this many columns.
         compute_kernel: the kernel backend written into every placement (auto | fbgemm | triton | torch).
-        row_blocks: ``id_mass``: row splits of skewed tables are also proposed in blocks of equal id mass.
+        row_blocks: ``id_mass`` or ``auto``: row splits of skewed tables (``id_exponent > 0``) are also proposed in
+            blocks of equal id mass; ``even``: never.
     """
 
     def __init__(self, topology: Topology, batch_size: int,
@@ -301,7 +302,7 @@ class Planner:
                                table_bytes=t.memory_bytes)
         out: list[TablePlacement] = []
         reasons: list[str] = []
-        by_mass = self.row_blocks == RowBlocks.id_mass and t.id_exponent > 0
+        by_mass = self.row_blocks != RowBlocks.even and t.id_exponent > 0
         for kind in types:
             rule = rule_for(kind)
             found, why = rule.candidates(query)

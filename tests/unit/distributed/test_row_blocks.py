@@ -96,7 +96,7 @@ def test_id_mass_only_with_a_skewed_law() -> None:
     data's law (the cost model's ids spread evenly over rows, as before)."""
     cfg, (plan, _) = _mlperf(64, "sharding.row_blocks=id_mass", "data.zipf_exponent=0")
     assert {t.id_exponent for t in table_workloads(cfg)} == {0.0}
-    _, (even, _) = _mlperf(64)
+    _, (even, _) = _mlperf(64, "sharding.row_blocks=even")
     assert plan == even
     cfg, _ = _mlperf(64, "sharding.row_blocks=id_mass")
     assert {t.id_exponent for t in table_workloads(cfg)} == {1.05}
@@ -108,7 +108,7 @@ def test_mlperf_512_under_zipf_ids() -> None:
     ids: 1.6 s a step; before routed ids were sent once each, 14.5 s; BENCHMARKS.md), faster than the ``even``
     plan with uniform ids, and balanced (max/mean <= 1.10 by the simulator and the cost model); its row splits
     of the 40M-row tables are cut by the id law (small hot blocks first)."""
-    cfg, (even, _) = _mlperf(512)
+    cfg, (even, _) = _mlperf(512, "sharding.row_blocks=even")
     profile = PROFILES["h100"]
     slow = score_plan(cfg, even, 8, profile, step_workload(cfg, None, False)).times
     uniform = score_plan(cfg, even, 8, profile, step_workload(cfg, 0.0, False)).times
@@ -119,3 +119,16 @@ def test_mlperf_512_under_zipf_ids() -> None:
     hot = [plan.tables[n] for n in ("t_cat_0", "t_cat_9", "t_cat_19", "t_cat_20", "t_cat_21")]  # 40M rows each
     assert all(p.rule.row_split and p.shard_sizes is not None and p.shard_sizes[0] < p.shard_sizes[-1] for p in hot)
     assert report.busiest.total_ms < 50  # the cost model, counting the law: 46.4 ms when set
+
+
+def test_auto_follows_the_data_law() -> None:
+    """The default ``row_blocks=auto`` plans as ``id_mass`` where the data declares a skewed law (the synthetic
+    data's Zipf 1.05: cut by the law at 512 ranks, unlike ``even``) and as ``even`` with uniform ids."""
+    cfg, (auto, _) = _mlperf(512)
+    assert cfg.sharding.row_blocks == "auto" and {t.id_exponent for t in table_workloads(cfg)} == {1.05}
+    _, (by_mass, _) = _mlperf(512, "sharding.row_blocks=id_mass")
+    _, (even, _) = _mlperf(512, "sharding.row_blocks=even")
+    assert auto == by_mass and auto != even
+    _, (uniform_auto, _) = _mlperf(512, "data.zipf_exponent=0")
+    _, (uniform_even, _) = _mlperf(512, "sharding.row_blocks=even", "data.zipf_exponent=0")
+    assert uniform_auto == uniform_even
