@@ -17,8 +17,12 @@ was looked up by this process's batches (one int32 per row of every table, all t
 
 With several ranks every rank takes part at those steps (collectives: ``table_health_ranks``): the numbers are
 those of the whole tables (the shards of all ranks, a data_parallel table's replica once) and of all ranks'
-batches (the lookup counts summed over the ranks at the step; each rank keeps counting its own). One process
-reads the device once for all tables; several read it once too, on rank 0.
+batches (the lookup counts summed over the ranks at the step; each rank keeps counting its own).
+
+The numbers of all tables are computed on the device and read without waiting on a GPU (``DeferredRead``: an
+asynchronous copy to the host; rank 0's merged numbers with several ranks): a write is logged, at the step it
+was computed, at the end of a later step once its copy has arrived, at the latest at the end of training (or at
+the next write). On the CPU it is logged at once.
 
 Example:
     >>> counts = LookupCounts([TableConfig(name="t", num_embeddings=4, embedding_dim=2, feature_names=["f"])],
@@ -30,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,15 +45,18 @@ import torch.distributed as dist
 from recframe.embedding.config import TableConfig
 from recframe.sparse import Batch, KeyedJaggedTensor
 from recframe.sparse.ops import repeat_segments
+from recframe.training.deferred_read import DeferredRead
 from recframe.training.module import embedding_collections
 from recframe.training.table_health_ranks import bucket_counts, element_count, merged_numbers
 from recframe.vocab import IdPolicy
 
+log = logging.getLogger(__name__)
 COUNT_STATS = ("coverage", "top1pct_share", "out_of_range")
 HISTOGRAM_BINS = 30
 
 
 FoundTable = tuple[TableConfig, tuple[int, ...], list[str]]  # a table written: its config, shape, float state names
+PendingWrite = tuple[int, list[FoundTable], DeferredRead]  # a write not logged yet: its step, tables, numbers
 
 
 class LookupCounts:
@@ -143,6 +151,7 @@ class TableHealth(pl.Callback):
         self.every_n_steps = every_n_steps
         self.count = count
         self.counts: LookupCounts | None = None
+        self._pending: PendingWrite | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.count and self.counts is None:
@@ -163,6 +172,7 @@ class TableHealth(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Batch, batch_idx: int) -> None:
+        self._finish(trainer, wait=False)  # an earlier write whose numbers reached the host
         if self.counts is not None:
             self.counts.update(batch.sparse_features)
         step = trainer.global_step
@@ -180,14 +190,61 @@ class TableHealth(pl.Callback):
         found, numbers = merged_numbers(collections, self.counts, trainer.global_rank, pl_module.device,
                                         HISTOGRAM_BINS)
         if trainer.is_global_zero and found:
-            self._log(trainer, step, found, numbers.tolist())  # the one host read
+            self._hand_over(trainer, step, found, numbers)
 
     @torch.no_grad()
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        """Write every table's health summaries at ``step`` (one process), reading the device once for all tables."""
+        """Write every table's health summaries at ``step`` (one process): all tables' numbers in one read."""
         found, numbers = self._local_numbers(pl_module)
         if found:
-            self._log(trainer, step, found, numbers.tolist())  # the one host sync
+            self._hand_over(trainer, step, found, numbers)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish(trainer)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._finish(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """A failing run logs its pending write too where the device still answers; where it raises (a failed
+        GPU) the write is dropped with a warning, so that Lightning's handling of the failure goes on."""
+        step = self._pending[0] if self._pending else None
+        try:
+            self._finish(trainer)
+        except RuntimeError as error:
+            log.warning("table health: the summaries of step %s are lost: %s", step, error)
+
+    def _hand_over(self, trainer: pl.Trainer, step: int, found: list[FoundTable], numbers: torch.Tensor) -> None:
+        """Log the numbers of a write: at once where they are on the host (CPU); from a GPU once their asynchronous
+        copy has arrived (``_finish``), after logging a still pending earlier write.
+
+        Args:
+            trainer: the trainer (its logger).
+            step: the step the numbers were computed at (the step they are logged at).
+            found: the tables written (``_local_numbers``).
+            numbers: their ``_table_numbers`` one after another (any device).
+        """
+        self._finish(trainer)
+        read = DeferredRead.start(numbers)
+        if read.deferred:
+            self._pending = (step, found, read)
+        else:
+            self._log(trainer, step, found, read.tolist())
+
+    def _finish(self, trainer: pl.Trainer, wait: bool = True) -> None:
+        """Log the pending write, if any: waiting for its copy, or (``wait=False``) only if it has arrived.
+
+        Example:
+            >>> health = TableHealth(every_n_steps=10)
+            >>> health._finish(trainer=None, wait=False)  # nothing pending: nothing logged
+        """
+        if self._pending is None or not (wait or self._pending[2].ready()):
+            return
+        (step, found, read), self._pending = self._pending, None
+        self._log(trainer, step, found, read.tolist())
 
     def _local_numbers(self, pl_module: pl.LightningModule) -> tuple[list[FoundTable], torch.Tensor]:
         """This process's tables (with their shapes and float state names) and their ``_table_numbers``, concatenated

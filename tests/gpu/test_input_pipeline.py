@@ -83,18 +83,20 @@ def test_cuda_windows_arrive_without_a_sync() -> None:
     assert early + scalars.ready(wait=True) == [(1, {"train/loss": 2.0})]
 
 
+@pytest.mark.parametrize("table_stats", ["0", "5"], ids=["no_table_health", "table_health"])
 @pytest.mark.parametrize("cuda_graph", ["on", "off"])
-def test_training_steps_do_not_synchronize(tmp_path: Path, cuda_graph: str) -> None:
+def test_training_steps_do_not_synchronize(tmp_path: Path, cuda_graph: str, table_stats: str) -> None:
     """Steps after the first few (the triton backward captures its graph at a shape's second step, the step's
     graph is captured at the fourth, each with a device synchronize) run under the sync debug mode "error":
-    logging steps included."""
+    logging steps included, and table health's writes at steps 5, 10, 15 (their numbers copied to the host
+    asynchronously, logged at a later step's end; the one pending at the end waits in on_train_end, unchecked)."""
     import pytorch_lightning as pl
 
     from recframe.config.compose import compose_config
     from recframe.training.app import _build_module, build_trainer
     from recframe.training.builders import build_datamodule
 
-    class NoSync(pl.Callback):
+    class NoSync(pl.Callback):  # after the run's callbacks (extra_callbacks come last): its batch end is the last
         def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
             if trainer.global_step >= 4:
                 torch.cuda.set_sync_debug_mode("error")
@@ -103,7 +105,7 @@ def test_training_steps_do_not_synchronize(tmp_path: Path, cuda_graph: str) -> N
             torch.cuda.set_sync_debug_mode("default")
 
     cfg = compose_config(["+experiment=dlrm", *TINY, "trainer.accelerator=gpu", "trainer.max_steps=16",
-                          "trainer.log_every_n_steps=5", "logger.table_stats_every_n_steps=0",
+                          "trainer.log_every_n_steps=5", f"logger.table_stats_every_n_steps={table_stats}",
                           "trainer.limit_val_batches=0", f"trainer.cuda_graph={cuda_graph}", f"run_dir={tmp_path}"])
     trainer = build_trainer(cfg, tmp_path, extra_callbacks=[NoSync()], checkpoints=False)
     try:
@@ -111,3 +113,5 @@ def test_training_steps_do_not_synchronize(tmp_path: Path, cuda_graph: str) -> N
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert trainer.global_step == 16
+    if table_stats != "0":  # every write logged, at the step it was computed
+        assert [s for s, _ in scalars(tmp_path)["tables/t_cat_0/coverage"]] == [5, 10, 15]
