@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
+from recframe.training.deferred_read import DeferredRead
+
 
 @dataclass
 class _Window:
     step: int
     names: list[str]
-    means: torch.Tensor  # on the host (page-locked when copied from a GPU)
-    copied: torch.cuda.Event | None  # None: already on the host
+    means: DeferredRead  # the window's means on their way to the host
 
 
 class StepScalars:
@@ -56,14 +57,7 @@ class StepScalars:
             return
         names = list(self._sums)
         means = torch.stack([self._sums[name] for name in names]) / self._steps
-        copied = None
-        if means.is_cuda:
-            host = torch.empty(means.shape, dtype=means.dtype, pin_memory=True)
-            host.copy_(means, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record()
-            means = host
-        self._windows.append(_Window(step, names, means, copied))
+        self._windows.append(_Window(step, names, DeferredRead.start(means)))
         self._sums, self._steps = {}, 0
 
     def ready(self, wait: bool = False) -> list[tuple[int, dict[str, float]]]:
@@ -75,10 +69,8 @@ class StepScalars:
         out = []
         while self._windows:
             window = self._windows[0]
-            if window.copied is not None and not window.copied.query():
-                if not wait:
-                    break
-                window.copied.synchronize()
+            if not wait and not window.means.ready():
+                break
             self._windows.popleft()
             out.append((window.step, dict(zip(window.names, window.means.tolist(), strict=True))))
         return out
