@@ -113,6 +113,11 @@ def _stopped(pid: int) -> bool:
         return False
 
 
+class RanksDidNotStart(dist.DistError):
+    """The process group's start failed: not every rank joined within ``distributed.startup_timeout_s`` (the store's
+    rendezvous, or gloo's connections to each peer, whose errors name only a store key)."""
+
+
 def is_collective_failure(error: BaseException) -> bool:
     """Whether ``error`` (or an error it was raised from) is a failed or timed-out collective."""
     seen: BaseException | None = error
@@ -126,7 +131,7 @@ def is_collective_failure(error: BaseException) -> bool:
 def describe_failure(error: BaseException, rank: int, timeout_s: float) -> str:
     """The line for a failed collective when no lost peer is known (with the error's first line)."""
     text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-    if "waiting for clients" in text:  # the rendezvous of the process group's start
+    if isinstance(error, RanksDidNotStart) or "waiting for clients" in text:  # the process group's start
         return (f"not every rank started in time (distributed.startup_timeout_s) ({text}); stopping rank {rank}")
     if "Timed out" in text or "timeout" in text.lower():
         return (f"a collective timed out after {timeout_s:g} s (distributed.timeout_s): did the ranks call "

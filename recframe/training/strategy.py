@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recframe.distributed.rendezvous import loopback_interface, run_store
 from recframe.distributed.watchdog import (
     PeerWatchdog,
+    RanksDidNotStart,
     describe_failure,
     exit_now,
     is_collective_failure,
@@ -103,11 +104,14 @@ class ShardedStrategy(DDPStrategy):
             if self.num_nodes == 1 and (interface := loopback_interface()) is not None:
                 os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)  # gloo's and NCCL's pairs: loopback too
                 os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
-            store = run_store(self.global_rank, self.world_size, env.main_address, env.main_port,
-                              single_node=self.num_nodes == 1, timeout=self._timeout)
-            device = self.root_device if self.root_device.type != "cpu" else None
-            _init_dist_connection(env, self._process_group_backend, timeout=self._timeout, store=store,
-                                  device_id=device)
+            try:
+                store = run_store(self.global_rank, self.world_size, env.main_address, env.main_port,
+                                  single_node=self.num_nodes == 1, timeout=self._timeout)
+                device = self.root_device if self.root_device.type != "cpu" else None
+                _init_dist_connection(env, self._process_group_backend, timeout=self._timeout, store=store,
+                                      device_id=device)
+            except dist.DistError as error:  # a rank not there in time (gloo's pair connections say only a key)
+                raise RanksDidNotStart(str(error)) from error
         # The rendezvous waited up to startup_timeout_s (ranks start at different times); collectives get timeout_s.
         dist.distributed_c10d._set_pg_timeout(timedelta(seconds=self.timeout_s))
         if self.watch and self.watchdog is None:

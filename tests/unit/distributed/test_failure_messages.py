@@ -6,7 +6,7 @@ import pytest
 import torch.distributed as dist
 
 from recframe.distributed.faults import _parse
-from recframe.distributed.watchdog import PeerWatchdog, describe_failure, is_collective_failure
+from recframe.distributed.watchdog import PeerWatchdog, RanksDidNotStart, describe_failure, is_collective_failure
 from recframe.training.checks import find_problems
 
 GLOO_RESET = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:26253: "
@@ -36,6 +36,11 @@ def test_failure_lines_say_what_happened_and_which_setting() -> None:
     line = describe_failure(dist.DistStoreError("Timed out after 11 seconds waiting for clients. 1/2 clients joined."),
                             rank=0, timeout_s=10)
     assert line.startswith("not every rank started in time (distributed.startup_timeout_s) (Timed out after 11")
+    # gloo's connection to a peer that is not there yet names only a store key (torch 2.13); the strategy raises it
+    # as RanksDidNotStart from the process group's start
+    line = describe_failure(RanksDidNotStart("wait timeout after 1000ms, keys: /0//cpu//0/1"), rank=0, timeout_s=10)
+    assert line.startswith("not every rank started in time (distributed.startup_timeout_s) (wait timeout after")
+    assert is_collective_failure(RanksDidNotStart("wait timeout"))
     line = describe_failure(RuntimeError(GLOO_RESET + "\nmore lines"), rank=0, timeout_s=10)
     assert line.startswith("a collective failed, a peer is probably lost (") and "more lines" not in line
 
