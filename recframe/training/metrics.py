@@ -48,6 +48,9 @@ from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
 
 CTR_KEYS: tuple[str, ...] = ("auc", "ne", "logloss", "calibration", "ctr", "num_samples")
+# The stored batches' dtype (compute() works in float64). Not Metric.dtype: torchmetrics before 1.1, which
+# pytorch-lightning allows (TorchRec pins 1.0.3), has no such attribute.
+_STORED = torch.float32
 
 
 def binary_auc(scores: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -139,13 +142,13 @@ class CTRMetrics(Metric):
         if labels.shape != logits.shape:
             raise ValueError(f"labels must have the logits' shape {tuple(logits.shape)}, got {tuple(labels.shape)}")
         if weights is None:
-            weights = torch.ones_like(logits, dtype=self.dtype)
+            weights = torch.ones_like(logits, dtype=_STORED)
         elif per_row and weights.shape == logits.shape[:1]:
             weights = weights.unsqueeze(1).expand_as(logits)
         elif weights.shape != logits.shape:
             raise ValueError(f"weights must be {expected} or [batch], got shape {tuple(weights.shape)}")
         for name, value in (("logits", logits), ("labels", labels), ("weights", weights)):
-            getattr(self, name).append(value.detach().to(self.dtype).reshape(-1))
+            getattr(self, name).append(value.detach().to(_STORED).reshape(-1))
 
     def compute(self) -> dict[str, Tensor]:
         """Every value for every task; see the class docstring for the keys."""

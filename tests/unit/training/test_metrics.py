@@ -163,6 +163,18 @@ def test_multi_task_matches_one_metric_per_column(data, per_task_weights: bool) 
             torch.testing.assert_close(out[f"{name}/{key}"], value, equal_nan=True)
 
 
+def test_works_with_torchmetrics_without_metric_dtype(monkeypatch) -> None:
+    """torchmetrics before 1.1 (TorchRec pins 1.0.3; pytorch-lightning allows it) has no ``Metric.dtype``."""
+    from torchmetrics import Metric
+
+    monkeypatch.delattr(Metric, "dtype", raising=False)
+    metric = CTRMetrics()
+    metric.update(torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1, 0, 0]))
+    out = metric.compute()
+    assert out["num_samples"].item() == 3
+    assert out["auc"].item() == 1.0
+
+
 def test_rejects_bad_shapes_and_task_names() -> None:
     with pytest.raises(ValueError, match="unique"):
         CTRMetrics(task_names=["a", "a"])
