@@ -4,8 +4,8 @@
 #
 #   scripts/gpu_bench_e2e.sh OUTDIR [more bench_trainer.py args; a later --recframe-variants/--steps wins]
 #
-# Needs the carried folders .whl (hydra-core, omegaconf, antlr4, torchrec, tensordict, ... wheels: installed
-# into /tmp/site) and .bench (plain_torch_dlrm.py, torchrec_dlrm.py); TorchRec rows run where
+# Needs the carried folders .whl (hydra-core, omegaconf, antlr4 wheels: installed into /tmp/site; torchrec,
+# tensordict, ...: into /tmp/trsite) and .bench (plain_torch_dlrm.py, torchrec_dlrm.py); TorchRec rows run where
 # /tmp/fbsite holds fbgemm_gpu (scripts/gpu_fbgemm_assemble.sh, earlier calls on the same warm machine).
 # Writes OUTDIR/table.md (rewritten after every run), results.jsonl, one log per run, bench.log, env.txt.
 # DEADLINE_S (default 540): no run starts after that many seconds of the benchmark (the device call's limit
@@ -14,11 +14,19 @@ set -uo pipefail
 out=${1:?usage: scripts/gpu_bench_e2e.sh OUTDIR [bench_trainer.py args]}; shift
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p "$out" || exit 1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+# recframe's missing pieces (hydra-core, omegaconf, antlr4) into /tmp/site; TorchRec and its pins (torchmetrics
+# 1.0.3, ...) into /tmp/trsite, seen by the TorchRec runs only, so they never shadow recframe's environment.
+ours=$(ls .whl/*.whl | grep -E '/(hydra_core|omegaconf|antlr4)')
+theirs=$(ls .whl/*.whl | grep -vE '/(hydra_core|omegaconf|antlr4)')
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $ours \
   || { echo "gpu_bench_e2e: installing .whl into /tmp/site failed (carry .whl)"; exit 1; }
+if [ -n "$theirs" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/trsite $theirs \
+    || { echo "gpu_bench_e2e: installing TorchRec's wheels into /tmp/trsite failed"; exit 1; }
+fi
 torchrec=()
 if [ -f /tmp/fbsite/fbgemm_gpu/__init__.py ]; then
-  torchrec=(--torchrec-python python3 --torchrec-pythonpath /tmp/fbsite:/tmp/site --torchrec-tf32)
+  torchrec=(--torchrec-python python3 --torchrec-pythonpath /tmp/fbsite:/tmp/trsite:/tmp/site --torchrec-tf32)
 else
   echo "gpu_bench_e2e: no fbgemm_gpu in /tmp/fbsite (scripts/gpu_fbgemm_assemble.sh): no TorchRec rows"
 fi
