@@ -32,7 +32,7 @@ before the extra ones, so a ``--deadline-s`` cut loses extras first.
     # on the GPU machine (scripts/gpu_bench_e2e.sh does this with the carried wheels):
     python3 scripts/bench_trainer.py --workloads S M1 MLPerf4M --python python3 \\
         --recframe-pythonpath $PWD:/tmp/site --torchrec-python python3 \\
-        --torchrec-pythonpath /tmp/fbsite:/tmp/site --torchrec-tf32 \\
+        --torchrec-pythonpath /tmp/fbsite:/tmp/trsite:/tmp/site --torchrec-tf32 \\
         --recframe-variants default tf32=trainer.matmul_precision=high bf16=trainer.precision=bf16-mixed \\
         --warmup 20 --steps 100 --out-dir $OUT/bench -- data.pin_memory=true
 
