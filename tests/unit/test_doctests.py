@@ -35,7 +35,7 @@ def test_modules_are_found() -> None:
 
 
 # modules that import an optional dependency at module level: skipped, saying so, where it is absent
-NEEDS = {"recframe.embedding.kernels.triton_kernels": "triton"}
+NEEDS = {"recframe.embedding.kernels.triton_kernels": "triton", "recframe.serving.triton_lookup": "triton"}
 
 
 @pytest.mark.parametrize("name", MODULES)

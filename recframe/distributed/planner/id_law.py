@@ -69,7 +69,8 @@ class IdLaw:
             return np.exp(v)
         return np.exp(np.log1p(a * v) / a)
 
-    def balanced_sizes(self, rows: int, shards: int, draws: float | None = None) -> list[int]:
+    def balanced_sizes(self, rows: int, shards: int, draws: float | None = None,
+                       distinct_weight: float | None = None) -> list[int]:
         """Rows of ``shards`` consecutive blocks (from row 0) holding equal shares of the ids, each at least one row.
 
         Block ``i`` ends at the row ``k`` where ``P(id < k)`` reaches ``(i + 1) / shards`` (rounded), pushed up so
@@ -77,18 +78,23 @@ class IdLaw:
         ``s = 1.05`` and 40M rows, row 0 draws 5.8% of the ids: more than a 512th). Uniform: ``even_split``'s
         sizes, up to the order of the one-row differences. With ``draws``: blocks of equal expected distinct rows
         among ``draws`` ids instead (what a rank sends a routed shard, each distinct id once: hot blocks get more
-        rows, as their ids repeat).
+        rows, as their ids repeat). With ``draws`` and ``distinct_weight`` ``w``: blocks of equal ``ids + w x distinct
+        rows`` among ``draws`` ids, a pooled row shard's work (each id read once, each distinct row's weights and
+        state read and written in the update: cold blocks, whose ids are nearly all distinct, get fewer ids).
 
         Args:
             rows: the table's rows ``R`` (at least ``shards``).
             shards: the number of blocks.
             draws: balance the distinct rows among this many ids (None: balance the ids).
+            distinct_weight: with ``draws``, balance ``ids + distinct_weight x distinct rows`` instead.
 
         Example:
             >>> IdLaw(0.0).balanced_sizes(10, 3), IdLaw(1.05).balanced_sizes(1000, 4)
             ([3, 4, 3], [4, 19, 117, 860])
             >>> IdLaw(1.05).balanced_sizes(1000, 4, draws=100)  # ~16 distinct rows of the 100 ids in each
             [21, 60, 199, 720]
+            >>> IdLaw(1.05).balanced_sizes(1000, 4, draws=100, distinct_weight=3.0)  # between the two
+            [12, 45, 177, 766]
         """
         if not 1 <= shards <= rows:
             raise ValueError(f"cannot cut {rows} rows into {shards} blocks of at least one row")
@@ -99,7 +105,10 @@ class IdLaw:
             grid = np.unique(np.concatenate([np.geomspace(1.0, rows + 1.0, 8 * GRID_POINTS).astype(np.int64) - 1,
                                              np.arange(min(rows, 64) + 1), [rows]]))
             grid = grid[(grid >= 0) & (grid <= rows)]
-            cumulative = np.concatenate([[0.0], np.cumsum(self.expected_unique(rows, grid[:-1], grid[1:], draws))])
+            work = self.expected_unique(rows, grid[:-1], grid[1:], draws)
+            if distinct_weight is not None:
+                work = draws * np.diff(self.below(rows, grid)) + distinct_weight * work
+            cumulative = np.concatenate([[0.0], np.cumsum(work)])
             ends = np.rint(np.interp(q * cumulative[-1], cumulative, grid.astype(np.float64)))
         ends[0], ends[-1] = 0, rows
         gap = np.clip(ends - np.arange(shards + 1), 0, rows - shards)  # ends[i] - i: non-decreasing <=> >= 1 row each

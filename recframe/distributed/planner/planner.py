@@ -58,7 +58,14 @@ import numpy as np
 
 from recframe.config.sharding import ShardingConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
-from recframe.distributed.planner.cost import OptionArrays, OptionCost, TableWorkload, option_arrays, option_cost
+from recframe.distributed.planner.cost import (
+    WEIGHT_BYTES,
+    OptionArrays,
+    OptionCost,
+    TableWorkload,
+    option_arrays,
+    option_cost,
+)
 from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
 from recframe.distributed.sharding import rule_for
@@ -94,9 +101,10 @@ REFINE_GAIN = 1e-6  # a re-placement must lower the most-loaded rank by this sha
 
 
 @functools.lru_cache(maxsize=4096)
-def _balanced_sizes(exponent: float, rows: int, shards: int, draws: float | None) -> tuple[int, ...]:
-    """``IdLaw(exponent).balanced_sizes(rows, shards, draws)``, computed once per planning (every greedy pass asks)."""
-    return tuple(IdLaw(exponent).balanced_sizes(rows, shards, draws))
+def _balanced_sizes(exponent: float, rows: int, shards: int, draws: float | None,
+                    distinct_weight: float | None = None) -> tuple[int, ...]:
+    """``IdLaw(exponent).balanced_sizes(...)``, computed once per planning (every greedy pass asks)."""
+    return tuple(IdLaw(exponent).balanced_sizes(rows, shards, draws, distinct_weight))
 
 
 def _most_loaded(chosen: dict[str, OptionArrays]) -> float:
@@ -307,16 +315,25 @@ class Planner:
             rule = rule_for(kind)
             found, why = rule.candidates(query)
             out += [TablePlacement(kind, ranks, compute_kernel=self.compute_kernel) for ranks in found]
-            if by_mass and rule.axis == Axis.rows:  # the same ranks in blocks of equal id mass (routed: of equal
-                # distinct ids a rank sends, as it sends each once)
-                draws = self.batch_size * t.ids_per_sample / max(t.num_features, 1) \
-                    if rule.combine == Combine.pool else None
-                out += [TablePlacement(kind, ranks, list(_balanced_sizes(t.id_exponent, t.rows, len(ranks), draws)),
-                                       self.compute_kernel) for ranks in found if 1 < len(ranks) <= t.rows]
+            if by_mass and rule.axis == Axis.rows:  # the same ranks in blocks of equal id mass and of equal
+                # lookup work (routed: of equal distinct ids a rank sends, as it sends each once)
+                for law in self._block_laws(t, rule.combine == Combine.pool):
+                    out += [TablePlacement(kind, ranks, list(_balanced_sizes(t.id_exponent, t.rows, len(ranks), *law)),
+                                           self.compute_kernel) for ranks in found if 1 < len(ranks) <= t.rows]
             reasons += why
             if explicit and not found and not why:
                 reasons.append(f"{kind} has no placement on ranks {pool}")
         return out, reasons
+
+    def _block_laws(self, t: TableWorkload, routed: bool) -> list[tuple[float | None, float | None]]:
+        """``(draws, distinct_weight)`` of ``IdLaw.balanced_sizes`` for each row-block sizing proposed for a skewed
+        table: routed, equal distinct ids per rank's batch; else equal id mass, and equal lookup work (each of the
+        global batch's ids read once, each distinct row's weights and state read and written: ``_lookup_bytes``)."""
+        if routed:
+            return [(self.batch_size * t.ids_per_sample / max(t.num_features, 1), None)]
+        row = t.dim * WEIGHT_BYTES[t.weight_dtype]
+        draws = self.batch_size * self.topo.world_size * t.ids_per_sample
+        return [(None, None), (draws, 2.0 * (row + t.state_row_bytes(t.dim)) / row)]
 
     def _why(self, t: TableWorkload, placements: list[TablePlacement], reasons: list[str], used: list[int]) -> str:
         cap = self.topo.usable_memory_bytes
