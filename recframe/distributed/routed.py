@@ -97,12 +97,12 @@ class RoutedOutput:
                            in t.feature_names) for f in self.features]
         self.columns = [c for f in self.features
                         for c in range(layout.feature_start[f], layout.feature_start[f] + layout.feature_dims[f])]
+        self.runs = column_runs(self.columns)
         own = [s for s in slots if s.rank == rank]
         self.own_slots = len(own)  # this rank's slots (all kinds), as the input dist counts them
         # this rank's routed slots: (position among its slots, feature name, dim)
         self.own_routed = [(k, layout.feature_names[s.feature], layout.feature_dims[s.feature])
                            for k, s in enumerate(own) if s.routed]
-        self._columns: torch.Tensor | None = None
 
     def __call__(self, wide: torch.Tensor, rows: dict[str, torch.Tensor], counts: list[int], sent: RoutedIds,
                  lengths: torch.Tensor) -> torch.Tensor:
@@ -138,10 +138,7 @@ class RoutedOutput:
                                                      self.dims, strict=True)]
         # one row per distinct id came back: one per id of the batch (autograd sums the repeats' gradients)
         blocks = [b.index_select(0, i) for b, i in zip(blocks, sent.inverse.split(sent.ids), strict=True)]
-        pooled = self.pool(blocks, sent.samples, sent.weights, lengths, batch)
-        if self._columns is None:
-            self._columns = torch.tensor(self.columns, dtype=torch.int64, device=wide.device)
-        return wide.index_copy(1, self._columns, pooled)
+        return splice_columns(wide, self.pool(blocks, sent.samples, sent.weights, lengths, batch), self.runs)
 
     def pool(self, blocks: list[torch.Tensor], samples: torch.Tensor, weights: torch.Tensor | None,
              lengths: torch.Tensor, batch: int) -> torch.Tensor:
@@ -169,3 +166,44 @@ class RoutedOutput:
                 bags = bags / lengths[feature * batch:(feature + 1) * batch].clamp(min=1).unsqueeze(1).to(bags.dtype)
             out.append(bags)
         return torch.cat(out, dim=1)
+
+
+def column_runs(columns: list[int]) -> list[tuple[int, int]]:
+    """``(first column, width)`` of each run of consecutive ``columns`` (ascending), in order.
+
+    Example:
+        >>> column_runs([2, 3, 4, 8, 9])
+        [(2, 3), (8, 2)]
+    """
+    runs: list[tuple[int, int]] = []
+    for c in columns:
+        if runs and runs[-1][0] + runs[-1][1] == c:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((c, 1))
+    return runs
+
+
+def splice_columns(wide: torch.Tensor, pooled: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
+    """``wide`` with its columns of ``runs`` replaced by ``pooled``'s columns, in order: one ``cat`` of column slices
+    (an ``index_copy`` along dim 1 gathers element by element on the CPU: ~10 ms a step for ``dlrm``'s
+    ``[2048, 1664]``, and as much for its backward).
+
+    Args:
+        wide: ``[B, W]``.
+        pooled: ``[B, sum of the runs' widths]``.
+        runs: ``column_runs`` of the replaced columns.
+
+    Example:
+        >>> splice_columns(torch.zeros(1, 5), torch.tensor([[1.0, 2.0, 3.0]]), [(1, 2), (4, 1)]).tolist()
+        [[0.0, 1.0, 2.0, 0.0, 3.0]]
+    """
+    pieces, at, taken = [], 0, 0
+    for start, width in runs:
+        if start > at:
+            pieces.append(wide[:, at:start])
+        pieces.append(pooled[:, taken:taken + width])
+        at, taken = start + width, taken + width
+    if at < wide.shape[1]:
+        pieces.append(wide[:, at:])
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
