@@ -20,7 +20,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from recframe.config.resolve import sparse_optimizer, table_configs
-from recframe.config.sharding import TopologyConfig
+from recframe.config.sharding import LINK_GBPS, TopologyConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import TableWorkload
 from recframe.distributed.planner.planner import Planner, TableConstraint
@@ -53,10 +53,11 @@ def topology_from_config(topology_cfg: TopologyConfig, world_size: int, local_wo
         raise PlanningError(f"the tables are to live on GPUs (trainer.accelerator={accelerator}, "
                             f"sharding.topology.device={t.device}) but this machine has no CUDA device to measure "
                             "their memory: set sharding.topology.memory_per_rank_gb (e.g. 80 for H100 80GB)")
+    intra, inter = (given if given is not None else default for given, default in
+                    zip((t.intra_node_bw_gbps, t.inter_node_bw_gbps), LINK_GBPS[str(device)], strict=True))
     return Topology(world_size=world_size, local_world_size=local, memory_per_rank_bytes=memory,
-                    reserved_fraction=t.reserved_fraction, intra_node_bw=t.intra_node_bw_gbps * GB,
-                    inter_node_bw=t.inter_node_bw_gbps * GB, hbm_bw=t.hbm_bw_gbps * GB, ddr_bw=t.ddr_bw_gbps * GB,
-                    device=device)
+                    reserved_fraction=t.reserved_fraction, intra_node_bw=intra * GB, inter_node_bw=inter * GB,
+                    hbm_bw=t.hbm_bw_gbps * GB, ddr_bw=t.ddr_bw_gbps * GB, device=device)
 
 
 def planned_world(cfg: DictConfig) -> tuple[int, int]:

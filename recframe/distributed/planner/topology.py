@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from recframe.config.sharding import TopologyConfig
+from recframe.config.sharding import LINK_GBPS, TopologyConfig
 from recframe.errors import RecframeError
 from recframe.vocab import TopologyDevice
 
@@ -58,8 +58,8 @@ class Topology:
     local_world_size: int
     memory_per_rank_bytes: int
     reserved_fraction: float = _DEFAULT.reserved_fraction
-    intra_node_bw: float = _DEFAULT.intra_node_bw_gbps * GB
-    inter_node_bw: float = _DEFAULT.inter_node_bw_gbps * GB
+    intra_node_bw: float = LINK_GBPS["cuda"][0] * GB
+    inter_node_bw: float = LINK_GBPS["cuda"][1] * GB
     hbm_bw: float = _DEFAULT.hbm_bw_gbps * GB
     ddr_bw: float = _DEFAULT.ddr_bw_gbps * GB
     device: TopologyDevice = TopologyDevice.cuda

@@ -242,6 +242,18 @@ def test_topology_memory_configured_or_detected() -> None:
     assert host.device == "cpu" and 0 < host.memory_per_rank_bytes
 
 
+def test_link_bandwidths_default_by_device_unless_given() -> None:
+    """CPU ranks exchange through gloo (0.79 GB/s each way measured), GPUs through NVLink and NICs: one default for
+    both made the planner treat a CPU run's all-to-alls as free (and pick row_wise tables 1.4x slower than
+    table_wise on 2 processes)."""
+    cpu = topology_from_config(TopologyConfig(), 2, 2, "cpu")
+    gpu = topology_from_config(TopologyConfig(memory_per_rank_gb=80), 16, 8, "gpu")
+    assert (cpu.intra_node_bw, cpu.inter_node_bw) == (1.58 * GB, 1.58 * GB)
+    assert (gpu.intra_node_bw, gpu.inter_node_bw) == (150 * GB, 25 * GB)
+    given = topology_from_config(TopologyConfig(intra_node_bw_gbps=7.0, inter_node_bw_gbps=3.0), 2, 2, "cpu")
+    assert (given.intra_node_bw, given.inter_node_bw) == (7 * GB, 3 * GB)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the memory is detected")
 def test_gpu_memory_must_be_configured_without_a_gpu() -> None:
     with pytest.raises(PlanningError, match="set sharding.topology.memory_per_rank_gb"):
