@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from recframe.embedding.config import TableConfig
+from recframe.models.linear import Linear
 
 Activation = Literal["relu", "gelu", "silu", "sigmoid", "tanh", "identity"]
 Norm = Literal["none", "batch", "layer"]
@@ -93,7 +94,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         width = in_features
         for i, size in enumerate(sizes):
-            linear = nn.Linear(width, size, bias=bias)
+            linear = Linear(width, size, bias=bias)
             self.linears.append(linear)
             layers.append(linear)
             if activate_last or i < len(sizes) - 1:

@@ -8,12 +8,14 @@ elementwise terms must equal FlopCounterMode's count per sample (bmm's full Gram
 
 from __future__ import annotations
 
+from unittest import mock
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from recframe.embedding import TableConfig
-from recframe.models import DLRM, DLRM_DCN, CrossNet, DeepFM, FMInteraction, Task, TwoTower, WideDeep
+from recframe.models import DLRM, DLRM_DCN, CrossNet, DeepFM, FMInteraction, Task, TwoTower, WideDeep, linear
 from recframe.models.flops import cross_net_flops, dense_parameter_count, fm_flops
 from recframe.sparse import Batch, KeyedJaggedTensor
 
@@ -32,8 +34,9 @@ def _batch(features: list[str], batch: int, dense: int) -> Batch:
 
 
 def _matmul_flops_per_sample(model: nn.Module, batch: Batch) -> float:
+    """FlopCounterMode's count per sample, the towers on torch's own linear (it does not count oneDNN's)."""
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), counter, mock.patch.object(linear, "onednn_applies", lambda x, weight: False):
         model(batch)
     return counter.get_total_flops() / batch.batch_size
 
