@@ -186,8 +186,8 @@ def column_runs(columns: list[int]) -> list[tuple[int, int]]:
 
 def splice_columns(wide: torch.Tensor, pooled: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
     """``wide`` with its columns of ``runs`` replaced by ``pooled``'s columns, in order: one ``cat`` of column slices
-    (an ``index_copy`` along dim 1 gathers element by element on the CPU: ~10 ms a step for ``dlrm``'s
-    ``[2048, 1664]``, and as much for its backward).
+    (an ``index_copy`` along dim 1 gathers element by element on the CPU, forward and backward: ``dlrm`` routed on
+    2 CPU processes ran 244 ms a step with it, 199 ms with this).
 
     Args:
         wide: ``[B, W]``.
