@@ -112,6 +112,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
     from recframe.training.checkpoint.callback import StepCheckpoint
     from recframe.training.checkpoint.plugin import DistributedCheckpointIO
     from recframe.training.curves import FinalCurves
+    from recframe.training.keep_on_device import OneDeviceStrategy, one_device
     from recframe.training.projector import Projector
     from recframe.training.table_health import TableHealth
     from recframe.training.tensorboard import RunLogger
@@ -150,7 +151,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
                                         cfg.checkpoint.sigterm_check_every_n_steps))
     # One checkpoint format for one process and many: DCP folders (recframe.training.checkpoint).
     checkpoint_io = DistributedCheckpointIO(cfg.checkpoint.keep_last, OmegaConf.to_yaml(cfg, resolve=True))
-    strategy: Any = "auto"
+    # One process: Lightning's one-device strategy, leaving the model on its device when fit/validate end.
+    strategy: Any = OneDeviceStrategy(device=one_device(t.accelerator))
     plugins: list[Any] = [checkpoint_io]
     if world > 1:
         from recframe.training.strategy import ShardedStrategy

@@ -54,6 +54,7 @@ from recframe.training.checkpoint.folder import CheckpointReadError, CheckpointW
 from recframe.training.checkpoint.layout import ModelLayout
 from recframe.training.checkpoint.plugin import DistributedCheckpointIO
 from recframe.training.checkpoint.safety import UnsafeCheckpointError
+from recframe.training.keep_on_device import KeepOnDevice
 from recframe.training.module import embedding_collections
 from recframe.training.pipeline import attach_input_pipeline, drop_started_input_dists
 
@@ -72,8 +73,9 @@ def embedding_state_names(model: nn.Module) -> list[str]:
     return names
 
 
-class ShardedStrategy(DDPStrategy):
-    """DDP over the dense parameters only; the sharded embedding collections are left to themselves.
+class ShardedStrategy(KeepOnDevice, DDPStrategy):
+    """DDP over the dense parameters only; the sharded embedding collections are left to themselves. The model
+    stays on its device when a fit or validate ends (``KeepOnDevice``).
 
     Args:
         timeout_s: timeout of every collective, and silence after which a peer is lost (seconds).
