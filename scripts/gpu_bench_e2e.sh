@@ -9,7 +9,7 @@
 # /tmp/fbsite holds fbgemm_gpu (scripts/gpu_fbgemm_assemble.sh, earlier calls on the same warm machine).
 # Writes OUTDIR/table.md (rewritten after every run), results.jsonl, one log per run, bench.log, env.txt.
 # DEADLINE_S (default 540): no run starts after that many seconds of the benchmark (the device call's limit
-# is 600 s); the rows left say "skipped".
+# is 600 s); the rows left say "skipped". TORCHREC_TF32=0 leaves out TorchRec's TF32 rows.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_bench_e2e.sh OUTDIR [bench_trainer.py args]}; shift
 cd "$(dirname "$0")/.." || exit 1
@@ -26,7 +26,8 @@ if [ -n "$theirs" ]; then
 fi
 torchrec=()
 if [ -f /tmp/fbsite/fbgemm_gpu/__init__.py ]; then
-  torchrec=(--torchrec-python python3 --torchrec-pythonpath /tmp/fbsite:/tmp/trsite:/tmp/site --torchrec-tf32)
+  torchrec=(--torchrec-python python3 --torchrec-pythonpath /tmp/fbsite:/tmp/trsite:/tmp/site)
+  [ "${TORCHREC_TF32:-1}" = 1 ] && torchrec+=(--torchrec-tf32)
 else
   echo "gpu_bench_e2e: no fbgemm_gpu in /tmp/fbsite (scripts/gpu_fbgemm_assemble.sh): no TorchRec rows"
 fi

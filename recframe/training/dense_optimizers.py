@@ -1,8 +1,9 @@
 """The dense towers' optimizers (``optim.dense.name``), each registered once with how torch builds it.
 
-On a GPU, with ``optim.dense.fused``, an optimizer runs torch's fused kernel (one launch for all
-parameters) where torch has one, else its multi-tensor (foreach) kernels; on the CPU, torch's
-default. Adding an optimizer is one ``DENSE_OPTIMIZERS.add`` here.
+On a GPU, with ``optim.dense.fused``, an optimizer runs a fused kernel (one launch for all
+parameters): torch's for Adam, AdamW and SGD, recframe's ``FusedAdagrad`` for Adagrad (torch's is
+CPU-only); without it, torch's multi-tensor (foreach) kernels; on the CPU, torch's default.
+Adding an optimizer is one ``DENSE_OPTIMIZERS.add`` here.
 
 Example:
     >>> from torch import nn
@@ -15,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,8 @@ from torch import nn
 from recframe.config.schema import DenseOptimConfig, OptimConfig
 from recframe.registry import Registry
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class DenseOptimizer:
@@ -32,17 +36,30 @@ class DenseOptimizer:
 
     Args:
         make: ``(params, settings, kernel options) -> optimizer``; kernel options are ``fused`` or ``foreach``.
-        fused_on_cuda: torch has a fused CUDA kernel for it (torch 2.11: Adagrad's fused kernel is CPU-only).
+        fused_on_cuda: it has a fused CUDA kernel (torch's; Adagrad's is recframe's ``FusedAdagrad``).
     """
 
     make: Callable[[list[nn.Parameter], DenseOptimConfig, dict[str, Any]], torch.optim.Optimizer]
     fused_on_cuda: bool
 
 
+def _adagrad(params: list[nn.Parameter], c: DenseOptimConfig, kernel: dict[str, Any]) -> torch.optim.Optimizer:
+    """torch's Adagrad; on a GPU with ``fused``, recframe's ``FusedAdagrad`` (torch's fused Adagrad is CPU-only),
+    or torch's foreach kernels where triton does not import."""
+    if kernel.get("fused"):
+        try:
+            from recframe.training.fused_adagrad import FusedAdagrad
+
+            return FusedAdagrad(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay)
+        except ImportError as error:
+            log.warning("optim.dense.fused: triton does not import (%s); dense Adagrad runs torch's foreach "
+                        "kernels", error)
+            kernel = {"foreach": True}
+    return torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay, eps=c.eps, **kernel)
+
+
 DENSE_OPTIMIZERS: Registry[DenseOptimizer] = Registry("dense optimizer")
-DENSE_OPTIMIZERS.add("adagrad", DenseOptimizer(
-    lambda params, c, kernel: torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay, eps=c.eps, **kernel),
-    fused_on_cuda=False))
+DENSE_OPTIMIZERS.add("adagrad", DenseOptimizer(_adagrad, fused_on_cuda=True))
 DENSE_OPTIMIZERS.add("adam", DenseOptimizer(
     lambda params, c, kernel: torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
                                                weight_decay=c.weight_decay, **kernel),

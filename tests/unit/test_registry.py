@@ -94,7 +94,7 @@ def test_dense_optimizers_by_name_with_the_kernel_their_device_gets(name: str, m
     monkeypatch.setitem(DENSE_OPTIMIZERS._entries, name,
                         type(entry)(make=lambda p, c, kernel: seen.append(kernel), fused_on_cuda=entry.fused_on_cuda))
     build_dense_optimizer(params, optim, torch.device("cuda"))
-    assert seen == [{"fused": True} if name != "adagrad" else {"foreach": True}]
+    assert seen == [{"fused": True}]  # adagrad's: recframe's FusedAdagrad (tests/unit/training/test_fused_adagrad.py)
 
 
 def test_an_unknown_dense_optimizer_names_the_known_ones() -> None:
