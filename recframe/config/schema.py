@@ -72,7 +72,7 @@ class DenseOptimConfig:
     beta1: float = 0.9  # first-moment decay (adam, adamw)
     beta2: float = 0.999  # second-moment decay (adam, adamw)
     momentum: float = 0.0  # momentum (sgd)
-    fused: bool = True  # on GPUs, a fused kernel: torch's (adam, adamw, sgd), recframe's (adagrad); else foreach
+    fused: bool = True  # a fused kernel: torch's (CPU; GPU: adam, adamw, sgd), recframe's (GPU: adagrad)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The dense towers' optimizers (``optim.dense.name``), each registered once with how torch builds it.
 
-On a GPU, with ``optim.dense.fused``, an optimizer runs a fused kernel (one launch for all
-parameters): torch's for Adam, AdamW and SGD, recframe's ``FusedAdagrad`` for Adagrad (torch's is
-CPU-only); without it, torch's multi-tensor (foreach) kernels; on the CPU, torch's default.
+With ``optim.dense.fused`` an optimizer runs a fused kernel (one pass over all parameters): on a
+GPU torch's for Adam, AdamW and SGD and recframe's ``FusedAdagrad`` for Adagrad (torch's is
+CPU-only), on the CPU torch's; without it, torch's multi-tensor (foreach) kernels on a GPU and its
+default on the CPU.
 Adding an optimizer is one ``DENSE_OPTIMIZERS.add`` here.
 
 Example:
@@ -46,7 +47,7 @@ class DenseOptimizer:
 def _adagrad(params: list[nn.Parameter], c: DenseOptimConfig, kernel: dict[str, Any]) -> torch.optim.Optimizer:
     """torch's Adagrad; on a GPU with ``fused``, recframe's ``FusedAdagrad`` (torch's fused Adagrad is CPU-only),
     or torch's foreach kernels where triton does not import."""
-    if kernel.get("fused"):
+    if kernel.get("fused") and params and params[0].is_cuda:
         try:
             from recframe.training.fused_adagrad import FusedAdagrad
 
@@ -76,7 +77,7 @@ DENSE_OPTIMIZERS.add("sgd", DenseOptimizer(
 
 def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
                           device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The torch optimizer named by ``optim.dense.name`` (fused or foreach kernels on a GPU: module docstring).
+    """The torch optimizer named by ``optim.dense.name`` (fused or foreach kernels: module docstring).
 
     Args:
         params: dense parameters.
@@ -88,7 +89,8 @@ def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
     """
     cfg = optim.dense
     entry = DENSE_OPTIMIZERS[cfg.name]
-    kernel: dict[str, Any] = {}
     if device is not None and device.type == "cuda":
         kernel = {"fused": True} if cfg.fused and entry.fused_on_cuda else {"foreach": True}
+    else:  # torch has a fused CPU kernel for each of them (Adagrad's: 0.8 against 2.5 ms a step for dlrm's towers)
+        kernel = {"fused": True} if cfg.fused else {}
     return entry.make(params, cfg, kernel)

@@ -88,13 +88,19 @@ def test_every_model_of_the_zoo_has_its_yaml_and_schema() -> None:
 def test_dense_optimizers_by_name_with_the_kernel_their_device_gets(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     optim = compose_config(["+experiment=dlrm", f"optim.dense.name={name}", "run_dir=unused"]).optim
     params = list(nn.Linear(2, 2).parameters())
-    assert type(build_dense_optimizer(params, optim)).__name__.lower() == name
+    optimizer = build_dense_optimizer(params, optim)
+    assert type(optimizer).__name__.lower() == name
+    assert optimizer.defaults["fused"] is True  # torch's fused CPU kernel
     seen = []
     entry = DENSE_OPTIMIZERS[name]
     monkeypatch.setitem(DENSE_OPTIMIZERS._entries, name,
                         type(entry)(make=lambda p, c, kernel: seen.append(kernel), fused_on_cuda=entry.fused_on_cuda))
     build_dense_optimizer(params, optim, torch.device("cuda"))
     assert seen == [{"fused": True}]  # adagrad's: recframe's FusedAdagrad (tests/unit/training/test_fused_adagrad.py)
+    optim.dense.fused = False
+    build_dense_optimizer(params, optim, torch.device("cuda"))
+    build_dense_optimizer(params, optim)
+    assert seen[1:] == [{"foreach": True}, {}]
 
 
 def test_an_unknown_dense_optimizer_names_the_known_ones() -> None:
