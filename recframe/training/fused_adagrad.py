@@ -7,7 +7,8 @@ parameter, so checkpoints move between the two) whose update of every fp32 param
 launch that reads each element once (``recframe.training.adagrad_kernel``). The launch's table of tensor addresses
 is made once and again only when an address changes (a CUDA graph's gradients keep theirs), copied to the device
 from pinned memory without waiting. Parameters it cannot take (another dtype or device, sparse or strided
-gradients) are updated by torch's multi-tensor Adagrad in the same step.
+gradients) are updated by torch's multi-tensor Adagrad in the same step, and all of them are if the kernel
+fails to compile or launch (logged once).
 
 Example:
     >>> model = torch.nn.Linear(4, 2, device="cuda")  # doctest: +SKIP
@@ -17,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.adagrad import adagrad as torch_adagrad
 
+log = logging.getLogger(__name__)
 # Under Triton's interpreter (tests on a machine without a GPU) the kernel runs on CPU tensors too.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -59,6 +62,7 @@ class FusedAdagrad(torch.optim.Adagrad):
         super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay, foreach=True)
         self._kernel = adagrad_kernel
         self._launches: dict[int, _Launch] = {}  # by param group
+        self._unusable: str | None = None  # why the kernel failed, once it did
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -68,11 +72,13 @@ class FusedAdagrad(torch.optim.Adagrad):
                 loss = closure()
         for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
-            fused = [p for p in params if _fusable(p, self.state[p]["sum"], params[0].device)]
+            device = params[0].device if params else None
+            fused = [p for p in params if self._unusable is None and _fusable(p, self.state[p]["sum"], device)]
             rest = [p for p in params if not any(p is f for f in fused)]
-            if fused:
+            if fused and not self._update(index, group, fused):
+                rest = params  # the kernel failed (logged once): torch's Adagrad from here on
+            elif fused:
                 torch._foreach_add_([self.state[p]["step"] for p in fused], 1)
-                self._update(index, group, fused)
             if rest:
                 torch_adagrad(rest, [p.grad for p in rest], [self.state[p]["sum"] for p in rest],
                               [self.state[p]["step"] for p in rest], foreach=True, lr=group["lr"],
@@ -80,14 +86,23 @@ class FusedAdagrad(torch.optim.Adagrad):
                               maximize=group["maximize"])
         return loss
 
-    def _update(self, index: int, group: dict, params: list[torch.Tensor]) -> None:
+    def _update(self, index: int, group: dict, params: list[torch.Tensor]) -> bool:
+        """Launch the fused update of ``params``; False (and torch's Adagrad from then on) if the kernel fails to
+        compile or launch, which is logged once with the reason."""
         if group["lr_decay"] != 0 or group["maximize"]:
             raise ValueError("FusedAdagrad takes neither lr_decay nor maximize (torch.optim.Adagrad does)")
         launch = self._launch(index, params)
         weight_decay = float(group["weight_decay"])
-        self._kernel.adagrad_update[(launch.block_tensor.numel(),)](
-            launch.tensors, launch.block_tensor, launch.block_start, float(group["lr"]), float(group["eps"]),
-            weight_decay, HAS_WEIGHT_DECAY=weight_decay != 0.0, BLOCK=self._kernel.BLOCK)
+        try:
+            self._kernel.adagrad_update[(launch.block_tensor.numel(),)](
+                launch.tensors, launch.block_tensor, launch.block_start, float(group["lr"]), float(group["eps"]),
+                weight_decay, HAS_WEIGHT_DECAY=weight_decay != 0.0, BLOCK=self._kernel.BLOCK)
+        except Exception as error:  # noqa: BLE001 (triton's compile and launch errors have no common base)
+            self._unusable = f"{type(error).__name__}: {error}"
+            log.warning("FusedAdagrad's kernel failed (%s); the dense Adagrad runs torch's foreach kernels",
+                        self._unusable)
+            return False
+        return True
 
     def _launch(self, index: int, params: list[torch.Tensor]) -> _Launch:
         """The kernel's tables for these tensors, made again only when an address changed."""

@@ -96,3 +96,28 @@ def test_lr_decay_is_refused() -> None:
     param.grad = torch.ones(4)
     with pytest.raises(ValueError, match="lr_decay"):
         fused.step()
+
+
+def test_a_kernel_that_fails_leaves_the_update_to_torch_adagrad(caplog: pytest.LogCaptureFixture) -> None:
+    ours, theirs, fused, reference = _pair([(6,), (2, 3)], 0.0)
+
+    class Broken:
+        def __getitem__(self, grid: object) -> object:
+            def launch(*args: object, **kwargs: object) -> None:
+                raise RuntimeError("PTX: no such instruction")
+            return launch
+
+    fused._kernel = type("Kernel", (), {"adagrad_update": Broken(), "BLOCK": 1024})()
+    for _ in range(2):
+        for params in (ours, theirs):
+            for p in params:
+                p.grad = torch.ones_like(p)
+        with caplog.at_level("WARNING"):
+            fused.step()
+        reference.step()
+    assert [r.getMessage() for r in caplog.records].count(
+        "FusedAdagrad's kernel failed (RuntimeError: PTX: no such instruction); the dense Adagrad runs torch's "
+        "foreach kernels") == 1
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+    assert fused.state_dict()["state"][0]["step"] == 2
