@@ -91,6 +91,6 @@ def build_dense_optimizer(params: list[nn.Parameter], optim: OptimConfig,
     entry = DENSE_OPTIMIZERS[cfg.name]
     if device is not None and device.type == "cuda":
         kernel = {"fused": True} if cfg.fused and entry.fused_on_cuda else {"foreach": True}
-    else:  # torch has a fused CPU kernel for each of them (Adagrad's: 0.8 against 2.5 ms a step for dlrm's towers)
+    else:  # torch has a fused CPU kernel for each of them (Adagrad on dlrm's towers: 0.65 against 1.3 ms a step)
         kernel = {"fused": True} if cfg.fused else {}
     return entry.make(params, cfg, kernel)
