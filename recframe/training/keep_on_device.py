@@ -2,9 +2,10 @@
 
 Lightning's ``Strategy.teardown`` moves the LightningModule and every optimizer state to the CPU at the end of
 each ``fit``/``validate``/``test``, to free the GPU for whatever a notebook does next. For recframe that is a
-full copy of the embedding tables into host memory: the 104 GB of MLPerf's 204M rows took ~100 s through
-pageable memory, needed as much free host RAM, and ``recframe train``'s final validation then copied them all
-back. ``KeepOnDevice`` runs the strategy's teardown without those two moves; everything else it releases
+full copy of the embedding tables into host memory (the 104 GB of MLPerf's 204M rows need as much free host RAM;
+each such `recframe bench` run on an H200 took 115-128 s of wall time for ~10 s of training, this copy the one
+step that grows with the tables; not yet timed without it), and ``recframe train``'s final validation then copied
+them all back. ``KeepOnDevice`` runs the strategy's teardown without those two moves; everything else it releases
 (precision plugin, accelerator, checkpoint IO, DDP's wrapper) is released as before.
 
 Example:
