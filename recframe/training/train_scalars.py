@@ -46,20 +46,27 @@ class WindowAUC:
         self.tasks, self.bins = tasks, bins
         self._pos: torch.Tensor | None = None
         self._neg: torch.Tensor | None = None
+        self._task_start: torch.Tensor | None = None  # each task's first bin (several tasks), on the histograms' device
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch: ``logits`` and ``labels`` of ``[batch]`` or ``[batch, tasks]``."""
+        """Add a batch: ``logits`` and ``labels`` of ``[batch]`` or ``[batch, tasks]``.
+
+        Runs every training step: few kernels (host time), the task offsets made once.
+        """
         p = torch.sigmoid(logits.detach().float()).reshape(-1, self.tasks)
-        y = labels.detach().to(torch.float64).reshape(-1, self.tasks)
+        y = labels.detach().to(torch.float64).reshape(-1)
         if self._pos is None or self._pos.device != p.device:
             self._pos = torch.zeros(self.tasks * self.bins, dtype=torch.float64, device=p.device)
             self._neg = torch.zeros_like(self._pos)
+            self._task_start = torch.arange(self.tasks, device=p.device) * self.bins if self.tasks > 1 else None
         assert self._neg is not None
-        task_start = torch.arange(self.tasks, device=p.device) * self.bins
-        index = ((p * self.bins).long().clamp_(0, self.bins - 1) + task_start).flatten()
-        self._pos.index_add_(0, index, y.flatten())
-        self._neg.index_add_(0, index, 1.0 - y.flatten())
+        index = (p * self.bins).long().clamp_(0, self.bins - 1)
+        if self._task_start is not None:
+            index.add_(self._task_start)
+        index = index.view(-1)
+        self._pos.index_add_(0, index, y)
+        self._neg.index_add_(0, index, 1.0 - y)
 
     @torch.no_grad()
     def compute(self) -> torch.Tensor | None:

@@ -114,3 +114,30 @@ def test_train_auc_keeps_the_logits_without_their_autograd_graph() -> None:
     out = model(torch.randn(4, 3))
     assert callback._logits is not None and callback._logits.grad_fn is None
     assert callback._logits.data_ptr() == out.data_ptr()  # the same storage (a graph's static output stays live)
+
+
+def _reference_histograms(batches: list[tuple[torch.Tensor, torch.Tensor]], tasks: int,
+                          bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window histograms as WindowAUC.update first computed them (an arange and a flatten per step)."""
+    pos = torch.zeros(tasks * bins, dtype=torch.float64)
+    neg = torch.zeros_like(pos)
+    for logits, labels in batches:
+        p = torch.sigmoid(logits.float()).reshape(-1, tasks)
+        y = labels.to(torch.float64).reshape(-1, tasks)
+        index = ((p * bins).long().clamp_(0, bins - 1) + torch.arange(tasks) * bins).flatten()
+        pos.index_add_(0, index, y.flatten())
+        neg.index_add_(0, index, 1.0 - y.flatten())
+    return pos, neg
+
+
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_window_auc_histograms_equal_the_reference_bit_for_bit(tasks: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    shape = (257,) if tasks == 1 else (257, tasks)
+    batches = [(4 * torch.randn(shape, generator=g), (torch.rand(shape, generator=g) < 0.4).float())
+               for _ in range(4)]
+    auc = WindowAUC(tasks=tasks, bins=64)
+    for logits, labels in batches:
+        auc.update(logits, labels)
+    pos, neg = _reference_histograms(batches, tasks, 64)
+    assert torch.equal(auc._pos, pos) and torch.equal(auc._neg, neg)
