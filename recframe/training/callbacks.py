@@ -25,7 +25,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from recframe.embedding.config import TableConfig
 from recframe.embedding.kernels import DTYPES
 from recframe.sparse import Batch
-from recframe.training.module import dense_parameters, host_scalar, is_logging_step
+from recframe.training.module import dense_parameters, is_logging_step, log_host_scalars
 
 log = logging.getLogger("recframe")
 
@@ -52,8 +52,8 @@ class Throughput(pl.Callback):
         elapsed = self._ends[-1][0] - self._ends[0][0]
         samples = sum(n for _, n in list(self._ends)[1:])
         steps = len(self._ends) - 1
-        pl_module.log("perf/samples_per_s", host_scalar(samples / elapsed), prog_bar=True, batch_size=batch.batch_size)
-        pl_module.log("perf/step_ms", host_scalar(1000.0 * elapsed / steps), batch_size=batch.batch_size)
+        log_host_scalars(pl_module, {"perf/samples_per_s": samples / elapsed, "perf/step_ms": 1000.0 * elapsed / steps},
+                         prog_bar=("perf/samples_per_s",))
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ends.clear()  # validation time is not training throughput

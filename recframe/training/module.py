@@ -57,6 +57,30 @@ def is_logging_step(trainer: pl.Trainer) -> bool:
     return trainer._logger_connector.should_update_logs
 
 
+def log_host_scalars(pl_module: pl.LightningModule, values: dict[str, float], prog_bar: tuple[str, ...] = ()) -> None:
+    """Log host numbers at a logging step (``is_logging_step``), as ``self.log`` would, for less host time.
+
+    ``self.log`` costs ~0.4 ms a call on the development VM (Lightning moves its result to the value's device
+    through a recursive walk each time), at every logging step. A ``RecModule`` collects the values and writes
+    them to the logger in one call at the end of the step (``RecModule.on_train_batch_end``): at the step and
+    with the ``epoch`` that Lightning's own write would give them. Only the names in ``prog_bar`` go through
+    ``self.log`` too, for the progress bar, and only where there is one. Another module: ``self.log``.
+
+    Args:
+        pl_module: the module being trained.
+        values: ``{name: value}`` of this step.
+        prog_bar: the names the progress bar shows.
+    """
+    if not isinstance(pl_module, RecModule):
+        for name, value in values.items():
+            pl_module.log(name, host_scalar(value), prog_bar=name in prog_bar, batch_size=1)
+        return
+    pl_module.logging_step_values.update(values)
+    if prog_bar and pl_module.trainer.progress_bar_callback is not None:
+        for name in prog_bar:
+            pl_module.log(name, host_scalar(values[name]), prog_bar=True, logger=False)
+
+
 def is_embedding_parameter(module: nn.Module) -> bool:
     """Whether a module's parameters are embedding tables (an ``EmbeddingModule``: updated by its fused optimizer)."""
     return isinstance(module, EmbeddingModule)
@@ -133,6 +157,7 @@ class RecModule(pl.LightningModule):
         self.model: nn.Module | None = None
         self.val_metrics = objective.make_metrics()
         self.step_scalars = StepScalars()
+        self.logging_step_values: dict[str, float] = {}  # log_host_scalars: written at the end of the step
         self.sparse_lr: SparseLrSchedule | None = None  # optim.sparse_schedule, set up in configure_model
 
     def configure_model(self) -> None:
@@ -193,12 +218,22 @@ class RecModule(pl.LightningModule):
             self.step_scalars.close(self.global_step)
             scheduler = self.lr_schedulers()
             if scheduler is not None:
-                self.log("optim/lr_dense", host_scalar(scheduler.get_last_lr()[0]), batch_size=batch.batch_size)
+                log_host_scalars(self, {"optim/lr_dense": float(scheduler.get_last_lr()[0])})
             lr_sparse = self.sparse_lr.lr if self.sparse_lr is not None else None
             lr_sparse = self.optim.sparse.lr if lr_sparse is None else lr_sparse
-            self.log("optim/lr_sparse", host_scalar(lr_sparse), batch_size=batch.batch_size)
+            log_host_scalars(self, {"optim/lr_sparse": float(lr_sparse)})
         self._write_step_scalars(wait=False)
         return total
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        """Write the step's ``log_host_scalars`` values (the callbacks' too: Lightning calls them first) in one call,
+        at the step and with the ``epoch`` key of Lightning's write of ``self.log``'s values."""
+        if not self.logging_step_values:
+            return
+        values, self.logging_step_values = self.logging_step_values, {}
+        if self.logger is not None:
+            self.logger.log_metrics({**values, "epoch": self.current_epoch},
+                                    step=self.trainer.fit_loop.epoch_loop._batches_that_stepped)
 
     def on_train_end(self) -> None:
         self._write_step_scalars(wait=True)
@@ -208,7 +243,7 @@ class RecModule(pl.LightningModule):
         for step, values in self.step_scalars.ready(wait=wait):
             if self.logger is not None:
                 self.logger.log_metrics(values, step=step)
-            if not wait:  # (the progress bar takes values inside a step only)
+            if not wait and self.trainer.progress_bar_callback is not None:  # (it takes values inside a step only)
                 self.log("train/loss", host_scalar(values["train/loss"]), prog_bar=True, logger=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 
 from recframe.sparse import Batch
-from recframe.training.module import host_scalar, is_logging_step
+from recframe.training.module import is_logging_step, log_host_scalars
 from recframe.training.step_scalars import StepScalars
 
 
@@ -183,15 +183,13 @@ class StepBreakdown(pl.Callback):
         self._steps += 1
         if not is_logging_step(trainer):
             return
-        for name, total in zip(self.NAMES, self._sums, strict=True):
-            pl_module.log(name, host_scalar(total / self._steps), batch_size=batch.batch_size)
+        log_host_scalars(pl_module, {name: total / self._steps for name, total in zip(self.NAMES, self._sums,
+                                                                                          strict=True)})
         self._sums, self._steps = [0.0, 0.0, 0.0], 0
         if len(self._pending) == 3 and self._pending[-1].query():  # the previous logging step's, on the device
             start, middle, end = self._pending
-            pl_module.log("perf/device_forward_backward_ms", host_scalar(start.elapsed_time(middle)),
-                          batch_size=batch.batch_size)
-            pl_module.log("perf/device_optimizer_ms", host_scalar(middle.elapsed_time(end)),
-                          batch_size=batch.batch_size)
+            log_host_scalars(pl_module, {"perf/device_forward_backward_ms": start.elapsed_time(middle),
+                                         "perf/device_optimizer_ms": middle.elapsed_time(end)})
         self._pending, self._events = self._events, []
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
