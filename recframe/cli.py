@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 
 from recframe.errors import DEBUG_ENV, reported
+from recframe.openmp_wait import set_default_spin
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "COMP_LINE" in os.environ and any(a.startswith("query=") for a in args):  # a shell completion query
         os.environ["COMP_LINE"] = completion_line(os.environ["COMP_LINE"])
+    set_default_spin()  # before torch loads libgomp (recframe.openmp_wait)
     name = args.pop(0) if args and args[0] in COMMANDS else os.environ.get(COMMAND_ENV, "train")
     os.environ[COMMAND_ENV] = name
     if "--debug" in args:  # through the environment, so that the ranks Lightning starts see it too

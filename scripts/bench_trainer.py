@@ -59,6 +59,9 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # recframe from this checkout, as the runs import it
+from recframe.openmp_wait import describe, set_default_spin  # noqa: E402 (after the path; imports no torch)
+
 BENCH_DIRS = [ROOT.parent / "shared" / "bench", ROOT / ".bench"]
 
 
@@ -270,7 +273,7 @@ def device_header(accelerator: str) -> str:
     if accelerator == "gpu" and torch.cuda.is_available():
         card = torch.cuda.get_device_name(0)
     else:
-        card = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        card = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {describe()}"
     return f"{card}, torch {torch.__version__}, {date.today()}"
 
 
@@ -382,6 +385,7 @@ def main() -> None:
     add("--out-dir", type=Path, default=None, help="write table.md, results.jsonl and one log per run here")
     parser.add_argument("overrides", nargs="*", help="recframe overrides (after --)")
     args = parser.parse_args()
+    set_default_spin()  # every system it starts (recframe, bare loop, plain PyTorch, TorchRec) waits alike
     if args.bare_loop_only:
         print(json.dumps(bare_loop(args.overrides, args.warmup, args.steps)))
     elif args.workloads:

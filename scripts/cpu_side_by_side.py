@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from recframe.openmp_wait import describe
+
 
 @dataclass
 class System:
@@ -73,7 +75,8 @@ def render(systems: list[System], args: argparse.Namespace, threads: int, torch_
     """The markdown table of the medians, with each row's range and ratio to TorchRec of the same process count."""
     anchor = {s.processes: statistics.median(s.samples_per_s) for s in systems if s.is_torchrec}
     lines = [f"# dlrm workload, batch 2048 per process, {args.steps} timed steps, median of {args.rounds} round(s); "
-             f"{platform.processor() or platform.machine()}, {threads} threads, torch {torch_version}, {date.today()}",
+             f"{platform.processor() or platform.machine()}, {threads} threads ({describe()}, all systems), "
+             f"torch {torch_version}, {date.today()}",
              "| processes | system | samples/s | range | ms/step | vs TorchRec |", "|---|---|---|---|---|---|"]
     for s in systems:
         median = statistics.median(s.samples_per_s)
