@@ -27,7 +27,7 @@ PACKAGE = Path(recframe.__file__).parent
 
 # rank of each top-level part of recframe/ ("recframe": its __init__): imports go to lower ranks only
 LAYERS = {
-    "recframe": 0, "vocab": 0, "errors": 0, "storage": 0, "storage_options": 0,
+    "recframe": 0, "vocab": 0, "errors": 0, "storage": 0, "storage_options": 0, "openmp_wait": 0,
     "storage_cache": 1,  # local copies of storage's URLs
     "registry": 1,  # it raises errors.ConfigError
     "sparse": 1,
