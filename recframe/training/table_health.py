@@ -47,7 +47,8 @@ from recframe.sparse import Batch, KeyedJaggedTensor
 from recframe.sparse.ops import repeat_segments
 from recframe.training.deferred_read import DeferredRead
 from recframe.training.module import embedding_collections
-from recframe.training.table_health_ranks import bucket_counts, element_count, merged_numbers
+from recframe.training.table_health_ranks import merged_numbers
+from recframe.training.table_numbers import adjacent_runs, per_table, run_numbers, segment_constants
 from recframe.vocab import IdPolicy
 
 log = logging.getLogger(__name__)
@@ -131,12 +132,34 @@ class LookupCounts:
 
     def stats_tensor(self, table: str) -> torch.Tensor:
         """:meth:`stats` as a float64 tensor on the device, in the order of ``COUNT_STATS`` (no host sync)."""
-        counts = self.of(table)
-        total = counts.sum(dtype=torch.float64)
-        top = torch.topk(counts, max(1, counts.numel() // 100)).values.sum(dtype=torch.float64)
-        coverage = (counts > 0).sum(dtype=torch.float64) / max(1, counts.numel())
+        return self.stats_matrix([table])[0]
+
+    def stats_matrix(self, tables: list[str]) -> torch.Tensor:
+        """:meth:`stats_tensor` of several tables, one row each (``[tables, 3]``, no host sync): tables next to each
+        other in ``counts`` share their segment reductions, and those of as many rows one ``topk``."""
+        rows = []
+        first = 0
+        for i in range(1, len(tables) + 1):
+            if i < len(tables) and self._table_index[tables[i]] == self._table_index[tables[i - 1]] + 1:
+                continue
+            rows.append(self._adjacent_stats(tables[first:i]))
+            first = i
+        return torch.cat(rows)
+
+    def _adjacent_stats(self, tables: list[str]) -> torch.Tensor:
+        """:meth:`stats_matrix` of tables next to each other in ``counts``: the top 1% of a table's rows by count
+        (``topk`` of ``max(1, rows // 100)``), its coverage and its out-of-range ids, as one table alone; tables of
+        as many rows at once (``per_table``)."""
+        sizes = [self.tables[t].num_embeddings for t in tables]
+        start, index = self._starts[tables[0]], self._table_index[tables[0]]
+        counts = self.counts[start:start + sum(sizes)]
+        rows = segment_constants(tuple(sizes), counts.device)[1]
+        total = per_table(counts, sizes, lambda b: b.sum(dim=1, dtype=torch.float64))
+        coverage = per_table(counts > 0, sizes, lambda b: b.sum(dim=1, dtype=torch.float64)) / rows.clamp_min(1)
+        top = per_table(counts, sizes, lambda b: torch.topk(b, max(1, b.shape[1] // 100), dim=1).values.sum(
+            dim=1, dtype=torch.float64))
         share = torch.where(total > 0, top / total.clamp_min(1), torch.zeros_like(total))
-        return torch.stack([coverage, share, self.out_of_range[self._table_index[table]].double()])
+        return torch.stack([coverage, share, self.out_of_range[index:index + len(tables)].double()], dim=1)
 
 
 class TableHealth(pl.Callback):
@@ -248,19 +271,26 @@ class TableHealth(pl.Callback):
 
     def _local_numbers(self, pl_module: pl.LightningModule) -> tuple[list[FoundTable], torch.Tensor]:
         """This process's tables (with their shapes and float state names) and their ``_table_numbers``, concatenated
-        on the device (empty where no table has rows here)."""
+        on the device (empty where no table has rows here). Tables stacked next to each other (a kernel group's)
+        are computed together (``table_numbers.run_numbers``)."""
         found: list[FoundTable] = []
         numbers: list[torch.Tensor] = []
         for collection in embedding_collections(pl_module).values():
             weights, states = collection.state_dict(), collection.optimizer_state_dict()
+            tables: list[tuple[TableConfig, torch.Tensor, dict[str, torch.Tensor]]] = []
             for table in collection.tables:
                 weight = weights.get(f"{table.name}.weight")
                 if weight is None or weight.dim() != 2 or not weight.numel():
                     continue  # no rows of it on this rank
                 floats = {n: s for n, s in states.get(table.name, {}).items() if s.is_floating_point() and s.numel()}
-                counted = self.counts.stats_tensor(table.name) if self.counts is not None else None
-                numbers.append(_table_numbers(weight, list(floats.values()), counted))
-                found.append((table, tuple(weight.shape), list(floats)))
+                tables.append((table, weight, floats))
+            runs = adjacent_runs([(w, *f.values()) for _, w, f in tables], keys=[tuple(f) for _, _, f in tables])
+            for first, end, views in runs:
+                run = tables[first:end]
+                counted = self.counts.stats_matrix([t.name for t, _, _ in run]) if self.counts is not None else None
+                numbers.append(run_numbers(views[0], [w.shape[0] for _, w, _ in run], views[1:], counted,
+                                           HISTOGRAM_BINS))
+                found.extend((t, tuple(w.shape), list(f)) for t, w, f in run)
         return found, torch.cat(numbers) if numbers else torch.zeros(0, dtype=torch.float64)
 
     def _log(self, trainer: pl.Trainer, step: int, found: list[tuple[TableConfig, tuple[int, ...], list[str]]],
@@ -298,17 +328,10 @@ NORM_NUMBERS = 5  # sum, max, count, min, sum of squares of a table's row norms
 def _table_numbers(weight: torch.Tensor, states: list[torch.Tensor], counted: torch.Tensor | None) -> torch.Tensor:
     """One table's numbers as one float64 vector on the device: its row norms' sum, max, count, min and sum of
     squares, their ``HISTOGRAM_BINS`` bucket counts (even buckets from min to max), the mean and max of each
-    optimizer state, then the lookup-count stats (``counted``). No host sync (``bucket_counts``, ``element_count``)."""
-    norms = weight.float().norm(dim=1).double()
-    low, high = norms.min(), norms.max()
-    width = (high - low).clamp_min(1e-12) / HISTOGRAM_BINS
-    bucket = ((norms - low) / width).long().clamp(0, HISTOGRAM_BINS - 1)
-    parts = [torch.stack([norms.sum(), high, element_count(norms), low, (norms * norms).sum()]),
-             bucket_counts(bucket, HISTOGRAM_BINS)]
-    parts += [torch.stack([s.double().mean(), s.double().max()]) for s in states]
-    if counted is not None:
-        parts.append(counted)
-    return torch.cat(parts)
+    optimizer state, then the lookup-count stats (``counted``). No host sync. Several tables stacked next to
+    each other: ``table_numbers.run_numbers``."""
+    return run_numbers(weight, [weight.shape[0]], states, None if counted is None else counted.view(1, -1),
+                       HISTOGRAM_BINS)
 
 
 def _add_histogram(experiment: Any, tag: str, norm: list[float], counts: list[float], step: int) -> None:

@@ -168,6 +168,7 @@ def merged_numbers(collections: list[nn.Module], counts: LookupCounts | None, ra
     histogram_all = torch.cat(histograms)
     dist.all_reduce(histogram_all)
     vectors, found = [], []
+    stats = reduced.stats_matrix([part.table.name for part in parts]) if reduced is not None and parts else None
     a = m = 0
     for i, part in enumerate(parts):
         total, count, squares = added_all[a:a + 3]
@@ -176,8 +177,8 @@ def merged_numbers(collections: list[nn.Module], counts: LookupCounts | None, ra
         for j in range(len(part.states)):
             state_sum, state_count = added_all[a + 3 + 2 * j:a + 5 + 2 * j]
             pieces.append(torch.stack([state_sum / state_count.clamp_min(1), largest_all[m + 2 + j]]))
-        if reduced is not None:
-            pieces.append(reduced.stats_tensor(part.table.name))
+        if stats is not None:
+            pieces.append(stats[i])
         vectors.append(torch.cat(pieces))
         found.append((part.table, part.shape, part.state_names))
         a, m = a + 3 + 2 * len(part.states), m + 2 + len(part.states)

@@ -48,7 +48,7 @@ def test_training_start_computes_the_numbers_once_and_logs_nothing(monkeypatch: 
     module = SimpleNamespace(device=torch.device("cpu"))
     monkeypatch.setattr(table_health, "embedding_collections", lambda _: {"ebc": collection})
     calls = []
-    monkeypatch.setattr(table_health, "_table_numbers", lambda *a: calls.append(a) or torch.zeros(3))
+    monkeypatch.setattr(table_health, "run_numbers", lambda *a: calls.append(a) or torch.zeros(3))
     logged = []
     health = table_health.TableHealth(every_n_steps=5)
     monkeypatch.setattr(health, "_log", lambda *a: logged.append(a))
