@@ -300,15 +300,17 @@ class TableHealth(pl.Callback):
         scalars: dict[str, float] = {}
         lines = ["| table | rows | dim | coverage | top 1% share | out of range | row norm mean | max |",
                  "|---|---|---|---|---|---|---|---|"]
+        at = 0
         for table, shape, state_names in found:
-            norm, histogram = values[:NORM_NUMBERS], values[NORM_NUMBERS:NORM_NUMBERS + HISTOGRAM_BINS]
-            values = values[NORM_NUMBERS + HISTOGRAM_BINS:]
+            norm, histogram = values[at:at + NORM_NUMBERS], values[at + NORM_NUMBERS:at + NORM_NUMBERS + HISTOGRAM_BINS]
+            at += NORM_NUMBERS + HISTOGRAM_BINS
             stats = {"row_norm_mean": norm[0] / norm[2], "row_norm_max": norm[1]}
             for name in state_names:
-                (stats[f"{name}_mean"], stats[f"{name}_max"]), values = values[:2], values[2:]
+                stats[f"{name}_mean"], stats[f"{name}_max"] = values[at], values[at + 1]
+                at += 2
             if self.counts is not None:
-                stats.update(zip(COUNT_STATS, values[:len(COUNT_STATS)], strict=True))
-                values = values[len(COUNT_STATS):]
+                stats.update(zip(COUNT_STATS, values[at:at + len(COUNT_STATS)], strict=True))
+                at += len(COUNT_STATS)
             if table.id_policy != IdPolicy.modulo:
                 stats.pop("out_of_range", None)
             if hasattr(experiment, "add_histogram_raw"):
@@ -317,7 +319,10 @@ class TableHealth(pl.Callback):
             lines.append(f"| {table.name} | {shape[0]} | {shape[1]} | "
                          + " | ".join(_cell(stats.get(k)) for k in (*COUNT_STATS, "row_norm_mean", "row_norm_max"))
                          + " |")
-        trainer.logger.log_metrics(scalars, step=step)  # type: ignore[union-attr]
+        if hasattr(trainer.logger, "log_scalars"):  # RunLogger: all in one event
+            trainer.logger.log_scalars(scalars, step=step)  # type: ignore[union-attr]
+        else:
+            trainer.logger.log_metrics(scalars, step=step)  # type: ignore[union-attr]
         if hasattr(experiment, "add_text"):
             experiment.add_text("tables/summary", "\n".join(lines), global_step=step)
 
