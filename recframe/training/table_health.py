@@ -19,7 +19,8 @@ With several ranks every rank takes part at those steps (collectives: ``table_he
 those of the whole tables (the shards of all ranks, a data_parallel table's replica once) and of all ranks'
 batches (the lookup counts summed over the ranks at the step; each rank keeps counting its own).
 
-The numbers of all tables are computed on the device and read without waiting on a GPU (``DeferredRead``: an
+The numbers of all tables are computed on the device, a kernel group's stacked tables together in a few batched ops
+(``table_numbers``), and read without waiting on a GPU (``DeferredRead``: an
 asynchronous copy to the host; rank 0's merged numbers with several ranks): a write is logged, at the step it
 was computed, at the end of a later step once its copy has arrived, at the latest at the end of training (or at
 the next write). On the CPU it is logged at once.
@@ -136,7 +137,7 @@ class LookupCounts:
 
     def stats_matrix(self, tables: list[str]) -> torch.Tensor:
         """:meth:`stats_tensor` of several tables, one row each (``[tables, 3]``, no host sync): tables next to each
-        other in ``counts`` share their segment reductions, and those of as many rows one ``topk``."""
+        other in ``counts`` share their reductions, and those of as many rows one ``topk``."""
         rows = []
         first = 0
         for i in range(1, len(tables) + 1):

@@ -19,6 +19,8 @@ Six collectives at most, whatever the number of tables; the numbers stay on the 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,28 +29,12 @@ from torch import nn
 
 from recframe.embedding.config import TableConfig, table_optimizer
 from recframe.embedding.optimizers import STATE_LAYOUT
+from recframe.sparse.ops import repeat_segments
+from recframe.training.table_numbers import equal_runs, segment_constants
 from recframe.vocab import OptimizerName
 
 if TYPE_CHECKING:
     from recframe.training.table_health import LookupCounts
-
-
-def bucket_counts(bucket: torch.Tensor, bins: int) -> torch.Tensor:
-    """How many of ``bucket``'s values (each in ``[0, bins)``) fall in each bucket, as float64, without the host
-    sync of ``torch.bincount`` (its output size is the largest value + 1, read from the device).
-
-    Example:
-        >>> bucket_counts(torch.tensor([0, 2, 2]), 4).tolist()
-        [1.0, 0.0, 2.0, 0.0]
-    """
-    counts = torch.zeros(bins, dtype=torch.float64, device=bucket.device)
-    return counts.index_add_(0, bucket, torch.ones(bucket.shape, dtype=torch.float64, device=bucket.device))
-
-
-def element_count(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor.numel()`` as a float64 0-d tensor on its device: a fill kernel (``torch.tensor(n, device=cuda)``
-    copies from pageable host memory and waits for the device)."""
-    return torch.full((), float(tensor.numel()), dtype=torch.float64, device=tensor.device)
 
 
 def summed_counts(counts: LookupCounts) -> LookupCounts:
@@ -136,50 +122,65 @@ def _whole_column_splits(parts: list[_Part], rank: int, device: torch.device) ->
 def merged_numbers(collections: list[nn.Module], counts: LookupCounts | None, rank: int, device: torch.device,
                    histogram_bins: int) -> tuple[list[tuple[TableConfig, tuple[int, int], list[str]]], torch.Tensor]:
     """Every table's numbers over all ranks (module docstring): ``(table, shape, state names)`` per table and one
-    float64 vector on ``device``, the tables' ``_table_numbers`` vectors one after another (collectives)."""
+    float64 vector on ``device``, the tables' ``_table_numbers`` vectors one after another (collectives). All
+    tables' row norms are reduced together (``table_numbers.per_table``: one op per run of tables with as many
+    rows here), their histograms in one ``index_add_``; each state in two ops."""
     reduced = summed_counts(counts) if counts is not None else None
     parts = _parts(collections, rank)
     _whole_column_splits(parts, rank, device)
-    empty = torch.zeros(0, dtype=torch.float64, device=device)
-    inf = torch.full((), float("inf"), dtype=torch.float64, device=device)
-    added, largest = [], []  # summed: per table sum, count, squares, per state sum and count; max: max, -min, states
-    for part in parts:
-        norms = part.norms if part.norms is not None else empty
-        added.append(torch.stack([norms.sum(), element_count(norms), (norms * norms).sum()]))
-        largest.append(torch.stack([norms.max(), -norms.min()]) if norms.numel() else torch.stack([-inf, -inf]))
-        for state in part.states:
-            values = state.to(device).double() if state is not None and state.numel() else empty
-            added.append(torch.stack([values.sum(), element_count(values)]))
-            largest.append(values.max().view(1) if values.numel() else -inf.view(1))
-    added_all, largest_all = torch.cat(added), torch.cat(largest)
+    if not parts:
+        return [], torch.zeros(0, dtype=torch.float64, device=device)
+    held = [p.norms for p in parts if p.norms is not None and p.norms.numel()]
+    sizes = [p.norms.numel() if p.norms is not None else 0 for p in parts]
+    norms = torch.cat(held) if len(held) > 1 else held[0] if held else torch.zeros(0, dtype=torch.float64,
+                                                                                       device=device)
+    lengths, count, table = segment_constants(tuple(sizes), device)
+    states = [s.to(device) if s is not None and s.numel() else None for p in parts for s in p.states]
+    zero = torch.zeros(1, dtype=torch.float64, device=device)
+    state_sums = [s.sum(dtype=torch.float64).view(1) if s is not None else zero for s in states]
+    state_maxes = [s.amax().double().view(1) if s is not None else zero - math.inf for s in states]
+    state_count = segment_constants(tuple(s.numel() if s is not None else 0 for s in states), device)[1] \
+        if states else zero[:0]
+    added_all = torch.cat([_per_part(norms, sizes, lambda b: b.sum(dim=1), 0.0), count,
+                           _per_part(norms * norms, sizes, lambda b: b.sum(dim=1), 0.0), *state_sums, state_count])
+    largest_all = torch.cat([_per_part(norms, sizes, lambda b: b.amax(dim=1), -math.inf),
+                             _per_part(norms, sizes, lambda b: -b.amin(dim=1), -math.inf), *state_maxes])
     dist.all_reduce(added_all)
     dist.all_reduce(largest_all, op=dist.ReduceOp.MAX)
-    histograms, lows, highs = [], [], []
-    m = 0
-    for part in parts:
-        low, high = -largest_all[m + 1], largest_all[m]
-        lows.append(low)
-        highs.append(high)
-        norms = part.norms if part.norms is not None else empty
-        width = (high - low).clamp_min(1e-12) / histogram_bins
-        bucket = ((norms - low) / width).long().clamp(0, histogram_bins - 1)
-        histograms.append(bucket_counts(bucket, histogram_bins))
-        m += 2 + len(part.states)
-    histogram_all = torch.cat(histograms)
+    t, s = len(parts), len(states)
+    total, count, squares = added_all[:t], added_all[t:2 * t], added_all[2 * t:3 * t]
+    state_mean = added_all[3 * t:3 * t + s] / added_all[3 * t + s:].clamp_min(1)
+    high, low = largest_all[:t], -largest_all[t:2 * t]
+    width = (high - low).clamp_min(1e-12) / histogram_bins
+    of_row = repeat_segments(table, lengths, norms.numel())
+    bucket = ((norms - low[of_row]) / width[of_row]).long().clamp_(0, histogram_bins - 1).add_(of_row * histogram_bins)
+    histogram_all = torch.zeros(t * histogram_bins, dtype=torch.float64, device=device)
+    histogram_all.index_add_(0, bucket, torch.ones(bucket.shape, dtype=torch.float64, device=device))
     dist.all_reduce(histogram_all)
-    vectors, found = [], []
-    stats = reduced.stats_matrix([part.table.name for part in parts]) if reduced is not None and parts else None
-    a = m = 0
+    columns = [torch.stack([total, high, count, low, squares], dim=1), histogram_all.view(t, histogram_bins)]
+    pairs = torch.stack([state_mean, largest_all[2 * t:]], dim=1)
+    stats = reduced.stats_matrix([part.table.name for part in parts]) if reduced is not None else None
+    found = [(part.table, part.shape, part.state_names) for part in parts]
+    if len({len(part.states) for part in parts}) == 1:  # as many states each: one cat of [tables, ...] columns
+        columns += [pairs.view(t, -1)] + ([stats] if stats is not None else [])
+        return found, torch.cat(columns, dim=1).reshape(-1)
+    pieces, at = [], 0
     for i, part in enumerate(parts):
-        total, count, squares = added_all[a:a + 3]
-        pieces = [torch.stack([total, highs[i], count, lows[i], squares]),
-                  histogram_all[i * histogram_bins:(i + 1) * histogram_bins]]
-        for j in range(len(part.states)):
-            state_sum, state_count = added_all[a + 3 + 2 * j:a + 5 + 2 * j]
-            pieces.append(torch.stack([state_sum / state_count.clamp_min(1), largest_all[m + 2 + j]]))
-        if stats is not None:
-            pieces.append(stats[i])
-        vectors.append(torch.cat(pieces))
-        found.append((part.table, part.shape, part.state_names))
-        a, m = a + 3 + 2 * len(part.states), m + 2 + len(part.states)
-    return found, torch.cat(vectors)
+        pieces += [columns[0][i], columns[1][i], pairs[at:at + len(part.states)].reshape(-1)]
+        pieces += [stats[i]] if stats is not None else []
+        at += len(part.states)
+    return found, torch.cat(pieces)
+
+
+def _per_part(values: torch.Tensor, sizes: list[int], reduce: Callable[[torch.Tensor], torch.Tensor],
+              empty: float) -> torch.Tensor:
+    """``table_numbers.per_table`` where a table may have no rows here (its value: ``empty``)."""
+    out, at = [], 0
+    for first, end in equal_runs(sizes):
+        if sizes[first] == 0:
+            out.append(torch.full((end - first,), empty, dtype=values.dtype, device=values.device))
+            continue
+        rows = (end - first) * sizes[first]
+        out.append(reduce(values[at:at + rows].view(end - first, -1)))
+        at += rows
+    return out[0] if len(out) == 1 else torch.cat(out)

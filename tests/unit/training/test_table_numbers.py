@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from recframe.embedding import EmbeddingBagCollection, SparseOptimizer, TableConfig
+from recframe.embedding.kernels.fbgemm import fbgemm_import_error
 from recframe.sparse import KeyedJaggedTensor
 from recframe.training import table_health
 from recframe.training.table_health import HISTOGRAM_BINS, NORM_NUMBERS, LookupCounts
@@ -54,13 +55,15 @@ def _exactly_or_close(new: list[float], old: list[float], states: int) -> None:
         assert a == pytest.approx(b, rel=1e-12) if i in summed else a == b, (i, a, b)
 
 
-@pytest.mark.parametrize(("optimizer", "weight_dtype"), [("rowwise_adagrad", "fp32"), ("adagrad", "fp32"),
-                                                      ("rowwise_adagrad", "fp16")])
+@pytest.mark.parametrize(("optimizer", "weight_dtype", "backend"), [
+    ("rowwise_adagrad", "fp32", "torch"), ("adagrad", "fp32", "torch"), ("rowwise_adagrad", "fp16", "torch"),
+    pytest.param("rowwise_adagrad", "fp32", "fbgemm", marks=pytest.mark.skipif(
+        fbgemm_import_error() is not None, reason="fbgemm_gpu does not import here"))])
 def test_batched_numbers_equal_the_per_table_ones(monkeypatch: pytest.MonkeyPatch, optimizer: str,
-                                                  weight_dtype: str) -> None:
+                                                  weight_dtype: str, backend: str) -> None:
     torch.manual_seed(0)
     tables = _tables(weight_dtype)
-    collection = EmbeddingBagCollection(tables, SparseOptimizer(name=optimizer), backend="torch")
+    collection = EmbeddingBagCollection(tables, SparseOptimizer(name=optimizer), backend=backend)
     with torch.no_grad():
         for index in range(len(tables)):
             collection._weight(index).mul_(torch.rand(()) * 3)  # tables of different spreads
@@ -113,3 +116,48 @@ def test_separate_tensors_are_runs_of_one() -> None:
     thirds = [(stack[:3],), (stack[3:6],), (stack[6:],)]
     assert [(a, b) for a, b, _ in adjacent_runs(thirds, keys=[0] * 3, max_rows=6)] == [(0, 2), (2, 3)]
     assert [(a, b) for a, b, _ in adjacent_runs(thirds, keys=[0] * 3, max_rows=2)] == [(0, 1), (1, 2), (2, 3)]
+
+
+@pytest.fixture
+def one_rank() -> object:
+    """A process group of this process alone (gloo): ``merged_numbers``' collectives leave the numbers as they are."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_merged_numbers_of_one_rank_equal_the_local_ones(monkeypatch: pytest.MonkeyPatch, one_rank: object) -> None:
+    """The batched multi-rank path (one rank: whole tables here) gives the batched one-process numbers, tables with
+    a state and tables without (sgd) side by side."""
+    from recframe.training.table_health_ranks import merged_numbers
+
+    torch.manual_seed(1)
+    first = EmbeddingBagCollection(_tables(), SparseOptimizer(name="rowwise_adagrad"), backend="torch")
+    second = EmbeddingBagCollection([TableConfig(name=n, num_embeddings=r, embedding_dim=4, feature_names=[f"f_{n}"])
+                                     for n, r in (("h", 20), ("i", 7))], SparseOptimizer(name="sgd"), backend="torch")
+    with torch.no_grad():
+        for states in first.optimizer_state_dict().values():
+            states["momentum1"].copy_(torch.rand_like(states["momentum1"]))
+    collections = {"first": first, "second": second}
+    monkeypatch.setattr(table_health, "embedding_collections", lambda _: collections)
+    health = table_health.TableHealth(every_n_steps=1)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    health.on_fit_start(None, module)  # type: ignore[arg-type]
+    keys = [t.feature_names[0] for c in collections.values() for t in c.tables]
+    lengths = torch.randint(0, 5, (len(keys) * 3,))
+    health.counts.update(KeyedJaggedTensor.from_lengths(  # type: ignore[union-attr]
+        keys, torch.randint(0, 3, (int(lengths.sum()),)), lengths))
+    found, local = health._local_numbers(module)  # type: ignore[arg-type]
+    merged_found, merged = merged_numbers(list(collections.values()), health.counts, 0, torch.device("cpu"),
+                                          HISTOGRAM_BINS)
+    assert [(t.name, tuple(s), n) for t, s, n in merged_found] == [(t.name, tuple(s), n) for t, s, n in found]
+    assert [n for _, _, n in found][-2:] == [[], []] and found[0][2] == ["momentum1"]
+    values, other = local.tolist(), merged.tolist()
+    assert len(values) == len(other)
+    at = 0
+    for _, _, names in found:
+        size = NORM_NUMBERS + HISTOGRAM_BINS + 2 * len(names) + 3
+        _exactly_or_close(other[at:at + size], values[at:at + size], len(names))
+        at += size
