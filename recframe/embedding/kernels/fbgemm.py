@@ -150,6 +150,9 @@ def concurrent_parts(spec: GroupSpec, threads: int) -> list[range]:
     return [range(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
 
 
+_SPLIT_STORAGE = ("weights", "momentum1", "momentum2", "prev_iter", "row_counter")  # TBE tensors <name>_dev|host|uvm
+
+
 class FbgemmEmbeddingKernel(nn.Module):
     """One group of tables in one fbgemm TBE (see the module docstring).
 
@@ -168,6 +171,7 @@ class FbgemmEmbeddingKernel(nn.Module):
         self.state_names = [name for name, _ in STATE_LAYOUT[spec.optimizer.name]]
         self.feature_ranges = concurrent_parts(spec, torch.get_num_threads() if threads is None else threads)
         self._tbe = [_build_tbe(spec)]  # a list keeps it out of the module tree (see the class docstring)
+        self._splits: dict[str, tuple[tuple[int, ...], list]] = {}  # "weights"/"states" -> (storage key, views)
 
     @property
     def tbe(self) -> nn.Module:
@@ -222,13 +226,26 @@ class FbgemmEmbeddingKernel(nn.Module):
                 *common, *momentum, opt.eps, 0.0, 0, 0.0, output)
 
     def table_weight(self, index: int) -> torch.Tensor:
-        return self.tbe.split_embedding_weights()[index]
+        return self._split("weights")[index]
 
     def table_states(self, index: int) -> dict[str, torch.Tensor]:
         if not self.state_names:
             return {}
-        states = self.tbe.split_optimizer_states()[index]
+        states = self._split("states")[index]
         return dict(zip(self.state_names, states, strict=True))
+
+    def _split(self, what: str) -> list:
+        """The TBE's per-table views (``split_embedding_weights`` or ``split_optimizer_states``), made again only
+        when its storage changed. Each split views every table and reads each one's offset from a tensor (~0.2 ms
+        at 26 tables), and a collection's ``state_dict`` asks once per table: 5 ms at 26 tables, in every table
+        health write and checkpoint. A cached view keeps its storage alive, so no new tensor takes its address."""
+        tbe = self.tbe
+        tensors = [getattr(tbe, f"{name}_{where}", None) for name in _SPLIT_STORAGE for where in ("dev", "host", "uvm")]
+        key = (id(tbe), *((t.data_ptr(), t.numel()) for t in tensors if isinstance(t, torch.Tensor)))
+        if what not in self._splits or self._splits[what][0] != key:
+            views = self.tbe.split_embedding_weights() if what == "weights" else self.tbe.split_optimizer_states()
+            self._splits[what] = (key, views)
+        return self._splits[what][1]
 
     def get_step(self) -> int:
         return int(self.tbe.iter.item())
