@@ -150,7 +150,8 @@ def concurrent_parts(spec: GroupSpec, threads: int) -> list[range]:
     return [range(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
 
 
-_SPLIT_STORAGE = ("weights", "momentum1", "momentum2", "prev_iter", "row_counter")  # TBE tensors <name>_dev|host|uvm
+# The TBE's tensors (``<name>_dev``, ``_host``, ``_uvm``) that its splits view.
+_SPLIT_STORAGE = {"weights": ("weights",), "states": ("momentum1", "momentum2", "prev_iter", "row_counter")}
 
 
 class FbgemmEmbeddingKernel(nn.Module):
@@ -240,8 +241,9 @@ class FbgemmEmbeddingKernel(nn.Module):
         at 26 tables), and a collection's ``state_dict`` asks once per table: 5 ms at 26 tables, in every table
         health write and checkpoint. A cached view keeps its storage alive, so no new tensor takes its address."""
         tbe = self.tbe
-        tensors = [getattr(tbe, f"{name}_{where}", None) for name in _SPLIT_STORAGE for where in ("dev", "host", "uvm")]
-        key = (id(tbe), *((t.data_ptr(), t.numel()) for t in tensors if isinstance(t, torch.Tensor)))
+        own = {**tbe._parameters, **tbe._buffers}  # plain dicts: a missing name costs no AttributeError
+        tensors = [own.get(f"{name}_{where}") for name in _SPLIT_STORAGE[what] for where in ("dev", "host", "uvm")]
+        key = (id(tbe), *((t.data_ptr(), t.numel()) for t in tensors if t is not None))
         if what not in self._splits or self._splits[what][0] != key:
             views = self.tbe.split_embedding_weights() if what == "weights" else self.tbe.split_optimizer_states()
             self._splits[what] = (key, views)
