@@ -69,6 +69,27 @@ def _bottom_mlp(num_dense: int, sizes: Sequence[int], activation: Activation, nu
     return MLP(num_dense, sizes, activation=activation) if num_dense else None
 
 
+def in_autocast_dtype(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in autocast's dtype where autocast is on for their device, else as they are.
+
+    DLRM-DCN's cross net casts its input to autocast's dtype first (``LowRankCrossNet``); casting the pooled
+    embeddings before they join the bottom MLP's output (already in that dtype under autocast) gives the same
+    numbers, bit for bit, without a concatenation in fp32, and their gradient reaches the tables contiguous
+    (the fp32 concatenation's gradient slice was copied again by the embedding backward).
+
+    Example:
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     in_autocast_dtype(torch.ones(2, 3)).dtype
+        torch.bfloat16
+        >>> in_autocast_dtype(torch.ones(2, 3)).dtype
+        torch.float32
+    """
+    device = values.device.type
+    if torch.is_autocast_enabled(device) and values.is_floating_point():
+        return values.to(torch.get_autocast_dtype(device))
+    return values
+
+
 def _mlp_flops(mlp: MLP | None) -> int:
     """``flops.mlp_flops`` of an MLP, 0 for none."""
     return flops.mlp_flops(mlp) if mlp is not None else 0
@@ -232,7 +253,7 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
         if self.dense_arch is None:
             return self.head(self.over_arch(self.interaction(concat_pooled(pooled, self.feature_names))))
         dense = self.dense_arch(batch.dense_features)  # before the first read of ``pooled``: overlaps the exchange
-        sparse = torch.cat([dense, concat_pooled(pooled, self.feature_names)], dim=1)
+        sparse = torch.cat([dense, in_autocast_dtype(concat_pooled(pooled, self.feature_names))], dim=1)
         return self.head(self.over_arch(self.interaction(sparse)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> TaskLosses:

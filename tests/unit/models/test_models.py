@@ -243,3 +243,32 @@ def test_dlrm_gives_the_same_logits_on_the_fbgemm_backend() -> None:
     assert set(fbgemm.backends.values()) == {"fbgemm"}
     assert torch.allclose(model(batch), reference(batch), atol=1e-5)
     model.loss(model(batch), batch.labels).total.backward()
+
+
+def test_dcn_under_autocast_equals_the_fp32_concatenation_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DLRM-DCN casts the pooled embeddings to autocast's dtype before concatenating: the logits, the dense
+    gradients and the tables' fused updates are those of the fp32 concatenation cast by the cross net."""
+    import copy
+
+    from recframe.models import dlrm as dlrm_module
+
+    torch.manual_seed(0)
+    new = _dcn()
+    old = copy.deepcopy(new)
+    initial = copy.deepcopy(new.embeddings.state_dict())
+    batch = _batch(16, seed=3)
+    results = []
+    for model, cast in ((new, dlrm_module.in_autocast_dtype), (old, lambda values: values)):
+        monkeypatch.setattr(dlrm_module, "in_autocast_dtype", cast)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(batch)
+        model.loss(logits.float(), batch.labels).total.backward()
+        grads = [p.grad.clone() for n, p in model.named_parameters() if p.grad is not None]
+        results.append((logits.detach(), grads, copy.deepcopy(model.embeddings.state_dict())))
+    (new_logits, new_grads, new_tables), (old_logits, old_grads, old_tables) = results
+    assert new_logits.dtype == torch.bfloat16 and torch.equal(new_logits, old_logits)
+    assert len(new_grads) == len(old_grads) > 0
+    assert all(torch.equal(a, b) for a, b in zip(new_grads, old_grads, strict=True))
+    assert new_tables.keys() == old_tables.keys()
+    assert all(torch.equal(new_tables[k], old_tables[k]) for k in new_tables)
+    assert any(not torch.equal(new_tables[k], initial[k]) for k in new_tables)  # the tables were updated
