@@ -29,8 +29,7 @@ from torch import nn
 
 from recframe.embedding.config import TableConfig, table_optimizer
 from recframe.embedding.optimizers import STATE_LAYOUT
-from recframe.sparse.ops import repeat_segments
-from recframe.training.table_numbers import equal_runs, segment_constants
+from recframe.training.table_numbers import equal_runs, histograms, segment_constants
 from recframe.vocab import OptimizerName
 
 if TYPE_CHECKING:
@@ -134,7 +133,7 @@ def merged_numbers(collections: list[nn.Module], counts: LookupCounts | None, ra
     sizes = [p.norms.numel() if p.norms is not None else 0 for p in parts]
     norms = torch.cat(held) if len(held) > 1 else held[0] if held else torch.zeros(0, dtype=torch.float64,
                                                                                        device=device)
-    lengths, count, table = segment_constants(tuple(sizes), device)
+    count = segment_constants(tuple(sizes), device)[1]
     states = [s.to(device) if s is not None and s.numel() else None for p in parts for s in p.states]
     zero = torch.zeros(1, dtype=torch.float64, device=device)
     state_sums = [s.sum(dtype=torch.float64).view(1) if s is not None else zero for s in states]
@@ -152,10 +151,7 @@ def merged_numbers(collections: list[nn.Module], counts: LookupCounts | None, ra
     state_mean = added_all[3 * t:3 * t + s] / added_all[3 * t + s:].clamp_min(1)
     high, low = largest_all[:t], -largest_all[t:2 * t]
     width = (high - low).clamp_min(1e-12) / histogram_bins
-    of_row = repeat_segments(table, lengths, norms.numel())
-    bucket = ((norms - low[of_row]) / width[of_row]).long().clamp_(0, histogram_bins - 1).add_(of_row * histogram_bins)
-    histogram_all = torch.zeros(t * histogram_bins, dtype=torch.float64, device=device)
-    histogram_all.index_add_(0, bucket, torch.ones(bucket.shape, dtype=torch.float64, device=device))
+    histogram_all = histograms(norms, sizes, low, width, histogram_bins)
     dist.all_reduce(histogram_all)
     columns = [torch.stack([total, high, count, low, squares], dim=1), histogram_all.view(t, histogram_bins)]
     pairs = torch.stack([state_mean, largest_all[2 * t:]], dim=1)

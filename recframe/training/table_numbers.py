@@ -6,7 +6,7 @@ and computes every table's ``table_health._table_numbers`` vector at once: the r
 one op; per table sum, max, min and sum of squares by one reduction over a ``[tables, rows]`` view for each
 run of tables of as many rows (``per_table``: all 26 tables of the dlrm experiment at once; a reduction over
 the whole device each, where a segmented reduction would give a 40M-row table one thread block); the
-histograms by one ``index_add_`` into ``tables x bins`` buckets (each table's buckets from its own min and max,
+histograms by one ``index_add_`` a run into ``tables x bins`` buckets (each table's buckets from its own min and max,
 as one table alone); the states' mean and max likewise. A write of 26 tables of as many rows runs ~30 ops
 where one table at a time ran ~35 a table. Tables not adjacent in memory form runs of one (``adjacent_runs``).
 
@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
-from recframe.sparse.ops import repeat_segments
 
 _CONSTANTS: dict[tuple[tuple[int, ...], torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -78,6 +76,30 @@ def per_table(values: torch.Tensor, sizes: list[int], reduce: Callable[[torch.Te
         out.append(reduce(values[at:at + rows].reshape(end - first, -1)))
         at += rows
     return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def histograms(norms: torch.Tensor, sizes: list[int], low: torch.Tensor, width: torch.Tensor,
+               bins: int) -> torch.Tensor:
+    """``[tables * bins]`` bucket counts (float64): table ``i``'s norms in ``bins`` even buckets from ``low[i]`` by
+    ``width[i]`` (the last one takes the rest), as for one table alone; one ``index_add_`` per run of equal-size
+    tables, each bucketed by broadcasting over a ``[tables, rows]`` view. Tables of no rows here count nothing.
+
+    Example:
+        >>> histograms(torch.tensor([0.0, 1.0, 2.0, 5.0]), [3, 1], torch.tensor([0.0, 5.0]),
+        ...            torch.tensor([1.0, 1.0]), bins=2).tolist()
+        [1.0, 2.0, 1.0, 0.0]
+    """
+    histogram = torch.zeros(len(sizes) * bins, dtype=torch.float64, device=norms.device)
+    at = 0
+    for first, end in equal_runs(sizes):
+        if not sizes[first]:
+            continue
+        block = norms[at:at + (end - first) * sizes[first]].view(end - first, -1)
+        offset = torch.arange(first * bins, end * bins, bins, device=norms.device).view(-1, 1)
+        bucket = ((block - low[first:end, None]) / width[first:end, None]).long().clamp_(0, bins - 1).add_(offset)
+        histogram.index_add_(0, bucket.view(-1), torch.ones(bucket.numel(), dtype=torch.float64, device=norms.device))
+        at += block.numel()
+    return histogram
 
 
 Run = tuple[int, int, list[torch.Tensor]]  # first item, end item, each tensor of the run as one view
@@ -133,15 +155,12 @@ def run_numbers(weight: torch.Tensor, rows: list[int], states: list[torch.Tensor
         counted: ``[tables, 3]`` lookup-count stats (``LookupCounts.stats_matrix``) or None.
         bins: histogram buckets.
     """
-    lengths, counts, table = segment_constants(tuple(rows), weight.device)
-    norms = torch.linalg.vector_norm(weight, dim=1, dtype=torch.float32).double()  # no fp32 copy of an fp16 run
+    counts = segment_constants(tuple(rows), weight.device)[1]
+    norms = (weight if weight.dtype == torch.float32 else weight.float()).norm(dim=1).double()
     high = per_table(norms, rows, lambda b: b.amax(dim=1))
     low = per_table(norms, rows, lambda b: b.amin(dim=1))
     width = (high - low).clamp_min(1e-12) / bins
-    of_row = repeat_segments(table, lengths, norms.numel())
-    bucket = ((norms - low[of_row]) / width[of_row]).long().clamp_(0, bins - 1).add_(of_row * bins)
-    histogram = torch.zeros(len(rows) * bins, dtype=torch.float64, device=weight.device)
-    histogram.index_add_(0, bucket, torch.ones(bucket.shape, dtype=torch.float64, device=weight.device))
+    histogram = histograms(norms, rows, low, width, bins)
     columns = [per_table(norms, rows, lambda b: b.sum(dim=1)), high, counts, low,
                per_table(norms * norms, rows, lambda b: b.sum(dim=1))]
     parts = [torch.stack(columns, dim=1), histogram.view(len(rows), bins)]
