@@ -5,9 +5,10 @@ finishes its share of a region first spins up to ``GOMP_SPINCOUNT`` iterations (
 milliseconds) before it sleeps. When the pool has the cores to itself that is the quickest wait. When anything
 else runs on those cores (another job, a second training process, an editor's indexer), the spinning thread
 burns the time slice its late partner needs, each of the step's thousands of regions lasts a scheduler slice,
-and the step slows down many times over: ``recframe bench +experiment=dlrm`` on a 2-core VM with one busy
-process beside it ran 2,074 ms a step with libgomp's default against ~75 ms alone (BENCHMARKS.md, "OpenMP
-waits"). The ``recframe`` command therefore sets a short spin (``DEFAULT_SPINCOUNT``) unless the environment
+and the step slows down: ``recframe bench +experiment=dlrm`` on a 2-core VM ran 210-236 ms a step with
+libgomp's default beside one busy process (142-143 ms with this module's short spin) and 1.8-3.5 s beside
+several (~0.21 s), against 80-99 ms alone (BENCHMARKS.md, "OpenMP waits").
+The ``recframe`` command therefore sets a short spin (``DEFAULT_SPINCOUNT``) unless the environment
 already chooses (``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` set: left alone). libgomp reads the variable once,
 when torch loads it, so the command sets it before anything imports torch; the ranks it starts inherit it.
 
