@@ -7,7 +7,8 @@ With --graph the forward and backward run as the training step's CUDA graph (rec
 as `trainer.cuda_graph=auto` trains): the forward phase is the replay (forward, loss, backward), the backward
 phase is empty. Then it runs `recframe bench` with the same overrides: its ms/step minus the loop's is the
 framework's share (Lightning's loop, hooks, logging, callbacks). With --trace it also prints
-torch.profiler's top operators by host time (and, on a GPU, by device time). Prints one markdown table.
+torch.profiler's top operators by host time (and, on a GPU, by device time); --export PATH also writes the
+profile as a Chrome trace. Prints one markdown table.
 
     python scripts/profile_step.py +experiment=dlrm trainer.accelerator=gpu data.zipf_exponent=0
     python scripts/profile_step.py --trace +experiment=mlperf_dcnv2 tables.row_cap=4000000 trainer.accelerator=gpu
@@ -61,8 +62,10 @@ class PhaseClock:
         return sum(b.elapsed_time(e) for b, e in self.events[name])
 
 
-def loop(overrides: list[str], warmup: int, steps: int, trace: bool, graph: bool = False) -> dict:
-    """The phased plain loop; returns ms per step per phase (host and device) and the loop's wall ms/step."""
+def loop(overrides: list[str], warmup: int, steps: int, trace: bool, graph: bool = False,
+         export: str | None = None) -> dict:
+    """The phased plain loop; returns ms per step per phase (host and device) and the loop's wall ms/step.
+    With ``export`` (a path) the profile, operators' input shapes included, is also written as a Chrome trace."""
     from recframe.training.builders import build_datamodule, build_model
     from recframe.training.checks import compose_config
     from recframe.training.dense_optimizers import build_dense_optimizer
@@ -97,7 +100,7 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool, graph: bool
                 activities = [torch.profiler.ProfilerActivity.CPU]
                 if cuda:
                     activities.append(torch.profiler.ProfilerActivity.CUDA)
-                profiler = torch.profiler.profile(activities=activities)
+                profiler = torch.profiler.profile(activities=activities, record_shapes=export is not None)
                 profiler.__enter__()
         with clock.phase("data"):
             batch = datamodule.materialize(next(loader), device)
@@ -121,6 +124,8 @@ def loop(overrides: list[str], warmup: int, steps: int, trace: bool, graph: bool
         report_syncs(model, optimizer, datamodule, loader, device)
     if profiler is not None:
         profiler.__exit__(None, None, None)
+        if export is not None:
+            profiler.export_chrome_trace(export)
         averages = profiler.key_averages()
         print(averages.table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
         if cuda:  # the kernels by device time: where the GPU's share of a step goes
@@ -174,10 +179,13 @@ def main() -> None:
                         help="print torch.profiler's top operators (host, and device time on a GPU)")
     parser.add_argument("--graph", action="store_true",
                         help="forward + backward as the step's CUDA graph (the forward phase is the replay)")
+    parser.add_argument("--export", metavar="PATH", help="with --trace: also write the profile as a Chrome trace "
+                        "(operators' input shapes recorded; kernels matched to their operators without --graph)")
     parser.add_argument("--no-bench", action="store_true", help="skip the `recframe bench` row")
     parser.add_argument("overrides", nargs="+", help="recframe overrides (+experiment=dlrm trainer.accelerator=gpu)")
     args = parser.parse_args()
-    phases = loop(args.overrides, args.warmup, args.steps, args.trace, args.graph)
+    trace = args.trace or args.export is not None
+    phases = loop(args.overrides, args.warmup, args.steps, trace, args.graph, args.export)
     full = None if args.no_bench else bench(args.overrides, args.warmup, 2 * args.steps)
     print(f"# {' '.join(args.overrides)}; {args.steps} steps; "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}")
