@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recframe.models.low_rank_cross import low_rank_cross
+
 
 class PairDots(torch.autograd.Function):
     """The dot products ``<c_i, c_j>`` of chosen pairs of the ``n`` vectors of each sample, with a one-bmm backward.
@@ -180,14 +182,13 @@ class LowRankCrossNet(nn.Module):
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """Map ``[batch, d]`` to ``[batch, d]``. Under autocast the layers' stream is in autocast's dtype (the
         ``up`` products are; without the cast ``x0`` would keep every elementwise op and its gradient in fp32
-        and cast again before each layer's product)."""
+        and cast again before each layer's product). With gradients the layers are one autograd node with a
+        fused backward (``low_rank_cross``)."""
         device = x0.device.type
         if torch.is_autocast_enabled(device):
             x0 = x0.to(torch.get_autocast_dtype(device))
-        x = x0
-        for down, up in zip(self.down, self.up, strict=True):
-            x = torch.addcmul(x, x0, up(down(x)))  # x0 * (U V x + b) + x in one kernel
-        return x
+        return low_rank_cross(x0, [d.weight for d in self.down], [u.weight for u in self.up],
+                              [u.bias for u in self.up])
 
 
 class FMInteraction(nn.Module):
