@@ -17,8 +17,19 @@ Profiles (``PROFILES``; every rate is per rank, GB = 1e9 bytes):
 - ``cpu``: the 2-core development VM, measured 2026-12-07 (``scripts/measure_cpu_profile.py``,
   ``scripts/bench_embedding.py --devices cpu --shapes S --optimizer rowwise_adagrad --backend fbgemm``):
   sgemm 175 GFLOP/s, fbgemm lookups 2.5 GB/s, gloo all-to-all 0.79 GB/s and 0.32 ms between two local
-  processes; the node's ranks share the host (its compute rates are divided among them); overhead fitted
-  on one measured 1-process step of ``dlrm``.
+  processes; the node's ranks share the host's 2 cores (its compute rates are divided among them) and, with
+  more ranks than cores, compute at ``1 / 1.42`` of that even share (``oversubscribed_slowdown``, below); no
+  fitted overhead.
+
+Oversubscribed hosts (``shares_host`` and more ranks on a node than ``cores``): the ranks' compute (lookups and
+dense) is ``oversubscribed_slowdown`` times longer than an even share of the host's rates. An even share is what
+the same ranks get when they do not wait for each other (three independent 1-thread ``recframe bench`` processes
+on the 2 cores: 159-165 ms a step, 1.5 x the 110 ms of one alone); ranks that meet at a collective every few
+milliseconds lose more: a rank's compute, and its gloo threads' progress, wait for a time slice of a core that
+the other ranks hold, and the collective waits for the slowest of them. The factor is fitted on 4 processes of
+``dlrm`` on the 2-core VM (2026-12-07 23:08: 343 and 386 ms measured, 234 ms of even-share compute and 32 ms of
+communication simulated) and checked on 3 (BENCHMARKS.md, "Oversubscribed CPU ranks"). Below the core count
+(1 and 2 processes on 2 cores) nothing changes.
 
 Example:
     >>> from recframe.distributed.planner.simulate import LinkBytes
@@ -57,6 +68,10 @@ class DeviceProfile:
         step_overhead_ms: fixed milliseconds per step (launches, framework).
         shares_host: the ranks of a node share one host's cores (CPU processes): compute rates are divided among
             them.
+        cores: the host's cores (``shares_host``); 0: not known, never oversubscribed.
+        oversubscribed_slowdown: with more ranks on a node than ``cores``, their compute takes this many times
+            an even share of the host's rates (module docstring: time slicing among ranks that meet at every
+            collective); 1.0: an even share.
     """
 
     name: str
@@ -67,6 +82,26 @@ class DeviceProfile:
     latency_us: float
     step_overhead_ms: float
     shares_host: bool = False
+    cores: int = 0
+    oversubscribed_slowdown: float = 1.0
+
+    def compute_share(self, local_world_size: int, world_size: int) -> float:
+        """By how much a rank's compute rates are divided: the ranks sharing its host (``shares_host``), times
+        ``oversubscribed_slowdown`` when they outnumber the host's ``cores``; 1 for ranks with their own device.
+
+        Args:
+            local_world_size: ranks per node.
+            world_size: ranks.
+
+        Example:
+            >>> cpu = PROFILES["cpu"]
+            >>> cpu.compute_share(2, 2), cpu.compute_share(3, 3), PROFILES["h100"].compute_share(8, 64)
+            (2, 4.26, 1)
+        """
+        if not self.shares_host:
+            return 1
+        share = min(local_world_size, world_size)
+        return share * self.oversubscribed_slowdown if 0 < self.cores < share else share
 
     def replace(self, **changes: float | str | bool) -> DeviceProfile:
         """A copy with some fields changed (command-line overrides).
@@ -86,7 +121,7 @@ PROFILES = {p.name: p for p in (
     # the planner's CPU defaults (one source of the measured numbers); its links count sent + received, ours one way
     DeviceProfile("cpu", lookup_gbps=TopologyConfig.ddr_bw_gbps, intra_node_gbps=LINK_GBPS["cpu"][0] / 2,
                   inter_node_gbps=LINK_GBPS["cpu"][1] / 2, matmul_tflops=0.175, latency_us=321.0,
-                  step_overhead_ms=0.0, shares_host=True),
+                  step_overhead_ms=0.0, shares_host=True, cores=2, oversubscribed_slowdown=1.42),
 )}
 
 
@@ -130,8 +165,7 @@ def step_times(counts: StepCounts, profile: DeviceProfile) -> StepTimes:
         counts: the step's bytes and FLOPs per rank.
         profile: the ranks' rates.
     """
-    share = counts.local_world_size if profile.shares_host else 1
-    share = min(share, counts.world_size)
+    share = profile.compute_share(counts.local_world_size, counts.world_size)
     lookup_rate = profile.lookup_gbps * GB / share
     world = counts.world_size
     phase_ms: dict[str, np.ndarray] = {

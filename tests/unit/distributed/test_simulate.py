@@ -159,6 +159,31 @@ def test_step_time_is_synchronous_and_hosts_share_their_cores() -> None:
     assert alone.phase_ms["input"].tolist() == [0.0] and alone.phase_ms["dense_all_reduce"].tolist() == [0.0]
 
 
+def test_oversubscribed_hosts_slow_their_ranks_compute() -> None:
+    """More ranks on a host than it has cores: lookups and dense work take ``oversubscribed_slowdown`` times their
+    even share of the host's rates; at or below the core count (and for ranks with their own device) the even share
+    alone; communication is not slowed."""
+    tables = [_table("a", 100, 4), _table("b", 100, 4), _table("c", 100, 4)]
+    profile = DeviceProfile("t", lookup_gbps=1e-6, intra_node_gbps=1e-6, inter_node_gbps=1e-6, matmul_tflops=1e-3,
+                            latency_us=0.0, step_overhead_ms=0.0, shares_host=True, cores=2,
+                            oversubscribed_slowdown=1.5)
+    work = _work({"fa": 1.0, "fb": 1.0, "fc": 1.0}, flops=1e6)
+    by_world = {}
+    for world in (2, 3):
+        plan = ShardingPlan(world, {n: TablePlacement("table_wise", [i % world]) for i, n in enumerate("abc")})
+        counts = count_step(tables, plan, world, work)
+        by_world[world] = (counts, step_times(counts, profile), step_times(counts, profile.replace(shares_host=False)))
+    counts, two, own = by_world[2]
+    assert two.phase_ms["dense"].tolist() == pytest.approx([60.0, 60.0])  # 30 ms alone, 2 ranks on 2 cores
+    np.testing.assert_allclose(two.phase_ms["lookup_forward"], 2 * own.phase_ms["lookup_forward"])
+    counts, three, own = by_world[3]
+    assert three.phase_ms["dense"].tolist() == pytest.approx([135.0] * 3)  # 3 ranks on 2 cores: 3 x 30 x 1.5
+    np.testing.assert_allclose(three.phase_ms["lookup_backward"], 4.5 * own.phase_ms["lookup_backward"])
+    np.testing.assert_allclose(three.phase_ms["output_forward"], own.phase_ms["output_forward"])
+    assert profile.replace(cores=0).compute_share(3, 3) == 3  # cores unknown: never oversubscribed
+    assert profile.compute_share(8, 4) == pytest.approx(6.0)  # a node of 8 in a world of 4 holds 4 ranks
+
+
 def test_data_parallel_as_an_all_reduce() -> None:
     """With data_parallel_all_reduce (TorchRec's way) a replica looks up its own samples, sends no ids, and the table's
     dense gradient joins the dense parameters' ring all-reduce (2 (W - 1) / W x (P + R x D) x 4 bytes each way),
