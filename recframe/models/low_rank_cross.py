@@ -5,9 +5,11 @@ these ops, per layer on the ``[batch, d]`` stream: one product for ``x0``'s grad
 projection's, an addition joining ``x_l``'s two gradients, and one more addition for each further use of
 ``x0`` (``L + 1`` uses); each reads and writes whole ``[batch, d]`` tensors (the cross net's elementwise work
 is the largest memory-bound share of a DLRM-DCNv2 step on a GPU). This backward keeps one accumulator for
-``x0``'s gradient (``addcmul_`` in place), and joins ``x_l``'s two gradients inside the down projection's
-input-gradient GEMM (``addmm``: ``g + dh1 @ V``), so a layer costs one product, one in-place accumulation and
-one bias reduction besides its four GEMMs.
+``x0``'s gradient, updated in place, and joins ``x_l``'s two gradients inside the down projection's
+input-gradient GEMM (``addmm``: ``g + dh1 @ V``); on a GPU one Triton kernel (``cross_kernel``) makes the up
+projection's gradient, the accumulation and the bias gradient's partial sums in one pass, so a layer's
+elementwise work is one read of ``g``, ``x0``, ``h2`` and the accumulator and one write of two tensors besides its
+four GEMMs (elsewhere: torch's ``mul``, ``addcmul_`` and ``sum``).
 
 The forward runs the same ops as the plain layers (``LowRankCrossNet``), in ``x0``'s dtype with the weights
 cast to it (autocast's choice under autocast: the caller casts ``x0``), so outputs are the plain layers'.
@@ -23,10 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own alias)
+
+# Under Triton's interpreter (tests on a machine without a GPU) the backward's kernel runs on CPU tensors too.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _layers(x0: torch.Tensor, down: Sequence[torch.Tensor], up: Sequence[torch.Tensor],
@@ -43,6 +49,53 @@ def _layers(x0: torch.Tensor, down: Sequence[torch.Tensor], up: Sequence[torch.T
         h2s.append(h2)
         x = torch.addcmul(x, x0, h2)
     return x, inputs, h1s, h2s
+
+
+def kernel_usable(t: torch.Tensor) -> bool:
+    """Whether ``layer_grads`` runs the Triton kernel (``cross_kernel``) on ``t``'s device: CUDA with triton, or a
+    CPU tensor under Triton's interpreter (``TRITON_INTERPRET=1``, the tests)."""
+    if not (t.is_cuda or (t.device.type == "cpu" and INTERPRETED)):
+        return False
+    try:
+        import recframe.models.cross_kernel  # noqa: F401 (triton imports)
+    except ImportError:
+        return False
+    return True
+
+
+def layer_grads(g: torch.Tensor, x0: torch.Tensor, h2: torch.Tensor,
+                acc: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One cross layer's elementwise backward: ``dh2 = g * x0``, ``x0``'s gradient accumulator ``acc + g * h2``
+    (in place; ``g * h2`` for ``acc=None``) and the bias gradient (``dh2``'s column sums, fp32).
+
+    Args:
+        g: the layer output's gradient, ``[batch, d]``, contiguous.
+        x0: the cross net's input (as ``g``).
+        h2: the layer's up projection output ``U V x_l + b`` (as ``g``).
+        acc: ``x0``'s gradient so far, or None at the last layer (the first one the backward meets).
+
+    Returns:
+        ``(dh2, acc, bias_grad)``.
+
+    Example:
+        >>> ones = torch.ones(2, 3)
+        >>> [t.tolist() for t in layer_grads(ones, 2 * ones, 3 * ones, None)][2]
+        [4.0, 4.0, 4.0]
+    """
+    if kernel_usable(g) and all(t.is_contiguous() for t in (g, x0, h2)):
+        from recframe.models import cross_kernel
+
+        rows, cols = g.shape
+        grid = (-(-rows // cross_kernel.BLOCK_M), -(-cols // cross_kernel.BLOCK_N))
+        dh2 = torch.empty_like(g)
+        out = torch.empty_like(g) if acc is None else acc
+        partial = torch.empty(grid[0], cols, dtype=torch.float32, device=g.device)
+        cross_kernel.cross_layer_grads[grid](g, x0, h2, out, dh2, partial, rows, cols, HAS_ACC=acc is not None,
+                                             BLOCK_M=cross_kernel.BLOCK_M, BLOCK_N=cross_kernel.BLOCK_N)
+        return dh2, out, partial.sum(0)
+    dh2 = g * x0
+    acc = g * h2 if acc is None else acc.addcmul_(g, h2)
+    return dh2, acc, dh2.sum(0, dtype=torch.float32)
 
 
 class _LowRankCross(torch.autograd.Function):
@@ -71,10 +124,8 @@ class _LowRankCross(torch.autograd.Function):
         grad_x0: torch.Tensor | None = None
         with torch.autocast(x0.device.type, enabled=False):
             for i in reversed(range(n)):
-                dh2 = g * x0
-                grad_x0 = g * h2s[i] if grad_x0 is None else grad_x0.addcmul_(g, h2s[i])
+                dh2, grad_x0, grad_bias[i] = layer_grads(g, x0, h2s[i], grad_x0)
                 dh1 = dh2 @ up[i]
-                grad_bias[i] = dh2.sum(0)
                 grad_up[i] = dh2.t() @ h1s[i]
                 grad_down[i] = dh1.t() @ inputs[i]
                 g = torch.addmm(g, dh1, down[i])  # x_l's gradient: through the identity and through V
