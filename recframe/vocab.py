@@ -103,6 +103,13 @@ class WeightDtype(Vocab):
     bf16 = "bf16"
 
 
+class OutputDtype(Vocab):
+    """The dtype of a pooled embedding collection's output (``tables.output_dtype``)."""
+
+    auto = "auto"  # autocast's dtype where autocast is on for the output's device, else fp32
+    fp32 = "fp32"  # always fp32
+
+
 class Init(Vocab):
     """How a table's rows are initialized (scale ``s``: the table's ``init_scale``)."""
 

@@ -21,7 +21,17 @@ from omegaconf import MISSING
 
 from recframe.config.sharding import ShardingConfig
 from recframe.embedding.config import SparseOptimizer, TableConfig
-from recframe.vocab import Backend, CudaGraph, IdPolicy, LrDecay, MatmulPrecision, Pooling, Profiler, WeightDtype
+from recframe.vocab import (
+    Backend,
+    CudaGraph,
+    IdPolicy,
+    LrDecay,
+    MatmulPrecision,
+    OutputDtype,
+    Pooling,
+    Profiler,
+    WeightDtype,
+)
 
 
 @dataclass
@@ -56,6 +66,8 @@ class TablesConfig:
     embedding_dim: int = 64  # default embedding dim
     weight_dtype: WeightDtype = TableConfig.weight_dtype  # storage dtype of table weights: fp32 (default) | fp16 | bf16
     backend: Backend = Backend.auto  # kernel backend: auto | fbgemm | triton | torch
+    output_dtype: OutputDtype = OutputDtype.auto  # pooled embeddings' dtype: auto (under autocast its dtype, for
+    # models that cast them to it first: dlrm_dcn; else fp32) | fp32 (always)
     id_policy: IdPolicy = TableConfig.id_policy  # ids outside [0, rows): error (default; names feature, table) | modulo
     row_cap: int | None = None  # cap every table at this many rows, to fit a small machine (None: no cap)
     specs: dict[str, TableSpec] = field(default_factory=dict)  # table name -> spec

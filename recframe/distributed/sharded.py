@@ -85,9 +85,10 @@ from recframe.distributed.qcomms import CommsPrecision
 from recframe.distributed.replicas import ReplicaSync
 from recframe.distributed.routed import RoutedOutput
 from recframe.distributed.types import LocalShard, ShardSpec
-from recframe.embedding.collection import EmbeddingBagCollection, EmbeddingCollection
+from recframe.embedding.collection import EmbeddingBagCollection, EmbeddingCollection, output_dtype_now
 from recframe.embedding.config import SparseOptimizer, TableConfig, check_tables
 from recframe.sparse import KeyedJaggedTensor, KeyedTensor
+from recframe.vocab import OutputDtype
 
 # Input dists started by ``prefetch`` and not yet consumed, at most (the oldest is finished and dropped):
 # a pipelined Lightning run holds batch i (consumed by step i), i + 1 (held by Lightning's fetcher) and
@@ -121,13 +122,17 @@ class ShardedEmbeddingBagCollection(nn.Module):
         local_world_size: ranks per node, for table_row_wise.
         gradient_division: divide the gradients reaching the shards by the world size.
         comms: the pooled all-to-all's wire formats (``qcomms.CommsPrecision``; default fp32, exact).
+        output_dtype: as ``EmbeddingBagCollection``'s: with ``auto`` under autocast the combined fp32 output is
+            cast to autocast's dtype when the model reads it (the local lookups and the exchange stay fp32, so
+            row-wise partial sums add in fp32: the numbers of the unsharded collection).
     """
 
     def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, plan: ShardingPlan,
                  process_group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
                  check_ids: bool = True, local_world_size: int | None = None, gradient_division: bool = True,
-                 comms: CommsPrecision | None = None) -> None:
+                 comms: CommsPrecision | None = None, output_dtype: OutputDtype = OutputDtype.fp32) -> None:
         super().__init__()
+        self.output_dtype = OutputDtype(output_dtype)
         world, rank = dist.get_world_size(process_group), dist.get_rank(process_group)
         problems = check_tables(list(tables), optimizer, sequence=False)
         problems += plan.group_problems(_shapes(list(tables)), world, local_world_size)
@@ -187,16 +192,18 @@ class ShardedEmbeddingBagCollection(nn.Module):
 
         Every rank must hold the same ``collection`` values (build it with the same seed); the
         data-parallel tables are broadcast from group rank 0 anyway. The global random number
-        generators are left as they were. Args as the constructor (device: default the collection's).
+        generators are left as they were. Args as the constructor (device: default the collection's; the
+        output dtype is the collection's).
         """
         target = torch.device(device) if device is not None else collection.device
         if collection.device.type == "meta":  # built without memory: each rank initializes only its shards
             return ShardedEmbeddingBagCollection(collection.tables, collection.optimizer, plan, process_group,
-                                                 target, check_ids, local_world_size, gradient_division, comms)
+                                                 target, check_ids, local_world_size, gradient_division, comms,
+                                                 collection.output_dtype)
         with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
             sharded = ShardedEmbeddingBagCollection(
                 collection.tables, collection.optimizer, plan, process_group,
-                target, check_ids, local_world_size, gradient_division, comms)
+                target, check_ids, local_world_size, gradient_division, comms, collection.output_dtype)
         weights, states = collection.state_dict(), collection.optimizer_state_dict()
         with torch.no_grad():
             for _, specs, ebc in sharded._local:
@@ -218,7 +225,8 @@ class ShardedEmbeddingBagCollection(nn.Module):
                 feature of the tables (other keys are ignored).
 
         Returns:
-            ``[B, sum of dims]`` fp32, keys = feature names in table order (as the unsharded collection), as
+            ``[B, sum of dims]`` in ``output_dtype_now`` (fp32 unless ``output_dtype`` is ``auto`` under autocast),
+            keys = feature names in table order (as the unsharded collection), as
             a ``LazyKeyedTensor``: the output all-to-all is in flight on return and its values are waited
             for (and combined) at their first read, so the model's work before that read overlaps it.
         """
@@ -246,13 +254,14 @@ class ShardedEmbeddingBagCollection(nn.Module):
             dp = [module(kjt).values() for replicated, _, module in self._local if replicated]
         pooled = self.output_dist.start(mp, dp, kjt.stride())
         lengths = kjt.lengths()
+        dtype = output_dtype_now(self.output_dtype, features.device())  # autocast's state now, not at the read
 
         def finish() -> torch.Tensor:  # at the model's first read of the values (see the module docstring)
             values = self.output_dist.combine(pooled.wait(), lengths)
             if self.routed is not None:
                 assert pending is not None
                 values = self.routed(values, rows, pending.counts, pending.routed, lengths)
-            return values
+            return values if values.dtype == dtype else values.to(dtype)
 
         return LazyKeyedTensor(self._empty, finish)
 

@@ -41,7 +41,7 @@ from recframe.embedding.kernels import GroupSpec
 from recframe.embedding.kernels.select import BACKENDS, plan_groups
 from recframe.embedding.optimizers import USES_STEP
 from recframe.sparse import JaggedTensor, KeyedJaggedTensor, KeyedTensor
-from recframe.vocab import Backend, Init
+from recframe.vocab import Backend, Init, OutputDtype
 
 
 class _TableCollection(nn.Module):
@@ -226,6 +226,11 @@ class EmbeddingBagCollection(_TableCollection):
             Lightning's ``configure_model`` or any ``with torch.device(...)`` block).
         check_ids: raise on ids outside a table's range (tables with id_policy ``error``); on CUDA an
             asynchronous device-side assert, no host sync; False trusts the ids (see ``recframe.embedding.ids``).
+        output_dtype: ``fp32`` (default: the output is always fp32) or ``auto``: in autocast's dtype where
+            autocast is on for the batch's device (``output_dtype_now``), else fp32. The values are those of
+            the fp32 output cast to that dtype, bit for bit (the sums are fp32, rounded once), and the
+            gradient arrives in that dtype: the triton kernels write and read it directly (no cast kernels,
+            half the gradient bytes); other backends and the ``lookup_hook`` are cast after.
 
     Example:
         >>> ebc = EmbeddingBagCollection(
@@ -236,8 +241,10 @@ class EmbeddingBagCollection(_TableCollection):
     """
 
     def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, backend: Backend = Backend.auto,
-                 device: torch.device | str | None = None, check_ids: bool = True) -> None:
+                 device: torch.device | str | None = None, check_ids: bool = True,
+                 output_dtype: OutputDtype = OutputDtype.fp32) -> None:
         super().__init__(tables, optimizer, backend, device, check_ids, sequence=False)
+        self.output_dtype = OutputDtype(output_dtype)
         self.feature_dims = [t.embedding_dim for t in self.tables for _ in t.feature_names]
         column = {}  # feature -> (group, first column, end column) in that group's output
         for g, features in enumerate(self._group_features):
@@ -266,22 +273,46 @@ class EmbeddingBagCollection(_TableCollection):
             features: the batch; must contain every feature of the tables (other keys are ignored).
 
         Returns:
-            ``[batch, sum of dims]`` fp32 embeddings, keys = feature names in table order.
+            ``[batch, sum of dims]`` embeddings in ``output_dtype_now`` (fp32 unless ``output_dtype`` is ``auto``
+            and autocast is on), keys = feature names in table order.
         """
         parts = self._split(features)
         batch = features.stride()
+        dtype = output_dtype_now(self.output_dtype, features.device())
         if batch == 0:
-            values = torch.zeros(0, sum(self.feature_dims), device=features.device())
+            values = torch.zeros(0, sum(self.feature_dims), device=features.device(), dtype=dtype)
         else:
             hook = self.lookup_hook
-            outs = [kernel(*prep(part)) if hook is None else hook(g, *prep(part))
+            outs = [kernel(*prep(part), output_dtype=dtype) if hook is None else hook(g, *prep(part))
                     for g, (kernel, prep, part) in enumerate(zip(self.kernels, self.inputs, parts, strict=True))]
             if len(self._runs) == 1:
                 g, lo, hi = self._runs[0]
                 values = outs[g] if (lo, hi) == (0, outs[g].shape[1]) else outs[g][:, lo:hi]
             else:
                 values = torch.cat([outs[g][:, lo:hi] for g, lo, hi in self._runs], dim=1)
+            if values.dtype != dtype:  # the hook's fp32 output (replicas): cast, the same values
+                values = values.to(dtype)
         return self._layout.with_values(values)
+
+
+def output_dtype_now(output_dtype: OutputDtype, device: torch.device) -> torch.dtype:
+    """The dtype a pooled collection set to ``output_dtype`` returns now for a batch on ``device``.
+
+    Args:
+        output_dtype: ``fp32``, or ``auto`` (autocast's dtype where autocast is on for the device type).
+        device: the batch's device.
+
+    Example:
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     output_dtype_now(OutputDtype.auto, torch.device("cpu")), output_dtype_now("fp32", torch.device("cpu"))
+        (torch.bfloat16, torch.float32)
+        >>> output_dtype_now(OutputDtype.auto, torch.device("cpu"))
+        torch.float32
+    """
+    if (output_dtype == OutputDtype.auto and torch.amp.is_autocast_available(device.type)
+            and torch.is_autocast_enabled(device.type)):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
 
 
 class EmbeddingCollection(_TableCollection):

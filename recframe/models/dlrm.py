@@ -326,7 +326,8 @@ def build_dlrm(node: Any, context: ModelContext) -> DLRM:
                 dropout=node.dropout)
 
 
-@register_model("dlrm_dcn", schema=DLRMDCNConfig, check=lambda node, ctx: _bottom_mlp_problems(node, ctx, dot=False))
+@register_model("dlrm_dcn", schema=DLRMDCNConfig, check=lambda node, ctx: _bottom_mlp_problems(node, ctx, dot=False),
+                pooled_in_autocast_dtype=True)  # its cross net reads them in autocast's dtype (``in_autocast_dtype``)
 def build_dlrm_dcn(node: Any, context: ModelContext) -> DLRM_DCN:
     """DLRM-DCNv2 from its config node (``DLRMDCNConfig``)."""
     return DLRM_DCN(embeddings=context.embeddings(None), num_dense_features=context.num_dense_features,

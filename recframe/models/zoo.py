@@ -85,12 +85,17 @@ class ModelEntry:
         build: ``(config node, context) -> model``.
         check: ``(config node, context) -> problems`` of the model's own keys (none: no check).
         retrieval: trained with the in-batch retrieval objective on retrieval data (else CTR).
+        pooled_in_autocast_dtype: the model's first use of its pooled embeddings (``embeddings``, not
+            ``wide_embeddings``) is a cast to autocast's dtype under autocast, so ``tables.output_dtype=auto``
+            lets the collection write them in that dtype (the same numbers, no cast kernels); models that use
+            them in fp32 (an FM's sums of squares) keep fp32 outputs.
     """
 
     schema: type
     build: Callable[[Any, ModelContext], nn.Module]
     check: Callable[[Any, CheckContext], list[ConfigProblem]] | None = None
     retrieval: bool = False
+    pooled_in_autocast_dtype: bool = False
 
     def problems(self, node: Any, context: CheckContext) -> list[ConfigProblem]:
         """The model's own config problems (none without a check)."""
@@ -101,7 +106,8 @@ MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, schema: type, check: Callable[[Any, CheckContext], list[ConfigProblem]] | None = None,
-                   retrieval: bool = False) -> Callable[[Callable[[Any, ModelContext], nn.Module]], Any]:
+                   retrieval: bool = False, pooled_in_autocast_dtype: bool = False,
+                   ) -> Callable[[Callable[[Any, ModelContext], nn.Module]], Any]:
     """Register the decorated builder as model ``name`` (``model.name`` in configs).
 
     Args:
@@ -109,13 +115,15 @@ def register_model(name: str, schema: type, check: Callable[[Any, CheckContext],
         schema: its config dataclass.
         check: its config check (None: none).
         retrieval: trained with the retrieval objective.
+        pooled_in_autocast_dtype: see ``ModelEntry``.
 
     Example:
         >>> @register_model("my_model", schema=TaskConfig)  # doctest: +SKIP
         ... def build(node, ctx): return MyModel(ctx.embeddings(None), ctx.num_dense_features)
     """
     def decorate(build: Callable[[Any, ModelContext], nn.Module]) -> Callable[[Any, ModelContext], nn.Module]:
-        MODELS.add(name, ModelEntry(schema=schema, build=build, check=check, retrieval=retrieval))
+        MODELS.add(name, ModelEntry(schema=schema, build=build, check=check, retrieval=retrieval,
+                                    pooled_in_autocast_dtype=pooled_in_autocast_dtype))
         return build
 
     return decorate

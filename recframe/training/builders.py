@@ -17,10 +17,12 @@ from recframe.data.source import DataSource
 from recframe.embedding.config import TableConfig
 from recframe.training.datamodule import RecDataModule
 from recframe.training.objectives import CTRObjective, Objective, RetrievalObjective
+from recframe.vocab import OutputDtype
 
 
 def build_collection(cfg: DictConfig, features: list[str] | None = None,
-                     tables: list[TableConfig] | None = None, device: str | None = None) -> nn.Module:
+                     tables: list[TableConfig] | None = None, device: str | None = None,
+                     output_dtype: OutputDtype = OutputDtype.fp32) -> nn.Module:
     """An EmbeddingBagCollection with the fused sparse optimizer.
 
     Args:
@@ -28,13 +30,15 @@ def build_collection(cfg: DictConfig, features: list[str] | None = None,
         features: keep only the tables serving these features (None: all tables).
         tables: the tables to build (None: the config's).
         device: where the tables live; ``"meta"`` builds them without memory (to be sharded).
+        output_dtype: the collection's ``output_dtype`` (``build_model`` resolves ``tables.output_dtype``).
     """
     from recframe.embedding import EmbeddingBagCollection
 
     chosen = tables if tables is not None else table_configs(cfg)
     if features is not None:
         chosen = [t for t in chosen if set(t.feature_names) & set(features)]
-    return EmbeddingBagCollection(chosen, sparse_optimizer(cfg), backend=cfg.tables.backend, device=device)
+    return EmbeddingBagCollection(chosen, sparse_optimizer(cfg), backend=cfg.tables.backend, device=device,
+                                  output_dtype=output_dtype)
 
 
 def build_model(cfg: DictConfig, embedding_device: str | None = None) -> nn.Module:
@@ -47,13 +51,18 @@ def build_model(cfg: DictConfig, embedding_device: str | None = None) -> nn.Modu
     from recframe.models import MODELS, ModelContext, wide_tables
 
     run_tasks = tasks(cfg)
+    entry = MODELS[cfg.model.name]
+    # tables.output_dtype=auto: autocast's dtype for the models that read their pooled embeddings in it (ModelEntry)
+    pooled_dtype = OutputDtype.auto if (cfg.tables.output_dtype == OutputDtype.auto
+                                        and entry.pooled_in_autocast_dtype) else OutputDtype.fp32
     context = ModelContext(
         num_dense_features=len(cfg.features.dense), tasks=run_tasks,
-        embeddings=lambda features: build_collection(cfg, features, device=embedding_device),
+        embeddings=lambda features: build_collection(cfg, features, device=embedding_device,
+                                                     output_dtype=pooled_dtype),
         wide_embeddings=lambda out: build_collection(cfg, tables=wide_tables(table_configs(cfg), out_features=out),
                                                      device=embedding_device),
     )
-    return MODELS[cfg.model.name].build(cfg.model, context)
+    return entry.build(cfg.model, context)
 
 
 def build_objective(cfg: DictConfig) -> Objective:

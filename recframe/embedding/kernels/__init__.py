@@ -3,8 +3,9 @@
 A kernel takes the flat ids of its features (feature-major, each feature's ids already mapped
 into ``[0, num_embeddings)`` of its table), the bag offsets ``[num_features * batch + 1]`` and
 optional per-id weights, and returns ``[batch, sum of feature dims]`` (pooled kernels: a weighted
-sum per bag; mean pooling is done by the caller through the weights) or ``[num_ids, dim]``
-(sequence kernels). Its backward applies the group's sparse optimizer to the touched rows:
+sum per bag in fp32, returned in ``output_dtype``: fp32 by default, autocast's dtype when the
+collection asks; mean pooling is done by the caller through the weights) or ``[num_ids, dim]``
+fp32 (sequence kernels). Its backward applies the group's sparse optimizer to the touched rows:
 nothing else is called by a training loop. Backends and the grouping policy: ``select.py``.
 
 Example:
@@ -54,8 +55,10 @@ class GroupSpec:
 class EmbeddingKernel(Protocol):
     """The interface every backend's kernel module offers (see the module docstring)."""
 
-    def __call__(self, indices: torch.Tensor, offsets: torch.Tensor,
-                 per_sample_weights: torch.Tensor | None) -> torch.Tensor: ...
+    def __call__(self, indices: torch.Tensor, offsets: torch.Tensor, per_sample_weights: torch.Tensor | None,
+                 output_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The lookup; a pooled output in ``output_dtype`` (the fp32 sums rounded once to it), its gradient too."""
+        ...
 
     def table_weight(self, index: int) -> torch.Tensor:
         """A ``[num_embeddings, dim]`` view of table ``index``'s storage (its dtype is the weight dtype)."""

@@ -179,20 +179,24 @@ class FbgemmEmbeddingKernel(nn.Module):
         """The wrapped fbgemm module."""
         return self._tbe[0]
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
-                per_sample_weights: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, per_sample_weights: torch.Tensor | None,
+                output_dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Look up the group's features (see ``recframe.embedding.kernels``).
 
         Args:
             indices: int64 ids, feature-major, each in its table's range.
             offsets: int64 ``[num_features * batch + 1]`` bag boundaries.
             per_sample_weights: float per-id weights (pooled kernels only) or None.
+            output_dtype: the output's dtype: the TBE's fp32 output cast to it (the TBE's own
+                ``output_dtype`` is fixed when it is built, and the choice here follows autocast per call).
         """
         weights = None if per_sample_weights is None else per_sample_weights.float()
         if len(self.feature_ranges) == 1 or not torch.is_grad_enabled():
-            return self.tbe(indices, offsets, per_sample_weights=weights)
-        anchor = torch.empty(0, requires_grad=True)
-        return _ConcurrentUpdate.apply(anchor, self, indices, offsets, weights)
+            out = self.tbe(indices, offsets, per_sample_weights=weights)
+        else:
+            anchor = torch.empty(0, requires_grad=True)
+            out = _ConcurrentUpdate.apply(anchor, self, indices, offsets, weights)
+        return out if out.dtype == output_dtype else out.to(output_dtype)
 
     def part_inputs(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
                     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -48,21 +48,23 @@ class TorchEmbeddingKernel(StackedTables):
         self.single_table = len(spec.tables) == 1
 
     # ---- the EmbeddingKernel interface --------------------------------------------------------
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
-                per_sample_weights: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, per_sample_weights: torch.Tensor | None,
+                output_dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Look up the group's features (see ``recframe.embedding.kernels``).
 
         Args:
             indices: int64 ids, feature-major, each in its table's range.
             offsets: int64 ``[num_features * batch + 1]`` bag boundaries.
             per_sample_weights: float per-id weights (pooled kernels only) or None.
+            output_dtype: the pooled output's dtype (the fp32 sums cast to it; sequence kernels: fp32 only).
 
         Returns:
-            ``[batch, num_features * dim]`` fp32 (pooled) or ``[num_ids, dim]`` fp32 (sequence).
+            ``[batch, num_features * dim]`` in ``output_dtype`` (pooled) or ``[num_ids, dim]`` fp32 (sequence).
         """
         rows = self._global_rows(indices, offsets)
         anchor = torch.empty(0, device=self.weight.device, requires_grad=torch.is_grad_enabled())
-        return _FusedLookup.apply(anchor, self, rows, offsets, per_sample_weights)
+        out = _FusedLookup.apply(anchor, self, rows, offsets, per_sample_weights)
+        return out if out.dtype == output_dtype else out.to(output_dtype)
 
     # ---- internals ----------------------------------------------------------------------------
     def _global_rows(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

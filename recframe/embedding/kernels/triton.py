@@ -121,32 +121,41 @@ class TritonEmbeddingKernel(StackedTables):
                                      and spec.optimizer.name not in USES_STEP and graphs_allowed())
 
     # ---- the EmbeddingKernel interface --------------------------------------------------------
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor,
-                per_sample_weights: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, per_sample_weights: torch.Tensor | None,
+                output_dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Look up the group's features (see ``recframe.embedding.kernels``).
 
         Args:
             indices: int64 ids, feature-major, each in its table's range.
             offsets: int64 ``[num_features * batch + 1]`` bag boundaries.
             per_sample_weights: float per-id weights (pooled kernels only) or None.
+            output_dtype: the pooled output's dtype (fp32, bf16 or fp16): the fp32 sums are stored rounded to
+                nearest even, and the backward reads the gradient in that dtype (sequence kernels: fp32 only).
 
         Returns:
-            ``[batch, num_features * dim]`` fp32 (pooled) or ``[num_ids, dim]`` fp32 (sequence).
+            ``[batch, num_features * dim]`` in ``output_dtype`` (pooled) or ``[num_ids, dim]`` fp32 (sequence).
         """
         weights = None
         if per_sample_weights is not None and self.spec.pooled:
             weights = per_sample_weights.float().contiguous()
             if weights.data_ptr() % 16:  # a slice of the batch's weights: aligned, a graph can read it by address
                 weights = weights.clone()
-        return _FusedLookup.apply(self._anchor, self, indices.contiguous(), offsets.contiguous(), weights)
+        if self.spec.pooled and output_dtype not in _kernels().TL_DTYPES:
+            raise ValueError(f"triton backend: pooled output dtype {output_dtype} is not one of "
+                             f"{list(_kernels().TL_DTYPES)}")
+        dtype = output_dtype if self.spec.pooled else torch.float32
+        out = _FusedLookup.apply(self._anchor, self, indices.contiguous(), offsets.contiguous(), weights, dtype)
+        return out if out.dtype == output_dtype else out.to(output_dtype)
 
     # ---- internals ----------------------------------------------------------------------------
     def lookup(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
-               training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Claim | None]:
+               training: bool, output_dtype: torch.dtype = torch.float32,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Claim | None]:
         """The forward launch: ``(output, keys, grad rows, claim)`` (grad rows: pooled only; see ``triton_kernels``).
 
         ``training``: a backward will follow, so a repeated shape writes keys and grad rows into its graph's
-        buffers (``claim`` is then not None).
+        buffers (``claim`` is then not None). ``output_dtype``: the pooled output's (and so its gradient's) dtype;
+        graphs are kept per gradient dtype.
         """
         k = _kernels()
         num_ids, num_bags = indices.numel(), offsets.numel() - 1
@@ -157,7 +166,8 @@ class TritonEmbeddingKernel(StackedTables):
         device = indices.device
         claim = None
         if training and self.graphs.enabled:  # (the fingerprint costs a few data_ptr calls: only when it is used)
-            claim = self.graphs.claim(num_ids, weights is not None, self._fingerprint(), self._new_entry)
+            claim = self.graphs.claim(num_ids, weights is not None, self._fingerprint(), self._new_entry,
+                                      output_dtype)
         if claim is not None:
             keys, grad_rows = claim.entry.keys, claim.entry.grad_rows
         else:
@@ -170,7 +180,7 @@ class TritonEmbeddingKernel(StackedTables):
                     indices, offsets, self.feature_row_start, self.weight, out, keys, num_ids, batch,
                     self.num_features, self.dim, BLOCK_B=BLOCK_BAGS, BLOCK_D=self.block_dim, num_warps=FORWARD_WARPS)
             return out, keys, None, claim
-        out = torch.empty(batch, self.num_features * self.dim, device=device)
+        out = torch.empty(batch, self.num_features * self.dim, device=device, dtype=output_dtype)
         k.pooled_forward[(-(-num_bags // BLOCK_BAGS),)](
             indices, offsets, indices if weights is None else weights, self.feature_row_start, self.weight, out,
             keys, grad_rows, num_bags, batch, self.num_features, self.dim,
@@ -180,18 +190,19 @@ class TritonEmbeddingKernel(StackedTables):
     def apply_gradient(self, keys: torch.Tensor, grad_rows: torch.Tensor | None, weights: torch.Tensor | None,
                        grad_out: torch.Tensor, claim: Claim | None = None) -> None:
         """Sort the lookups by row, sum each row's gradients and apply the optimizer (replayed from a graph
-        where the forward claimed one, else launched)."""
+        where the forward claimed one, else launched). ``grad_out`` in any of ``TL_DTYPES``, read as it is."""
         self.step += 1
         if keys.numel() == 0:
             return
-        grad = grad_out.float().contiguous()
+        grad = grad_out.contiguous()  # a 16-bit gradient stays 16-bit: the kernels convert rows after loading
         if claim is not None:
             entry = claim.entry
             launch = functools.partial(self._update, entry.keys, entry.grad_rows,
-                                       entry.weights_at if weights is not None else None, entry.grad_at, True)
+                                       entry.weights_at if weights is not None else None, entry.grad_at, True,
+                                       entry.grad_dtype)
             if self.graphs.run(claim, grad, weights, self._fingerprint(), launch):
                 return
-        self._update(keys, grad_rows, weights, grad, False)
+        self._update(keys, grad_rows, weights, grad, False, grad.dtype)
 
     def _fingerprint(self) -> tuple:
         """What a captured backward bakes in: the storage's addresses and the optimizer's settings."""
@@ -199,19 +210,20 @@ class TritonEmbeddingKernel(StackedTables):
         return (self.weight.data_ptr(), *(getattr(self, name).data_ptr() for name in self.state_names),
                 opt.lr, opt.eps, opt.weight_decay, opt.weight_decay_mode, tuple(opt.betas))
 
-    def _new_entry(self, num_lookups: int, weighted: bool) -> Entry:
+    def _new_entry(self, num_lookups: int, weighted: bool, grad_dtype: torch.dtype) -> Entry:
         """The static buffers of a shape's graph (``triton_graphs.Entry``)."""
         device = self.weight.device
         address = functools.partial(torch.zeros, 1, dtype=torch.int64, device=device)
         return Entry(keys=torch.empty(num_lookups, dtype=self.key_dtype, device=device),
                      grad_rows=torch.empty(num_lookups, dtype=torch.int32, device=device) if self.spec.pooled else None,
-                     grad_at=address(), weights_at=address() if weighted else None)
+                     grad_at=address(), weights_at=address() if weighted else None, grad_dtype=grad_dtype)
 
     def _update(self, keys: torch.Tensor, grad_rows: torch.Tensor | None, weights: torch.Tensor | None,
-                grad: torch.Tensor, indirect: bool) -> None:
+                grad: torch.Tensor, indirect: bool, grad_dtype: torch.dtype) -> None:
         """The backward's launches: sort, partial sums of long segments, sums + optimizer per row.
 
-        ``indirect``: ``weights`` and ``grad`` are int64 tensors holding the addresses (a graph's inputs).
+        ``indirect``: ``weights`` and ``grad`` are int64 tensors holding the addresses (a graph's inputs);
+        ``grad_dtype``: the output gradient's dtype (the kernels load it so and sum in fp32).
         """
         opt, k = self.spec.optimizer, _kernels()
         num_lookups = keys.numel()
@@ -221,7 +233,7 @@ class TritonEmbeddingKernel(StackedTables):
         pooled = self.spec.pooled
         dummy = order  # stands for the pointers a configuration does not read
         common = dict(POOLED=pooled, HAS_WEIGHTS=weights is not None, INDIRECT=indirect, BLOCK=BLOCK_LOOKUPS,
-                      BLOCK_D=self.block_dim, num_warps=BACKWARD_WARPS)
+                      BLOCK_D=self.block_dim, GRAD_DTYPE=k.TL_DTYPES[grad_dtype], num_warps=BACKWARD_WARPS)
         sources = (sorted_keys, order, grad_rows if pooled else dummy, dummy if weights is None else weights, grad)
         k.segment_partials[(num_blocks,)](*sources, partials, num_lookups, self.dim, **common)
         decay = None if opt.weight_decay == 0 else opt.weight_decay_mode
@@ -239,16 +251,16 @@ class _FusedLookup(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, anchor: torch.Tensor, kernel: TritonEmbeddingKernel, indices: torch.Tensor,  # noqa: ANN001
-                offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+                offsets: torch.Tensor, weights: torch.Tensor | None, output_dtype: torch.dtype) -> torch.Tensor:
         training = ctx.needs_input_grad[0]
-        out, keys, grad_rows, claim = kernel.lookup(indices, offsets, weights, training)
+        out, keys, grad_rows, claim = kernel.lookup(indices, offsets, weights, training, output_dtype)
         ctx.kernel, ctx.claim = kernel, claim
         if training:
             ctx.save_for_backward(keys, grad_rows, weights)
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[None, None, None, None, None]:  # noqa: ANN001
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[None, None, None, None, None, None]:  # noqa: ANN001
         keys, grad_rows, weights = ctx.saved_tensors
         ctx.kernel.apply_gradient(keys, grad_rows, weights, grad_out, ctx.claim)
-        return None, None, None, None, None
+        return None, None, None, None, None, None

@@ -6,7 +6,9 @@ backward is ~10 launches (the sort's cub kernels and memsets, two Triton launche
 
 How (``BackwardGraphs``, one per kernel):
 
-- A *shape* is ``(number of lookups, weighted)``. A forward that will be trained (autograd on)
+- A *shape* is ``(number of lookups, weighted, gradient dtype)`` (the gradient's dtype is the
+  output's: fp32, or autocast's bf16/fp16; the kernels load it in that dtype, so a graph captured
+  for one never replays on another). A forward that will be trained (autograd on)
   asks ``claim``; a shape trained twice in a row (by this kernel) gets an ``Entry``: static
   buffers that the forward writes its keys and gradient rows into, and one-element int64 tensors
   that hold the addresses of the output gradient and the per-id weights, which change every
@@ -39,7 +41,7 @@ off for it (for debugging; the results are the same).
 
 Example:
     >>> graphs = BackwardGraphs(enabled=False)  # on CPU: never claims, every backward is eager
-    >>> graphs.claim(10, False, (), lambda n, weighted: None) is None
+    >>> graphs.claim(10, False, (), lambda n, weighted, dtype: None) is None
     True
 """
 
@@ -78,12 +80,14 @@ class Entry:
         grad_rows: the output-gradient row of each lookup (pooled kernels), written by the forward.
         grad_at: int64 ``[1]``, the address of the output gradient (set before each replay).
         weights_at: int64 ``[1]``, the address of the per-id weights (weighted shapes), else None.
+        grad_dtype: the dtype of the output gradient at ``grad_at`` (the captured kernels load it so).
     """
 
     keys: torch.Tensor
     grad_rows: torch.Tensor | None
     grad_at: torch.Tensor
     weights_at: torch.Tensor | None
+    grad_dtype: torch.dtype = torch.float32
     graph: torch.cuda.CUDAGraph | None = None
     owner: weakref.ref | None = None  # the live Claim on the buffers, if any
     generation: int = 0  # claims handed out so far
@@ -114,8 +118,8 @@ class BackwardGraphs:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._entries: dict[tuple[int, bool], Entry] = {}
-        self._last_shape: tuple[int, bool] | None = None
+        self._entries: dict[tuple[int, bool, torch.dtype], Entry] = {}
+        self._last_shape: tuple[int, bool, torch.dtype] | None = None
         self._pool = None
         self._stream: torch.cuda.Stream | None = None
 
@@ -130,7 +134,8 @@ class BackwardGraphs:
         self.__init__(state["enabled"])
 
     def claim(self, num_lookups: int, weighted: bool, fingerprint: tuple,
-              new_entry: Callable[[int, bool], Entry]) -> Claim | None:
+              new_entry: Callable[[int, bool, torch.dtype], Entry], grad_dtype: torch.dtype = torch.float32,
+              ) -> Claim | None:
         """A claim on the static buffers of this shape, or None (eager: fresh buffers, no graph).
 
         Args:
@@ -139,10 +144,11 @@ class BackwardGraphs:
             fingerprint: what a graph bakes in: the table storage's addresses and the optimizer's settings;
                 a change drops every graph before the forward writes any buffer.
             new_entry: builds the entry of a shape the first time it is trained twice in a row.
+            grad_dtype: the dtype the output gradient will have (the output's): part of the shape.
         """
         if not self.enabled or not 0 < num_lookups <= MAX_LOOKUPS:
             return None
-        shape, last = (num_lookups, weighted), self._last_shape
+        shape, last = (num_lookups, weighted, grad_dtype), self._last_shape
         self._last_shape = shape
         entry = self._entries.get(shape)
         if entry is not None and entry.fingerprint != fingerprint:
@@ -154,7 +160,7 @@ class BackwardGraphs:
         if entry is None:
             if shape != last or len(self._entries) >= MAX_GRAPHS:
                 return None  # shapes that do not repeat step after step (random bag sizes) stay eager
-            entry = self._entries[shape] = new_entry(num_lookups, weighted)
+            entry = self._entries[shape] = new_entry(num_lookups, weighted, grad_dtype)
             entry.fingerprint = fingerprint
         if entry.owner is not None and entry.owner() is not None:
             return None  # its buffers hold another forward's lookups, not yet backpropagated
@@ -166,7 +172,8 @@ class BackwardGraphs:
 
         Args:
             claim: what the forward got from ``claim``.
-            grad: the fp32 output gradient (its address goes to the graph).
+            grad: the output gradient, in the claimed shape's dtype (its address goes to the graph; another dtype
+                runs eagerly).
             weights: the fp32 per-id weights (weighted shapes), else None.
             fingerprint: as for ``claim``, now (a change since the forward drops every graph).
             launch: the backward's launches reading the entry's buffers (``INDIRECT``), to capture.
@@ -182,7 +189,8 @@ class BackwardGraphs:
                 "collection with RECFRAME_CUDA_GRAPHS=0 set for this use")
         entry.owner = None
         grad_address, weights_address = grad.data_ptr(), 0 if weights is None else weights.data_ptr()
-        if entry.dropped or grad_address % 16 or weights_address % 16 or _capturing():
+        if (entry.dropped or grad.dtype != entry.grad_dtype or grad_address % 16 or weights_address % 16
+                or _capturing()):
             return False  # (the kernels read the addresses as 16-byte aligned, like tensor arguments)
         if entry.fingerprint != fingerprint:
             log.info("triton backward graphs dropped: the table storage or optimizer settings changed")

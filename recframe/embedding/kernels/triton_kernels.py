@@ -5,7 +5,8 @@ its row there (``table row start + id``). Three phases per training step:
 
 1. ``pooled_forward`` / ``sequence_forward``: one launch for all features of the group. Pooled:
    each program sums the rows of ``BLOCK_B`` bags (weights optional) in fp32 and writes them to
-   ``out[sample, feature * dim:(feature + 1) * dim]``; sequence: each program copies ``BLOCK_B``
+   ``out[sample, feature * dim:(feature + 1) * dim]`` in ``out``'s dtype (fp32, or autocast's bf16/fp16:
+   rounded once to nearest even, as a cast of the fp32 output would be); sequence: each program copies ``BLOCK_B``
    rows. They also write every lookup's key and (pooled) the row of ``grad_out`` (seen as
    ``[batch * num_features, dim]``) that its gradient comes from, also without autograd: 8 bytes per
    lookup, and Triton 3.6 failed to compile the pooled kernel without those stores ("mask type
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 import triton
 import triton.language as tl
 
@@ -47,6 +49,8 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Optimizer codes (the OPT constexpr of update_rows).
 OPTIMIZER_CODES = {OptimizerName.sgd: 0, OptimizerName.adagrad: 1, OptimizerName.rowwise_adagrad: 2,
                    OptimizerName.adam: 3, OptimizerName.rowwise_adam: 4, OptimizerName.lamb: 5}
+# The output (and output gradient) dtypes the kernels read and write: the GRAD_DTYPE constexpr.
+TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 # Weight decay codes (the DECAY constexpr): none (None), l2 (added to the gradient), decoupled (shrinks the weight).
 DECAY_CODES = {None: 0, WeightDecayMode.l2: 1, WeightDecayMode.decoupled: 2}
 
@@ -77,7 +81,8 @@ def pooled_forward(indices_ptr, offsets_ptr, weights_ptr, row_start_ptr, weight_
         acc += values
         tl.store(keys_ptr + position, rows, mask=take)
         tl.store(grad_rows_ptr + position, out_row, mask=take)
-    tl.store(out_ptr + out_row[:, None] * dim + cols[None, :], acc, mask=bag_ok[:, None] & col_ok[None, :])
+    tl.store(out_ptr + out_row[:, None] * dim + cols[None, :], _round(acc, out_ptr.dtype.element_ty),
+             mask=bag_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
@@ -99,14 +104,14 @@ def sequence_forward(indices_ptr, offsets_ptr, row_start_ptr, weight_ptr, out_pt
 
 
 @triton.jit
-def _source(ptr, INDIRECT: tl.constexpr):
-    """``ptr``, or with ``INDIRECT`` the fp32 pointer whose address ``ptr`` (an int64 tensor) holds (CUDA graphs).
+def _source(ptr, INDIRECT: tl.constexpr, DTYPE: tl.constexpr):
+    """``ptr``, or with ``INDIRECT`` the ``DTYPE`` pointer whose address ``ptr`` (an int64 tensor) holds (CUDA graphs).
 
     The address is 16-byte aligned (the caller checks), as Triton assumes of tensor arguments: told so, the
     compiler picks the same vector widths and layouts as for a direct pointer, so sums come out bit for bit
     the same on both paths."""
     if INDIRECT:
-        return tl.multiple_of(tl.load(ptr).to(tl.pointer_type(tl.float32)), 16)
+        return tl.multiple_of(tl.load(ptr).to(tl.pointer_type(DTYPE)), 16)
     else:
         return ptr
 
@@ -114,14 +119,15 @@ def _source(ptr, INDIRECT: tl.constexpr):
 @triton.jit
 def _lookup_grads(order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, position, take, cols, col_ok, dim,
                   POOLED: tl.constexpr, HAS_WEIGHTS: tl.constexpr):
-    """The gradients ``[len(position), BLOCK_D]`` of the sorted lookups at ``position`` (zero where not ``take``)."""
+    """The fp32 gradients ``[len(position), BLOCK_D]`` of the sorted lookups at ``position`` (zero where not
+    ``take``); ``grad_ptr`` may point to 16-bit values (autocast's output): converted after the load."""
     source = tl.load(order_ptr + position, mask=take, other=0)
     if POOLED:
         grad_row = tl.load(grad_rows_ptr + source, mask=take, other=0).to(tl.int64)
     else:
         grad_row = source.to(tl.int64)
     grads = tl.load(grad_ptr + grad_row[:, None] * dim + cols[None, :], mask=take[:, None] & col_ok[None, :],
-                    other=0.0)
+                    other=0.0).to(tl.float32)
     if HAS_WEIGHTS:
         grads = grads * tl.load(weights_ptr + source, mask=take, other=0.0).to(tl.float32)[:, None]
     return grads
@@ -142,14 +148,15 @@ def _round(value, dtype: tl.constexpr):
 @triton.jit
 def segment_partials(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, partial_ptr, num_lookups, dim,
                      POOLED: tl.constexpr, HAS_WEIGHTS: tl.constexpr, INDIRECT: tl.constexpr, BLOCK: tl.constexpr,
-                     BLOCK_D: tl.constexpr):
+                     BLOCK_D: tl.constexpr, GRAD_DTYPE: tl.constexpr):
     """For a block that begins inside a segment started in an earlier block: the sum of that segment's
     gradients over this block's positions, into ``partial[block]`` (left unwritten for other blocks).
 
-    With ``INDIRECT``, ``grad_ptr`` and ``weights_ptr`` are int64 tensors holding the addresses (``_source``)."""
-    grad_ptr = _source(grad_ptr, INDIRECT)
+    With ``INDIRECT``, ``grad_ptr`` and ``weights_ptr`` are int64 tensors holding the addresses (``_source``);
+    ``GRAD_DTYPE``: the output gradient's dtype (fp32, or autocast's bf16/fp16: loaded so, summed in fp32)."""
+    grad_ptr = _source(grad_ptr, INDIRECT, GRAD_DTYPE)
     if HAS_WEIGHTS:
-        weights_ptr = _source(weights_ptr, INDIRECT)
+        weights_ptr = _source(weights_ptr, INDIRECT, tl.float32)
     block = tl.program_id(0)
     first = block * BLOCK
     key = tl.load(keys_ptr + first)
@@ -169,16 +176,17 @@ def segment_partials(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, 
 def update_rows(keys_ptr, order_ptr, grad_rows_ptr, weights_ptr, grad_ptr, partial_ptr, weight_ptr, state1_ptr,
                 state2_ptr, num_lookups, num_blocks, dim, lr, eps, weight_decay, beta1, beta2, bias1, bias2,
                 OPT: tl.constexpr, DECAY: tl.constexpr, POOLED: tl.constexpr, HAS_WEIGHTS: tl.constexpr,
-                INDIRECT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PARTIALS: tl.constexpr):
+                INDIRECT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PARTIALS: tl.constexpr,
+                GRAD_DTYPE: tl.constexpr):
     """Sum the gradients of every segment that starts in this block and apply the optimizer to its row.
 
     ``bias1, bias2`` are ``1 - beta1^t, 1 - beta2^t`` (adam, rowwise_adam, lamb); ``state1/state2``
     are momentum1/momentum2 (per element, or per row for rowwise_adagrad's momentum1 and
-    rowwise_adam's momentum2). ``INDIRECT``: as in ``segment_partials``.
+    rowwise_adam's momentum2). ``INDIRECT``, ``GRAD_DTYPE``: as in ``segment_partials``.
     """
-    grad_ptr = _source(grad_ptr, INDIRECT)
+    grad_ptr = _source(grad_ptr, INDIRECT, GRAD_DTYPE)
     if HAS_WEIGHTS:
-        weights_ptr = _source(weights_ptr, INDIRECT)
+        weights_ptr = _source(weights_ptr, INDIRECT, tl.float32)
     block = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     position = block * BLOCK + offs

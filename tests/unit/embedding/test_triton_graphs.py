@@ -38,17 +38,18 @@ def graphs(monkeypatch: pytest.MonkeyPatch) -> BackwardGraphs:
     return BackwardGraphs(enabled=True)
 
 
-def new_entry(num_lookups: int, weighted: bool) -> Entry:
+def new_entry(num_lookups: int, weighted: bool, grad_dtype: torch.dtype) -> Entry:
     rows = torch.empty(num_lookups, dtype=torch.int32)
     return Entry(keys=rows, grad_rows=rows.clone(), grad_at=torch.zeros(1, dtype=torch.int64),
-                 weights_at=torch.zeros(1, dtype=torch.int64) if weighted else None)
+                 weights_at=torch.zeros(1, dtype=torch.int64) if weighted else None, grad_dtype=grad_dtype)
 
 
 FP = (1, 2, 0.01)  # a kernel's fingerprint: storage addresses and optimizer settings
 
 
-def claim(graphs: BackwardGraphs, size: int, weighted: bool = False, fingerprint: tuple = FP):  # noqa: ANN201
-    return graphs.claim(size, weighted, fingerprint, new_entry)
+def claim(graphs: BackwardGraphs, size: int, weighted: bool = False, fingerprint: tuple = FP,  # noqa: ANN201
+          grad_dtype: torch.dtype = torch.float32):
+    return graphs.claim(size, weighted, fingerprint, new_entry, grad_dtype)
 
 
 def run(graphs: BackwardGraphs, handed, grad=None, weights=None, fingerprint: tuple = FP,  # noqa: ANN001
@@ -128,7 +129,7 @@ def test_a_new_fingerprint_drops_every_graph_before_the_forward_writes(graphs: B
     for size in (4, 5):
         claim(graphs, size)
         assert run(graphs, claim(graphs, size))
-    old = graphs._entries[(4, False)]
+    old = graphs._entries[(4, False, torch.float32)]
     assert claim(graphs, 4, fingerprint=(7, 2, 0.01)) is None  # eager, and the old buffers are not handed out
     assert old.dropped and old.graph is None and not graphs._entries
     assert claim(graphs, 5, fingerprint=(7, 2, 0.01)) is None  # shapes are counted anew
@@ -141,6 +142,26 @@ def test_a_fingerprint_changed_between_forward_and_backward_runs_eagerly(graphs:
     handed = claim(graphs, 4)
     assert not run(graphs, handed, fingerprint=(1, 2, 0.02))  # lr changed after the forward
     assert handed.entry.dropped
+
+
+def test_graphs_are_kept_per_gradient_dtype(graphs: BackwardGraphs) -> None:
+    """A graph captured for an fp32 gradient never replays on a bf16 one (the kernels load the gradient in the
+    dtype they were captured for), nor the other way round."""
+    claim(graphs, 4)
+    fp32 = claim(graphs, 4)
+    assert fp32 is not None and fp32.entry.grad_dtype == torch.float32
+    assert run(graphs, fp32, grad=torch.zeros(4, 8))
+    assert claim(graphs, 4, grad_dtype=torch.bfloat16) is None  # another shape, seen once: eager
+    bf16 = claim(graphs, 4, grad_dtype=torch.bfloat16)
+    assert bf16 is not None and bf16.entry is not fp32.entry and bf16.entry.grad_dtype == torch.bfloat16
+    launched = []
+    assert run(graphs, bf16, grad=torch.zeros(4, 8, dtype=torch.bfloat16), launch=lambda: launched.append(1))
+    assert launched == [1]
+    claim(graphs, 4)
+    again = claim(graphs, 4)
+    assert again.entry is fp32.entry
+    assert not run(graphs, again, grad=torch.zeros(4, 8, dtype=torch.bfloat16))  # wrong dtype: eager, no replay
+    assert fp32.entry.graph.replays == 0
 
 
 def test_a_misaligned_gradient_runs_eagerly(graphs: BackwardGraphs) -> None:
