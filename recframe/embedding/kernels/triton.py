@@ -13,7 +13,9 @@ the same result (``triton_graphs.py``).
 
 Support: optimizers ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam``, ``rowwise_adam`` and ``lamb``
 (with the weight decay of ``recframe.embedding.optimizers``); weights ``fp32``, ``fp16``, ``bf16``
-with fp32 optimizer state and fp32 accumulation, rounded to nearest even when stored; any dim
+with fp32 optimizer state and fp32 accumulation, rounded to nearest even when stored; pooled outputs
+in fp32, bf16 or fp16 (``output_dtype``: the fp32 sums rounded once; the backward loads the output
+gradient in that dtype and sums it in fp32, so a 16-bit output costs no cast kernels); any dim
 (one kernel per dim); fewer than 2^31 lookups in one batch (positions are int32 in the kernels).
 Devices: CUDA; CPU only through Triton's interpreter (``TRITON_INTERPRET=1`` set before triton is
 first imported, which ``import pytorch_lightning`` already does: slow, for tests; ``auto`` never
