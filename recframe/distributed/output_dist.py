@@ -39,6 +39,7 @@ from recframe.distributed.layout import ShardLayout
 from recframe.distributed.node_reduce import FlatExchange, NodeReduceExchange, NodeReduceLayout
 from recframe.distributed.qcomms import CommsPrecision
 from recframe.sparse import KeyedTensor
+from recframe.vocab import CommsDtype
 
 
 class OutputDist:
@@ -56,6 +57,10 @@ class OutputDist:
         precision: the all-to-all's wire formats (``qcomms``; default fp32 both ways).
         node_size: ranks per node: table_row_wise partial sums are reduced inside the node first
             (``node_reduce``; None: unknown, the flat exchange). Collective when it makes subgroups.
+
+    ``exact_in_16_bit``: the blocks only move (no partial sums, no node reduce), both wires are fp32 and the
+    gradient scale is a power of two: 16-bit local outputs (autocast's, ``output_dtype=auto``) may then travel
+    and combine as they are, and their 16-bit gradients be scaled, with the numbers of the fp32 path cast.
 
     Example:
         >>> out = OutputDist(layout, rank=0, group=None, device=torch.device("cpu"), grad_scale=0.5)  # doctest: +SKIP
@@ -93,6 +98,9 @@ class OutputDist:
                                        device=device)
         self._mean_col_feature = torch.tensor([k for k, i in enumerate(means) for _ in range(dims[i])],
                                               dtype=torch.int64, device=device)
+        self.exact_in_16_bit = (self.permutation and not reduce.groups and not means and grad_scale > 0
+                                and math.frexp(grad_scale)[0] == 0.5 and self.precision.forward == CommsDtype.fp32
+                                and self.precision.backward == CommsDtype.fp32)
 
     def __call__(self, mp: list[torch.Tensor], dp: list[torch.Tensor], batch: int,
                  lengths: torch.Tensor) -> torch.Tensor:
@@ -109,8 +117,10 @@ class OutputDist:
     def start(self, mp: list[torch.Tensor], dp: list[torch.Tensor], batch: int) -> PendingPooled:
         """Launch the exchange (collective); ``wait()`` on the result gives the received ``[B, columns]``
         for :meth:`combine`. Args as :meth:`__call__`."""
-        mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(len(self.mp_dims) * batch, 0, device=self.device)
-        dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(batch, 0, device=self.device)
+        dtype = (mp or dp or [torch.empty(0)])[0].dtype  # 16-bit outputs stay so (``exact_in_16_bit``)
+        mp_out = torch.cat(mp, dim=1) if mp else torch.zeros(len(self.mp_dims) * batch, 0, device=self.device,
+                                                             dtype=dtype)
+        dp_out = torch.cat(dp, dim=1) if dp else torch.zeros(batch, 0, device=self.device, dtype=dtype)
         anchor = torch.empty(0, device=self.device, requires_grad=torch.is_grad_enabled())
         return PendingPooled(anchor, mp_out, dp_out, batch, self.exchange, self.group, self.grad_scale,
                              self.precision)

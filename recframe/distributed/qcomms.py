@@ -63,7 +63,8 @@ def fp16_scale(values: torch.Tensor) -> torch.Tensor:
 
 def all_to_all_float(send: torch.Tensor, send_splits: list[int], recv_splits: list[int],
                      group: dist.ProcessGroup | None, dtype: CommsDtype | str) -> torch.Tensor:
-    """``comms.all_to_all_1d`` of fp32 values sent in ``dtype`` (fp32 | bf16 | fp16); returns fp32.
+    """``comms.all_to_all_1d`` of fp32 values sent in ``dtype`` (fp32 | bf16 | fp16); returns fp32 (a 16-bit
+    ``send`` on the fp32 wire travels and returns as it is: its values are exact in its dtype).
 
     Args:
         send: 1-D float tensor; its entries for rank 0 first, then rank 1, ...
@@ -76,20 +77,22 @@ def all_to_all_float(send: torch.Tensor, send_splits: list[int], recv_splits: li
 
 
 class PendingFloats:
-    """An :func:`all_to_all_float` in flight (made by :func:`start_all_to_all_float`); ``wait()`` gives its fp32 result.
+    """An :func:`all_to_all_float` in flight (made by :func:`start_all_to_all_float`); ``wait()`` gives its fp32 result
+    (16-bit where 16-bit values were sent on an fp32 wire).
 
     It holds the send buffer until the collective is done. ``wait()`` may be called more than once (the
     first call waits; the others return the same tensor).
     """
 
-    def __init__(self, send: torch.Tensor, recv: torch.Tensor, work: dist.Work, divisor: torch.Tensor | None) -> None:
-        self._send, self._recv, self._work, self._divisor = send, recv, work, divisor
+    def __init__(self, send: torch.Tensor, recv: torch.Tensor, work: dist.Work, divisor: torch.Tensor | None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self._send, self._recv, self._work, self._divisor, self._dtype = send, recv, work, divisor, dtype
         self._result: torch.Tensor | None = None
 
     def wait(self) -> torch.Tensor:
         if self._result is None:
             self._work.wait()  # a failed or timed-out collective raises here, as the blocking call would
-            received = self._recv.float()
+            received = self._recv.to(self._dtype)
             self._result = received if self._divisor is None else received / self._divisor
             self._send = self._recv = self._work = self._divisor = None
         return self._result
@@ -108,9 +111,10 @@ def start_all_to_all_float(send: torch.Tensor, send_splits: list[int], recv_spli
         [1.0, 1.0]
     """
     dtype = CommsDtype(dtype)
-    divisor = None
-    if dtype == CommsDtype.fp32:
-        wire = send.float()
+    divisor, result = None, torch.float32
+    if dtype == CommsDtype.fp32:  # 16-bit values (autocast's pooled outputs) travel and arrive as they are: exact
+        wire = send if send.dtype in (torch.bfloat16, torch.float16) else send.float()
+        result = wire.dtype
     elif dtype == CommsDtype.bf16:
         wire = send.to(torch.bfloat16)
     else:
@@ -121,4 +125,4 @@ def start_all_to_all_float(send: torch.Tensor, send_splits: list[int], recv_spli
         divisor = torch.cat([s.expand(n) for s, n in zip(scales, recv_splits, strict=True)])  # (no host sync)
     wire = wire.contiguous()
     recv, work = comms.start_all_to_all_1d(wire, send_splits, recv_splits, group)
-    return PendingFloats(wire, recv, work, divisor)
+    return PendingFloats(wire, recv, work, divisor, result)

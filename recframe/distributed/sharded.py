@@ -122,9 +122,8 @@ class ShardedEmbeddingBagCollection(nn.Module):
         local_world_size: ranks per node, for table_row_wise.
         gradient_division: divide the gradients reaching the shards by the world size.
         comms: the pooled all-to-all's wire formats (``qcomms.CommsPrecision``; default fp32, exact).
-        output_dtype: as ``EmbeddingBagCollection``'s: with ``auto`` under autocast the combined fp32 output is
-            cast to autocast's dtype when the model reads it (the local lookups and the exchange stay fp32, so
-            row-wise partial sums add in fp32: the numbers of the unsharded collection).
+        output_dtype: as ``EmbeddingBagCollection``'s (``auto``: autocast's dtype under autocast); the local
+            lookups and the exchange run in it where that is exact (``OutputDist.exact_in_16_bit``), else in fp32.
     """
 
     def __init__(self, tables: list[TableConfig], optimizer: SparseOptimizer, plan: ShardingPlan,
@@ -174,6 +173,9 @@ class ShardedEmbeddingBagCollection(nn.Module):
         self.output_dist = OutputDist(layout, rank, process_group, self.device, grad_scale, comms, local_world_size)
         self.routed = RoutedOutput(layout, rank, process_group, grad_scale, comms) \
             if any(s.routed for s in layout.slots()) else None
+        if self.output_dtype == OutputDtype.auto and self.output_dist.exact_in_16_bit and self.routed is None:
+            for _, _, ebc in self._local:  # 16-bit outputs travel as they are (else the combined output is cast)
+                ebc.output_dtype = OutputDtype.auto
         self._orders: dict[tuple[str, ...], list[int] | None] = {}
         self._prefetched = PrefetchQueue(MAX_PREFETCHED)
         self.sync_replicas()
@@ -196,14 +198,12 @@ class ShardedEmbeddingBagCollection(nn.Module):
         output dtype is the collection's).
         """
         target = torch.device(device) if device is not None else collection.device
+        args = (collection.tables, collection.optimizer, plan, process_group, target, check_ids, local_world_size,
+                gradient_division, comms, collection.output_dtype)
         if collection.device.type == "meta":  # built without memory: each rank initializes only its shards
-            return ShardedEmbeddingBagCollection(collection.tables, collection.optimizer, plan, process_group,
-                                                 target, check_ids, local_world_size, gradient_division, comms,
-                                                 collection.output_dtype)
+            return ShardedEmbeddingBagCollection(*args)
         with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
-            sharded = ShardedEmbeddingBagCollection(
-                collection.tables, collection.optimizer, plan, process_group,
-                target, check_ids, local_world_size, gradient_division, comms, collection.output_dtype)
+            sharded = ShardedEmbeddingBagCollection(*args)
         weights, states = collection.state_dict(), collection.optimizer_state_dict()
         with torch.no_grad():
             for _, specs, ebc in sharded._local:
