@@ -68,3 +68,57 @@ def test_sharded_auto_output_under_autocast(tmp_path) -> None:
                 assert all(case["exact"]), f"{where}: {case}"
             if name == "table_wise":  # (replicas' all-reduce and column blocks' sums add in another order: 1 ulp)
                 assert max(case["weights"]) == 0.0, f"{where}: {case}"
+
+
+def _triton_ok() -> bool:
+    try:
+        from recframe.embedding.kernels import triton_kernels
+    except Exception:  # no triton: the triton case skips
+        return False
+    return triton_kernels.INTERPRETED
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("backend", ["torch", pytest.param(
+    "triton", marks=pytest.mark.skipif(not _triton_ok(), reason="needs triton's interpreter"))])
+def test_one_rank_sharded_dlrm_dcn_under_bf16_equals_fp32_outputs(backend: str) -> None:
+    """The one-device training path (world 1, table_wise, as Lightning shards it): ``auto`` carries bf16 from the
+    kernels through the all-to-all, and logits, dense gradients and tables equal those of ``fp32`` bit for bit."""
+    import torch.distributed as dist
+
+    from recframe.distributed import ShardingPlan, TablePlacement, shard_model
+    from recframe.models import DLRM_DCN
+    from recframe.sparse import Batch
+
+    tables = [t for t in make_tables() if t.pooling == "sum"]
+    plan = ShardingPlan(1, {t.name: TablePlacement("table_wise", [0], compute_kernel=backend) for t in tables})
+    features = [f for t in tables for f in t.feature_names]
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        models = []
+        for output_dtype in ("auto", "fp32"):
+            torch.manual_seed(0)
+            ebc = EmbeddingBagCollection(tables, SparseOptimizer(name="rowwise_adagrad", lr=0.1), backend=backend,
+                                         output_dtype=output_dtype)
+            models.append(shard_model(DLRM_DCN(ebc, 3, [8, 4], [8], num_cross_layers=2, low_rank=4), plan))
+        assert models[0].embeddings.output_dist.exact_in_16_bit
+        assert {ebc.output_dtype for ebc in models[0].embeddings.local_collections()} == {"auto"}
+        for step in range(2):
+            kjt = batches(1, step, False, features, {f: 7 for f in features})[0]
+            g = torch.Generator().manual_seed(step)
+            batch = Batch(torch.rand(BATCH, 3, generator=g), kjt, torch.randint(0, 2, (BATCH,), generator=g).float())
+            results = []
+            for model in models:
+                model.zero_grad()
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    logits = model(batch)
+                model.loss(logits.float(), batch.labels).total.backward()
+                grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+                results.append((logits.detach(), grads, model.embeddings.state_dict()))
+            (a_logits, a_grads, a_tables), (b_logits, b_grads, b_tables) = results
+            assert torch.equal(a_logits, b_logits), step
+            assert len(a_grads) == len(b_grads) > 0
+            assert all(torch.equal(x, y) for x, y in zip(a_grads, b_grads, strict=True)), step
+            assert all(torch.equal(a_tables[k], b_tables[k]) for k in b_tables), step
+    finally:
+        dist.destroy_process_group()

@@ -83,3 +83,53 @@ def test_dlrm_dcn_step_under_bf16_autocast_is_bit_identical(replays: list[int]) 
                                                                                           strict=True)), step
         assert_bitwise_equal(models[0].embeddings, models[1].embeddings)
     assert replays[0] > 0
+
+
+@pytest.fixture
+def one_nccl_rank() -> object:
+    """A process group of this process alone (NCCL), as Lightning's one-GPU run shards the model (world 1)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1, device_id=torch.device("cuda", 0))
+    yield
+    dist.destroy_process_group()
+
+
+def test_sharded_one_gpu_dlrm_dcn_carries_bf16_bit_identically(replays: list[int],  # noqa: F811
+                                                               one_nccl_rank: object) -> None:
+    """The training path on one GPU shards at world 1 (table_wise): with ``auto`` the local triton lookups and the
+    all-to-all carry bf16 (``OutputDist.exact_in_16_bit``); logits, dense gradients and tables equal ``fp32``'s."""
+    from recframe.distributed import ShardingPlan, TablePlacement, shard_model
+
+    specs = [TableConfig(name=f"t{i}", num_embeddings=2000, embedding_dim=64, feature_names=[f]) for i, f in
+             enumerate("abcd")]
+    plan = ShardingPlan(1, {t.name: TablePlacement("table_wise", [0], compute_kernel="triton") for t in specs})
+    models = []
+    for output_dtype in ("auto", "fp32"):
+        torch.manual_seed(0)
+        ebc = EmbeddingBagCollection(specs, OPTIMIZERS[2], backend="triton", device="cuda", output_dtype=output_dtype)
+        models.append(shard_model(DLRM_DCN(ebc, 13, [64, 64], [128, 64], num_cross_layers=3, low_rank=32).cuda(),
+                                  plan, device=torch.device("cuda")))
+    assert models[0].embeddings.output_dist.exact_in_16_bit
+    assert {ebc.output_dtype for ebc in models[0].embeddings.local_collections()} == {"auto"}
+    optimizers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.05) for m in models]
+    for step in range(3):
+        kjt = fixed_shape_batch(step, weighted=False)
+        g = torch.Generator().manual_seed(step)
+        batch = Batch(torch.rand(256, 13, generator=g).cuda(), kjt, torch.randint(0, 2, (256,), generator=g).float()
+                      .cuda())
+        results = []
+        for model, optimizer in zip(models, optimizers, strict=True):
+            optimizer.zero_grad()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(batch)
+            model.loss(logits.float(), batch.labels).total.backward()
+            results.append((logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+            optimizer.step()
+        (a_logits, a_grads), (b_logits, b_grads) = results
+        assert torch.equal(a_logits, b_logits), step
+        assert len(a_grads) == len(b_grads) > 0 and all(torch.equal(x, y) for x, y in zip(a_grads, b_grads,
+                                                                                          strict=True)), step
+        a_tables, b_tables = models[0].embeddings.state_dict(), models[1].embeddings.state_dict()
+        assert all(torch.equal(a_tables[k], b_tables[k]) for k in b_tables), step
+    assert replays[0] > 0
