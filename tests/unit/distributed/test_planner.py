@@ -318,18 +318,3 @@ def test_auto_never_column_shards_row_state_optimizers() -> None:
         result = Planner(topology, batch_size=2048).plan(tables, {}, sharding_type="auto")
         kinds = {p.sharding_type for p in result.plan.tables.values()}
         assert column_allowed or "column_wise" not in kinds, (optimizer, kinds)
-
-
-def test_greedy_passes_see_past_one_table_s_duplex() -> None:
-    """Scored full duplex table by table, a greedy pass sees no traffic the other way yet and prefers placements whose
-    own traffic is symmetric: all 26 dlrm tables row_wise_routed on 2 CPU ranks (159 ms a step simulated, 138 for
-    table_wise; BENCHMARKS.md, issue 24). The passes add tables up (``OptionArrays.additive``) and keep table_wise,
-    which is also the cheaper plan full duplex."""
-    cfg = compose_config(["+experiment=dlrm", "trainer.devices=2"])
-    plan, report = make_plan(cfg, world_size=2, local_world_size=2)
-    assert {p.sharding_type for p in plan.tables.values()} == {"table_wise"}
-    routed = ShardingPlan(2, {n: TablePlacement("row_wise_routed", [0, 1]) for n in plan.tables})
-    planner = Planner(topology_from_config(cfg.sharding.topology, 2, 2, cfg.trainer.accelerator),
-                      batch_size=cfg.data.batch_size)
-    lookup, comm, _ = planner.check(routed, table_workloads(cfg)).rank_seconds()
-    assert report.busiest.total_ms < 1e3 * float((lookup + comm).max())
