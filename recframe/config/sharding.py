@@ -43,12 +43,11 @@ class ManualPlacementConfig:
     compute_kernel: Backend = Backend.auto  # kernel backend of the local shards: auto | fbgemm | triton | torch
 
 
-# Default (intra-node, inter-node) all-to-all GB/s per rank by where the tables live, each way (full-duplex links: the
-# cost model and the step simulator charge a collective the larger of the bytes a rank sends and receives): GPUs with
-# NVLink and a 200 Gb/s NIC each; CPU processes exchanging through gloo, 0.79 GB/s sent and as much received at once
-# between two processes of the development VM (scripts/measure_cpu_profile.py, the step simulator's ``cpu``
-# profile), assumed the same between hosts.
-LINK_GBPS = {"cuda": (150.0, 25.0), "cpu": (0.79, 0.79)}
+# Default (intra-node, inter-node) all-to-all GB/s per rank by where the tables live, of bytes sent + received (the
+# cost model's count): GPUs with NVLink and a 200 Gb/s NIC each; CPU processes exchanging through gloo, 0.79 GB/s
+# sent and as much received at once between two processes of the development VM (scripts/measure_cpu_profile.py,
+# the step simulator's ``cpu`` profile), assumed the same between hosts.
+LINK_GBPS = {"cuda": (150.0, 25.0), "cpu": (1.58, 1.58)}
 
 
 @dataclass
@@ -59,10 +58,10 @@ class TopologyConfig:
     memory_per_rank_gb: float | None = None  # memory per rank; None: detected (GPU total, else host RAM / local ranks)
     reserved_fraction: float = 0.1  # share of each rank's memory kept for dense model, activations and buffers
     local_world_size: int | None = None  # ranks per node; None: trainer.devices, or world_size when that is set
-    # all-to-all GB/s per rank each way inside a node; None: LINK_GBPS of the device (GPU: NVLink-class, ~1/3 of H100
-    # peak; CPU: gloo between the processes of a host, measured on the 2-core development VM)
+    # all-to-all GB/s per rank inside a node; None: LINK_GBPS of the device (GPU: NVLink-class, ~1/3 of H100 peak;
+    # CPU: gloo between the processes of a host, measured on the 2-core development VM)
     intra_node_bw_gbps: float | None = None
-    inter_node_bw_gbps: float | None = None  # all-to-all GB/s per rank each way between nodes; None: LINK_GBPS of it
+    inter_node_bw_gbps: float | None = None  # all-to-all GB/s per rank between nodes; None: LINK_GBPS of the device
     hbm_bw_gbps: float = 1000.0  # GB/s of random-row gathers from GPU memory (~1/3 of H100 HBM3 peak)
     # GB/s of lookups + fused update from host memory (CPU training): 2.5 measured with fbgemm on the development VM
     # (scripts/bench_embedding.py; the step simulator's ``cpu`` profile)

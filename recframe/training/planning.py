@@ -88,8 +88,7 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
     """
     per_feature, default_opt = ids_per_feature(cfg), sparse_optimizer(cfg)
     comms = cfg.sharding.comms  # the pooled all-to-alls' wire formats: fp32 4 bytes a value, bf16 and fp16 2
-    forward, backward = (4 if CommsDtype(d) == CommsDtype.fp32 else 2 for d in (comms.forward_dtype,
-                                                                                comms.backward_dtype))
+    wire = sum(4 if CommsDtype(d) == CommsDtype.fp32 else 2 for d in (comms.forward_dtype, comms.backward_dtype))
     exponent = id_exponent(cfg)
     out = []
     for t in tables if tables is not None else table_configs(cfg):
@@ -99,8 +98,7 @@ def table_workloads(cfg: DictConfig, tables: list[TableConfig] | None = None) ->
         out.append(TableWorkload(name=t.name, rows=t.num_embeddings, dim=t.embedding_dim,
                                  num_features=len(t.feature_names), ids_per_sample=ids, weight_dtype=t.weight_dtype,
                                  optimizer=table_optimizer(t, default_opt).name, pooled=t.pooling != Pooling.none,
-                                 output_wire_bytes=forward + backward, id_exponent=exponent,
-                                 forward_wire_bytes=forward))
+                                 output_wire_bytes=wire, id_exponent=exponent))
     return out
 
 

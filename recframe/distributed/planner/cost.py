@@ -17,9 +17,8 @@ over rows); a data_parallel replica looks up its own rank's ``B L`` ids, updates
 global batch's ``G L`` ids touch, and writes and reads its gradient buffer: ``+ 2 * R * (D + 1) * 4``
 (zeroed, then read back after the all-reduce).
 
-Communication bytes of a rank, sent and received, at the intra- or inter-node bandwidth depending on the peer's
-node, per collective (``traffic.py``; a table's bytes each way are listed below as one exchange, split by
-direction there):
+Communication bytes of a rank = bytes it sends + bytes it receives, at the intra- or inter-node
+bandwidth depending on the peer's node:
 
 - input dist: every rank sends each shard ``B * (L_s * 8 + F * 4)`` (int64 ids, int32 lengths);
   ``L_s = L`` for table_wise and column_wise (every column shard needs every id), ``L / n`` for
@@ -30,8 +29,7 @@ direction there):
   table_row_wise too on one node (or one rank). table_row_wise on ``k >= 2`` ranks of a world of several nodes
   (``node_reduced_output``, as ``node_reduce.py`` runs it): its ranks reduce-scatter the partial sums in fp32
   forward and all-gather the gradients backward, each pair of them exchanging ``2 * ceil(W / k) * B * P * D * 8``
-  bytes on the intra-node link (half each way), then ``ranks[s % k]`` alone exchanges ``B * P * D * 4 * 2`` with
-  rank ``s``:
+  bytes on the intra-node link, then ``ranks[s % k]`` alone exchanges ``B * P * D * 4 * 2`` with rank ``s``:
   between nodes a table's pooled rows cross once per destination, not once per shard. row_wise_routed
   returns one row per distinct id instead: every rank sends each shard the distinct ids of its batch in the
   shard's rows, ``U_s`` of them (``IdLaw.expected_unique`` of ``B * L / F`` draws, per feature; about
@@ -48,12 +46,8 @@ direction there):
   is charged to the inter-node link (as the step simulator charges DDP's all-reduce). It does not grow
   with the world (it tends to ``4 S`` a rank), nor do the replica's lookups (``B L`` ids).
 
-Estimated time of a rank = lookup bytes / lookup bandwidth + for each collective, on each link class, the larger
-of the bytes it sends and receives over that link's bandwidth (full-duplex links, as the step simulator times
-them; the collectives and the two link classes add up: no overlap assumed). Summed over all the tables of a plan
-before the larger direction is taken (``traffic.duplex_seconds``): a rank that sends its table's pooled rows while
-it receives its samples' rows of the other tables pays the larger of the two. It ranks options; it does not
-predict step times.
+Estimated time of a rank = lookup bytes / lookup bandwidth + intra bytes / intra bandwidth + inter
+bytes / inter bandwidth (no overlap assumed). It ranks options; it does not predict step times.
 
 Each sharding type's rule (``recframe.distributed.sharding``) adds its own terms to a ``CostSheet``
 (``add_cost``) from the sheet's primitives below; ``option_cost`` only asks the rule.
@@ -69,7 +63,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +70,7 @@ import numpy as np
 from recframe.distributed.plan import TablePlacement
 from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import Topology, format_bytes
-from recframe.distributed.planner.traffic import ROWS, Traffic, duplex_seconds
+from recframe.distributed.planner.traffic import Traffic
 from recframe.vocab import OptimizerName, WeightDtype
 
 ID_BYTES = 8  # int64 ids in the input all-to-all
@@ -85,7 +78,6 @@ LENGTH_BYTES = 4  # int32 bag lengths
 COUNT_BYTES = 8  # int64 id count of a routed slot (row_wise_routed sends it instead of the bag lengths)
 OUTPUT_BYTES = 4  # fp32 pooled embeddings and their gradients
 STATE_BYTES = 4  # fp32 optimizer state
-LOAD_ROWS = 1 + ROWS  # a rank load's rows: lookup seconds, then ``Traffic.parts()``
 WEIGHT_BYTES = {WeightDtype.fp32: 4, WeightDtype.fp16: 2, WeightDtype.bf16: 2}
 # Optimizer state values per row of a shard with c columns.
 STATE_PER_ROW = {OptimizerName.sgd: lambda c: 0, OptimizerName.adagrad: lambda c: c,
@@ -108,7 +100,6 @@ class TableWorkload:
         pooled: False for a sequence table (one output row per id instead of per feature).
         output_wire_bytes: bytes of one output value on the wire, forward + backward (``sharding.comms``:
             fp32 both ways 8; bf16 or fp16 forward 2 + fp32 backward 4 = 6; half both ways 4).
-        forward_wire_bytes: the forward part of ``output_wire_bytes`` (None: half of it).
         id_exponent: the Zipf exponent of its ids over its rows (``id_law.IdLaw``: row 0 the hottest); 0: ids
             spread evenly over the rows. A row block's ids are its share of the law's mass.
     """
@@ -123,12 +114,6 @@ class TableWorkload:
     pooled: bool = True
     output_wire_bytes: int = 2 * OUTPUT_BYTES
     id_exponent: float = 0.0
-    forward_wire_bytes: int | None = None
-
-    def wire_bytes(self, forward: bool) -> float:
-        """Bytes of one output value on the wire forward (pooled rows, routed rows) or backward (their gradients)."""
-        ahead = self.output_wire_bytes / 2 if self.forward_wire_bytes is None else self.forward_wire_bytes
-        return ahead if forward else self.output_wire_bytes - ahead
 
     def row_share(self, starts: list[int] | np.ndarray, ends: list[int] | np.ndarray) -> np.ndarray:
         """Share of the table's ids in rows ``[starts[i], ends[i])``: rows / ``R`` when uniform, else the id law's."""
@@ -222,23 +207,17 @@ class CostSheet:
             self.memory[rank] = t.memory_bytes + buffer
             self.lookup[rank] = _lookup_bytes(t, ids_own, self.ids_all, t.rows, t.dim) + 2 * buffer
         world = self.topo.world_size
-        self.traffic.all_reduce(ranks, 2.0 * (world - 1) / world * buffer)
+        self.traffic.all_reduce(ranks, 2 * 2.0 * (world - 1) / world * buffer)
 
     def input_dist(self, rank: int, ids_per_sample: float) -> None:
         """Every rank sends the shard on ``rank`` ``ids_per_sample`` ids (and the lengths) per sample."""
         t = self.table
-        self.traffic.star([rank], [self.batch_size * (ids_per_sample * ID_BYTES + t.num_features * LENGTH_BYTES)],
-                          "input")
+        self.traffic.every_rank_with([rank], self.batch_size * (ids_per_sample * ID_BYTES + t.num_features
+                                                                * LENGTH_BYTES))
 
     def output_all_to_all(self, rank: int, cols: int) -> None:
         """The shard on ``rank`` exchanges ``cols`` columns of output rows (and their gradients) with every rank."""
-        self.pooled_exchange([rank], [self.batch_size * self.outputs * cols])
-
-    def pooled_exchange(self, ranks: list[int], values: list[float]) -> None:
-        """The shard on ``ranks[i]`` sends every rank ``values[i]`` output values forward and gets their gradients."""
-        t, sizes = self.table, np.asarray(values, dtype=float)
-        self.traffic.star(ranks, sizes * t.wire_bytes(True), "output_forward", to_shards=False)
-        self.traffic.star(ranks, sizes * t.wire_bytes(False), "output_backward")
+        self.traffic.every_rank_with([rank], self.batch_size * self.outputs * cols * self.table.output_wire_bytes)
 
     def node_reduced_output(self, ranks: list[int]) -> None:
         """The pooled output of row blocks on ``ranks`` (one node) whose partial sums are reduced inside the node
@@ -250,11 +229,9 @@ class CostSheet:
         t, world, members = self.table, self.topo.world_size, np.asarray(sorted(ranks))
         values = self.batch_size * self.outputs * t.dim  # one destination's pooled values
         slots = -(-world // len(members))  # destinations a member reduces (padded: the collective's equal chunks)
-        self.traffic.within(list(members), 2 * slots * values * OUTPUT_BYTES)  # reduce-scatter, all-gather
+        self.traffic.within(list(members), 2 * slots * values * 2 * OUTPUT_BYTES)
         dests = np.arange(world)
-        senders = members[dests % len(members)]
-        self.traffic.pairs(senders, dests, values * t.wire_bytes(True), "output_forward")
-        self.traffic.pairs(dests, senders, values * t.wire_bytes(False), "output_backward")
+        self.traffic.pairs(members[dests % len(members)], dests, values * t.output_wire_bytes)
 
     def row_shards(self, ranks: list[int], bounds: list[tuple[int, int]], routed: bool = False) -> None:
         """Row blocks ``[start, end)`` on ``ranks[i]``: ``shard``, ``input_dist`` and the output of every shard,
@@ -279,19 +256,17 @@ class CostSheet:
             share = t.row_share(starts, ends)
             sent_ids = self.batch_size * t.ids_per_sample * share  # ids each rank sends each shard
             looked = self.ids_all * share
-        n, looked = np.asarray(rows, dtype=np.int64), np.asarray(looked, dtype=float)  # ``shard`` for every block
-        row_bytes, state = t.dim * WEIGHT_BYTES[t.weight_dtype], t.state_row_bytes(t.dim)
-        self.memory[ranks] = n * (row_bytes + state)
-        self.lookup[ranks] = looked * row_bytes + 2 * np.minimum(looked, n) * (row_bytes + state)
+        for rank, n, ids in zip(ranks, rows, looked.tolist(), strict=True):
+            self.memory[rank] = t.shard_bytes(n, t.dim)
+            self.lookup[rank] = _lookup_bytes(t, ids, ids, n, t.dim)
         if routed:  # one count per slot, not B lengths; one row per distinct id back
-            self.traffic.star(ranks, sent_ids * ID_BYTES + t.num_features * COUNT_BYTES, "input")
-            self.traffic.star(ranks, sent_ids * t.dim * t.wire_bytes(True), "routed_forward", to_shards=False)
-            self.traffic.star(ranks, sent_ids * t.dim * t.wire_bytes(False), "routed_backward")
+            sent = sent_ids * (ID_BYTES + t.dim * t.output_wire_bytes) + t.num_features * COUNT_BYTES
             # the rows expanded to one per id of the batch and pooled, forward; both again in backward
             self.lookup += 4 * self.batch_size * t.ids_per_sample * t.dim * OUTPUT_BYTES
         else:
-            self.traffic.star(ranks, sent_ids * ID_BYTES + self.batch_size * t.num_features * LENGTH_BYTES, "input")
-            self.pooled_exchange(ranks, [self.batch_size * self.outputs * t.dim] * len(ranks))
+            sent = sent_ids * ID_BYTES + self.batch_size * t.num_features * LENGTH_BYTES
+            sent = sent + self.batch_size * self.outputs * t.dim * t.output_wire_bytes
+        self.traffic.shards_with_every_rank(ranks, sent.tolist())
 
 
 def option_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, batch_size: int) -> OptionCost:
@@ -306,67 +281,19 @@ def option_cost(t: TableWorkload, placement: TablePlacement, topo: Topology, bat
     return option_arrays(t, placement, topo, batch_size).cost()
 
 
-def load_seconds(load: np.ndarray) -> np.ndarray:
-    """Per rank estimated seconds of a load (``OptionArrays.load`` or a sum of them): lookups, then each collective's
-    larger direction per link (``traffic.duplex_seconds``).
-
-    Args:
-        load: ``[LOAD_ROWS, world]``.
-    """
-    return load[0] + duplex_seconds(load[1:])
-
-
 @dataclass
 class OptionArrays:
-    """``OptionCost`` as numpy arrays (what the planner scores candidates with; ``cost()`` makes the lists); the
-    traffic's views are computed when first asked for (a greedy pass asks only ``additive``).
-
-    Args:
-        placement: the placement costed.
-        memory: bytes on each rank.
-        lookup_s: lookup seconds on each rank.
-        traffic: the table's traffic.
-    """
+    """``OptionCost`` as numpy arrays (what the planner scores candidates with; ``cost()`` makes the lists)."""
 
     placement: TablePlacement
     memory: np.ndarray
     lookup_s: np.ndarray
-    traffic: Traffic
-
-    @functools.cached_property
-    def load(self) -> np.ndarray:
-        """``[LOAD_ROWS, world]``: ``lookup_s``, then the traffic's ``parts()``; loads add up over tables, and
-        ``load_seconds`` of their sum is the ranks' time (a table's ``seconds`` do not add up: full duplex)."""
-        return np.concatenate([self.lookup_s[None], self.traffic.parts()])
-
-    @functools.cached_property
-    def comm_s(self) -> np.ndarray:
-        """Communication seconds on each rank of this table alone."""
-        return duplex_seconds(self.load[1:])
-
-    @functools.cached_property
-    def inter_s(self) -> np.ndarray:
-        """The part of ``comm_s`` between nodes."""
-        return duplex_seconds(self.load[1:], link=1)
-
-    @functools.cached_property
-    def exchanged_s(self) -> np.ndarray:
-        """The bytes each rank sends + receives over the link's bandwidth: what adds up over tables (the planner's
-        greedy passes build plans with ``additive``, then choose and refine them full duplex; a greedy pass scoring
-        full duplex table by table would favour tables whose own traffic is symmetric, as it cannot see the tables
-        still to come fill the other direction)."""
-        intra, inter = self.traffic.exchanged()
-        return intra / self.traffic.topo.intra_node_bw + inter / self.traffic.topo.inter_node_bw
+    comm_s: np.ndarray
+    inter_s: np.ndarray
 
     @property
     def seconds(self) -> np.ndarray:
-        """This table's seconds alone on each rank."""
         return self.lookup_s + self.comm_s
-
-    def additive(self, overlap: float) -> np.ndarray:
-        """Lookup seconds + ``overlap`` x ``exchanged_s``: 1, both directions in turn (no overlap: an upper bound of
-        full duplex); 0.5, the two directions evened out over the tables (its lower bound)."""
-        return self.lookup_s + overlap * self.exchanged_s
 
     def cost(self) -> OptionCost:
         return OptionCost(self.placement, self.memory.tolist(), self.lookup_s.tolist(), self.comm_s.tolist(),
@@ -377,4 +304,5 @@ def option_arrays(t: TableWorkload, placement: TablePlacement, topo: Topology, b
     """``option_cost`` as arrays: O(world) numpy work, plus O(shards) Python work for the split types."""
     sheet = CostSheet(t, topo, batch_size)
     placement.rule.add_cost(sheet, list(placement.ranks), placement.shard_bounds(t.rows, t.dim))
-    return OptionArrays(placement, sheet.memory, sheet.lookup / topo.lookup_bw, sheet.traffic)
+    return OptionArrays(placement, sheet.memory, sheet.lookup / topo.lookup_bw, sheet.traffic.seconds(),
+                        sheet.traffic.inter_seconds())

@@ -1,7 +1,6 @@
 """The planner: choose a sharding type and ranks for every table, within memory, balancing cost.
 
-Objective: the smallest most-loaded rank (its estimated step seconds: the placed tables' loads summed, each
-collective then charged its larger direction, ``cost.load_seconds``). Greedy: tables are taken
+Objective: the smallest most-loaded rank (its estimated step seconds). Greedy: tables are taken
 largest first (memory with optimizer state); for each, every candidate placement allowed by the
 constraints is costed (``cost.option_cost``) and the one that fits every rank's memory and gives
 the smallest most-loaded-rank cost wins (ties: the least loaded touched rank, then the smallest
@@ -60,17 +59,15 @@ import numpy as np
 from recframe.config.sharding import ShardingConfig
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import (
-    LOAD_ROWS,
     WEIGHT_BYTES,
     OptionArrays,
     OptionCost,
     TableWorkload,
-    load_seconds,
     option_arrays,
+    option_cost,
 )
 from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.topology import PlanningError, Topology, format_bytes
-from recframe.distributed.planner.traffic import duplex_seconds
 from recframe.distributed.sharding import rule_for
 from recframe.distributed.sharding.base import Axis, Combine, PlacementQuery
 from recframe.vocab import Backend, RowBlocks, ShardingMode, ShardingType
@@ -91,25 +88,12 @@ class TableConstraint:
 
 @dataclass
 class PlanResult:
-    """A plan and what it costs.
-
-    Args:
-        plan: the plan.
-        costs: per table, its OptionCost (that table alone on each rank).
-        source: how it was made.
-        tables: the tables' workloads.
-        load: ``[LOAD_ROWS, world]``, the tables' loads summed (``cost.load_seconds`` of it: each rank's estimate).
-    """
+    """A plan and what it costs: per table, its OptionCost; ``source`` says how it was made."""
 
     plan: ShardingPlan
     costs: dict[str, OptionCost]
     source: str
     tables: dict[str, TableWorkload]
-    load: np.ndarray
-
-    def rank_seconds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each rank's estimated lookup, communication and (of it) inter-node seconds, all tables together."""
-        return self.load[0], load_seconds(self.load) - self.load[0], duplex_seconds(self.load[1:], link=1)
 
 
 REFINE_ROUNDS = 64  # at most this many re-placements after the greedy passes
@@ -123,21 +107,9 @@ def _balanced_sizes(exponent: float, rows: int, shards: int, draws: float | None
     return tuple(IdLaw(exponent).balanced_sizes(rows, shards, draws, distinct_weight))
 
 
-# the greedy passes after the first (memory order, overlap 0.5): (costliest first?, with the mean floor?, overlap)
-GREEDY_PASSES = ((True, False, 0.5), (False, True, 0.5), (True, False, 1.0), (False, True, 1.0))
-
-
-def _seconds(load: np.ndarray, cost: OptionArrays | None = None, overlap: float | None = None) -> np.ndarray:
-    """Per rank seconds of ``load`` (plus ``cost``'s): a ``[LOAD_ROWS, world]`` load full duplex (``load_seconds``;
-    ``overlap`` None), a ``[world]`` one as the greedy passes add tables up (``OptionArrays.additive(overlap)``)."""
-    if overlap is not None:
-        return load if cost is None else load + cost.additive(overlap)
-    return load_seconds(load if cost is None else load + cost.load)
-
-
 def _most_loaded(chosen: dict[str, OptionArrays]) -> float:
     """The most-loaded rank's estimated seconds under the placements ``chosen``."""
-    return float(load_seconds(sum(c.load for c in chosen.values())).max()) if chosen else 0.0
+    return float(sum(c.seconds for c in chosen.values()).max()) if chosen else 0.0
 
 
 class Planner:
@@ -168,11 +140,9 @@ class Planner:
              sharding_type: ShardingMode = ShardingMode.auto) -> PlanResult:
         """Place every table; raises PlanningError naming each table that cannot be placed.
 
-        Greedy passes (``_greedy``): tables largest first (memory), then ``GREEDY_PASSES``: costliest first (each
-        table's cheapest most-loaded-rank cost when placed alone: the longest-job-first rule of makespan
-        scheduling) or largest first with the mean floor, adding the tables' costs up with an overlap of 0.5 or 1
-        (``OptionArrays.additive``); the plan with the smallest most-loaded rank, full duplex, is refined
-        (``_refine``) and kept.
+        Two greedy passes (``_greedy``): tables largest first (memory), then costliest first (each table's
+        cheapest most-loaded-rank cost when placed alone: the longest-job-first rule of makespan scheduling);
+        the plan with the smaller most-loaded rank is refined (``_refine``) and kept.
 
         Args:
             tables: the tables.
@@ -182,27 +152,25 @@ class Planner:
         """
         constraints = constraints or {}
         by_memory = sorted(tables, key=lambda t: -t.memory_bytes)
-        chosen, failures = self._greedy(by_memory, constraints, sharding_type, 0.5)
+        chosen, failures = self._greedy(by_memory, constraints, sharding_type)
         if failures:
             raise PlanningError(self._failure_message(failures, tables))
         world = self.topo.world_size
-        alone = {t.name: self._best(t, constraints, sharding_type, np.zeros(world), np.zeros(world, dtype=np.int64),
-                                    overlap=0.5) for t in tables}
+        alone = {t.name: self._best(t, constraints, sharding_type, np.zeros(world), np.zeros(world, dtype=np.int64))
+                 for t in tables}
         work = {n: best[0][2] if best else 0.0 for n, best in alone.items()}  # least total seconds when alone
         by_cost = sorted(by_memory, key=lambda t: -alone[t.name][0][0] if alone[t.name] else 0.0)
-        for costliest, floor, overlap in GREEDY_PASSES:
-            other, failed = self._greedy(by_cost if costliest else by_memory, constraints, sharding_type, overlap,
-                                         work if floor else None)
+        for order, floor in ((by_cost, None), (by_memory, work), (by_cost, work)):
+            other, failed = self._greedy(order, constraints, sharding_type, floor)
             if not failed and _most_loaded(other) < _most_loaded(chosen):
                 chosen = other
         chosen = self._refine(tables, chosen, constraints, sharding_type)
         plan = ShardingPlan(self.topo.world_size, {t.name: chosen[t.name].placement for t in tables})
         return PlanResult(plan, {t.name: chosen[t.name].cost() for t in tables}, sharding_type,
-                          {t.name: t for t in tables},
-                          sum((chosen[t.name].load for t in tables), np.zeros((LOAD_ROWS, world))))
+                          {t.name: t for t in tables})
 
     def _greedy(self, tables: list[TableWorkload], constraints: dict[str, TableConstraint],
-                sharding_type: ShardingMode, overlap: float, work: dict[str, float] | None = None
+                sharding_type: ShardingMode, work: dict[str, float] | None = None
                 ) -> tuple[dict[str, OptionArrays], list[str]]:
         """Place the tables one by one, in the given order, each where it least raises the most-loaded rank.
 
@@ -210,7 +178,6 @@ class Planner:
             tables: the tables, in the order to place them.
             constraints: table name -> constraint.
             sharding_type: ``auto`` or one type.
-            overlap: the tables' costs add up as ``OptionArrays.additive(overlap)``.
             work: each table's least total seconds (over all ranks). Given, a placement is scored by the larger
                 of the most-loaded rank and the mean that the ranks will reach at least (the placed tables'
                 seconds and the ``work`` of those still to place, over the ranks): a rank may fill up to that
@@ -221,14 +188,14 @@ class Planner:
             The placement of each table placed, and why each other table could not be.
         """
         world = self.topo.world_size
-        load, used = np.zeros(world), np.zeros(world, dtype=np.int64)  # additive (``_seconds``)
+        load, used = np.zeros(world), np.zeros(world, dtype=np.int64)
         chosen: dict[str, OptionArrays] = {}
         failures: list[str] = []
         rest = sum(work.values()) if work is not None else None
         for t in tables:
             if work is not None:
                 rest -= work[t.name]
-            best = self._best(t, constraints, sharding_type, load, used, rest, overlap)
+            best = self._best(t, constraints, sharding_type, load, used, rest)
             if best is None:
                 failures.append(self._why(t, *self._candidates(t, constraints.get(t.name, TableConstraint()),
                                                                sharding_type, load.tolist(),
@@ -236,15 +203,13 @@ class Planner:
                                           used.tolist()))
                 continue
             chosen[t.name] = best[1]
-            load = load + best[1].additive(overlap)
+            load = load + best[1].seconds
             used = used + best[1].memory
         return chosen, failures
 
     def _best(self, t: TableWorkload, constraints: dict[str, TableConstraint], sharding_type: ShardingMode,
-              load: np.ndarray, used: np.ndarray, rest: float | None = None,
-              overlap: float | None = None) -> tuple[tuple, OptionArrays] | None:
-        """The best placement of ``t`` given the other tables' ``load`` (``[LOAD_ROWS, world]``: full duplex; with
-        ``overlap``, ``[world]``: additive, ``_seconds``) and ``used`` memory, and its score.
+              load: np.ndarray, used: np.ndarray, rest: float | None = None) -> tuple[tuple, OptionArrays] | None:
+        """The best placement of ``t`` given the other tables' ``load`` and ``used`` memory, and its score.
 
         The score: the most-loaded rank after it, then its own most-loaded rank, the total cost, the memory
         peak and ``ShardingType``'s order (smaller is better); None when no candidate fits. With ``rest`` (the
@@ -253,15 +218,14 @@ class Planner:
         """
         cap = self.topo.usable_memory_bytes
         constraint = constraints.get(t.name, TableConstraint())
-        placements, _ = self._candidates(t, constraint, sharding_type, _seconds(load, None, overlap).tolist(),
-                                         (cap - used).tolist())
+        placements, _ = self._candidates(t, constraint, sharding_type, load.tolist(), (cap - used).tolist())
         best: tuple[tuple, OptionArrays] | None = None
         for placement in placements:
             cost = option_arrays(t, placement, self.topo, self.batch_size)
             after = used + cost.memory
             if (after > cap).any():
                 continue
-            new = _seconds(load, cost, overlap)
+            new = load + cost.seconds
             total = sum(new.tolist())
             score = (new.max(), new[placement.ranks].max(), total, after.max(),
                      list(ShardingType).index(placement.sharding_type))
@@ -280,19 +244,18 @@ class Planner:
             The refined placements (``chosen`` itself when nothing helps).
         """
         chosen = dict(chosen)
-        load = sum(c.load for c in chosen.values())
+        load = sum(c.seconds for c in chosen.values())
         used = sum(c.memory for c in chosen.values())
         for _ in range(REFINE_ROUNDS):
-            seconds = load_seconds(load)
-            critical = int(np.argmax(seconds))
+            critical = int(np.argmax(load))
             on_it = sorted((t for t in tables if chosen[t.name].seconds[critical] > 0),
                            key=lambda t: -chosen[t.name].seconds[critical])
             for t in on_it:
                 old = chosen[t.name]
-                best = self._best(t, constraints, sharding_type, load - old.load, used - old.memory)
-                if best is not None and best[0][0] < seconds.max() * (1 - REFINE_GAIN):
+                best = self._best(t, constraints, sharding_type, load - old.seconds, used - old.memory)
+                if best is not None and best[0][0] < load.max() * (1 - REFINE_GAIN):
                     chosen[t.name] = best[1]
-                    load = load - old.load + best[1].load
+                    load = load - old.seconds + best[1].seconds
                     used = used - old.memory + best[1].memory
                     break
             else:
@@ -312,8 +275,7 @@ class Planner:
             problems.append(f"the plan is for {plan.world_size} ranks, the world has {self.topo.world_size}")
         if problems:
             raise PlanningError("the sharding plan is invalid: " + "; ".join(problems) + ".")
-        arrays = {t.name: option_arrays(t, plan.tables[t.name], self.topo, self.batch_size) for t in tables}
-        costs = {name: a.cost() for name, a in arrays.items()}
+        costs = {t.name: option_cost(t, plan.tables[t.name], self.topo, self.batch_size) for t in tables}
         cap = self.topo.usable_memory_bytes
         over = []
         for rank in range(self.topo.world_size):
@@ -326,8 +288,7 @@ class Planner:
         if over:
             raise PlanningError(f"the sharding plan does not fit ({self.topo.describe()}): " + "; ".join(over)
                                 + ". Move tables to other ranks, shard them, or give more memory.")
-        return PlanResult(plan, costs, source, {t.name: t for t in tables}, 
-                          sum((a.load for a in arrays.values()), np.zeros((LOAD_ROWS, plan.world_size))))
+        return PlanResult(plan, costs, source, {t.name: t for t in tables})
 
     def _candidates(self, t: TableWorkload, constraint: TableConstraint, sharding_type: ShardingMode,
                     load: list[float], free: list[int]) -> tuple[list[TablePlacement], list[str]]:
@@ -378,7 +339,7 @@ class Planner:
         cap = self.topo.usable_memory_bytes
         if not placements:
             return f"table {t.describe()} has a constraint that cannot be met: {'; '.join(reasons)}"
-        need = min(int(option_arrays(t, p, self.topo, self.batch_size).memory.max()) for p in placements)
+        need = min(max(option_cost(t, p, self.topo, self.batch_size).memory) for p in placements)
         free = max(range(len(used)), key=lambda r: cap - used[r])
         return (f"table {t.describe()} does not fit: its smallest allowed shard needs {format_bytes(need)} on a rank, "
                 f"the most free is {format_bytes(cap - used[free])} (rank {free}) of {format_bytes(cap)} for tables "

@@ -97,8 +97,7 @@ class PlanReport:
         batch_size: samples per rank per step the costs assume.
         tables: one line per table, in the config's order.
         ranks: one line per rank.
-        critical_tables: the tables costing the busiest rank most, ``(name, ms)``, most first (up to 3; each table
-            alone: full duplex, their sum may exceed the rank's total).
+        critical_tables: the tables costing the busiest rank most, ``(name, ms)``, most first (up to 3).
     """
 
     plan: ShardingPlan
@@ -115,9 +114,11 @@ class PlanReport:
         tables = [TableLine(name, placement.sharding_type, list(placement.ranks), result.tables[name].rows,
                             result.tables[name].dim, sum(result.costs[name].memory))
                   for name, placement in result.plan.tables.items()]
-        lookup, comm, inter = (1e3 * a for a in result.rank_seconds())  # all tables together (full duplex)
         ranks = [RankLine(r, sum(c.memory[r] for c in result.costs.values()), topology.usable_memory_bytes,
-                          float(lookup[r]), float(comm[r]), float(inter[r])) for r in range(topology.world_size)]
+                          1e3 * sum(c.lookup_s[r] for c in result.costs.values()),
+                          1e3 * sum(c.comm_s[r] for c in result.costs.values()),
+                          1e3 * sum(c.inter_s[r] for c in result.costs.values() if c.inter_s is not None))
+                 for r in range(topology.world_size)]
         report = PlanReport(result.plan, topology, result.source, batch_size, tables, ranks)
         r = report.busiest.rank
         costs = sorted(((1e3 * (c.lookup_s[r] + c.comm_s[r]), name) for name, c in result.costs.items()), reverse=True)

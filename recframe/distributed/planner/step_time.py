@@ -118,9 +118,9 @@ _H200 = _H100.replace(name="h200", lookup_gbps=2305.0)
 PROFILES = {p.name: p for p in (
     _H100, _H100.replace(name="h100-tf32", matmul_tflops=370.0), _H100.replace(name="h100-bf16", matmul_tflops=740.0),
     _H200, _H200.replace(name="h200-tf32", matmul_tflops=370.0), _H200.replace(name="h200-bf16", matmul_tflops=740.0),
-    # the planner's CPU defaults (one source of the measured numbers; GB/s each way for both)
-    DeviceProfile("cpu", lookup_gbps=TopologyConfig.ddr_bw_gbps, intra_node_gbps=LINK_GBPS["cpu"][0],
-                  inter_node_gbps=LINK_GBPS["cpu"][1], matmul_tflops=0.175, latency_us=321.0,
+    # the planner's CPU defaults (one source of the measured numbers); its links count sent + received, ours one way
+    DeviceProfile("cpu", lookup_gbps=TopologyConfig.ddr_bw_gbps, intra_node_gbps=LINK_GBPS["cpu"][0] / 2,
+                  inter_node_gbps=LINK_GBPS["cpu"][1] / 2, matmul_tflops=0.175, latency_us=321.0,
                   step_overhead_ms=0.0, shares_host=True, cores=2, oversubscribed_slowdown=1.42),
 )}
 

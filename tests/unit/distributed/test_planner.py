@@ -51,47 +51,27 @@ def test_row_wise_column_wise_data_parallel_costs_by_hand() -> None:
     rw = option_cost(SMALL, TablePlacement("row_wise", [0, 1]), topo, batch_size=10)
     assert rw.memory == [500 * 68, 500 * 68]
     assert rw.lookup_s[0] == pytest.approx((20 * 64 + 2 * 20 * 68) / HBM)  # half of the 40 ids
-    # With each shard: 10 x (1 id x 8 + 4) in, then partial sums 10 x 16 x 4 out and back; as sender and as shard at
-    # once (full duplex: each collective's larger direction, here both equal)
-    assert rw.comm_s[0] == pytest.approx((10 * (8 + 4) + 2 * 10 * 16 * 4) / INTRA)
+    # With each shard: 10 x (1 id x 8 + 4) in, then partial sums 10 x 16 x 4 out and back; as sender and as shard.
+    assert rw.comm_s[0] == pytest.approx(2 * (10 * (8 + 4) + 2 * 10 * 16 * 4) / INTRA)
     cw = option_cost(SMALL, TablePlacement("column_wise", [0, 1]), topo, batch_size=10)
     assert cw.memory == [1000 * (8 * 4 + 4)] * 2  # each column shard keeps its own row-wise state
-    assert cw.comm_s[0] == pytest.approx((10 * (2 * 8 + 4) + 2 * 10 * 8 * 4) / INTRA)
+    assert cw.comm_s[0] == pytest.approx(2 * (10 * (2 * 8 + 4) + 2 * 10 * 8 * 4) / INTRA)
     dp = option_cost(SMALL, TablePlacement("data_parallel", [0, 1]), topo, batch_size=10)
     buffer = 1000 * (16 + 1) * 4  # the replica's fp32 gradient buffer: 16 columns and a lookup count a row
     assert dp.memory == [68000 + buffer] * 2  # a replica and its buffer
     # the rank's own 20 ids looked up, the global batch's 40 rows updated, the buffer zeroed and read back
     assert dp.lookup_s[0] == pytest.approx((20 * 64 + 2 * 40 * 68 + 2 * buffer) / HBM)
-    # no ids, no pooled rows: a ring all-reduce of the buffer, 2 (W - 1) / W = 1 of it sent and as much received at
-    # once
-    assert dp.comm_s[0] == pytest.approx(buffer / INTRA)
+    # no ids, no pooled rows: a ring all-reduce of the buffer, 2 (W - 1) / W = 1 of it sent and as much received
+    assert dp.comm_s[0] == pytest.approx(2 * buffer / INTRA)
     assert dp.inter_s == [0.0, 0.0]
     across = option_cost(SMALL, TablePlacement("data_parallel", [0, 1, 2, 3]), Topology(4, 2, GB), batch_size=10)
-    assert across.comm_s == pytest.approx([1.5 * buffer / INTER] * 4)  # two nodes: paced by the inter-node hops
+    assert across.comm_s == pytest.approx([2 * 1.5 * buffer / INTER] * 4)  # two nodes: paced by the inter-node hops
 
 
 def test_inter_node_traffic_uses_the_inter_node_bandwidth() -> None:
     cost = option_cost(SMALL, TablePlacement("table_wise", [0]), Topology(4, 2, GB), batch_size=10)
     pair = 10 * (2 * 8 + 4) + 2 * 10 * 16 * 4
     assert cost.comm_s == pytest.approx([pair / INTRA + 2 * pair / INTER, pair / INTRA, pair / INTER, pair / INTER])
-
-
-def test_links_are_full_duplex_over_all_tables() -> None:
-    """A collective costs a rank the larger of what it sends and receives, summed over all tables first: with two
-    table_wise tables owned by ranks 0 and 1, each rank sends its table's pooled rows while it receives the other's,
-    so the plan costs each rank one direction (the tables' own costs, added, would charge both)."""
-    tables = [TableWorkload(f"t{i}", rows=1000, dim=16, num_features=1, ids_per_sample=2.0) for i in range(2)]
-    planner = Planner(Topology(2, 2, GB), batch_size=10)
-    result = planner.check(ShardingPlan(2, {"t0": TablePlacement("table_wise", [0]),
-                                           "t1": TablePlacement("table_wise", [1])}), tables)
-    pair = 10 * (2 * 8 + 4) + 2 * 10 * 16 * 4  # one table's exchange with the other rank: ids in, rows out and back
-    assert result.costs["t0"].comm_s == [pytest.approx(pair / INTRA)] * 2  # one table alone: one way a collective
-    lookup, comm, inter = result.rank_seconds()
-    assert comm.tolist() == pytest.approx([pair / INTRA] * 2)  # both tables: not 2 x pair
-    assert inter.tolist() == [0.0, 0.0]
-    report = PlanReport.from_result(result, planner.topo, 10)
-    assert report.busiest.comm_ms == pytest.approx(1e3 * pair / INTRA)
-    assert report.busiest.total_ms == pytest.approx(1e3 * (lookup[0] + pair / INTRA))
 
 
 @pytest.mark.parametrize(("optimizer", "dtype", "row_bytes"), [
@@ -120,8 +100,7 @@ def test_greedy_balances_better_than_round_robin() -> None:
                        tables)
 
     def max_load(result) -> float:  # noqa: ANN001
-        lookup, comm, _ = result.rank_seconds()
-        return float((lookup + comm).max())
+        return max(sum(c.seconds[r] for c in result.costs.values()) for r in range(4))
 
     assert max_load(greedy) < max_load(robin)
 
@@ -269,7 +248,7 @@ def test_link_bandwidths_default_by_device_unless_given() -> None:
     table_wise on 2 processes)."""
     cpu = topology_from_config(TopologyConfig(), 2, 2, "cpu")
     gpu = topology_from_config(TopologyConfig(memory_per_rank_gb=80), 16, 8, "gpu")
-    assert (cpu.intra_node_bw, cpu.inter_node_bw) == (0.79 * GB, 0.79 * GB)  # each way (full duplex)
+    assert (cpu.intra_node_bw, cpu.inter_node_bw) == (1.58 * GB, 1.58 * GB)
     assert (gpu.intra_node_bw, gpu.inter_node_bw) == (150 * GB, 25 * GB)
     given = topology_from_config(TopologyConfig(intra_node_bw_gbps=7.0, inter_node_bw_gbps=3.0), 2, 2, "cpu")
     assert (given.intra_node_bw, given.inter_node_bw) == (7 * GB, 3 * GB)
