@@ -52,6 +52,25 @@ def test_16_bit_output_with_graphed_backward_equals_the_cast(dtype: torch.dtype,
     assert replays[0] == 2 * 2 * len(auto.kernels)  # steps 2 and 3 of both collections' kernels
 
 
+def bf16_step(models: list, optimizers: list, step: int) -> list[tuple[torch.Tensor, torch.Tensor, list]]:
+    """One training step of each model under bf16 autocast on the same batch: (logits, loss, dense gradients)."""
+    kjt = fixed_shape_batch(step, weighted=False)
+    g = torch.Generator().manual_seed(step)
+    batch = Batch(torch.rand(256, 13, generator=g).cuda(), kjt, torch.randint(0, 2, (256,), generator=g).float()
+                  .cuda())
+    results = []
+    for model, optimizer in zip(models, optimizers, strict=True):
+        optimizer.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(batch)
+        loss = model.loss(logits.float(), batch.labels).total
+        loss.backward()
+        results.append((logits.detach(), loss.detach(), [p.grad.clone() for p in model.parameters()
+                                                          if p.grad is not None]))
+        optimizer.step()
+    return results
+
+
 def test_dlrm_dcn_step_under_bf16_autocast_is_bit_identical(replays: list[int]) -> None:  # noqa: F811
     """Three steps with a dense SGD step between: logits, loss, dense gradients and tables equal."""
     specs = [TableConfig(name=f"t{i}", num_embeddings=2000, embedding_dim=64, feature_names=[f]) for i, f in
@@ -63,21 +82,7 @@ def test_dlrm_dcn_step_under_bf16_autocast_is_bit_identical(replays: list[int]) 
         models.append(DLRM_DCN(ebc, 13, [64, 64], [128, 64], num_cross_layers=3, low_rank=32).cuda())
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.05) for m in models]
     for step in range(3):
-        kjt = fixed_shape_batch(step, weighted=False)
-        g = torch.Generator().manual_seed(step)
-        batch = Batch(torch.rand(256, 13, generator=g).cuda(), kjt, torch.randint(0, 2, (256,), generator=g).float()
-                      .cuda())
-        results = []
-        for model, optimizer in zip(models, optimizers, strict=True):
-            optimizer.zero_grad()
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(batch)
-            loss = model.loss(logits.float(), batch.labels).total
-            loss.backward()
-            results.append((logits.detach(), loss.detach(), [p.grad.clone() for p in model.parameters()
-                                                              if p.grad is not None]))
-            optimizer.step()
-        (a_logits, a_loss, a_grads), (b_logits, b_loss, b_grads) = results
+        (a_logits, a_loss, a_grads), (b_logits, b_loss, b_grads) = bf16_step(models, optimizers, step)
         assert torch.equal(a_logits, b_logits) and torch.equal(a_loss, b_loss), step
         assert len(a_grads) == len(b_grads) > 0 and all(torch.equal(x, y) for x, y in zip(a_grads, b_grads,
                                                                                           strict=True)), step
@@ -114,20 +119,8 @@ def test_sharded_one_gpu_dlrm_dcn_carries_bf16_bit_identically(replays: list[int
     assert {ebc.output_dtype for ebc in models[0].embeddings.local_collections()} == {"auto"}
     optimizers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.05) for m in models]
     for step in range(3):
-        kjt = fixed_shape_batch(step, weighted=False)
-        g = torch.Generator().manual_seed(step)
-        batch = Batch(torch.rand(256, 13, generator=g).cuda(), kjt, torch.randint(0, 2, (256,), generator=g).float()
-                      .cuda())
-        results = []
-        for model, optimizer in zip(models, optimizers, strict=True):
-            optimizer.zero_grad()
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(batch)
-            model.loss(logits.float(), batch.labels).total.backward()
-            results.append((logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
-            optimizer.step()
-        (a_logits, a_grads), (b_logits, b_grads) = results
-        assert torch.equal(a_logits, b_logits), step
+        (a_logits, a_loss, a_grads), (b_logits, b_loss, b_grads) = bf16_step(models, optimizers, step)
+        assert torch.equal(a_logits, b_logits) and torch.equal(a_loss, b_loss), step
         assert len(a_grads) == len(b_grads) > 0 and all(torch.equal(x, y) for x, y in zip(a_grads, b_grads,
                                                                                           strict=True)), step
         a_tables, b_tables = models[0].embeddings.state_dict(), models[1].embeddings.state_dict()
