@@ -21,8 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-BLOCK_M = 64  # rows per program (one partial column sum each)
-BLOCK_N = 128  # columns per program
+BLOCK_M = 32  # rows per program (one partial column sum each)
+BLOCK_N = 64  # columns per program (a 32 x 64 tile: 16 values a thread per tensor with 4 warps)
 
 
 @triton.jit
