@@ -318,7 +318,11 @@ def _bottom_mlp_problems(node: Any, context: CheckContext, dot: bool) -> list[Co
     return []
 
 
-@register_model("dlrm", schema=DLRMConfig, check=lambda node, ctx: _bottom_mlp_problems(node, ctx, dot=True))
+# DLRM reads its pooled embeddings in autocast's dtype where it has dense features (the dot interaction's bmm
+# casts them: the same numbers, bit for bit); without dense features they also feed the top MLP, and their two
+# gradients would be summed in bf16 instead of fp32.
+@register_model("dlrm", schema=DLRMConfig, check=lambda node, ctx: _bottom_mlp_problems(node, ctx, dot=True),
+                pooled_in_autocast_dtype=lambda node, num_dense: num_dense > 0)
 def build_dlrm(node: Any, context: ModelContext) -> DLRM:
     """DLRM from its config node (``DLRMConfig``)."""
     return DLRM(embeddings=context.embeddings(None), num_dense_features=context.num_dense_features,

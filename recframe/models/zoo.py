@@ -88,14 +88,20 @@ class ModelEntry:
         pooled_in_autocast_dtype: the model's first use of its pooled embeddings (``embeddings``, not
             ``wide_embeddings``) is a cast to autocast's dtype under autocast, so ``tables.output_dtype=auto``
             lets the collection write them in that dtype (the same numbers, no cast kernels); models that use
-            them in fp32 (an FM's sums of squares) keep fp32 outputs.
+            them in fp32 (an FM's sums of squares) keep fp32 outputs. A bool, or ``(config node, number of
+            dense features) -> bool`` where it depends on the model's shape.
     """
 
     schema: type
     build: Callable[[Any, ModelContext], nn.Module]
     check: Callable[[Any, CheckContext], list[ConfigProblem]] | None = None
     retrieval: bool = False
-    pooled_in_autocast_dtype: bool = False
+    pooled_in_autocast_dtype: bool | Callable[[Any, int], bool] = False
+
+    def reads_pooled_in_autocast_dtype(self, node: Any, num_dense_features: int) -> bool:
+        """``pooled_in_autocast_dtype`` for this config node and number of dense features."""
+        flag = self.pooled_in_autocast_dtype
+        return bool(flag(node, num_dense_features)) if callable(flag) else flag
 
     def problems(self, node: Any, context: CheckContext) -> list[ConfigProblem]:
         """The model's own config problems (none without a check)."""
@@ -106,7 +112,7 @@ MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, schema: type, check: Callable[[Any, CheckContext], list[ConfigProblem]] | None = None,
-                   retrieval: bool = False, pooled_in_autocast_dtype: bool = False,
+                   retrieval: bool = False, pooled_in_autocast_dtype: bool | Callable[[Any, int], bool] = False,
                    ) -> Callable[[Callable[[Any, ModelContext], nn.Module]], Any]:
     """Register the decorated builder as model ``name`` (``model.name`` in configs).
 

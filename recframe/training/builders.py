@@ -53,8 +53,9 @@ def build_model(cfg: DictConfig, embedding_device: str | None = None) -> nn.Modu
     run_tasks = tasks(cfg)
     entry = MODELS[cfg.model.name]
     # tables.output_dtype=auto: autocast's dtype for the models that read their pooled embeddings in it (ModelEntry)
+    in_autocast_dtype = entry.reads_pooled_in_autocast_dtype(cfg.model, len(cfg.features.dense))
     pooled_dtype = OutputDtype.auto if (cfg.tables.output_dtype == OutputDtype.auto
-                                        and entry.pooled_in_autocast_dtype) else OutputDtype.fp32
+                                        and in_autocast_dtype) else OutputDtype.fp32
     context = ModelContext(
         num_dense_features=len(cfg.features.dense), tasks=run_tasks,
         embeddings=lambda features: build_collection(cfg, features, device=embedding_device,
