@@ -9,7 +9,8 @@ is the largest memory-bound share of a DLRM-DCNv2 step on a GPU). This backward 
 input-gradient GEMM (``addmm``: ``g + dh1 @ V``); on a GPU one Triton kernel (``cross_kernel``) makes the up
 projection's gradient, the accumulation and the bias gradient's partial sums in one pass, so a layer's
 elementwise work is one read of ``g``, ``x0``, ``h2`` and the accumulator and one write of two tensors besides its
-four GEMMs (elsewhere: torch's ``mul``, ``addcmul_`` and ``sum``).
+four GEMMs (elsewhere, or once the kernel failed to compile or launch: torch's ``mul``, ``addcmul_`` and
+``sum``, with a warning logged once).
 
 The forward runs the same ops as the plain layers (``LowRankCrossNet``), in ``x0``'s dtype with the weights
 cast to it (autocast's choice under autocast: the caller casts ``x0``), so outputs are the plain layers'.
@@ -25,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -33,6 +35,9 @@ import torch.nn.functional as F  # noqa: N812 (torch's own alias)
 
 # Under Triton's interpreter (tests on a machine without a GPU) the backward's kernel runs on CPU tensors too.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+log = logging.getLogger(__name__)
+# Why the Triton kernel failed (compiling or launching), once it did: from then on torch's ops run (same values).
+KERNEL_FAILURE: list[str] = []
 
 
 def _layers(x0: torch.Tensor, down: Sequence[torch.Tensor], up: Sequence[torch.Tensor],
@@ -53,8 +58,8 @@ def _layers(x0: torch.Tensor, down: Sequence[torch.Tensor], up: Sequence[torch.T
 
 def kernel_usable(t: torch.Tensor) -> bool:
     """Whether ``layer_grads`` runs the Triton kernel (``cross_kernel``) on ``t``'s device: CUDA with triton, or a
-    CPU tensor under Triton's interpreter (``TRITON_INTERPRET=1``, the tests)."""
-    if not (t.is_cuda or (t.device.type == "cpu" and INTERPRETED)):
+    CPU tensor under Triton's interpreter (``TRITON_INTERPRET=1``, the tests), unless it failed before."""
+    if KERNEL_FAILURE or not (t.is_cuda or (t.device.type == "cpu" and INTERPRETED)):
         return False
     try:
         import recframe.models.cross_kernel  # noqa: F401 (triton imports)
@@ -83,19 +88,34 @@ def layer_grads(g: torch.Tensor, x0: torch.Tensor, h2: torch.Tensor,
         [4.0, 4.0, 4.0]
     """
     if kernel_usable(g) and all(t.is_contiguous() for t in (g, x0, h2)):
-        from recframe.models import cross_kernel
-
-        rows, cols = g.shape
-        grid = (-(-rows // cross_kernel.BLOCK_M), -(-cols // cross_kernel.BLOCK_N))
-        dh2 = torch.empty_like(g)
-        out = torch.empty_like(g) if acc is None else acc
-        partial = torch.empty(grid[0], cols, dtype=torch.float32, device=g.device)
-        cross_kernel.cross_layer_grads[grid](g, x0, h2, out, dh2, partial, rows, cols, HAS_ACC=acc is not None,
-                                             BLOCK_M=cross_kernel.BLOCK_M, BLOCK_N=cross_kernel.BLOCK_N)
-        return dh2, out, partial.sum(0)
+        fused = _kernel_layer_grads(g, x0, h2, acc)
+        if fused is not None:
+            return fused
     dh2 = g * x0
     acc = g * h2 if acc is None else acc.addcmul_(g, h2)
     return dh2, acc, dh2.sum(0, dtype=torch.float32)
+
+
+def _kernel_layer_grads(g: torch.Tensor, x0: torch.Tensor, h2: torch.Tensor,
+                        acc: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``layer_grads`` by the Triton kernel; None if it fails to compile or launch (logged once, recorded in
+    ``KERNEL_FAILURE``: the caller runs torch's ops, and so does every later call)."""
+    from recframe.models import cross_kernel
+
+    rows, cols = g.shape
+    grid = (-(-rows // cross_kernel.BLOCK_M), -(-cols // cross_kernel.BLOCK_N))
+    dh2 = torch.empty_like(g)
+    out = torch.empty_like(g) if acc is None else acc
+    partial = torch.empty(grid[0], cols, dtype=torch.float32, device=g.device)
+    try:
+        cross_kernel.cross_layer_grads[grid](g, x0, h2, out, dh2, partial, rows, cols, HAS_ACC=acc is not None,
+                                             BLOCK_M=cross_kernel.BLOCK_M, BLOCK_N=cross_kernel.BLOCK_N)
+    except Exception as error:  # noqa: BLE001 (triton's compile and launch errors have no common base)
+        KERNEL_FAILURE.append(f"{type(error).__name__}: {error}")
+        log.warning("the cross layers' backward kernel failed (%s); torch's ops run it from now on",
+                    KERNEL_FAILURE[0])
+        return None
+    return dh2, out, partial.sum(0)
 
 
 class _LowRankCross(torch.autograd.Function):

@@ -110,3 +110,33 @@ def test_layer_grads_kernel_equals_the_torch_ops(shape: tuple[int, int], dtype: 
         torch.testing.assert_close(got_one[1].float(), want_one[1].float(), **tol)
         assert got_one[2].dtype == torch.float32
         torch.testing.assert_close(got_one[2], got_one[0].float().sum(0), rtol=1e-5, atol=1e-4)  # its dh2's sums
+
+
+@pytest.mark.skipif(not module.INTERPRETED, reason="the kernel path runs under Triton's interpreter")
+def test_a_failing_kernel_falls_back_to_torch_ops_once_and_for_all(monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A kernel that does not compile or launch on the GPU at hand costs speed, not the run: the backward
+    gives the torch ops' gradients, warns once, and does not try the kernel again."""
+    from recframe.models import cross_kernel
+
+    calls = []
+
+    class Broken:
+        def __getitem__(self, grid: tuple[int, int]):  # noqa: ANN204 (a launcher)
+            def launch(*args: object, **kwargs: object) -> None:
+                calls.append(grid)
+                raise RuntimeError("PassManager::run failed")
+            return launch
+
+    monkeypatch.setattr(cross_kernel, "cross_layer_grads", Broken())
+    monkeypatch.setattr(module, "KERNEL_FAILURE", [])
+    x0, down, up, bias = make_inputs(16, 12, 4, 3, torch.float32)
+    inputs = [x0, *down, *up, *bias]
+    with caplog.at_level("WARNING", logger=module.__name__):
+        got = torch.autograd.grad(low_rank_cross(x0, down, up, bias).sum(), inputs)
+    want = torch.autograd.grad(plain_layers(x0, down, up, bias).sum(), inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1 and module.KERNEL_FAILURE == ["RuntimeError: PassManager::run failed"]
+    assert [r.message for r in caplog.records if "kernel failed" in r.message]
+    assert not module.kernel_usable(x0)
