@@ -68,7 +68,7 @@ class ShardingType(Vocab):
     table_wise = "table_wise"  # one rank holds the whole table
     row_wise = "row_wise"  # contiguous blocks of rows, one per rank
     column_wise = "column_wise"  # blocks of columns, one per rank
-    table_row_wise = "table_row_wise"  # row_wise over the ranks of one node
+    table_row_wise = "table_row_wise"  # row_wise over the ranks of one node (or a few, each reducing its own)
     row_wise_routed = "row_wise_routed"  # row blocks; one row per id back to the sample's rank, pooled there
     data_parallel = "data_parallel"  # every rank holds the whole table
 

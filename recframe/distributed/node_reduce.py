@@ -6,18 +6,20 @@ samples' ranks in one uneven all-to-all; an exchange object says what each rank 
 - :class:`FlatExchange`: rank ``r`` sends every destination ``s`` the rows of ``s``'s samples of all its
   blocks (``[B, D_r]``); the partial sums of a row split travel one per shard and are added on ``s``.
 - :class:`NodeReduceExchange`: the partial sums of a table whose rule reduces inside the node
-  (``ShardingRule.node_reduce``: table_row_wise, its ranks all on one node) are first summed among the
-  table's ranks with one ``reduce_scatter_tensor`` over their subgroup (the fast intra-node link):
-  the table's ``k``-th rank of ``T`` ends with the reduced rows of the destinations ``s`` with
-  ``s % |T| == k`` (with a whole node, the destinations of its own local rank on every node), and only
-  it sends them, in the same all-to-all as every other block. The cross-node bytes of that table's
-  pooled output shrink by ``|T|``. Backward mirrors it: each destination sends the gradient to the one
-  rank that sent the reduced rows, and an ``all_gather_into_tensor`` over the subgroup gives every
-  shard the gradient of all destinations (a sum's gradient is the same for every addend).
+  (``ShardingRule.reduce_groups``: table_row_wise, per node of its ranks, the two or more it has there) are first
+  summed among the table's ranks of one node with one ``reduce_scatter_tensor`` over their subgroup (the fast
+  intra-node link): the group's ``k``-th rank of ``T`` ends with the reduced rows of the destinations ``s`` with
+  ``s % |T| == k`` (with a whole node, the destinations of its own local rank on every node), and only it sends
+  them, in the same all-to-all as every other block. A table on several nodes has one group per node: each
+  destination receives one sum per node and adds them, as it adds a row_wise table's partial sums. The
+  cross-node bytes of that table's pooled output shrink by ``|T|``. Backward mirrors it: each destination
+  sends the gradient to the one rank of each group that sent it the reduced rows, and an
+  ``all_gather_into_tensor`` over the subgroup gives every shard of the group the gradient of all destinations
+  (a sum's gradient is the same for every addend).
 
 :class:`NodeReduceLayout` is the bookkeeping (pure, the same on every rank); the node reduce applies
-only where it saves cross-node bytes: a table on two or more ranks, in a world of more than one node
-(on one node, or on one rank, the flat exchange is used).
+only where it saves cross-node bytes: two or more of a table's ranks on one node, in a world of more than one
+node (on one node of the world, or from a node's lone rank of the table, the flat exchange is used).
 
 Example:
     >>> from recframe.distributed.layout import ShardLayout
@@ -48,7 +50,8 @@ from recframe.distributed.layout import ShardLayout
 
 @dataclass(frozen=True)
 class ReduceGroup:
-    """The tables reduced among the same ranks of one node, and the output columns they fill.
+    """The tables reduced among the same ranks of one node, and the output columns they fill (a table on several
+    nodes is in one group per node).
 
     Args:
         ranks: the tables' ranks, sorted (all on one node).
@@ -151,16 +154,15 @@ class NodeReduceLayout:
 
 
 def _reduce_groups(layout: ShardLayout, node_size: int | None) -> list[ReduceGroup]:
-    """The node-reduced tables grouped by their ranks (sorted), where the reduce saves cross-node bytes."""
+    """The node-reduced tables grouped by their ranks of one node (sorted), where the reduce saves cross-node bytes."""
     if node_size is None or layout.world_size <= node_size:
         return []
     columns: dict[tuple[int, ...], list[int]] = {}
     for index, name in enumerate(layout.feature_names):
         table = next(t for t in layout.tables if name in t.feature_names)
         placement = layout.plan.tables[table.name]
-        ranks = tuple(sorted(set(placement.ranks)))
-        if placement.rule.node_reduce and len(ranks) > 1:
-            start = layout.feature_start[index]
+        start = layout.feature_start[index]
+        for ranks in placement.rule.reduce_groups(placement.ranks, node_size):
             columns.setdefault(ranks, []).extend(range(start, start + layout.feature_dims[index]))
     return [ReduceGroup(ranks, tuple(cols), layout.world_size) for ranks, cols in sorted(columns.items())]
 

@@ -26,11 +26,12 @@ bandwidth depending on the peer's node:
 - output dist: every shard exchanges with every rank ``2 * B * P * D_s * 4`` (fp32 pooled
   embeddings forward, their gradients backward; ``P = F`` pooled outputs per sample, or ``L`` for a
   sequence table). For row_wise these are partial sums: a reduce-scatter, run as one flat all-to-all;
-  table_row_wise too on one node (or one rank). table_row_wise on ``k >= 2`` ranks of a world of several nodes
-  (``node_reduced_output``, as ``node_reduce.py`` runs it): its ranks reduce-scatter the partial sums in fp32
-  forward and all-gather the gradients backward, each pair of them exchanging ``2 * ceil(W / k) * B * P * D * 8``
-  bytes on the intra-node link, then ``ranks[s % k]`` alone exchanges ``B * P * D * 4 * 2`` with rank ``s``:
-  between nodes a table's pooled rows cross once per destination, not once per shard. row_wise_routed
+  table_row_wise too on one node (or one rank). table_row_wise in a world of several nodes
+  (``node_reduced_output``, as ``node_reduce.py`` runs it), per node of its ranks: the ``k >= 2`` ranks it has
+  there reduce-scatter their partial sums in fp32 forward and all-gather the gradients backward, each pair of
+  them exchanging ``2 * ceil(W / k) * B * P * D * 8`` bytes on the intra-node link, then ``ranks[s % k]`` alone
+  exchanges ``B * P * D * 4 * 2`` with rank ``s`` (a node with one of its ranks: that one, flat): between nodes a
+  table's pooled rows cross once per destination and node of its ranks, not once per shard. row_wise_routed
   returns one row per distinct id instead: every rank sends each shard the distinct ids of its batch in the
   shard's rows, ``U_s`` of them (``IdLaw.expected_unique`` of ``B * L / F`` draws, per feature; about
   ``B * L_s`` for a large uniform table, at most the shard's rows), exchanges ``2 * U_s * D * 4`` row bytes with
@@ -219,19 +220,26 @@ class CostSheet:
         """The shard on ``rank`` exchanges ``cols`` columns of output rows (and their gradients) with every rank."""
         self.traffic.every_rank_with([rank], self.batch_size * self.outputs * cols * self.table.output_wire_bytes)
 
-    def node_reduced_output(self, ranks: list[int]) -> None:
-        """The pooled output of row blocks on ``ranks`` (one node) whose partial sums are reduced inside the node
-        first (table_row_wise in a world of several nodes; module docstring, ``node_reduce.py``).
+    def node_reduced_output(self, ranks: list[int], groups: list[tuple[int, ...]]) -> None:
+        """The pooled output of row blocks on ``ranks`` whose partial sums are reduced inside each node first
+        (table_row_wise in a world of several nodes; module docstring, ``node_reduce.py``): each group
+        reduce-scatters and one of its ranks sends each destination the group's sum; a rank in no group sends flat.
 
         Args:
-            ranks: the shards' ranks.
+            ranks: the shards' ranks (on one node or several).
+            groups: the ranks that reduce among themselves (one node each: ``ShardingRule.reduce_groups``).
         """
-        t, world, members = self.table, self.topo.world_size, np.asarray(sorted(ranks))
+        t, world = self.table, self.topo.world_size
         values = self.batch_size * self.outputs * t.dim  # one destination's pooled values
-        slots = -(-world // len(members))  # destinations a member reduces (padded: the collective's equal chunks)
-        self.traffic.within(list(members), 2 * slots * values * 2 * OUTPUT_BYTES)
         dests = np.arange(world)
-        self.traffic.pairs(members[dests % len(members)], dests, values * t.output_wire_bytes)
+        for group in groups:
+            members = np.asarray(group)
+            slots = -(-world // len(members))  # destinations a member reduces (padded: the collective's equal chunks)
+            self.traffic.within(list(group), 2 * slots * values * 2 * OUTPUT_BYTES)
+            self.traffic.pairs(members[dests % len(members)], dests, values * t.output_wire_bytes)
+        grouped = {r for group in groups for r in group}
+        for rank in sorted(set(ranks) - grouped):  # nothing to reduce with on its node: the flat exchange
+            self.output_all_to_all(rank, t.dim)
 
     def row_shards(self, ranks: list[int], bounds: list[tuple[int, int]], routed: bool = False) -> None:
         """Row blocks ``[start, end)`` on ``ranks[i]``: ``shard``, ``input_dist`` and the output of every shard,

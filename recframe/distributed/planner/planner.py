@@ -11,6 +11,11 @@ first; and both orders scoring a placement by the mean the ranks will reach at l
 tables may take two nodes rather than both spread over all ranks) may give a smaller most-loaded
 rank; the best plan is then refined: the tables on the most-loaded rank are re-placed one at a
 time, given all the others, while that lowers it. Each pass is O(tables x candidates x world).
+Where that plan holds a table whose shards reduce inside a node (table_row_wise on one node), the
+same search runs again with table_row_wise also proposed over the 2 and 4 least-loaded nodes
+(``NODE_SPANS``: each node reduces its own shards' partial sums), and its plan is kept if its
+most-loaded rank is smaller (searched apart: a greedy pass that may spread a table over nodes
+places it early where it looks cheap, and can end worse than the one-node plan).
 
 Candidates per table, over its pool of ranks (pinned ranks, else all), come from each sharding
 type's rule (``ShardingRule.candidates`` in ``recframe.distributed.sharding``):
@@ -23,7 +28,8 @@ type's rule (``ShardingRule.candidates`` in ``recframe.distributed.sharding``):
   pool, up to one rank per column); auto never column-shards a table whose optimizer it does not
   train exactly (rowwise_adagrad, rowwise_adam, lamb: ``ShardingRule.is_exact``).
 - ``table_row_wise``: the pool's ranks of one node (at most one per row), for each node (more than 8
-  nodes: the 8 whose most loaded rank is least loaded); auto: only with several nodes.
+  nodes: the 8 whose most loaded rank is least loaded); in the spread search also those of the 2 and 4
+  least-loaded nodes; auto: only with several nodes.
 - ``row_wise_routed``: as row_wise (every optimizer is exact: each row's state lives on one shard).
 
 Each candidate is costed in O(world) numpy work (``cost.option_arrays``), so a table costs
@@ -96,6 +102,7 @@ class PlanResult:
     tables: dict[str, TableWorkload]
 
 
+NODE_SPANS = (2, 4)  # the spread search also tries table_row_wise over this many least-loaded nodes
 REFINE_ROUNDS = 64  # at most this many re-placements after the greedy passes
 REFINE_GAIN = 1e-6  # a re-placement must lower the most-loaded rank by this share
 
@@ -140,9 +147,10 @@ class Planner:
              sharding_type: ShardingMode = ShardingMode.auto) -> PlanResult:
         """Place every table; raises PlanningError naming each table that cannot be placed.
 
-        Two greedy passes (``_greedy``): tables largest first (memory), then costliest first (each table's
-        cheapest most-loaded-rank cost when placed alone: the longest-job-first rule of makespan scheduling);
-        the plan with the smaller most-loaded rank is refined (``_refine``) and kept.
+        Four greedy passes (``_greedy``): tables largest first (memory), then costliest first (each table's
+        cheapest most-loaded-rank cost when placed alone: the longest-job-first rule of makespan scheduling), and
+        both with the mean floor; the plan with the smaller most-loaded rank is refined (``_refine``); then the
+        spread search where it may help (module docstring).
 
         Args:
             tables: the tables.
@@ -151,26 +159,42 @@ class Planner:
                 is ``check``'s).
         """
         constraints = constraints or {}
-        by_memory = sorted(tables, key=lambda t: -t.memory_bytes)
-        chosen, failures = self._greedy(by_memory, constraints, sharding_type)
+        chosen, failures = self._search(tables, constraints, sharding_type, ())
         if failures:
             raise PlanningError(self._failure_message(failures, tables))
-        world = self.topo.world_size
-        alone = {t.name: self._best(t, constraints, sharding_type, np.zeros(world), np.zeros(world, dtype=np.int64))
-                 for t in tables}
-        work = {n: best[0][2] if best else 0.0 for n, best in alone.items()}  # least total seconds when alone
-        by_cost = sorted(by_memory, key=lambda t: -alone[t.name][0][0] if alone[t.name] else 0.0)
-        for order, floor in ((by_cost, None), (by_memory, work), (by_cost, work)):
-            other, failed = self._greedy(order, constraints, sharding_type, floor)
-            if not failed and _most_loaded(other) < _most_loaded(chosen):
-                chosen = other
-        chosen = self._refine(tables, chosen, constraints, sharding_type)
+        lws = self.topo.local_world_size
+        if any(c.placement.rule.reduce_groups(c.placement.ranks, lws) for c in chosen.values()):
+            spread, failed = self._search(tables, constraints, sharding_type, NODE_SPANS)
+            if not failed and _most_loaded(spread) < _most_loaded(chosen):
+                chosen = spread
         plan = ShardingPlan(self.topo.world_size, {t.name: chosen[t.name].placement for t in tables})
         return PlanResult(plan, {t.name: chosen[t.name].cost() for t in tables}, sharding_type,
                           {t.name: t for t in tables})
 
+    def _search(self, tables: list[TableWorkload], constraints: dict[str, TableConstraint],
+                sharding_type: ShardingMode, spans: tuple[int, ...]) -> tuple[dict[str, OptionArrays], list[str]]:
+        """The four greedy passes (``plan``), the best refined; ``spans``: ``PlacementQuery.node_spans``.
+
+        Returns:
+            The placements, and why each table the first pass could not place could not be (then nothing else ran).
+        """
+        by_memory = sorted(tables, key=lambda t: -t.memory_bytes)
+        chosen, failures = self._greedy(by_memory, constraints, sharding_type, spans)
+        if failures:
+            return chosen, failures
+        world = self.topo.world_size
+        alone = {t.name: self._best(t, constraints, sharding_type, np.zeros(world), np.zeros(world, dtype=np.int64),
+                                    spans=spans) for t in tables}
+        work = {n: best[0][2] if best else 0.0 for n, best in alone.items()}  # least total seconds when alone
+        by_cost = sorted(by_memory, key=lambda t: -alone[t.name][0][0] if alone[t.name] else 0.0)
+        for order, floor in ((by_cost, None), (by_memory, work), (by_cost, work)):
+            other, failed = self._greedy(order, constraints, sharding_type, spans, floor)
+            if not failed and _most_loaded(other) < _most_loaded(chosen):
+                chosen = other
+        return self._refine(tables, chosen, constraints, sharding_type, spans), []
+
     def _greedy(self, tables: list[TableWorkload], constraints: dict[str, TableConstraint],
-                sharding_type: ShardingMode, work: dict[str, float] | None = None
+                sharding_type: ShardingMode, spans: tuple[int, ...], work: dict[str, float] | None = None
                 ) -> tuple[dict[str, OptionArrays], list[str]]:
         """Place the tables one by one, in the given order, each where it least raises the most-loaded rank.
 
@@ -178,6 +202,7 @@ class Planner:
             tables: the tables, in the order to place them.
             constraints: table name -> constraint.
             sharding_type: ``auto`` or one type.
+            spans: ``PlacementQuery.node_spans``.
             work: each table's least total seconds (over all ranks). Given, a placement is scored by the larger
                 of the most-loaded rank and the mean that the ranks will reach at least (the placed tables'
                 seconds and the ``work`` of those still to place, over the ranks): a rank may fill up to that
@@ -195,11 +220,11 @@ class Planner:
         for t in tables:
             if work is not None:
                 rest -= work[t.name]
-            best = self._best(t, constraints, sharding_type, load, used, rest)
+            best = self._best(t, constraints, sharding_type, load, used, rest, spans)
             if best is None:
                 failures.append(self._why(t, *self._candidates(t, constraints.get(t.name, TableConstraint()),
                                                                sharding_type, load.tolist(),
-                                                               (self.topo.usable_memory_bytes - used).tolist()),
+                                                               (self.topo.usable_memory_bytes - used).tolist(), spans),
                                           used.tolist()))
                 continue
             chosen[t.name] = best[1]
@@ -208,7 +233,8 @@ class Planner:
         return chosen, failures
 
     def _best(self, t: TableWorkload, constraints: dict[str, TableConstraint], sharding_type: ShardingMode,
-              load: np.ndarray, used: np.ndarray, rest: float | None = None) -> tuple[tuple, OptionArrays] | None:
+              load: np.ndarray, used: np.ndarray, rest: float | None = None,
+              spans: tuple[int, ...] = ()) -> tuple[tuple, OptionArrays] | None:
         """The best placement of ``t`` given the other tables' ``load`` and ``used`` memory, and its score.
 
         The score: the most-loaded rank after it, then its own most-loaded rank, the total cost, the memory
@@ -218,7 +244,7 @@ class Planner:
         """
         cap = self.topo.usable_memory_bytes
         constraint = constraints.get(t.name, TableConstraint())
-        placements, _ = self._candidates(t, constraint, sharding_type, load.tolist(), (cap - used).tolist())
+        placements, _ = self._candidates(t, constraint, sharding_type, load.tolist(), (cap - used).tolist(), spans)
         best: tuple[tuple, OptionArrays] | None = None
         for placement in placements:
             cost = option_arrays(t, placement, self.topo, self.batch_size)
@@ -236,9 +262,11 @@ class Planner:
         return best
 
     def _refine(self, tables: list[TableWorkload], chosen: dict[str, OptionArrays],
-                constraints: dict[str, TableConstraint], sharding_type: ShardingMode) -> dict[str, OptionArrays]:
+                constraints: dict[str, TableConstraint], sharding_type: ShardingMode,
+                spans: tuple[int, ...]) -> dict[str, OptionArrays]:
         """Re-place the tables that load the most-loaded rank, one at a time given all the others, while that
-        lowers the most-loaded rank (at most ``REFINE_ROUNDS`` moves; each move tries every table on it).
+        lowers the most-loaded rank (at most ``REFINE_ROUNDS`` moves; each move tries every table on it; ``spans``:
+        ``PlacementQuery.node_spans``).
 
         Returns:
             The refined placements (``chosen`` itself when nothing helps).
@@ -252,7 +280,7 @@ class Planner:
                            key=lambda t: -chosen[t.name].seconds[critical])
             for t in on_it:
                 old = chosen[t.name]
-                best = self._best(t, constraints, sharding_type, load - old.seconds, used - old.memory)
+                best = self._best(t, constraints, sharding_type, load - old.seconds, used - old.memory, spans=spans)
                 if best is not None and best[0][0] < load.max() * (1 - REFINE_GAIN):
                     chosen[t.name] = best[1]
                     load = load - old.seconds + best[1].seconds
@@ -291,9 +319,10 @@ class Planner:
         return PlanResult(plan, costs, source, {t.name: t for t in tables})
 
     def _candidates(self, t: TableWorkload, constraint: TableConstraint, sharding_type: ShardingMode,
-                    load: list[float], free: list[int]) -> tuple[list[TablePlacement], list[str]]:
-        """Placements allowed for ``t`` (each type's rule proposes its own), and for each allowed type that yields
-        none, why."""
+                    load: list[float], free: list[int], spans: tuple[int, ...] = ()
+                    ) -> tuple[list[TablePlacement], list[str]]:
+        """Placements allowed for ``t`` (each type's rule proposes its own; ``spans``: ``PlacementQuery.node_spans``),
+        and for each allowed type that yields none, why."""
         world, topo = self.topo.world_size, self.topo
         pool = sorted({r for r in constraint.ranks if 0 <= r < world}) if constraint.ranks is not None \
             else list(range(world))
@@ -307,7 +336,7 @@ class Planner:
                                nodes=[topo.node_ranks(node) for node in range(topo.num_nodes)], explicit=explicit,
                                fixed=fixed, data_parallel_max_rows=self.data_parallel_max_rows,
                                min_column_shard_dim=self.min_column_shard_dim, free_bytes=free,
-                               table_bytes=t.memory_bytes)
+                               table_bytes=t.memory_bytes, node_spans=spans)
         out: list[TablePlacement] = []
         reasons: list[str] = []
         by_mass = self.row_blocks != RowBlocks.even and t.id_exponent > 0

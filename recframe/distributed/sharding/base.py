@@ -84,6 +84,8 @@ class PlacementQuery:
         min_column_shard_dim: auto column shards have at least this many columns.
         free_bytes: table memory still free on each rank of the world (None: unknown, every rank has room).
         table_bytes: the whole table with its optimizer state.
+        node_spans: numbers of nodes (two or more) that a node-reducing split (table_row_wise) may also span, on
+            the least-loaded nodes (the planner's spread search); empty: one node.
 
     Example:
         >>> from recframe.distributed.sharding import rule_for
@@ -107,6 +109,7 @@ class PlacementQuery:
     min_column_shard_dim: int
     free_bytes: list[int] | None = None
     table_bytes: int = 0
+    node_spans: tuple[int, ...] = ()
 
     def least_loaded_with_room(self, count: int) -> list[int]:
         """Up to ``count`` ranks of the pool with room for the whole table, the least loaded first (none has room:
@@ -133,7 +136,6 @@ class ShardingRule:
     axis: ClassVar[Axis | None]  # the split axis; None: each shard holds the whole table
     combine: ClassVar[Combine]
     exact_for: ClassVar[frozenset[OptimizerName]] = frozenset(OptimizerName)  # optimizers it trains exactly
-    node_reduce: ClassVar[bool] = False  # its shards' partial sums are summed inside the node first (node_reduce.py)
 
     @property
     def row_split(self) -> bool:
@@ -227,6 +229,17 @@ class ShardingRule:
             ranks: the placement's ranks.
             world_size: the group's size.
             local_world_size: ranks per node, when known.
+        """
+        return []
+
+    def reduce_groups(self, ranks: list[int], local_world_size: int) -> list[tuple[int, ...]]:
+        """The sets of the placement's ranks (one node each, sorted) that sum their pooled partial sums among
+        themselves before one of them sends each destination the sum (``node_reduce.py``, in a world of several
+        nodes); a rank in none sends its own. None by default.
+
+        Args:
+            ranks: the placement's ranks.
+            local_world_size: ranks per node.
         """
         return []
 

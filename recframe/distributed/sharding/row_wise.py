@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 
 def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, int]],
-                   node_reduce: bool = False) -> None:
+                   groups: list[tuple[int, ...]] | None = None) -> None:
     """Cost terms of row blocks whose shards exchange pooled partial sums with every rank (one flat all-to-all),
-    or, with ``node_reduce``, reduce them inside their node first (``CostSheet.node_reduced_output``).
+    or, with ``groups``, reduce them inside each group first (``CostSheet.node_reduced_output``).
 
     A shard serves its block's share of the ids (``TableWorkload.row_share``: ``R_s / R`` of them when ids spread
     evenly over the rows).
@@ -35,13 +35,14 @@ def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, i
         sheet: the table's cost sheet.
         ranks: the shards' ranks.
         bounds: the shards' rows.
-        node_reduce: the shards (on one node) reduce their partial sums among themselves before sending them.
+        groups: the shards' ranks that reduce their partial sums among themselves before sending them (one node
+            each: ``ShardingRule.reduce_groups``); None or empty: none do.
 
     Example:
         >>> add_row_shards(sheet, [0, 1], [(0, 500), (500, 1000)])  # doctest: +SKIP
     """
     t = sheet.table
-    if len(ranks) > BATCHED_SHARDS and not node_reduce:  # the same terms for every shard at once (equal up to
+    if len(ranks) > BATCHED_SHARDS and not groups:  # the same terms for every shard at once (equal up to
         # rounding)
         sheet.row_shards(ranks, bounds)
         return
@@ -55,10 +56,10 @@ def add_row_shards(sheet: CostSheet, ranks: list[int], bounds: list[tuple[int, i
             ids, sent = sheet.ids_all * rows / t.rows, t.ids_per_sample * rows / t.rows
         sheet.shard(rank, rows, t.dim, ids, ids)
         sheet.input_dist(rank, sent)
-        if not node_reduce:
+        if not groups:
             sheet.output_all_to_all(rank, t.dim)
-    if node_reduce:
-        sheet.node_reduced_output(ranks)
+    if groups:
+        sheet.node_reduced_output(ranks, groups)
 
 
 class RowWise(ShardingRule):

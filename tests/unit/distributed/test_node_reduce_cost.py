@@ -1,5 +1,6 @@
 """table_row_wise's node-level reduce (issue 24) in the cost model and the step simulator: both charge what the
-runtime sends (``node_reduce.NodeReduceLayout``), and the flat exchange where the runtime keeps it."""
+runtime sends (``node_reduce.NodeReduceLayout``), and the flat exchange where the runtime keeps it; a table on
+several nodes reduces on each of them (one group per node, a node's lone rank flat)."""
 
 from __future__ import annotations
 
@@ -30,55 +31,67 @@ def _setup(world: int, local: int, ranks: list[int]) -> tuple[list[TableConfig],
     return tables, plan, work
 
 
-@pytest.mark.parametrize(("world", "local", "ranks"), [(4, 2, [0, 1]), (8, 4, [4, 5, 6]), (16, 8, [8, 9, 10, 11])])
+# (world, ranks per node, t's ranks): one node; two nodes (2 + 3 ranks); two whole nodes and a lone rank on a third
+# (it sends flat); all ranks of two nodes of 8
+CASES = [(4, 2, [0, 1]), (8, 4, [4, 5, 6]), (16, 8, [8, 9, 10, 11]), (8, 4, [0, 1, 4, 5, 6]),
+         (16, 4, [0, 1, 2, 3, 4, 5, 6, 7, 12]), (16, 8, list(range(16)))]
+
+
+@pytest.mark.parametrize(("world", "local", "ranks"), CASES)
 def test_simulated_pooled_bytes_are_the_runtime_s_send_widths(world: int, local: int, ranks: list[int]) -> None:
     """Each rank's pooled bytes sent forward = B x 4 x the columns ``NodeReduceExchange`` sends the other ranks,
-    and the reduce-scatter moves (k - 1) padded chunks of ceil(W / k) destinations a member."""
+    and the reduce-scatter moves (k - 1) padded chunks of ceil(W / k) destinations a member of a node's k ranks."""
     tables, plan, work = _setup(world, local, ranks)
     counts = count_step(tables, plan, local, work)
     reduce = NodeReduceLayout(ShardLayout(tables, plan, world), local)
-    assert [g.ranks for g in reduce.groups] == [tuple(ranks)]
+    groups = TABLE_ROW_WISE.reduce_groups(ranks, local)
+    assert [g.ranks for g in reduce.groups] == groups == [
+        tuple(r for r in ranks if r // local == node) for node in sorted({r // local for r in ranks})
+        if sum(r // local == node for r in ranks) > 1]
     forward = counts.phases["output_forward"]
     for rank in range(world):
         widths = reduce.send_widths(rank)
         expected = BATCH * 4 * (sum(widths) - widths[rank])
         assert forward.sent_intra[rank] + forward.sent_inter[rank] == pytest.approx(expected)
-    k, slots = len(ranks), -(-world // len(ranks))
     chunk = np.zeros(world)
-    chunk[ranks] = (k - 1) * slots * BATCH * DIM * 4
+    for group in groups:
+        k, slots = len(group), -(-world // len(group))
+        chunk[list(group)] = (k - 1) * slots * BATCH * DIM * 4
     np.testing.assert_allclose(counts.phases["node_reduce_scatter"].sent_intra, chunk)
     np.testing.assert_allclose(counts.phases["node_all_gather"].recv_intra, chunk)
     assert counts.phases["node_reduce_scatter"].collectives == 1
 
 
-@pytest.mark.parametrize(("world", "local", "ranks"), [(4, 2, [0, 1]), (8, 4, [4, 5, 6]), (16, 8, [8, 9, 10, 11])])
+@pytest.mark.parametrize(("world", "local", "ranks"), CASES)
 def test_cost_model_charges_the_node_reduce_as_the_simulator_counts_it(world: int, local: int,
                                                                        ranks: list[int]) -> None:
     """The table's output terms (sent + received a rank, by link) equal the simulator's pooled phases of that table;
-    between nodes a destination receives the table's rows once, not once per shard."""
+    between nodes a destination receives the table's rows once per node of its ranks, not once per shard."""
     tables, plan, work = _setup(world, local, ranks)
     only_t = ShardingPlan(world, {"t": plan.tables["t"]})
     counts = count_step(tables[:1], only_t, local, StepWorkload(
         batch_size=BATCH, ids_per_feature={"ft": 2.0}, zipf_exponent=0.0, optimizers={"t": "sgd"},
         dense_flops_per_sample=0.0, dense_parameters=0))
     sheet = CostSheet(TableWorkload("t", ROWS, DIM, 1, 2.0, optimizer="sgd"), Topology(world, local, 10**12), BATCH)
-    sheet.node_reduced_output(ranks)
+    sheet.node_reduced_output(ranks, TABLE_ROW_WISE.reduce_groups(ranks, local))
     for link in ("intra", "inter"):
         simulated = sum(getattr(counts.phases[p], f"sent_{link}") + getattr(counts.phases[p], f"recv_{link}")
                         for p in POOLED)
         np.testing.assert_allclose(getattr(sheet.traffic, link), simulated)
-    far = [r for r in range(world) if r // local != ranks[0] // local]
-    np.testing.assert_allclose(sheet.traffic.inter[far], BATCH * DIM * 8)  # flat: k x that
+    nodes = {r // local for r in ranks}
+    far = [r for r in range(world) if r // local not in nodes]
+    np.testing.assert_allclose(sheet.traffic.inter[far], len(nodes) * BATCH * DIM * 8)  # flat: once a shard
     flat = CostSheet(sheet.table, sheet.topo, BATCH)
     ROW_WISE.add_cost(flat, ranks, ROW_WISE.bounds(ranks, None, ROWS, DIM))
-    assert sheet.traffic.inter.sum() < flat.traffic.inter.sum() / (len(ranks) - 0.5)
+    assert sheet.traffic.inter.sum() < flat.traffic.inter.sum() * len(nodes) / (len(ranks) - 0.5)
 
 
 def test_table_row_wise_add_cost_is_flat_on_one_node_and_reduced_on_several() -> None:
-    """One node (or one rank): table_row_wise costs what row_wise costs and the simulator has no node phase; two
-    nodes: the node-reduced terms."""
+    """One node (or one rank, or one rank on each of its nodes): table_row_wise costs what row_wise costs and the
+    simulator has no node phase; two or more ranks on a node of a world of several: the node-reduced terms."""
     table = TableWorkload("t", ROWS, DIM, 1, 2.0, optimizer="sgd")
-    for world, local, ranks, reduced in [(4, 4, [0, 1, 2, 3], False), (4, 2, [1], False), (4, 2, [0, 1], True)]:
+    for world, local, ranks, reduced in [(4, 4, [0, 1, 2, 3], False), (4, 2, [1], False), (4, 2, [0, 1], True),
+                                         (4, 2, [1, 2], False), (6, 2, [0, 1, 3], True)]:
         topo = Topology(world, local, 10**12)
         bounds = TABLE_ROW_WISE.bounds(ranks, None, ROWS, DIM)
         twrw, rw = CostSheet(table, topo, BATCH), CostSheet(table, topo, BATCH)

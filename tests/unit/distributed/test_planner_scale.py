@@ -18,10 +18,12 @@ from recframe.config.compose import compose_config
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.cost import TableWorkload, option_cost
 from recframe.distributed.planner.planner import Planner
+from recframe.distributed.planner.step_time import PROFILES
 from recframe.distributed.planner.topology import Topology
 from recframe.distributed.sharding import RULES, table_row_wise, table_wise
 from recframe.distributed.sharding.base import PlacementQuery
 from recframe.training.planning import make_plan, table_workloads, topology_from_config
+from recframe.training.simulation import score_plan, step_workload
 from recframe.vocab import ShardingType
 from tests.unit.distributed.test_sharding_rules import _reference_cost
 
@@ -147,7 +149,9 @@ def test_mlperf_balance(world: int) -> None:
     At 64 ranks t_cat_20 (100 ids a sample) is table_row_wise on one node: with the node-level reduce of its
     partial sums (a reduce-scatter among the node's 8 ranks, then one sender a destination) each of its ranks
     sends B x D x 8 bytes to 1/8 of the destinations instead of all of them, so the node's ranks no longer stand
-    out (max/mean 1.88 before the reduce, 1.07 with it).
+    out (max/mean 1.88 before the reduce, 1.07 with it). The spread search (table_row_wise over 2 or 4 nodes, each
+    reducing its own shards) finds no smaller max with these ids (27.7 ms against 24.7), so t_cat_20 stays on one
+    node; under the synthetic default's Zipf ids it spreads (test_mlperf_64_under_zipf_ids_spreads_t_cat_20_over_nodes).
 
     MLPerf's ids are hashed (spread evenly over rows): ``data.zipf_exponent=0``, so the default
     ``sharding.row_blocks=auto`` costs them as ``even`` (the synthetic default's Zipf law: test_row_blocks).
@@ -163,6 +167,20 @@ def test_mlperf_balance(world: int) -> None:
     small = {n for n, r in rows.items() if r <= 1_000}  # replicated or routed
     assert all(plan.tables[n].sharding_type in ("data_parallel", "row_wise_routed") for n in small)
     assert plan.tables["t_cat_20"].sharding_type == ("row_wise_routed" if world >= 512 else "table_row_wise")
+
+
+def test_mlperf_64_under_zipf_ids_spreads_t_cat_20_over_nodes() -> None:
+    """The synthetic default's Zipf 1.05 ids, 64 ranks: on one node t_cat_20 (100 ids a sample) cost its 8 ranks
+    21.4 ms against the others' 16-17 (max/mean 1.31; simulated step 31.1 ms, 1.10). Over four nodes, each
+    reducing its own shards' partial sums (the spread search), its lookups spread over 32 ranks: max/mean <= 1.10
+    by the cost model (20.8 ms, 1.06 when set) and by the simulator, whose step is faster (28.9 ms when set)."""
+    cfg = compose_config(["+experiment=mlperf_dcnv2", "world_size=64", "sharding.topology.local_world_size=8"])
+    plan, report = make_plan(cfg, world_size=64, local_world_size=8)
+    assert report.imbalance <= 1.10 and report.busiest.total_ms < 21.0
+    placement = plan.tables["t_cat_20"]
+    assert placement.sharding_type == "table_row_wise" and len({r // 8 for r in placement.ranks}) > 1
+    times = score_plan(cfg, plan, 8, PROFILES["h100"], step_workload(cfg, None, False)).times
+    assert times.step_ms < 30.0 and times.max_ms / times.mean_ms <= 1.10, (times.step_ms, times.max_ms)
 
 
 def test_half_precision_comms_halve_the_output_terms() -> None:
