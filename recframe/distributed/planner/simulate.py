@@ -5,10 +5,10 @@ A check of the planner's cost model (``cost.py``), computed another way:
 - what it counts comes from the runtime's own bookkeeping: ``ShardLayout`` (the shards, the input
   all-to-all's slots, the pooled output widths ``mp_dims``), i.e. what ``InputDist``, ``OutputDist``,
   ``PendingPooled`` and ``RoutedOutput`` send, message by message: int64 lengths (a routed slot: one
-  count), int64 ids, pooled outputs forward and their gradients backward (a table_row_wise table on several
-  ranks of a world of several nodes: reduce-scattered in fp32 among its ranks first, then sent once to each
-  destination by one of them, and the gradients all-gathered back: ``node_reduce.NodeReduceLayout``, the
-  runtime's own bookkeeping; phases ``node_reduce_scatter`` and ``node_all_gather``), routed rows both ways, the
+  count), int64 ids, pooled outputs forward and their gradients backward (a table_row_wise table, in a world of
+  several nodes: on each node where it has several ranks, reduce-scattered in fp32 among them first, then sent
+  once to each destination by one of them, and the gradients all-gathered back: ``node_reduce.NodeReduceLayout``,
+  the runtime's own bookkeeping; phases ``node_reduce_scatter`` and ``node_all_gather``), routed rows both ways, the
   data_parallel replicas' all-reduce (``replicas.ReplicaSync``: one ring all-reduce of every replica's
   fp32 ``[rows, dim]`` gradient and ``[rows]`` lookup counts) and DDP's all-reduce of the dense parameters;
 - ids per slot come from the data's id law (``id_law.IdLaw``: Zipf, hot rows first), not an even
