@@ -145,10 +145,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None =
             callbacks.append(Projector(health, projector.tables, projector.rows))
         if cfg.logger.curves and task_names:
             callbacks.append(FinalCurves())
-    if checkpoints:
-        # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint.callback).
-        callbacks.append(StepCheckpoint(checkpoints_root(cfg, run_dir), cfg.checkpoint.every_n_steps,
-                                        cfg.checkpoint.sigterm_check_every_n_steps))
+    # checkpoints/step-N every N steps, at the end and on SIGTERM (recframe.training.checkpoint.callback); without
+    # checkpoints (the bench) it still owns SIGTERM, so both time the same step (no per-step flag broadcast).
+    callbacks.append(StepCheckpoint(checkpoints_root(cfg, run_dir) if checkpoints else None,
+                                    cfg.checkpoint.every_n_steps, cfg.checkpoint.sigterm_check_every_n_steps))
     # One checkpoint format for one process and many: DCP folders (recframe.training.checkpoint).
     checkpoint_io = DistributedCheckpointIO(cfg.checkpoint.keep_last, OmegaConf.to_yaml(cfg, resolve=True))
     # One process: Lightning's one-device strategy, leaving the model on its device when fit/validate end.

@@ -17,7 +17,11 @@ the scheduler's grace period). Then all of them write a final checkpoint and lea
 termination, not a success). Lightning's own SIGTERM handler is replaced for the duration of
 training: it broadcasts from inside the signal handler (a collective that the other ranks are not
 in, which can deadlock when a rank other than 0 gets the signal), forwards the signal, and ends
-with exit code 0 without a checkpoint.
+with exit code 0 without a checkpoint. So is Lightning's exchange of its flag at the start of every
+training step (a broadcast from rank 0 and an ``.item()``: with several GPUs a collective and a host
+synchronization every step): only its own handler sets that flag, so while ours is installed the
+broadcast could only ever say "no". With ``root=None`` (``recframe bench``) nothing is saved; SIGTERM
+still stops every rank at the same step with exit code 143.
 
 Example:
     >>> trainer = pl.Trainer(callbacks=[StepCheckpoint(Path("run/checkpoints"), every_n_steps=100)])  # doctest: +SKIP
@@ -40,6 +44,12 @@ from recframe.storage import Location
 log = logging.getLogger("recframe")
 
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+# Lightning's training epoch loop method that broadcasts its SIGTERM flag every step (pytorch-lightning 2.6)
+LIGHTNING_SIGTERM_EXCHANGE = "_broadcast_sigterm_tensor"
+
+
+def _no_exchange() -> None:
+    """Stands for Lightning's per-step SIGTERM broadcast while ``StepCheckpoint``'s handler is installed."""
 
 
 class Terminated(SystemExit):
@@ -53,13 +63,14 @@ class StepCheckpoint(pl.Callback):
     """Save ``root/step-<global step>`` every ``every_n_steps`` steps, at the end of training, and on SIGTERM.
 
     Args:
-        root: the run's ``checkpoints/`` folder (a local path or an fsspec URL).
+        root: the run's ``checkpoints/`` folder (a local path or an fsspec URL); None: write none (SIGTERM is
+            still handled).
         every_n_steps: period in optimizer steps (0: only at the end and on SIGTERM).
         sigterm_check_every_n_steps: with several ranks, the period (global steps) of the exchange of
             SIGTERM flags; a SIGTERM is acted on at the next such step.
     """
 
-    def __init__(self, root: Location, every_n_steps: int, sigterm_check_every_n_steps: int = 10) -> None:
+    def __init__(self, root: Location | None, every_n_steps: int, sigterm_check_every_n_steps: int = 10) -> None:
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
         if sigterm_check_every_n_steps < 1:
@@ -70,12 +81,17 @@ class StepCheckpoint(pl.Callback):
         self.terminate_requested = False
         self._saved_step = -1
         self._previous_handler: Any = None
+        self._quieted_loop: Any = None  # Lightning's epoch loop whose per-step SIGTERM broadcast is switched off
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.terminate_requested = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        loop = trainer.fit_loop.epoch_loop
+        if hasattr(loop, LIGHTNING_SIGTERM_EXCHANGE):  # its flag stays False while our handler is installed
+            setattr(loop, LIGHTNING_SIGTERM_EXCHANGE, _no_exchange)
+            self._quieted_loop = loop
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save(trainer)
@@ -90,6 +106,9 @@ class StepCheckpoint(pl.Callback):
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._previous_handler = None
+        if self._quieted_loop is not None:
+            vars(self._quieted_loop).pop(LIGHTNING_SIGTERM_EXCHANGE, None)  # the class's method again
+            self._quieted_loop = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -121,8 +140,8 @@ class StepCheckpoint(pl.Callback):
         return bool(flag.item())
 
     def save(self, trainer: pl.Trainer) -> None:
-        """Save the current step (once per step), on every rank."""
-        if trainer.global_step == self._saved_step:
+        """Save the current step (once per step), on every rank; nothing without a root."""
+        if self.root is None or trainer.global_step == self._saved_step:
             return
         # weights_only=False: the whole training state (optimizers, loops), not only the model's weights
         folder = storage.join(self.root, f"step-{trainer.global_step}")
