@@ -150,7 +150,7 @@ def test_mlperf_balance(world: int) -> None:
     partial sums (a reduce-scatter among the node's 8 ranks, then one sender a destination) each of its ranks
     sends B x D x 8 bytes to 1/8 of the destinations instead of all of them, so the node's ranks no longer stand
     out (max/mean 1.88 before the reduce, 1.07 with it). The spread search (table_row_wise over 2 or 4 nodes, each
-    reducing its own shards) finds no smaller max with these ids (27.7 ms against 24.7), so t_cat_20 stays on one
+    reducing its own shards) finds no smaller max with these ids (26.8 ms against 24.7), so t_cat_20 stays on one
     node; under the synthetic default's Zipf ids it spreads (test_mlperf_64_under_zipf_ids_spreads_t_cat_20_over_nodes).
 
     MLPerf's ids are hashed (spread evenly over rows): ``data.zipf_exponent=0``, so the default
