@@ -3,7 +3,8 @@
 Every system trains the `dlrm` workload (= torchrec_dlrm.py's defaults: 26 tables x 100,000 x 64, one id per
 feature, batch 2048 per process) in its own subprocess. The systems run round-robin ``--rounds`` times, so a
 load change on a shared machine falls on all of them alike, and the table gives each system's median samples/s
-(with the range over the rounds) and its ratio to TorchRec with the same number of processes.
+(with the range over the rounds) and its ratio to TorchRec with the same number of processes: of the medians,
+and round by round (median and range of the paired ratios).
 
 Rows, for each process count of ``--devices`` (1 2: both): one `recframe bench` row per ``--recframe-variants``
 entry (``NAME=OVERRIDE ...``, as in the GPU mode; ``default``: no overrides), then, with one process, the bare
@@ -71,18 +72,36 @@ def cpu_systems(args: argparse.Namespace, script: Path, anchors: Path | None,
     return systems
 
 
+def paired_ratios(system: System, anchor: System) -> list[float]:
+    """``system``'s samples/s over ``anchor``'s, round by round (the rows of one round ran minutes apart at most).
+
+    Example:
+        >>> paired_ratios(System("a", 1, [], [30.0, 20.0]), System("TorchRec", 1, [], [20.0, 20.0]))
+        [1.5, 1.0]
+    """
+    return [a / b for a, b in zip(system.samples_per_s, anchor.samples_per_s, strict=True)]
+
+
 def render(systems: list[System], args: argparse.Namespace, threads: int, torch_version: str) -> str:
-    """The markdown table of the medians, with each row's range and ratio to TorchRec of the same process count."""
-    anchor = {s.processes: statistics.median(s.samples_per_s) for s in systems if s.is_torchrec}
+    """The markdown table of the medians, with each row's range, its ratio to TorchRec of the same process count
+    (of the medians) and the per-round ratios' median and range (a ratio whose rounds straddle a bar is not a
+    result; this VM's speed moves between minutes, TorchRec's most)."""
+    anchors = {s.processes: s for s in systems if s.is_torchrec}
     lines = [f"# dlrm workload, batch 2048 per process, {args.steps} timed steps, median of {args.rounds} round(s); "
              f"{platform.processor() or platform.machine()}, {threads} threads ({describe()}, all systems), "
              f"torch {torch_version}, {date.today()}",
-             "| processes | system | samples/s | range | ms/step | vs TorchRec |", "|---|---|---|---|---|---|"]
+             "| processes | system | samples/s | range | ms/step | vs TorchRec | per round: median (range) |",
+             "|---|---|---|---|---|---|---|"]
     for s in systems:
         median = statistics.median(s.samples_per_s)
-        ratio = f"{median / anchor[s.processes]:.2f}x" if s.processes in anchor else "-"
+        anchor = anchors.get(s.processes)
+        ratio, rounds = "-", "-"
+        if anchor is not None:
+            ratio = f"{median / statistics.median(anchor.samples_per_s):.2f}x"
+            paired = paired_ratios(s, anchor)
+            rounds = f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})"
         lines.append(f"| {s.processes} | {s.name} | {median:,.0f} | {min(s.samples_per_s):,.0f}-"
-                     f"{max(s.samples_per_s):,.0f} | {statistics.median(s.step_ms):.1f} | {ratio} |")
+                     f"{max(s.samples_per_s):,.0f} | {statistics.median(s.step_ms):.1f} | {ratio} | {rounds} |")
     bare = next((s for s in systems if s.name == "bare loop"), None)
     core = next((s for s in systems if s.processes == 1 and s.name.startswith("recframe")), None)
     if bare and core:
