@@ -138,6 +138,20 @@ class DeepFM(nn.Module):
                 + flops.wide_linear_flops(self.wide)
                 + 3 * t)
 
+    def dense_activations_per_sample(self) -> int:
+        """Activation elements per sample the dense part's forward writes (convention: ``recframe.models.flops``).
+
+        Dense fields ``x_j * v_j``: ``n * D``; the concatenated fields ``(F + n) * D``; FM; deep MLP and head;
+        wide part; combining: ``3T`` (FM scaled, two sums).
+        """
+        t, d = self.head.num_tasks, self.embedding_dim
+        return (self.num_dense_features * d + self.num_fields * d
+                + flops.fm_activations(self.fm, self.num_fields, d)
+                + flops.mlp_activations(self.deep)
+                + flops.head_activations(self.head)
+                + flops.wide_linear_activations(self.wide)
+                + 3 * t)
+
 
 @dataclass
 class DeepFMConfig:

@@ -95,6 +95,11 @@ def _mlp_flops(mlp: MLP | None) -> int:
     return flops.mlp_flops(mlp) if mlp is not None else 0
 
 
+def _mlp_activations(mlp: MLP | None) -> int:
+    """``flops.mlp_activations`` of an MLP, 0 for none."""
+    return flops.mlp_activations(mlp) if mlp is not None else 0
+
+
 class DLRM(nn.Module):
     """DLRM: bottom MLP over dense features -> dot interaction with pooled embeddings -> top MLP -> head.
 
@@ -122,6 +127,8 @@ class DLRM(nn.Module):
         >>> model = DLRM(ebc, 13, dense_layer_sizes=[64, 16], over_layer_sizes=[32])
         >>> model.interaction.output_dim(16), model.dense_flops_per_sample(), model.dense_parameter_count()
         (19, 5201, 2609)
+        >>> model.dense_activations_per_sample()  # (64 + 16) + (3 x 16 + 3 + 19) + 32 + 1
+        183
         >>> DLRM(ebc, 0, dense_layer_sizes=[], over_layer_sizes=[32]).over_arch.in_features  # 2 * 16 + 1 pair
         33
     """
@@ -188,6 +195,15 @@ class DLRM(nn.Module):
                 + flops.mlp_flops(self.over_arch)
                 + flops.head_flops(self.head))
 
+    def dense_activations_per_sample(self) -> int:
+        """Activation elements per sample the dense part's forward writes (convention: ``recframe.models.flops``):
+        the MLPs, the interaction and the head; without dense features, also the top MLP's concatenated input."""
+        concat = 0 if self.dense_arch is not None else self.over_arch.in_features
+        return (_mlp_activations(self.dense_arch)
+                + flops.dot_interaction_activations(self.interaction, self.embedding_dim) + concat
+                + flops.mlp_activations(self.over_arch)
+                + flops.head_activations(self.head))
+
 
 class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
     """DLRM-DCNv2 (MLPerf): bottom MLP -> concat with pooled embeddings -> low-rank cross net -> top MLP -> head.
@@ -215,6 +231,8 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
         >>> model = DLRM_DCN(ebc, 13, [64, 16], [32, 16], num_cross_layers=3, low_rank=8)
         >>> model.interaction.in_features, model.dense_flops_per_sample()  # cross width: 16 + 2 * 16
         (48, 13009)
+        >>> model.dense_activations_per_sample()  # (64 + 16) + 48 + 3 x (8 + 2 x 48) + (32 + 16) + 1
+        489
         >>> DLRM_DCN(ebc, 0, [], [32, 16], num_cross_layers=3, low_rank=8).interaction.in_features  # no dense
         32
     """
@@ -270,6 +288,15 @@ class DLRM_DCN(nn.Module):  # noqa: N801 (the model's published name)
                 + flops.low_rank_cross_net_flops(self.interaction)
                 + flops.mlp_flops(self.over_arch)
                 + flops.head_flops(self.head))
+
+    def dense_activations_per_sample(self) -> int:
+        """Activation elements per sample the dense part's forward writes (convention: ``recframe.models.flops``):
+        the bottom MLP, the concatenated cross input (with dense features), the cross net, the top MLP, the head."""
+        concat = self.interaction.in_features if self.dense_arch is not None else 0
+        return (_mlp_activations(self.dense_arch) + concat
+                + flops.low_rank_cross_net_activations(self.interaction)
+                + flops.mlp_activations(self.over_arch)
+                + flops.head_activations(self.head))
 
 
 # ---- the zoo's entries: config schemas, builders, checks ---------------------------------------

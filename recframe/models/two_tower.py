@@ -162,6 +162,18 @@ class TwoTower(nn.Module):
         return (flops.mlp_flops(self.user_tower) + flops.mlp_flops(self.item_tower)
                 + batch_size * (2 * dim + 1))
 
+    def dense_activations_per_sample(self, batch_size: int = 1) -> int:
+        """Activation elements per (user, item) sample the forward writes (convention: ``recframe.models.flops``):
+        both towers' concatenated inputs and layers, the two normalized vectors and one row of in-batch scores.
+
+        Args:
+            batch_size: the in-batch scores are ``batch_size`` values per sample (and as many scaled by the
+                temperature); 1 gives serving cost.
+        """
+        return (self.user_tower.in_features + self.item_tower.in_features
+                + flops.mlp_activations(self.user_tower) + flops.mlp_activations(self.item_tower)
+                + 2 * self.output_dim + 2 * batch_size)
+
 
 @torch.no_grad()
 def recall_at_k(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, k: int) -> float:

@@ -116,6 +116,12 @@ class WideDeep(nn.Module):
         return (flops.mlp_flops(self.deep) + flops.head_flops(self.head)
                 + flops.wide_linear_flops(self.wide) + self.head.num_tasks)
 
+    def dense_activations_per_sample(self) -> int:
+        """Activation elements per sample the dense part's forward writes: the deep MLP's concatenated input, the
+        MLP, the head, the wide part and the ``T`` sums (convention: ``recframe.models.flops``)."""
+        return (self.deep.in_features + flops.mlp_activations(self.deep) + flops.head_activations(self.head)
+                + flops.wide_linear_activations(self.wide) + self.head.num_tasks)
+
 
 @dataclass
 class WideDeepConfig:

@@ -2,7 +2,7 @@
 
 ``recframe.distributed.planner.simulate`` counts bytes from a plan's shard layout and ``step_time``
 turns them into milliseconds; this module reads the workload off a run config (batch, ids per
-feature, the synthetic data's Zipf exponent, optimizers, the model's dense FLOPs and parameters,
+feature, the synthetic data's Zipf exponent, optimizers, the model's dense FLOPs, activations and parameters,
 the comms wire formats) and scores any plan (the planner's, a saved ``sharding_plan.json``'s, or a
 converted TorchRec plan) with both the simulator and the planner's cost model.
 
@@ -57,6 +57,7 @@ def step_workload(cfg: DictConfig, zipf_exponent: float | None = None,
                         zipf_exponent=zipf_exponent,
                         optimizers={t.name: table_optimizer(t, default).name for t in table_configs(cfg)},
                         dense_flops_per_sample=float(model.dense_flops_per_sample()),
+                        dense_activations_per_sample=float(model.dense_activations_per_sample()),
                         dense_parameters=int(model.dense_parameter_count()),
                         forward_wire_bytes=wire[0], backward_wire_bytes=wire[1],
                         data_parallel_all_reduce=data_parallel_all_reduce)

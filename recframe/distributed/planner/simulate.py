@@ -23,7 +23,8 @@ A check of the planner's cost model (``cost.py``), computed another way:
 - time: each all-to-all takes, per rank, ``max(intra, inter)`` over the link classes of
   ``max(sent, received) / bandwidth`` plus a latency (full-duplex links, NVLink and the network in
   parallel); lookups at the profile's lookup bandwidth; dense work at ``3 x FLOPs`` (forward +
-  backward) at the profile's matmul rate; the step waits for the slowest rank at each collective.
+  backward) at the profile's matmul rate, plus its activation elements (``B x`` the model's per sample) as
+  memory passes (``step_time``); the step waits for the slowest rank at each collective.
 
 Lookup bytes of a shard (the effective-bandwidth formula of ``scripts/bench_embedding.py``, with
 distinct rows for the update): forward ``ids x D_s x w`` (rows read) + ``bags x D_s x 4`` (pooled
@@ -83,6 +84,8 @@ class StepWorkload:
             up its own samples; the dense gradient of the whole table is all-reduced with the dense parameters and
             every row updated) instead of as recframe's runtime does (its own all-reduce of gradients and counts,
             and only the touched rows updated).
+        dense_activations_per_sample: activation elements the model's dense forward writes per sample
+            (``recframe.models.flops``); 0: no activation traffic counted.
     """
 
     batch_size: int
@@ -94,6 +97,7 @@ class StepWorkload:
     forward_wire_bytes: int = FP32
     backward_wire_bytes: int = FP32
     data_parallel_all_reduce: bool = False
+    dense_activations_per_sample: float = 0.0
 
 
 @dataclass
@@ -200,6 +204,7 @@ class StepCounts:
         lookup_backward: bytes of gradients read and rows and state updated by each rank's backward.
         phases: the communication phases (``PHASES``), bytes by link class.
         dense_flops: each rank's dense FLOPs (forward + backward).
+        dense_activation_elements: activation elements each rank's dense forward writes (``B x`` per sample).
     """
 
     world_size: int
@@ -208,6 +213,7 @@ class StepCounts:
     lookup_backward: np.ndarray
     phases: dict[str, LinkBytes]
     dense_flops: float
+    dense_activation_elements: float = 0.0
 
 
 def expected_slot_ids(layout: ShardLayout, work: StepWorkload, law: IdLaw) -> np.ndarray:
@@ -272,7 +278,7 @@ def count_step(tables: list[TableConfig], plan: ShardingPlan, local_world_size: 
     }
     forward, backward = _lookup_bytes(tables, plan, layout, work, law)
     return StepCounts(world, local_world_size, forward, backward, phases,
-                      3.0 * work.dense_flops_per_sample * batch)
+                      3.0 * work.dense_flops_per_sample * batch, work.dense_activations_per_sample * batch)
 
 
 def pooled_phases(reduce: NodeReduceLayout, links: Links, work: StepWorkload) -> dict[str, LinkBytes]:

@@ -3,7 +3,10 @@
 Per rank and phase: an all-to-all takes ``max(intra, inter)`` of ``max(sent, received) / bandwidth`` per link
 class (full-duplex links; NVLink and the network work at once) plus ``latency x collectives`` (the node
 reduce's reduce-scatter and all-gather, inside the node, are timed the same way); lookups
-take their bytes at ``lookup_gbps``; dense work its FLOPs at ``matmul_tflops``. The step is
+take their bytes at ``lookup_gbps``; dense work its FLOPs at ``matmul_tflops`` plus, where ``hbm_gbps > 0``, its
+activation elements x ``activation_bytes`` x ``activation_passes`` at ``hbm_gbps`` (the memory-bound elementwise
+passes over the activations: bias, ReLU and their gradients, casts, the cross layers' products, concatenations,
+which do not speed up with a faster matmul rate). The step is
 synchronous: each phase lasts as long as its slowest rank, and the step is the sum of the phases plus
 ``step_overhead_ms`` (launches and framework work that no byte or FLOP count sees).
 
@@ -13,13 +16,18 @@ Profiles (``PROFILES``; every rate is per rank, GB = 1e9 bytes):
   capped at 4M rows (BENCHMARKS.md: 1,974 GB/s on an H100, 2,305 on an H200); NVLink all-to-all 300
   GB/s and 40 GB/s between nodes (a 400 Gb/s NIC per GPU) each way, 30 us a collective; matmuls at ~75%
   of the dense peak: fp32 50, tf32 370, bf16 740 TFLOP/s (``-tf32``, ``-bf16`` profiles); the per-step
-  overhead is fitted on one measured step (S fp32 on an H200: 2.26 ms measured, 0.16 ms of bytes and FLOPs).
+  overhead is fitted on one measured step (S fp32 on an H200: 2.26 ms measured, 0.16 ms of bytes and FLOPs);
+  HBM at 3,350 GB/s (H100 SXM) and 4,800 (H200), activations of 4 bytes (fp32, tf32) or 2 (``-bf16``:
+  bf16-mixed's activations); ``activation_passes`` (10.4: each activation element read or written 10.4 times a
+  step, forward and backward) is fitted on one measured step, MLPerf4M bf16-mixed on an H100 (5.95 ms measured
+  after the bench's wait fix, 4.45 ms simulated without the term; 241M activation elements a step, 0.144 ms a
+  pass), and checked on the other H100 rows (BENCHMARKS.md, "Activation traffic in the step simulator").
 - ``cpu``: the 2-core development VM, measured 2026-12-07 (``scripts/measure_cpu_profile.py``,
   ``scripts/bench_embedding.py --devices cpu --shapes S --optimizer rowwise_adagrad --backend fbgemm``):
   sgemm 175 GFLOP/s, fbgemm lookups 2.5 GB/s, gloo all-to-all 0.79 GB/s and 0.32 ms between two local
   processes; the node's ranks share the host's 2 cores (its compute rates are divided among them) and, with
   more ranks than cores, compute at ``1 / 1.42`` of that even share (``oversubscribed_slowdown``, below); no
-  fitted overhead.
+  fitted overhead; no activation term (``hbm_gbps`` 0: the measured sgemm rate is what the rows were checked on).
 
 Oversubscribed hosts (``shares_host`` and more ranks on a node than ``cores``): the ranks' compute (lookups and
 dense) is ``oversubscribed_slowdown`` times longer than an even share of the host's rates. An even share is what
@@ -72,6 +80,9 @@ class DeviceProfile:
         oversubscribed_slowdown: with more ranks on a node than ``cores``, their compute takes this many times
             an even share of the host's rates (module docstring: time slicing among ranks that meet at every
             collective); 1.0: an even share.
+        hbm_gbps: memory GB/s of a rank's dense elementwise passes; 0: no activation term.
+        activation_bytes: bytes of an activation element (4 fp32 and tf32, 2 bf16-mixed).
+        activation_passes: times each activation element is read or written in a step (forward and backward).
     """
 
     name: str
@@ -84,6 +95,25 @@ class DeviceProfile:
     shares_host: bool = False
     cores: int = 0
     oversubscribed_slowdown: float = 1.0
+    hbm_gbps: float = 0.0
+    activation_bytes: int = 4
+    activation_passes: float = 0.0
+
+    def activation_ms(self, elements: float, share: float = 1.0) -> float:
+        """Milliseconds of the activation passes over ``elements`` (0 without ``hbm_gbps``).
+
+        Args:
+            elements: activation elements a step's dense forward writes.
+            share: by how much the rank's rates are divided (``compute_share``).
+
+        Example:
+            >>> # 1e9 elements x 2 bytes x 10 passes at 2,000 GB/s: 10 ms
+            >>> PROFILES["h100-bf16"].replace(hbm_gbps=2000.0, activation_passes=10.0).activation_ms(1e9)
+            10.0
+        """
+        if self.hbm_gbps <= 0:
+            return 0.0
+        return elements * self.activation_bytes * self.activation_passes / (self.hbm_gbps * GB / share) * 1e3
 
     def compute_share(self, local_world_size: int, world_size: int) -> float:
         """By how much a rank's compute rates are divided: the ranks sharing its host (``shares_host``), times
@@ -112,12 +142,14 @@ class DeviceProfile:
         return dataclasses.replace(self, **changes)
 
 
+ACTIVATION_PASSES = 10.4  # fitted on MLPerf4M bf16-mixed on an H100 (module docstring)
 _H100 = DeviceProfile("h100", lookup_gbps=1974.0, intra_node_gbps=300.0, inter_node_gbps=40.0, matmul_tflops=50.0,
-                      latency_us=30.0, step_overhead_ms=2.10)
-_H200 = _H100.replace(name="h200", lookup_gbps=2305.0)
+                      latency_us=30.0, step_overhead_ms=2.10, hbm_gbps=3350.0, activation_passes=ACTIVATION_PASSES)
+_H200 = _H100.replace(name="h200", lookup_gbps=2305.0, hbm_gbps=4800.0)
+_BF16 = {"matmul_tflops": 740.0, "activation_bytes": 2}
 PROFILES = {p.name: p for p in (
-    _H100, _H100.replace(name="h100-tf32", matmul_tflops=370.0), _H100.replace(name="h100-bf16", matmul_tflops=740.0),
-    _H200, _H200.replace(name="h200-tf32", matmul_tflops=370.0), _H200.replace(name="h200-bf16", matmul_tflops=740.0),
+    _H100, _H100.replace(name="h100-tf32", matmul_tflops=370.0), _H100.replace(name="h100-bf16", **_BF16),
+    _H200, _H200.replace(name="h200-tf32", matmul_tflops=370.0), _H200.replace(name="h200-bf16", **_BF16),
     # the planner's CPU defaults (one source of the measured numbers); its links count sent + received, ours one way
     DeviceProfile("cpu", lookup_gbps=TopologyConfig.ddr_bw_gbps, intra_node_gbps=LINK_GBPS["cpu"][0] / 2,
                   inter_node_gbps=LINK_GBPS["cpu"][1] / 2, matmul_tflops=0.175, latency_us=321.0,
@@ -171,7 +203,8 @@ def step_times(counts: StepCounts, profile: DeviceProfile) -> StepTimes:
     phase_ms: dict[str, np.ndarray] = {
         "lookup_forward": counts.lookup_forward / lookup_rate * 1e3,
         "lookup_backward": counts.lookup_backward / lookup_rate * 1e3,
-        "dense": np.full(world, counts.dense_flops / (profile.matmul_tflops * 1e12 / share) * 1e3),
+        "dense": np.full(world, counts.dense_flops / (profile.matmul_tflops * 1e12 / share) * 1e3
+                         + profile.activation_ms(counts.dense_activation_elements, share)),
     }
     for name, link in counts.phases.items():
         intra = np.maximum(link.sent_intra, link.recv_intra) / (profile.intra_node_gbps * GB) * 1e3

@@ -173,14 +173,15 @@ def test_mlperf_64_under_zipf_ids_spreads_t_cat_20_over_nodes() -> None:
     """The synthetic default's Zipf 1.05 ids, 64 ranks: on one node t_cat_20 (100 ids a sample) cost its 8 ranks
     21.4 ms against the others' 16-17 (max/mean 1.31; simulated step 31.1 ms, 1.10). Over four nodes, each
     reducing its own shards' partial sums (the spread search), its lookups spread over 32 ranks: max/mean <= 1.10
-    by the cost model (20.8 ms, 1.06 when set) and by the simulator, whose step is faster (28.9 ms when set)."""
+    by the cost model (20.8 ms, 1.06 when set) and by the simulator, whose step is faster (28.9 ms when set; 31.9
+    since the simulator times the dense activations' memory passes, 3.0 ms of fp32 MLPerf at batch 8192)."""
     cfg = compose_config(["+experiment=mlperf_dcnv2", "world_size=64", "sharding.topology.local_world_size=8"])
     plan, report = make_plan(cfg, world_size=64, local_world_size=8)
     assert report.imbalance <= 1.10 and report.busiest.total_ms < 21.0
     placement = plan.tables["t_cat_20"]
     assert placement.sharding_type == "table_row_wise" and len({r // 8 for r in placement.ranks}) > 1
     times = score_plan(cfg, plan, 8, PROFILES["h100"], step_workload(cfg, None, False)).times
-    assert times.step_ms < 30.0 and times.max_ms / times.mean_ms <= 1.10, (times.step_ms, times.max_ms)
+    assert times.step_ms < 33.0 and times.max_ms / times.mean_ms <= 1.10, (times.step_ms, times.max_ms)
 
 
 def test_half_precision_comms_halve_the_output_terms() -> None:

@@ -15,7 +15,7 @@ from recframe.distributed.layout import ShardLayout
 from recframe.distributed.plan import ShardingPlan, TablePlacement
 from recframe.distributed.planner.id_law import IdLaw
 from recframe.distributed.planner.simulate import StepWorkload, count_step, expected_slot_ids
-from recframe.distributed.planner.step_time import DeviceProfile, step_times
+from recframe.distributed.planner.step_time import PROFILES, DeviceProfile, step_times
 from recframe.embedding.config import TableConfig
 
 
@@ -237,3 +237,21 @@ def test_data_parallel_cost_is_the_runtime_s_traffic(world: int, local: int) -> 
     assert sheet.lookup.tolist() == pytest.approx(
         [own + 2 * min(batch * world * ids, rows) * dim * 4 + 2 * rows * (dim + 1) * 4] * world)
     assert sheet.memory.tolist() == [rows * dim * 4 + rows * (dim + 1) * 4] * world
+
+def test_dense_activations_are_timed_as_memory_passes() -> None:
+    """The dense phase adds ``B x elements x bytes x passes / HBM`` to the FLOPs' time, by hand: 10 samples of 1e8
+    elements, 2 bytes, 5 passes at 1,000 GB/s is 10 ms beside 3 x 1e6 x 10 FLOPs at 1e9 FLOP/s (30 ms); without
+    ``hbm_gbps`` (the CPU profile) nothing is added."""
+    tables = [_table("a", 100, 4)]
+    work = StepWorkload(batch_size=10, ids_per_feature={"fa": 1.0}, zipf_exponent=0.0, optimizers={"a": "sgd"},
+                        dense_flops_per_sample=1e6, dense_parameters=0, dense_activations_per_sample=1e8)
+    counts = count_step(tables, ShardingPlan(1, {"a": TablePlacement("table_wise", [0])}), 1, work)
+    assert counts.dense_activation_elements == 1e9
+    profile = DeviceProfile("t", lookup_gbps=1.0, intra_node_gbps=1.0, inter_node_gbps=1.0, matmul_tflops=1e-3,
+                            latency_us=0.0, step_overhead_ms=0.0)
+    assert step_times(counts, profile).phase_ms["dense"].tolist() == pytest.approx([30.0])
+    with_hbm = profile.replace(hbm_gbps=1000.0, activation_bytes=2, activation_passes=5.0)
+    assert step_times(counts, with_hbm).phase_ms["dense"].tolist() == pytest.approx([40.0])
+    assert PROFILES["cpu"].activation_ms(1e9) == 0.0
+    assert {p.activation_bytes for n, p in PROFILES.items() if n.endswith("-bf16")} == {2}
+    assert {p.activation_bytes for n, p in PROFILES.items() if not n.endswith("-bf16")} == {4}
