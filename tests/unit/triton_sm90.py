@@ -129,7 +129,7 @@ def compile_for_sm90(specs: list[LaunchSpec]) -> list[str]:
     Returns:
         One line per spec that failed to compile: its label and the compiler's last error line.
     """
-    unique = sorted({s for s in specs}, key=lambda s: s.label())
+    unique = sorted(set(specs), key=lambda s: s.label())
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
     payload = json.dumps([[s.module, s.name, s.signature, s.constexprs, s.options] for s in unique])
